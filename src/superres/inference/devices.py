@@ -1,0 +1,88 @@
+"""Device and precision choice, and a memory-based tile size."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..archs.base import ModelDescriptor
+from ..errors import SuperresError
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple MPS, then CPU."""
+    d = device.lower()
+    if d == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise SuperresError(f"device {device!r} requested but CUDA is not available in this PyTorch build")
+    if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SuperresError("device 'mps' requested but Apple MPS is not available")
+    if d not in ("cpu", "mps") and not d.startswith("cuda"):
+        raise SuperresError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
+    return torch.device(d)
+
+
+def pick_dtype(precision: str, device: torch.device, desc: ModelDescriptor) -> torch.dtype:
+    """``auto``: fp16 on CUDA/MPS when the architecture is fp16-safe, else fp32. CPU always runs fp32
+    unless bf16 is asked for explicitly (fp16 convolutions are slow or missing on CPU)."""
+    p = precision.lower()
+    if p == "auto":
+        if device.type in ("cuda", "mps") and desc.supports_fp16:
+            return torch.float16
+        return torch.float32
+    if p not in _DTYPES:
+        raise SuperresError(f"unknown precision {precision!r}; expected auto, fp32, fp16 or bf16")
+    if p == "fp16" and not desc.supports_fp16:
+        raise SuperresError(f"architecture {desc.arch} is not fp16-safe; use --precision fp32 or bf16")
+    if p == "bf16" and not desc.supports_bf16:
+        raise SuperresError(f"architecture {desc.arch} is not bf16-safe; use --precision fp32")
+    if p == "fp16" and device.type == "cpu":
+        raise SuperresError("fp16 is not supported on CPU; use --precision fp32 or bf16")
+    return _DTYPES[p]
+
+
+def bytes_per_lr_pixel(desc: ModelDescriptor, dtype: torch.dtype) -> int:
+    """Rough activation footprint per LR pixel at the peak of a forward pass (inference mode)."""
+    feat = int(desc.hyperparams.get("num_feat", desc.hyperparams.get("embed_dim", 64)))
+    s2 = desc.scale * desc.scale
+    elems = 6 * feat + 4 * desc.out_channels * s2
+    if desc.arch in ("rrdbnet", "srcnn"):  # convolutions at output resolution
+        elems += 3 * feat * s2
+    if desc.arch == "swinir":  # attention windows
+        elems += 12 * feat
+    item = torch.tensor([], dtype=dtype).element_size()
+    return elems * max(item, 2) + 16 * desc.in_channels
+
+
+def available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+        return int(pages * os.sysconf("SC_PAGE_SIZE")) if pages else 4 << 30
+
+
+def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype) -> int:
+    """Largest tile (LR side, multiple of 16) whose activations fit a share of free memory.
+
+    CPU tiles are capped at 384: larger tiles buy no speed there and cost memory."""
+    budget = available_memory(device) * (0.5 if device.type == "cuda" else 0.15)
+    budget = min(budget, 1.5 * (1 << 30)) if device.type != "cuda" else budget
+    side = int(math.sqrt(budget / bytes_per_lr_pixel(desc, dtype)))
+    cap = 1024 if device.type == "cuda" else 384
+    side = max(64, min(cap, side))
+    return side - side % 16

@@ -1,0 +1,389 @@
+"""The stateless upscale pipeline: one loaded network, many concurrent calls.
+
+An :class:`Upscaler` holds only the network and its settings; every call keeps its images in local
+variables, so one instance may serve several threads at once (unlike helpers that keep the last image
+on ``self``). The network sees float NCHW in [0, 1]; this module adapts images to it: grey to RGB and
+back, RGB to Y for 1-channel models, premultiplied colour with a separately upscaled alpha, 16-bit kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
+
+import numpy as np
+import torch
+
+from ..archs.base import ModelDescriptor, SRNet, build, detect
+from ..errors import ModelLoadError, SuperresError
+from .devices import auto_tile, pick_device, pick_dtype
+from .tiling import TilePlan, run_tiled
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image as PILImage
+
+    from ..io.image import ImageData
+    from ..zoo.registry import ModelCard
+
+log = logging.getLogger(__name__)
+AlphaMode = Literal["model", "bicubic"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """Per-call choices; the defaults suit most images."""
+
+    tile: int | None = None  # LR tile side; None = chosen from free memory; 0 = whole image
+    overlap: int = 16  # LR pixels blended between tiles
+    context: int | None = None  # LR pixels of context per tile side; None = min(receptive field, 48)
+    alpha: AlphaMode = "model"
+
+
+class Upscaler:
+    """A loaded super-resolution network with everything needed to apply it to real images."""
+
+    def __init__(
+        self,
+        net: SRNet,
+        *,
+        name: str = "",
+        card: "ModelCard | None" = None,
+        device: str = "auto",
+        precision: str = "auto",
+        options: UpscaleOptions | None = None,
+    ) -> None:
+        self.name = name or net.arch_name
+        self.card = card
+        self.descriptor: ModelDescriptor = net.descriptor
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device, self.descriptor)
+        self.options = options or UpscaleOptions()
+        net = net.eval().requires_grad_(False)
+        self._net32 = net.to(self.device)
+        self._net = self._net32 if self.dtype == torch.float32 else _half_copy(net, self.dtype, self.device)
+        self._tile_lock = threading.Lock()  # guards only the learned OOM tile size
+        self._oom_tile: int | None = None
+
+    # ---- properties ------------------------------------------------------------------------------------
+    @property
+    def scale(self) -> int:
+        return self.descriptor.scale
+
+    def __repr__(self) -> str:
+        d = self.descriptor
+        return f"Upscaler({self.name!r}, arch={d.arch}, x{d.scale}, params={d.params:,}, device={self.device}, dtype={self.dtype})"
+
+    # ---- the network on one tile -----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network on a float32 CPU NCHW tensor; returns float32 CPU. Non-finite half-precision output
+        is recomputed in fp32."""
+        with torch.inference_mode():
+            xin = x.to(self.device, self.dtype)
+            y = self._net(xin)
+            if self.dtype != torch.float32 and not torch.isfinite(y).all():
+                log.warning("non-finite %s output; recomputing this tile in fp32", self.dtype)
+                y = self._net32(x.to(self.device, torch.float32))
+            return y.float().cpu()
+
+    # ---- whole arrays ----------------------------------------------------------------------------------
+    def _plan(self, options: UpscaleOptions) -> TilePlan:
+        d = self.descriptor
+        tile = options.tile
+        if tile is None:
+            tile = self._oom_tile or auto_tile(d, self.device, self.dtype)
+        rf = d.receptive_field
+        context = options.context if options.context is not None else min(rf if rf is not None else 48, 48)
+        if d.tiling == "internal":
+            tile = 0
+        return TilePlan(tile=tile, overlap=options.overlap, context=context)
+
+    def _run_planes(self, planes: np.ndarray, sink: Callable[[int, int, np.ndarray], None], options: UpscaleOptions) -> None:
+        """Run the network over C x H x W float32 planes (C = network input channels)."""
+        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
+        plan = self._plan(options)
+        while True:
+            try:
+                run_tiled(self.forward, x, self.scale, plan, sink, size_multiple=self.descriptor.size_multiple)
+                return
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                h, w = planes.shape[1:]
+                current = plan.tile or max(h, w)
+                if current <= 32:
+                    raise SuperresError("out of memory even with 32-pixel tiles; try --device cpu") from None
+                plan = replace(plan, tile=max(32, current // 2))
+                with self._tile_lock:
+                    self._oom_tile = plan.tile
+                log.warning("out of memory; retrying with %d-pixel tiles", plan.tile)
+
+    def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None) -> np.ndarray:
+        """Upscale C x H x W float planes in [0, 1] whose C matches the network; output H' x W' x C.
+
+        ``out`` may be a preallocated uint8/uint16/float32 array (H*s x W*s x C): rows are written into
+        it as soon as they are final, so peak memory is the output plus one row of tiles."""
+        opts = options or self.options
+        c, h, w = planes.shape
+        s = self.scale
+        oc = self.descriptor.out_channels
+        if out is None:
+            out = np.empty((h * s, w * s, oc), np.float32)
+        maxv = _max_value(out.dtype)
+
+        def sink(r0: int, r1: int, rows: np.ndarray) -> None:
+            out[r0:r1] = _quantise(np.moveaxis(rows, 0, -1), out.dtype, maxv)
+
+        self._run_planes(planes, sink, opts)
+        return out
+
+    def upscale_float(self, img: np.ndarray, options: UpscaleOptions | None = None, out_dtype: Any = np.float32) -> np.ndarray:
+        """Upscale H x W x C (C = 1 or 3) float image in [0, 1] by the network's scale, any network."""
+        opts = options or self.options
+        h, w, c = img.shape
+        s = self.scale
+        need = self.descriptor.in_channels
+        out = np.empty((h * s, w * s, c), dtype=out_dtype)
+        if need == c:
+            return self.upscale_planes(np.moveaxis(img, -1, 0), out, opts)
+        if need == 3 and c == 1:  # grey through an RGB network, back to grey
+            rgb = self.upscale_planes(np.repeat(np.moveaxis(img, -1, 0), 3, 0), None, opts)
+            out[..., 0] = _quantise(rgb.mean(-1), out.dtype, _max_value(out.dtype))
+            return out
+        if need == 1 and c == 3:  # luma network: Y through the net, chroma by bicubic
+            from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+            ycc = rgb_to_ycbcr(img.astype(np.float32)) / 255.0
+            y_up = self.upscale_planes(ycc[None, ..., 0], None, opts)[..., 0]
+            chroma = _resize_planes(np.moveaxis(ycc[..., 1:], -1, 0), (w * s, h * s))
+            full = np.stack([y_up, chroma[0], chroma[1]], -1) * 255.0
+            out[:] = _quantise(ycbcr_to_rgb(full), out.dtype, _max_value(out.dtype))
+            return out
+        raise SuperresError(f"cannot feed a {c}-channel image to a {need}-channel network")
+
+    # ---- user-facing -----------------------------------------------------------------------------------
+    @overload
+    def upscale(self, image: np.ndarray, *, outscale: float | None = ...) -> np.ndarray: ...
+    @overload
+    def upscale(self, image: torch.Tensor, *, outscale: float | None = ...) -> torch.Tensor: ...
+    @overload
+    def upscale(self, image: "PILImage.Image", *, outscale: float | None = ...) -> "PILImage.Image": ...
+
+    def upscale(self, image: Any, *, outscale: float | None = None) -> Any:
+        """Upscale a numpy array (H x W [x C], uint8/uint16/float in [0,1]), a PIL image or a tensor
+        (C x H x W or N x C x H x W, float in [0,1]); returns the same kind."""
+        if isinstance(image, torch.Tensor):
+            return self._upscale_tensor(image, outscale)
+        if isinstance(image, np.ndarray):
+            from ..io.image import from_array
+
+            result = self.upscale_image(from_array(image), outscale=outscale)
+            return _to_dtype(result, image)
+        try:
+            from PIL import Image as PILImage
+        except ImportError:  # pragma: no cover
+            PILImage = None  # type: ignore[assignment]
+        if PILImage is not None and isinstance(image, PILImage.Image):
+            from ..io.image import from_pil, to_pil
+
+            return to_pil(self.upscale_image(from_pil(image), outscale=outscale))
+        raise TypeError(f"cannot upscale a {type(image).__name__}; expected numpy array, PIL image or tensor")
+
+    __call__ = upscale
+
+    def _upscale_tensor(self, x: torch.Tensor, outscale: float | None) -> torch.Tensor:
+        squeeze = x.ndim == 3
+        batch = x[None] if squeeze else x
+        if batch.ndim != 4:
+            raise SuperresError(f"expected a C x H x W or N x C x H x W tensor, got shape {tuple(x.shape)}")
+        outs = []
+        for item in batch:
+            img = item.detach().float().cpu().permute(1, 2, 0).numpy()
+            up = self._upscale_chain(img, outscale, self.options)
+            outs.append(torch.from_numpy(up).permute(2, 0, 1))
+        y = torch.stack(outs).to(x.device)
+        return y[0] if squeeze else y
+
+    def _upscale_chain(self, img: np.ndarray, outscale: float | None, opts: UpscaleOptions,
+                       size: tuple[int, int] | None = None, out_dtype: Any = np.float32) -> np.ndarray:
+        """Apply the network as many times as the requested size needs, then resize to it exactly."""
+        h, w = img.shape[:2]
+        if size is None:
+            factor = float(outscale) if outscale else float(self.scale)
+            size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+        factor = max(size[0] / w, size[1] / h)
+        passes = 1
+        while self.scale**passes < factor - 1e-9 and passes < 3:
+            passes += 1
+        cur = img
+        for i in range(passes):
+            last = i == passes - 1
+            native = (cur.shape[1] * self.scale, cur.shape[0] * self.scale) == size
+            dt = out_dtype if last and native else np.float32
+            cur = self.upscale_float(cur, opts, dt)
+        if (cur.shape[1], cur.shape[0]) != size:
+            cur = _resize_hwc(cur.astype(np.float32) / _max_value(cur.dtype), size)
+            cur = _quantise(cur, np.dtype(out_dtype), _max_value(np.dtype(out_dtype)))
+        return cur
+
+    def upscale_image(
+        self,
+        img: "ImageData",
+        *,
+        outscale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        options: UpscaleOptions | None = None,
+    ) -> "ImageData":
+        """Upscale a decoded image with its alpha, bit depth and metadata kept."""
+        opts = options or self.options
+        h, w = img.color.shape[:2]
+        size = target_size(w, h, self.scale, outscale, width, height)
+        out_dtype = np.uint16 if img.bit_depth == 16 else np.uint8
+        alpha_out = None
+        color = img.color
+        if img.alpha is not None:
+            a = img.alpha.astype(np.float32)
+            alpha_out = self._upscale_alpha(a, size, opts)
+            color = color * a[..., None]  # premultiply: hidden colours of transparent pixels don't bleed
+        up = self._upscale_chain(color, None, opts, size=size, out_dtype=np.float32)
+        if alpha_out is not None:
+            a_up = alpha_out[..., None]
+            up = np.where(a_up > 1.0 / 1024, up / np.maximum(a_up, 1e-6), 0.0)
+        maxv = _max_value(np.dtype(out_dtype))
+        color_q = _quantise(up, np.dtype(out_dtype), maxv)
+        alpha_q = None if alpha_out is None else _quantise(alpha_out, np.dtype(out_dtype), maxv).astype(np.float32) / maxv
+        return replace(img, color=color_q.astype(np.float32) / maxv, alpha=alpha_q)
+
+    def _upscale_alpha(self, a: np.ndarray, size: tuple[int, int], opts: UpscaleOptions) -> np.ndarray:
+        if opts.alpha == "bicubic":
+            return np.clip(_resize_hwc(a[..., None], size)[..., 0], 0, 1)
+        return np.clip(self._upscale_chain(a[..., None], None, opts, size=size)[..., 0], 0, 1)
+
+    def upscale_to_array(self, img: "ImageData", out_dtype: Any = np.uint8, options: UpscaleOptions | None = None) -> np.ndarray:
+        """Memory-lean path for huge opaque images at the native scale: writes straight into the
+        quantised output array (no full-size float buffer)."""
+        return self.upscale_float(img.color, options or self.options, out_dtype)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def target_size(w: int, h: int, scale: int, outscale: float | None, width: int | None, height: int | None) -> tuple[int, int]:
+    """Output (width, height) from ``--outscale`` or ``--width``/``--height`` (aspect kept if one is given)."""
+    if width and height:
+        return int(width), int(height)
+    if width:
+        return int(width), max(1, int(round(h * width / w)))
+    if height:
+        return max(1, int(round(w * height / h))), int(height)
+    f = float(outscale) if outscale else float(scale)
+    if f <= 0:
+        raise SuperresError(f"outscale must be positive, got {outscale}")
+    return max(1, int(round(w * f))), max(1, int(round(h * f)))
+
+
+def _max_value(dtype: Any) -> float:
+    dt = np.dtype(dtype)
+    return float(np.iinfo(dt).max) if dt.kind in "ui" else 1.0
+
+
+def _quantise(x: np.ndarray, dtype: Any, maxv: float) -> np.ndarray:
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return np.clip(x, 0.0, 1.0).astype(dt, copy=False)
+    return np.floor(np.clip(x, 0.0, 1.0) * maxv + 0.5).astype(dt)
+
+
+def _resize_planes(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of C x H x W float planes to (width, height) with antialiasing."""
+    t = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
+    w, h = size
+    aa = w < planes.shape[2] or h < planes.shape[1]
+    y = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False, antialias=aa)
+    return y[0].numpy()
+
+
+def _resize_hwc(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.moveaxis(_resize_planes(np.moveaxis(img, -1, 0), size), 0, -1)
+
+
+def _to_dtype(result: "ImageData", like: np.ndarray) -> np.ndarray:
+    arr = result.color if result.alpha is None else np.concatenate([result.color, result.alpha[..., None]], -1)
+    if like.ndim == 2:
+        arr = arr[..., 0]
+    if like.dtype.kind in "ui":
+        return _quantise(arr, like.dtype, _max_value(like.dtype))
+    return arr.astype(like.dtype)
+
+
+def _half_copy(net: SRNet, dtype: torch.dtype, device: torch.device) -> SRNet:
+    import copy
+
+    return copy.deepcopy(net).to(device=device, dtype=dtype)
+
+
+# ---- loading ---------------------------------------------------------------------------------------------
+
+
+def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> tuple[SRNet, "ModelCard | None"]:
+    """A zoo name or a weights file -> (network with weights, its card or None)."""
+    from ..zoo.formats import WEIGHT_SUFFIXES, read_weights_file
+    from ..zoo.registry import get_card, resolve_weights
+
+    text = str(name_or_path)
+    p = Path(text).expanduser()
+    looks_like_file = p.suffix.lower() in WEIGHT_SUFFIXES or p.exists() or "/" in text or "\\" in text
+    card = None
+    if looks_like_file:
+        if not p.exists():
+            raise ModelLoadError(f"weights file not found: '{p}'")
+        path = p
+    else:
+        card = get_card(text)
+        path = resolve_weights(card, allow_download=allow_download)
+    sd, meta = read_weights_file(path)
+    found = detect(sd)
+    if card is not None:
+        arch, hp = card.arch, dict(card.hyperparams)
+        if found is None or found[0] != arch:
+            raise ModelLoadError(f"weights at '{path}' are not a {arch} network as {card.name!r} expects")
+    elif found is None:
+        raise ModelLoadError(
+            f"'{path}' matches no known architecture (expected weights of: "
+            "srcnn, fsrcnn, espcn, edsr, rcan, rrdbnet, srvgg, swinir)"
+        )
+    else:
+        arch, hp = found
+    net = build(arch, **hp)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelLoadError(f"weights at '{path}' do not fit {arch} {hp}: {first}") from None
+    return net, card
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_download: bool = False,
+    options: UpscaleOptions | None = None,
+) -> Upscaler:
+    """Load a zoo model by name or a weights file (arch and hyper-parameters detected from the file)."""
+    net, card = load_network(name_or_path, allow_download=allow_download)
+    name = card.name if card else Path(str(name_or_path)).stem
+    return Upscaler(net, name=name, card=card, device=device, precision=precision, options=options)
+
+
+def tile_count(h: int, w: int, tile: int) -> int:
+    """How many tiles an image needs (for progress reporting)."""
+    if tile <= 0:
+        return 1
+    return math.ceil(h / tile) * math.ceil(w / tile)

@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real data and weights live, and skips with a stated reason when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set SUPERRES_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data: Set5, Set14 (with MATLAB-bicubic LR), BSD100, T91, BSD200."""
+    return _need(SHARED / "data", "benchmark data")
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """../shared/weights: LPIPS, NIQE, Real-ESRGAN and OpenCV super-resolution weights."""
+    return _need(SHARED / "weights", "reference weights")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep converted-weight caches per test session, never in the user's home."""
+    cache = tmp_path_factory.getbasetemp() / "superres-cache"
+    monkeypatch.setenv("SUPERRES_CACHE_DIR", str(cache))

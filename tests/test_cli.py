@@ -1,0 +1,104 @@
+"""The command line as a user meets it: outputs, skips, one-line errors, exit codes, no partial files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from superres.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_file(weights_dir: Path) -> str:
+    return str(weights_dir / "realesrgan" / "realesr-animevideov3.pth")
+
+
+@pytest.fixture()
+def images(tmp_path: Path, data_dir: Path) -> Path:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    hr = Image.open(data_dir / "Set5" / "LR_bicubic" / "X4" / "birdx4.png").convert("RGB")
+    hr.crop((0, 0, 40, 30)).save(src / "a.png")
+    hr.crop((10, 10, 50, 42)).save(src / "sub" / "b.jpg", quality=95)
+    return src
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_upscale_folder_keeps_tree_and_skips_existing(images: Path, tmp_path: Path, model_file: str) -> None:
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out / "a.png").size == (160, 120)
+    assert Image.open(out / "sub" / "b.jpg").size == (160, 128)
+    assert "2 written" in r.output
+    r = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file])
+    assert r.exit_code == 0 and "2 skipped" in r.output
+    r = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--overwrite", "--outscale", "2"])
+    assert r.exit_code == 0 and Image.open(out / "a.png").size == (80, 60)
+    assert _no_temp_files(out)
+
+
+def test_bad_files_are_reported_and_the_rest_continue(images: Path, tmp_path: Path, model_file: str) -> None:
+    (images / "empty.png").write_bytes(b"")
+    (images / "text.png").write_text("this is not an image")
+    good = (images / "a.png").read_bytes()
+    (images / "truncated.png").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file])
+    assert r.exit_code == 1
+    assert (out / "a.png").exists() and (out / "sub" / "b.jpg").exists()
+    for bad in ("empty.png", "text.png", "truncated.png"):
+        assert not (out / bad).exists()
+        assert bad in r.output
+    assert "3 failed" in r.output
+    assert _no_temp_files(out)
+
+
+def test_single_file_to_named_output(images: Path, tmp_path: Path, model_file: str) -> None:
+    dst = tmp_path / "one.webp"
+    r = runner.invoke(app, ["upscale", str(images / "a.png"), "-o", str(dst), "-m", model_file, "--width", "100"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(dst).size == (100, 75)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "superres.cli", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_user_errors_are_one_line_and_non_zero(tmp_path: Path, model_file: str) -> None:
+    r = _cli("upscale", "missing.png", "-o", "out", "-m", "no-such-model", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown model 'no-such-model'" in lines[0] and "Traceback" not in r.stderr
+    r = _cli("upscale", "missing.png", "-o", "out", "-m", model_file, cwd=tmp_path)
+    assert r.returncode == 1 and "missing.png" in r.stderr
+    assert not (tmp_path / "out").exists() or _no_temp_files(tmp_path / "out")
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(b"\x80\x02garbage")
+    r = _cli("upscale", "x.png", "-m", str(wrong), cwd=tmp_path)
+    assert r.returncode == 2 and "wrong.pth" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_models_lists_the_zoo() -> None:
+    r = runner.invoke(app, ["models", "--json"])
+    assert r.exit_code == 0
+    import json
+
+    rows = {row["name"]: row for row in json.loads(r.output)}
+    assert rows["realesrgan-x4plus"]["params"] == 16_697_987
+    assert rows["realesrgan-x4plus-anime"]["params"] == 4_467_779
+    assert rows["realesr-animevideov3"]["params"] == 621_424
+    assert all(r["licence"] and r["source"] for r in rows.values())
