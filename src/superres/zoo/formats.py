@@ -65,7 +65,7 @@ def _read_torch(p: Path) -> tuple[StateDict, dict[str, str]]:
 
 
 def _read_ncnn(p: Path) -> tuple[StateDict, dict[str, str]]:
-    from .ncnn import convert
+    from .ncnn import convert, split_post_resize
 
     bin_path = p.with_suffix(".bin")
     if not bin_path.is_file():
@@ -76,7 +76,10 @@ def _read_ncnn(p: Path) -> tuple[StateDict, dict[str, str]]:
         raise
     except Exception as e:  # the reader raises ValueError/KeyError on malformed files
         raise ModelLoadError(f"cannot convert ncnn model '{p}': {_first_line(e)}") from None
-    meta = {"arch": arch, "hyperparams": repr(hp)}
+    # x2/x3 animevideov3 files are the x4 network plus a bicubic resize; the network is returned and the
+    # resize is left to the engine (``--outscale``), as upstream does.
+    hp, post = split_post_resize(hp)
+    meta = {"arch": arch, "hyperparams": repr(hp), **{k: str(v) for k, v in (post or {}).items()}}
     return dict(sd), meta
 
 

