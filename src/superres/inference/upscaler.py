@@ -157,11 +157,11 @@ class Upscaler:
         if need == 1 and c == 3:  # luma network: Y through the net, chroma by bicubic
             from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 
-            ycc = rgb_to_ycbcr(img.astype(np.float32)) / 255.0
+            ycc = np.asarray(rgb_to_ycbcr(img.astype(np.float64)), np.float32)  # [0, 1] scale
             y_up = self.upscale_planes(ycc[None, ..., 0], None, opts)[..., 0]
             chroma = _resize_planes(np.moveaxis(ycc[..., 1:], -1, 0), (w * s, h * s))
-            full = np.stack([y_up, chroma[0], chroma[1]], -1) * 255.0
-            out[:] = _quantise(ycbcr_to_rgb(full), out.dtype, _max_value(out.dtype))
+            full = np.stack([y_up, chroma[0], chroma[1]], -1).astype(np.float64)
+            out[:] = _quantise(np.asarray(ycbcr_to_rgb(full)), out.dtype, _max_value(out.dtype))
             return out
         raise SuperresError(f"cannot feed a {c}-channel image to a {need}-channel network")
 
