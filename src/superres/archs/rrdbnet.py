@@ -102,8 +102,10 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
 
 
 def _rf(hp: dict[str, Any]) -> int:
-    # conv_first + 15 convs per RRDB + conv_body at LR, the HR convs add < 2 LR pixels.
-    return 2 + 15 * int(hp["num_block"]) + 2
+    # conv_first + 15 convs per RRDB + conv_body run on the (possibly pixel-unshuffled) grid; the HR convs
+    # add < 2 LR pixels. At scales 1 and 2 each grid pixel spans 4 or 2 input pixels.
+    unshuffle = {4: 1, 2: 2, 1: 4}[int(hp["scale"])]
+    return (2 + 15 * int(hp["num_block"]) + 2) * unshuffle
 
 
 SPEC = register(

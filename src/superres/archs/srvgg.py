@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
+from .base import ArchSpec, SRNet, StateDict, register, shuffle_scale
 
 _ACTS = ("prelu", "relu", "leakyrelu")
 
@@ -64,19 +64,23 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
         return None
     if any(not k.startswith("body.") for k in sd):
         return None
-    n = count_indexed(sd, "body.")
-    if n < 3 or n % 2 == 0:
+    # Convs sit at even indices; activations at odd ones store weights only when they are PReLU.
+    indices = {int(k.split(".")[1]) for k in sd if k.split(".")[1].isdigit()}
+    last = max(indices)
+    convs = set(range(0, last + 1, 2))
+    if last < 2 or last % 2 or not convs <= indices:
         return None
-    first, last = sd["body.0.weight"], sd[f"body.{n - 1}.weight"]
-    if first.shape[2:] != (3, 3) or last.ndim != 4:
+    acts = indices - convs
+    if acts and acts != set(range(1, last, 2)):
+        return None
+    first, final = sd["body.0.weight"], sd[f"body.{last}.weight"]
+    if first.shape[2:] != (3, 3) or final.ndim != 4:
         return None
     num_feat, in_ch = int(first.shape[0]), int(first.shape[1])
-    num_conv = (n - 3) // 2
-    act_w = sd.get("body.1.weight")
-    act = "prelu" if act_w is not None and act_w.ndim == 1 else "relu"  # relu/leakyrelu have no weights
-    # Output channels: try 3 then 1 as image channels.
+    num_conv = (last - 2) // 2
+    act = "prelu" if acts else "relu"  # relu and leakyrelu store nothing: relu is assumed
     for out_ch in (3, 1, in_ch):
-        s = shuffle_scale(int(last.shape[0]), out_ch)
+        s = shuffle_scale(int(final.shape[0]), out_ch)
         if s:
             return dict(in_channels=in_ch, out_channels=out_ch, num_feat=num_feat, num_conv=num_conv, scale=s, act=act)
     return None
