@@ -1,0 +1,127 @@
+"""All-or-nothing file writes.
+
+An upscale can take minutes and a crash, a full disk or Ctrl-C halfway through must never leave a
+half-written image or video where the user expects a finished one (and must never destroy the old
+file it was replacing). Everything is written to a hidden temporary file in the destination folder
+(same filesystem, so the final rename is atomic), flushed to disk, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = True,
+    tmp_suffix: str = ".tmp",
+    make_parents: bool = True,
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.
+
+    The temporary file is named ``.<name>.<random><tmp_suffix>`` so it is hidden and recognisable;
+    callers whose writer picks a format from the suffix (video muxers) pass e.g. ``".tmp.mp4"``.
+    If the block raises (anything, KeyboardInterrupt included) the temporary file is removed and the
+    exception propagates unchanged; the target is then untouched. Errors are plain ``OSError``s
+    (``FileExistsError`` when ``overwrite`` is false and the target exists) so each caller can turn
+    them into its own one-line message.
+    """
+    target = Path(path)
+    parent = target.parent
+    if not overwrite and target.exists():
+        raise FileExistsError(17, "file exists (refusing to overwrite)", str(target))
+    created = _missing_folders(parent) if make_parents else []
+    if created:
+        parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=tmp_suffix, dir=parent)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        _copy_permissions(tmp, target)
+        if not overwrite and target.exists():  # someone else finished first
+            raise FileExistsError(17, "file exists (refusing to overwrite)", str(target))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _remove_empty(created)
+        raise
+    _fsync_dir(parent)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders mkdir(parents=True) would create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo the folders made for a write that failed (only while they are still empty)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _fsync_file(path: Path) -> None:
+    """Make the bytes durable before the rename, so a power cut can't leave an empty renamed file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself; best effort (not possible on Windows or some network filesystems)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _copy_permissions(tmp: Path, target: Path) -> None:
+    """mkstemp creates 0600 files; give the result the permissions a normal ``open()`` would (or the
+    replaced file's), so outputs stay readable by the people they were made for."""
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)
+
+
+def _umask() -> int:
+    """Read the process umask without the set-and-restore race of ``os.umask`` (Linux exposes it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
