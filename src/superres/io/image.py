@@ -88,7 +88,9 @@ class ImageData:
     """Decoded pixels plus what is needed to write them back the way they came.
 
     ``color`` is float32 H x W x C in [0, 1], C = 3 (RGB) or 1 (gray); ``alpha`` is float32 H x W in
-    [0, 1] (straight, not premultiplied) or None. ``bit_depth`` (8 or 16) and ``mode`` describe the
+    [0, 1] (straight, not premultiplied) or None. Either may instead hold quantised samples (uint8 with
+    ``bit_depth`` 8, uint16 with 16): big upscaled images are kept that way, a quarter of the float size;
+    :func:`as_float` gives the [0, 1] view. ``bit_depth`` (8 or 16) and ``mode`` describe the
     *source* so a writer can keep 16-bit end to end. ``exif`` always starts with ``b"Exif\\0\\0"`` and
     its orientation is 1, because the pixels are already upright.
     """
@@ -107,14 +109,14 @@ class ImageData:
             color = color[..., None]
         if color.ndim != 3 or color.shape[2] not in (1, 3):
             raise ValueError(f"color must be H x W x 1 or H x W x 3, got shape {color.shape}")
-        self.color = color if color.dtype == np.float32 else color.astype(np.float32)
+        self.color = color if _keeps_dtype(color, self.bit_depth) else color.astype(np.float32)
         if self.alpha is not None:
             alpha = np.asarray(self.alpha)
             if alpha.ndim == 3 and alpha.shape[2] == 1:
                 alpha = alpha[..., 0]
             if alpha.shape != color.shape[:2]:
                 raise ValueError(f"alpha must be H x W = {color.shape[:2]}, got shape {alpha.shape}")
-            self.alpha = alpha if alpha.dtype == np.float32 else alpha.astype(np.float32)
+            self.alpha = alpha if _keeps_dtype(alpha, self.bit_depth) else alpha.astype(np.float32)
         if self.bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
 
@@ -642,11 +644,31 @@ def to_pil(img: ImageData) -> Image.Image:
     return im
 
 
+def _keeps_dtype(a: np.ndarray, bit_depth: int) -> bool:
+    """float32, or integer samples whose full scale is ``bit_depth``: stored without conversion."""
+    return a.dtype == np.float32 or (a.dtype == np.uint8 and bit_depth == 8) or (a.dtype == np.uint16 and bit_depth == 16)
+
+
+def as_float(a: np.ndarray) -> np.ndarray:
+    """[0, 1] float32 view of float or quantised (uint8/uint16) samples."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    return a if a.dtype == np.float32 else a.astype(np.float32)
+
+
 def to_uint(img_float: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Float [0, 1] -> uint8/uint16 with clipping and round-half-up (NaN -> 0), the one rounding rule
-    used for every file written, so an 8-bit value read and written back is unchanged."""
+    used for every file written, so an 8-bit value read and written back is unchanged. Integer samples
+    pass through (or are rescaled between 8 and 16 bits) without a float copy."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    a = np.asarray(img_float)
+    if a.dtype == np.uint8:
+        return a if bit_depth == 8 else a.astype(np.uint16) * 257
+    if a.dtype == np.uint16:
+        return a if bit_depth == 16 else ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
     maxv = 255.0 if bit_depth == 8 else 65535.0
     y = np.array(img_float, dtype=np.float32, copy=True)
     np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
@@ -780,6 +802,7 @@ def _prepare(
 
     color, alpha = img.color, img.alpha
     if alpha is not None and flatten_alpha is not None:
+        color, alpha = as_float(color), as_float(alpha)
         bg = np.asarray(flatten_alpha, dtype=np.float32).reshape(-1) / 255.0
         if bg.size not in (1, 3):
             raise ImageWriteError(
