@@ -202,6 +202,17 @@ def demo(
         typer.echo(f"{label}: {path}")
 
 
+def _register_eval() -> None:
+    from .eval.command import eval_command
+
+    app.command("eval", help="Evaluate models on benchmark sets: PSNR/SSIM on Y, LPIPS, NIQE, tables, figures.")(
+        friendly(eval_command)
+    )
+
+
+_register_eval()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,526 @@
+"""The benchmark runner: models x datasets x scales -> per-image and mean PSNR/SSIM (+ LPIPS, NIQE), timed.
+
+The protocol is the literature's (``shared/GUIDE.md``, "Protocol pins"), so numbers are comparable with
+published tables: LR = MATLAB bicubic of the top-left-modcropped HR; the SR output rounded to uint8; PSNR
+and SSIM on the unrounded Y of BT.601 (16-235) with ``scale`` pixels cropped at each border, in float64;
+the mean over images of the per-image values. Grey images (Set14 ``bridge``) go through the network as
+grey and are their own Y. Every result carries the implementation of each metric in ``meta``.
+
+Two baselines are models too (no parameters, any scale):
+
+* ``bicubic-rgb``: the same LR images the networks get, upscaled by MATLAB ``imresize(LR, s, 'bicubic')`` on
+  the uint8 image (rounded after each 1-D pass, as MATLAB does for uint8). This is the fair baseline in a
+  table of networks. Rounding once at the end instead moves the means by at most +0.005 dB, and neither
+  variant reproduces every published bicubic cell within 0.01 dB: on Set5 both are about +0.01 to
+  +0.015 dB high (x2 33.674 vs 33.66; per pass / once 33.674 / 33.679), on Set14 x3 0.011 dB low. SSIM is
+  within 0.0007 everywhere. Per-pass rounding is kept because it is what MATLAB (and so every published
+  LR image) does with uint8 data.
+* ``bicubic``: the procedure behind the published bicubic rows (VDSR's test code, copied into most later
+  tables): Y = MATLAB ``rgb2ycbcr`` of the modcropped HR rounded to uint8, ``imresize`` down and up on that
+  Y in double precision, the result rounded once. It ignores the shipped RGB LR files and reproduces all 18
+  Set5/Set14/BSD100 x2/x3/x4 cells within 0.007 dB PSNR and 0.0008 SSIM (Set5/Set14 in tests/test_eval.py).
+  Its output is a Y image, so LPIPS is not computed for it.
+
+A network of scale ``s`` asked for scale ``t != s`` is skipped with a note in ``result.skipped``; no number
+is made up by resizing. Self-ensemble (``x8``) averages the 8 flips/rotations in float before rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import SuperresError
+from ..metrics.psnr_ssim import psnr, ssim
+from ..resize import imresize
+from .datasets import Pair, ResolvedDataset, iter_pairs, resolve_dataset
+
+__all__ = [
+    "BASELINES",
+    "EvalResult",
+    "ImageRow",
+    "Sample",
+    "Skip",
+    "SummaryRow",
+    "bicubic_upscale",
+    "evaluate",
+]
+
+Progress = Callable[[int, int, str], None]
+METRICS = ("psnr", "ssim", "lpips", "niqe")
+BASELINES = ("bicubic-rgb", "bicubic")
+
+PROTOCOL = {
+    "lr": "MATLAB imresize(HR, 1/s, 'bicubic') of the top-left modcrop (superres.resize.imresize on uint8, "
+          "rounded half up after each pass); shipped LR files used after a size check",
+    "sr": "rounded to uint8 (half up) before any metric",
+    "psnr_ssim": "superres.metrics.psnr_ssim: Y of BT.601 16-235 (unrounded), crop=scale, float64; "
+                 "SSIM = MATLAB ssim_index (11x11 Gaussian, sigma 1.5); grey images are their own Y; "
+                 "mean of per-image values",
+}
+_LPIPS_DESC = "superres.metrics.lpips LPIPS v0.1 alex (uint8 RGB, grey repeated to RGB, crop=scale)"
+_NIQE_DESC = "superres.metrics.niqe (MATLAB pristine model, Y rounded as rgb2ycbcr, crop=scale)"
+
+
+# ---- results -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageRow:
+    """One model on one image. ``None`` = metric not requested or not computable (see the notes)."""
+
+    model: str
+    dataset: str
+    scale: int
+    image: str
+    psnr_y: float | None
+    ssim_y: float | None
+    lpips: float | None
+    niqe: float | None
+    seconds: float
+
+
+@dataclass
+class SummaryRow:
+    """Means over a dataset's images for one model and scale; ``sec_per_image`` = mean SR time."""
+
+    model: str
+    dataset: str
+    scale: int
+    psnr_y: float | None
+    ssim_y: float | None
+    lpips: float | None
+    niqe: float | None
+    params: int
+    sec_per_image: float
+    n_images: int
+
+
+@dataclass
+class Skip:
+    """A combination that was not evaluated, and why (never a silently wrong number)."""
+
+    model: str
+    dataset: str
+    scale: int
+    reason: str
+
+
+@dataclass
+class Sample:
+    """Images kept for figures: HR, LR and every model's uint8 output for one test image."""
+
+    dataset: str
+    scale: int
+    image: str
+    hr: np.ndarray
+    lr: np.ndarray
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Everything a report or a figure needs; :meth:`to_dict` is the JSON form (no image arrays)."""
+
+    meta: dict[str, Any]
+    images: list[ImageRow]
+    summary: list[SummaryRow]
+    skipped: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    def row(self, model: str, dataset: str, scale: int) -> SummaryRow | None:
+        """The summary row of one combination, or None if it was skipped or not asked for."""
+        for r in self.summary:
+            if r.model == model and r.dataset == dataset and r.scale == scale:
+                return r
+        return None
+
+    def image_row(self, model: str, dataset: str, scale: int, image: str) -> ImageRow | None:
+        for r in self.images:
+            if (r.model, r.dataset, r.scale, r.image) == (model, dataset, scale, image):
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "summary": [_clean(asdict(r)) for r in self.summary],
+            "images": [_clean(asdict(r)) for r in self.images],
+            "skipped": [asdict(s) for s in self.skipped],
+            "notes": list(self.notes),
+        }
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: non-finite numbers become None."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+# ---- methods (networks and baselines) ----------------------------------------------------------------------
+
+
+class _Method(Protocol):
+    name: str
+    scale: int | None  # None = any scale
+    params: int
+    rgb_output: bool  # False: the output is a Y image (no LPIPS)
+
+    def run(self, pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+        """(SR uint8, the reference to compare it with)."""
+        ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The ``bicubic-rgb`` baseline: MATLAB bicubic upscaling of a uint8 image, rounded after each pass."""
+    out = imresize(np.asarray(lr, dtype=np.uint8), float(scale))
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+class _Bicubic:
+    name = "bicubic-rgb"
+    scale = None
+    params = 0
+    rgb_output = True
+
+    def run(self, pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+        return bicubic_upscale(pair.lr, scale), pair.hr
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "baseline", "params": 0,
+                "method": "imresize(LR, s) on uint8, MATLAB bicubic, rounded after each pass"}
+
+
+def _y_rounded(img: np.ndarray) -> np.ndarray:
+    """MATLAB ``rgb2ycbcr`` Y of a uint8 image as uint8 (grey images are their own Y)."""
+    if img.ndim == 2:
+        return img
+    from ..metrics.color import rgb_to_y
+
+    return np.clip(np.floor(np.asarray(rgb_to_y(img), dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
+
+
+class _BicubicY:
+    name = "bicubic"
+    scale = None
+    params = 0
+    rgb_output = False
+
+    def run(self, pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+        y = _y_rounded(pair.hr).astype(np.float64)
+        up = imresize(imresize(y, 1.0 / scale), float(scale))
+        assert isinstance(up, np.ndarray)
+        sr = np.clip(np.floor(up + 0.5), 0, 255).astype(np.uint8)
+        return sr, y.astype(np.uint8)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "baseline", "params": 0,
+                "method": "published bicubic rows (VDSR protocol): uint8 Y of HR, imresize down and up in "
+                          "double, rounded once; ignores shipped LR files"}
+
+
+class _Network:
+    rgb_output = True
+
+    def __init__(self, spec: str, *, device: str, precision: str, tile: int | None, self_ensemble: bool,
+                 allow_download: bool = False) -> None:
+        from ..inference.upscaler import UpscaleOptions, load_model
+
+        self.spec = spec
+        self.up = load_model(spec, device=device, precision=precision, allow_download=allow_download,
+                             options=UpscaleOptions(tile=tile))
+        self.name = self.up.name
+        self.scale = int(self.up.scale)
+        self.params = int(self.up.descriptor.params)
+        self.self_ensemble = self_ensemble
+
+    def _sr_float(self, x: np.ndarray) -> np.ndarray:
+        return self.up.upscale_float(x, out_dtype=np.float32)
+
+    def run(self, pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+        lr = pair.lr
+        x = (lr[..., None] if lr.ndim == 2 else lr).astype(np.float32) / 255.0
+        if self.self_ensemble:
+            acc = np.zeros((x.shape[0] * self.scale, x.shape[1] * self.scale, x.shape[2]), np.float64)
+            for k in range(4):
+                for flip in (False, True):
+                    t = np.rot90(x, k, axes=(0, 1))
+                    t = t[:, ::-1] if flip else t
+                    y = self._sr_float(np.ascontiguousarray(t))
+                    y = y[:, ::-1] if flip else y
+                    acc += np.rot90(y, -k, axes=(0, 1))
+            out = np.floor(np.clip(acc / 8.0, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        else:
+            out = self.up.upscale_float(x, out_dtype=np.uint8)
+        sr = out[..., 0] if lr.ndim == 2 else out
+        if sr.shape != pair.hr.shape:
+            raise SuperresError(f"{self.name} returned {sr.shape} for '{pair.name}', expected {pair.hr.shape}")
+        return sr, pair.hr
+
+    def describe(self) -> dict[str, Any]:
+        d = self.up.descriptor
+        return {"name": self.name, "kind": "network", "source": self.spec, "arch": d.arch, "scale": d.scale,
+                "params": d.params, "device": str(self.up.device), "dtype": str(self.up.dtype).replace("torch.", ""),
+                "self_ensemble": self.self_ensemble}
+
+
+def _make_method(spec: str, **kw: Any) -> _Method:
+    low = spec.strip().lower()
+    if low == "bicubic-rgb":
+        return _Bicubic()
+    if low in ("bicubic", "bicubic_literature"):
+        return _BicubicY()
+    return _Network(spec.strip(), **kw)
+
+
+def _tiny(pair: Pair, s: int) -> Pair:
+    """A 32x32 LR corner of a pair (and its HR), for an untimed warm-up call."""
+    n = min(32, pair.lr.shape[0], pair.lr.shape[1])
+    return Pair(pair.name, pair.hr[: n * s, : n * s], pair.lr[:n, :n])
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+
+
+class _Scorer:
+    """Loads the optional metric models once and scores one (SR, reference) pair."""
+
+    def __init__(self, metrics: Sequence[str], device: str, lpips_dir: str | None, niqe_params: str | None) -> None:
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise SuperresError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        self.metrics = tuple(metrics)
+        self.lpips_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
+        self.niqe_model: Any = None
+        if "lpips" in self.metrics:
+            self.lpips_fn = _lpips_scorer(device, lpips_dir)
+        if "niqe" in self.metrics:
+            from ..metrics.niqe import load_niqe_model
+
+            try:
+                self.niqe_model = load_niqe_model(niqe_params)
+            except FileNotFoundError as e:
+                raise SuperresError(f"{e} (or --niqe-params)") from None
+
+    def score(self, sr: np.ndarray, ref: np.ndarray, s: int, rgb_output: bool,
+              notes: set[str], label: str) -> tuple[float | None, float | None, float | None, float | None]:
+        p = psnr(sr, ref, crop=s) if "psnr" in self.metrics else None
+        q = ssim(sr, ref, crop=s) if "ssim" in self.metrics else None
+        lp = None
+        if self.lpips_fn is not None:
+            if rgb_output:
+                lp = self.lpips_fn(_crop(sr, s), _crop(ref, s))
+            else:
+                notes.add(f"{label}: no LPIPS (the output is a Y image)")
+        nq = None
+        if self.niqe_model is not None:
+            from ..metrics.niqe import niqe
+
+            try:
+                nq = niqe(sr, crop_border=s, convert="y", model=self.niqe_model)
+            except ValueError as e:
+                notes.add(f"{label}: no NIQE for some images ({e})")
+        return p, q, lp, nq
+
+
+def _lpips_scorer(device: str, lpips_dir: str | None) -> Callable[[np.ndarray, np.ndarray], float]:
+    """LPIPS v0.1 alex, loaded once from local files (never downloaded during an evaluation)."""
+    import torch
+
+    from ..metrics.lpips import LPIPS, lpips_distance
+
+    try:
+        model = LPIPS("alex", weights_dir=lpips_dir)
+    except FileNotFoundError as e:
+        raise SuperresError(f"{e} (or --lpips-dir)") from None
+    if device not in ("auto", "cpu"):
+        model = model.to(torch.device(device))
+    elif device == "auto" and torch.cuda.is_available():
+        model = model.to(torch.device("cuda"))
+
+    def score(a: np.ndarray, b: np.ndarray) -> float:
+        return lpips_distance(a, b, model=model)
+
+    return score
+
+
+def _crop(img: np.ndarray, c: int) -> np.ndarray:
+    return img[c:-c, c:-c] if c else img
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+# ---- the run -----------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    models: Sequence[str],
+    datasets: Sequence[str],
+    scales: Sequence[int] | None = None,
+    *,
+    metrics: Sequence[str] = ("psnr", "ssim"),
+    self_ensemble: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    tile: int | None = 0,
+    data_root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    keep_samples: int = 0,
+    lpips_dir: str | None = None,
+    niqe_params: str | None = None,
+    allow_download: bool = False,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Evaluate each model on each dataset at each scale.
+
+    Args:
+        models: ``bicubic-rgb``, ``bicubic``, zoo names or weights files.
+        datasets: names (Set5, Set14, BSD100/B100, Urban100, Manga109, DIV2K-valid) or folders of HR images.
+        scales: integer factors; a network is only evaluated at its own scale (others go to ``skipped``).
+            ``None``: the networks' own scales (2, 3, 4 when only baselines are given).
+        metrics: any of psnr, ssim, lpips, niqe.
+        self_ensemble: x8 geometric self-ensemble for networks (baselines are unaffected).
+        precision / tile: passed to the upscaler; ``tile=0`` runs whole images (the exact protocol).
+        limit: only the first N images of each dataset (quick checks; recorded in ``meta``).
+        keep_samples: keep the HR, LR and outputs of the first N images of each dataset/scale for figures.
+        lpips_dir / niqe_params: metric weights; default: ``$SUPERRES_LPIPS_DIR`` / ``$SUPERRES_NIQE_PARAMS``.
+        allow_download: let zoo models fetch their official (hash-pinned) weights if not installed.
+        progress: called as ``progress(done, total, label)`` after each model/image step.
+
+    Datasets and models are all resolved before any work starts, so a typo fails in a second, not after an
+    hour. Seconds per image count only the super-resolution step (no decoding, no metrics), after one
+    small untimed warm-up call per method and dataset.
+    """
+    if not models:
+        raise SuperresError("no models given (e.g. -m bicubic,realesr-animevideov3)")
+    if not datasets:
+        raise SuperresError("no datasets given (e.g. -d Set5,Set14)")
+    if scales is not None and not scales:
+        raise SuperresError("no scales given (e.g. -s 2,3,4)")
+    metrics = tuple(dict.fromkeys(m.strip().lower() for m in metrics))
+    for s in scales or ():
+        if int(s) != s or s < 1:
+            raise SuperresError(f"scales must be positive integers, got {s}")
+    if scales is not None:  # datasets first: a typo in a name fails before any weights are read
+        for d in dict.fromkeys(datasets):
+            resolve_dataset(d, int(scales[0]), data_root, limit=limit)
+    methods = [_make_method(m, device=device, precision=precision, tile=tile, self_ensemble=self_ensemble,
+                            allow_download=allow_download) for m in dict.fromkeys(models)]
+    if scales is None:
+        scales = sorted({m.scale for m in methods if m.scale is not None}) or [2, 3, 4]
+    scales = [int(s) for s in dict.fromkeys(scales)]
+    resolved: list[ResolvedDataset] = [resolve_dataset(d, s, data_root, limit=limit)
+                                       for d in dict.fromkeys(datasets) for s in scales]
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise SuperresError(f"two models have the same name ({', '.join(names)}); rename a weights file")
+    scorer = _Scorer(metrics, device, lpips_dir, niqe_params)
+
+    rows: list[ImageRow] = []
+    skipped: list[Skip] = []
+    notes: set[str] = set()
+    samples: list[Sample] = []
+    total = sum(len(ds) * sum(1 for m in methods if m.scale in (None, ds.scale)) for ds in resolved)
+    done = 0
+    for ds in resolved:
+        active = []
+        for m in methods:
+            if m.scale is not None and m.scale != ds.scale:
+                skipped.append(Skip(m.name, ds.name, ds.scale,
+                                    f"{m.name} is a x{m.scale} model; not evaluated at x{ds.scale}"))
+            else:
+                active.append(m)
+        if not active:
+            continue
+        for i, pair in enumerate(iter_pairs(ds)):
+            sample = Sample(ds.name, ds.scale, pair.name, pair.hr, pair.lr) if i < keep_samples else None
+            for m in active:
+                if i == 0:  # untimed first call: allocator, thread pool and kernel set-up
+                    m.run(_tiny(pair, ds.scale), ds.scale)
+                t0 = time.perf_counter()
+                sr, ref = m.run(pair, ds.scale)
+                seconds = time.perf_counter() - t0
+                label = f"{m.name} {ds.name} x{ds.scale}"
+                p, q, lp, nq = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label)
+                rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, p, q, lp, nq, seconds))
+                if sample is not None:
+                    sample.outputs[m.name] = sr
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{label} {pair.name}")
+            if sample is not None:
+                samples.append(sample)
+
+    summary = _summarise(rows, {m.name: m.params for m in methods})
+    if self_ensemble:
+        notes.add("self-ensemble (x8 flips/rotations, averaged in float) applied to networks only")
+    meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit)
+    return EvalResult(meta, rows, summary, skipped, sorted(notes), samples)
+
+
+def _summarise(rows: list[ImageRow], params: dict[str, int]) -> list[SummaryRow]:
+    groups: dict[tuple[str, str, int], list[ImageRow]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.dataset, r.scale), []).append(r)
+    out = []
+    for (model, dataset, scale), rs in groups.items():
+        out.append(SummaryRow(
+            model, dataset, scale,
+            _mean([r.psnr_y for r in rs]), _mean([r.ssim_y for r in rs]),
+            _mean([r.lpips for r in rs]), _mean([r.niqe for r in rs]),
+            params[model], float(np.mean([r.seconds for r in rs])), len(rs),
+        ))
+    return out
+
+
+def _meta(methods: list[_Method], resolved: list[ResolvedDataset], metrics: tuple[str, ...], device: str,
+          precision: str, tile: int | None, self_ensemble: bool, limit: int | None) -> dict[str, Any]:
+    import torch
+
+    from .. import __version__
+
+    impl: dict[str, str] = {}
+    short = []
+    if "psnr" in metrics or "ssim" in metrics:
+        impl["psnr_ssim"] = PROTOCOL["psnr_ssim"]
+        short.append("psnr/ssim: superres Y-BT.601 crop=s")
+    if "lpips" in metrics:
+        impl["lpips"] = _LPIPS_DESC
+        short.append("lpips: superres v0.1 alex")
+    if "niqe" in metrics:
+        impl["niqe"] = _NIQE_DESC
+        short.append("niqe: superres MATLAB-parity")
+    return {
+        "tool": f"superres {__version__}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": list(metrics),
+        "metric_implementation": "; ".join(short),
+        "implementation": impl,
+        "protocol": {"lr": PROTOCOL["lr"], "sr": PROTOCOL["sr"], "crop": "scale",
+                     "self_ensemble": "x8 (networks only)" if self_ensemble else "off"},
+        "models": [m.describe() for m in methods],
+        "datasets": [{"name": d.name, "scale": d.scale, "folder": str(d.folder), "n_images": len(d),
+                      "lr": d.lr_source} for d in resolved],
+        "limit": limit,
+        "device": device,
+        "precision": precision,
+        "tile": tile,
+        "timing": "seconds per image: wall time of the super-resolution step only, after one warm-up call",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "numpy": np.__version__},
+    }
