@@ -202,6 +202,30 @@ def demo(
         typer.echo(f"{label}: {path}")
 
 
+@app.command()
+@friendly
+def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where named sets are looked up.")) -> None:
+    """List the benchmark sets known by name, where to download them, and which are present locally."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import DatasetError
+    from .eval.datasets import DATASETS, default_data_root, resolve_dataset
+
+    root = data_root or default_data_root()
+    table = Table(title=f"benchmark datasets (data root: {root})")
+    for col in ("name", "images", "LR shipped", "present", "download", "terms"):
+        table.add_column(col, overflow="fold")
+    for info in DATASETS.values():
+        try:
+            resolve_dataset(info.name, 4, root)
+            present = "yes"
+        except DatasetError:
+            present = "no"
+        table.add_row(info.name, info.images, info.scales, present, info.download, info.terms)
+    Console().print(table)
+
+
 def _register_eval() -> None:
     from .eval.command import eval_command
 
