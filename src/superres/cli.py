@@ -226,15 +226,22 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
     Console().print(table)
 
 
-def _register_eval() -> None:
-    from .eval.command import eval_command
-
-    app.command("eval", help="Evaluate models on benchmark sets: PSNR/SSIM on Y, LPIPS, NIQE, tables, figures.")(
-        friendly(eval_command)
-    )
+# Commands that live with their subsystem. Each module defines ``register(app, friendly)`` and imports only
+# typer and the standard library at top level, so ``superres --help`` stays instant and lean.
+_COMMAND_MODULES = ("eval.command", "train.command", "deploy.command", "serve.command")
 
 
-_register_eval()
+def _register_subsystem_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for mod in _COMMAND_MODULES:
+        name = f"{__package__}.{mod}"
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(app, friendly)
+
+
+_register_subsystem_commands()
 
 
 def main() -> None:

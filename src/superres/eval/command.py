@@ -1,6 +1,6 @@
 """``superres eval``: benchmark models on the standard test sets and print or write the table.
 
-Registered in ``superres/cli.py`` as ``app.command("eval")(friendly(eval_command))``; kept in its own module
+Registered in ``superres/cli.py`` through :func:`register`; kept in its own module
 so that the evaluation options live next to the evaluation code. Thin: parses the comma-separated lists,
 calls :func:`superres.eval.runner.evaluate`, renders with :mod:`superres.eval.report`, and prints.
 """
@@ -15,7 +15,7 @@ import typer
 
 from ..errors import SuperresError
 
-__all__ = ["eval_command", "parse_list", "parse_scales"]
+__all__ = ["eval_command", "parse_list", "parse_scales", "register"]
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -133,3 +133,10 @@ def eval_command(
         sheets = comparison_sheets(result, figures, count=figure_count, box=box) if result.samples else []
         plots = quality_plots(result, figures) if result.summary and "psnr" in metric_list else []
         typer.echo(f"wrote {len(sheets)} comparison sheet(s) and {len(plots)} plot(s) to {figures}")
+
+
+def register(app: typer.Typer, friendly: Any) -> None:
+    """Add ``superres eval`` to the command line."""
+    app.command("eval", help="Evaluate models on benchmark sets: PSNR/SSIM on Y, LPIPS, NIQE, tables, figures.")(
+        friendly(eval_command)
+    )
