@@ -238,3 +238,44 @@ def test_missing_pyav_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` fail
     with pytest.raises(SuperresError, match=r'pip install "superres\[video\]"'):
         probe_video(tmp_path / "x.mp4")
+
+
+def test_audio_only_file_is_refused_as_having_no_video_stream(tmp_path: Path) -> None:
+    src = tmp_path / "song.m4a"
+    with av.open(str(src), "w") as out:
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        samples = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4800) / 48000)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([samples, samples])[None].reshape(1, -1), format="flt",
+                                           layout="stereo")
+        frame.sample_rate = 48000
+        for packet in a.encode(frame):
+            out.mux(packet)
+        for packet in a.encode(None):
+            out.mux(packet)
+    with pytest.raises(SuperresError, match="song.m4a.*no video stream") as e:
+        process_video(src, tmp_path / "out.mp4", nearest_2x)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.m4a"]
+
+
+def test_video_command_end_to_end(tmp_path: Path, weights_dir: Path) -> None:
+    """``superres video`` with a real model: frame count, rate and audio kept, frames upscaled x4."""
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+
+    src = make_clip(tmp_path / "in.mp4", frames=6, size=(32, 24))
+    dst = tmp_path / "out" / "big.mp4"
+    model = str(weights_dir / "realesrgan" / "realesr-animevideov3.pth")
+    res = CliRunner().invoke(app, ["video", str(src), "-o", str(dst), "-m", model, "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    info, src_info = probe_video(dst), probe_video(src)
+    assert (info.width, info.height) == (128, 96)
+    assert (info.frame_count, info.fps, info.has_audio) == (6, src_info.fps, True)
+    assert info.duration == pytest.approx(src_info.duration, abs=0.05)
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["big.mp4"]
+
+    bad = CliRunner().invoke(app, ["video", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "x.mp4"), "-m", model])
+    assert bad.exit_code == 2 and "nope.mp4': file not found" in bad.output
+    assert not (tmp_path / "x.mp4").exists()

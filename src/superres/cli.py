@@ -228,7 +228,7 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
 
 # Commands that live with their subsystem. Each module defines ``register(app, friendly)`` and imports only
 # typer and the standard library at top level, so ``superres --help`` stays instant and lean.
-_COMMAND_MODULES = ("eval.command", "train.command", "deploy.command", "serve.command")
+_COMMAND_MODULES = ("eval.command", "data.command", "train.command", "deploy.command", "serve.command")
 
 
 def _register_subsystem_commands() -> None:
