@@ -102,3 +102,46 @@ def test_models_lists_the_zoo() -> None:
     assert rows["realesrgan-x4plus-anime"]["params"] == 4_467_779
     assert rows["realesr-animevideov3"]["params"] == 621_424
     assert all(r["licence"] and r["source"] for r in rows.values())
+
+
+def test_every_image_kind_through_the_command(tmp_path: Path, data_dir: Path, model_file: str) -> None:
+    """Palette, CMYK JPEG, EXIF-rotated JPEG with ICC + EXIF, 16-bit PNG, gray+alpha: each comes out of
+    ``superres upscale`` with the right mode, bit depth, orientation and metadata."""
+    from PIL import ImageCms
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo = Image.open(data_dir / "Set5" / "LR_bicubic" / "X4" / "butterflyx4.png").convert("RGB").crop((0, 0, 24, 16))
+    photo.quantize(16).save(src / "palette.png")
+    photo.convert("CMYK").save(src / "cmyk.jpg", quality=95)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    exif[0x010F] = "superres-test-camera"
+    photo.save(src / "rotated.jpg", quality=95, exif=exif.tobytes(), icc_profile=srgb)
+    sixteen = (np.random.default_rng(3).random((16, 24, 3)) * 65535).astype(np.uint16)
+    from superres.io.image import from_array, write_image
+
+    write_image(from_array(sixteen), src / "deep.png")
+    Image.fromarray(np.dstack([np.asarray(photo.convert("L")), np.full((16, 24), 128, np.uint8)]), "LA").save(
+        src / "gray_alpha.png")
+
+    res = runner.invoke(app, ["upscale", str(src), "-o", str(dst), "-m", model_file])
+    assert res.exit_code == 0, res.output
+    with Image.open(dst / "palette.png") as im:
+        assert im.mode == "RGB" and im.size == (96, 64)
+    with Image.open(dst / "cmyk.jpg") as im:
+        assert im.mode == "RGB" and im.size == (96, 64)
+    with Image.open(dst / "rotated.jpg") as im:
+        assert im.size == (64, 96)  # upright: the rotation was applied, and the tag no longer rotates it
+        assert im.getexif().get(0x0112, 1) == 1 and im.getexif().get(0x010F) == "superres-test-camera"
+        assert im.info.get("icc_profile") == srgb
+    from superres.io.image import read_image
+
+    deep = read_image(dst / "deep.png")
+    assert deep.bit_depth == 16 and deep.size == (96, 64)
+    levels = np.rint(deep.color * 65535).astype(np.int64)
+    assert len(np.unique(levels % 257)) > 1  # real 16-bit values, not 8-bit ones scaled up
+    with Image.open(dst / "gray_alpha.png") as im:
+        assert im.mode == "LA" and im.size == (96, 64)
+        assert np.asarray(im)[..., 1].min() >= 120 and np.asarray(im)[..., 1].max() <= 136
