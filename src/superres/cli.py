@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 
 DEFAULT_MODEL = "realesrgan-x4plus"
+BACKEND_HELP = "torch, onnxruntime or openvino (exported once to a cache; -m may be an exported .onnx/.xml)"
 
 
 def _err(msg: str) -> None:
@@ -78,6 +79,7 @@ def upscale(
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
     max_pixels: int = typer.Option(178_956_970, "--max-pixels", help="Refuse inputs larger than this (decompression bombs)."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
 ) -> None:
     """Upscale images: files, folders (same tree out) or globs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -85,7 +87,8 @@ def upscale(
     from .inference.batch import run_batch
     from .inference.upscaler import load_model
 
-    up = load_model(model, device=device, precision=precision, allow_download=download, options=_options(tile, tile_overlap, alpha))
+    up = load_model(model, device=device, precision=precision, allow_download=download,
+                    options=_options(tile, tile_overlap, alpha), backend=backend)
     single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
     if single_file_out:
         _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels)
@@ -137,6 +140,7 @@ def video(
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision"),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
 ) -> None:
     """Upscale a video; frame count, frame rate, duration and audio are kept."""
     import numpy as np
@@ -145,7 +149,8 @@ def video(
     from .inference.upscaler import load_model
     from .io.video import process_video
 
-    up = load_model(model, device=device, precision=precision, allow_download=download, options=_options(tile, 16, "model"))
+    up = load_model(model, device=device, precision=precision, allow_download=download,
+                    options=_options(tile, 16, "model"), backend=backend)
 
     def process(frames: list[np.ndarray]) -> list[np.ndarray]:
         return [up.upscale(f, outscale=outscale) for f in frames]
@@ -228,7 +233,9 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
 
 # Commands that live with their subsystem. Each module defines ``register(app, friendly)`` and imports only
 # typer and the standard library at top level, so ``superres --help`` stays instant and lean.
-_COMMAND_MODULES = ("eval.command", "data.command", "train.command", "deploy.command", "serve.command")
+_COMMAND_MODULES = (
+    "eval.command", "data.command", "train.command", "deploy.command", "compress.command", "serve.command",
+)
 
 
 def _register_subsystem_commands() -> None:
@@ -237,7 +244,11 @@ def _register_subsystem_commands() -> None:
 
     for mod in _COMMAND_MODULES:
         name = f"{__package__}.{mod}"
-        if importlib.util.find_spec(name) is not None:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the subsystem's package itself is absent
+            found = False
+        if found:
             importlib.import_module(name).register(app, friendly)
 
 

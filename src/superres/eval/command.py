@@ -76,6 +76,8 @@ def eval_command(
     niqe_params: Optional[Path] = typer.Option(None, "--niqe-params",
                                                help="niqe_pris_params.npz (default: $SUPERRES_NIQE_PARAMS)."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official zoo weights (hash-pinned)."),
+    backend: str = typer.Option("torch", "--backend",
+                                help="torch, onnxruntime or openvino (needed for exported .onnx/.xml models)."),
 ) -> None:
     """Benchmark models on Set5/Set14/BSD100/... with the literature's protocol (PSNR/SSIM on Y, crop = scale)."""
     from .report import FORMATS, format_for_path, render, rich_table, write_report
@@ -114,7 +116,7 @@ def eval_command(
             precision=precision, tile=tile, data_root=data_root, limit=limit,
             keep_samples=figure_count if figures is not None else 0,
             lpips_dir=str(lpips_dir) if lpips_dir else None, niqe_params=str(niqe_params) if niqe_params else None,
-            allow_download=download, progress=on_progress,
+            allow_download=download, progress=on_progress, backend=backend,
         )
 
     kwargs: dict[str, Any] = {"per_image": per_image, "layout": layout}

@@ -234,12 +234,12 @@ class _Network:
     rgb_output = True
 
     def __init__(self, spec: str, *, device: str, precision: str, tile: int | None, self_ensemble: bool,
-                 allow_download: bool = False) -> None:
+                 allow_download: bool = False, backend: str = "torch") -> None:
         from ..inference.upscaler import UpscaleOptions, load_model
 
         self.spec = spec
         self.up = load_model(spec, device=device, precision=precision, allow_download=allow_download,
-                             options=UpscaleOptions(tile=tile))
+                             options=UpscaleOptions(tile=tile), backend=backend)
         self.name = self.up.name
         self.scale = int(self.up.scale)
         self.params = int(self.up.descriptor.params)
@@ -272,7 +272,7 @@ class _Network:
         d = self.up.descriptor
         return {"name": self.name, "kind": "network", "source": self.spec, "arch": d.arch, "scale": d.scale,
                 "params": d.params, "device": str(self.up.device), "dtype": str(self.up.dtype).replace("torch.", ""),
-                "self_ensemble": self.self_ensemble}
+                "self_ensemble": self.self_ensemble, "backend": self.up.backend}
 
 
 def _make_method(spec: str, **kw: Any) -> _Method:
@@ -384,6 +384,7 @@ def evaluate(
     niqe_params: str | None = None,
     allow_download: bool = False,
     progress: Progress | None = None,
+    backend: str = "torch",
 ) -> EvalResult:
     """Evaluate each model on each dataset at each scale.
 
@@ -399,6 +400,7 @@ def evaluate(
         keep_samples: keep the HR, LR and outputs of the first N images of each dataset/scale for figures.
         lpips_dir / niqe_params: metric weights; default: ``$SUPERRES_LPIPS_DIR`` / ``$SUPERRES_NIQE_PARAMS``.
         allow_download: let zoo models fetch their official (hash-pinned) weights if not installed.
+        backend: torch, onnxruntime or openvino (networks run through an exported model; same tiling).
         progress: called as ``progress(done, total, label)`` after each model/image step.
 
     Datasets and models are all resolved before any work starts, so a typo fails in a second, not after an
@@ -419,7 +421,7 @@ def evaluate(
         for d in dict.fromkeys(datasets):
             resolve_dataset(d, int(scales[0]), data_root, limit=limit)
     methods = [_make_method(m, device=device, precision=precision, tile=tile, self_ensemble=self_ensemble,
-                            allow_download=allow_download) for m in dict.fromkeys(models)]
+                            allow_download=allow_download, backend=backend) for m in dict.fromkeys(models)]
     if scales is None:
         scales = sorted({m.scale for m in methods if m.scale is not None}) or [2, 3, 4]
     scales = [int(s) for s in dict.fromkeys(scales)]

@@ -56,19 +56,29 @@ class Upscaler:
         device: str = "auto",
         precision: str = "auto",
         options: UpscaleOptions | None = None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``forward``: a runtime session (superres.deploy) that runs the tiles instead of ``net``, taking and
+        returning float32 CPU NCHW tensors; ``net`` then only describes the model (it may be on 'meta')."""
         self.name = name or net.arch_name
         self.card = card
         self.descriptor: ModelDescriptor = net.descriptor
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(precision, self.device, self.descriptor)
         self.options = options or UpscaleOptions()
         net = net.eval().requires_grad_(False)
-        self._net32 = net.to(self.device)
-        self._net = self._net32 if self.dtype == torch.float32 else _half_copy(net, self.dtype, self.device)
-        # fp32 CPU networks run through the fastest method measured for them (Winograd kernels, channels-last);
-        # anything else runs eager. Equal to eager within float rounding (tests/test_fast.py).
-        self._forward = accelerate(self._net, self.device) if self.dtype == torch.float32 else self._net
+        if forward is not None:
+            self.device, self.dtype = torch.device("cpu"), torch.float32
+            self._net32 = self._net = net
+            self._forward: Callable[[torch.Tensor], torch.Tensor] = forward
+        else:
+            self.device = pick_device(device)
+            self.dtype = pick_dtype(precision, self.device, self.descriptor)
+            self._net32 = net.to(self.device)
+            half = self.dtype != torch.float32
+            self._net = _half_copy(net, self.dtype, self.device) if half else self._net32
+            # fp32 CPU networks run through the fastest method measured for them (Winograd kernels,
+            # channels-last); anything else runs eager. Equal to eager within float rounding (test_fast.py).
+            self._forward = accelerate(self._net, self.device) if self.dtype == torch.float32 else self._net
+        self.backend: str = getattr(forward, "backend", "torch")  # a session names its runtime
         self._tile_lock = threading.Lock()  # guards only the learned OOM tile size
         self._oom_tile: int | None = None
 
@@ -378,8 +388,20 @@ def load_model(
     precision: str = "auto",
     allow_download: bool = False,
     options: UpscaleOptions | None = None,
+    backend: str = "torch",
 ) -> Upscaler:
-    """Load a zoo model by name or a weights file (arch and hyper-parameters detected from the file)."""
+    """Load a zoo model by name or a weights file (arch and hyper-parameters detected from the file).
+
+    ``backend`` other than torch (onnxruntime, openvino) runs the tiles through an exported model; it is
+    imported only then, so plain torch upscaling never loads the deployment runtimes."""
+    if backend != "torch":
+        from ..deploy.runtime import load_backend_model
+
+        return load_backend_model(name_or_path, backend, precision=precision, allow_download=allow_download,
+                                  options=options)
+    if Path(str(name_or_path)).suffix.lower() in (".onnx", ".xml"):
+        raise ModelLoadError(f"'{name_or_path}' is an exported model: run it with --backend onnxruntime "
+                             "or openvino")
     net, card = load_network(name_or_path, allow_download=allow_download)
     name = card.name if card else Path(str(name_or_path)).stem
     return Upscaler(net, name=name, card=card, device=device, precision=precision, options=options)
