@@ -1,0 +1,1 @@
+"""Batch processing across machines (Ray). Imported only for ``superres batch --engine ray``."""

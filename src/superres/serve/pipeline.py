@@ -1,0 +1,279 @@
+"""What one request does, independent of HTTP: validate options, decode with the right refusal, upscale
+with the shared model, encode. Runs in a worker thread; raises :class:`ApiError` for the caller to map.
+
+Status codes are decided here from our own header probe, not from error-message text: an input Pillow
+does not recognise is 415, a header that declares more pixels than allowed is 413 (before any pixel is
+decoded: a 60 kB PNG can declare 64 megapixels), and a recognised image that fails to decode (truncated,
+corrupt) is 422.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ApiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..inference.upscaler import Upscaler
+    from ..io.image import ImageData
+
+__all__ = [
+    "CONTENT_TYPES",
+    "Cancelled",
+    "Outcome",
+    "UpscaleParams",
+    "WorkControl",
+    "parse_params",
+    "probe",
+    "process",
+]
+
+#: Output formats by request name -> (encoder name, content type, file suffix).
+CONTENT_TYPES: dict[str, tuple[str, str, str]] = {
+    "png": ("png", "image/png", ".png"),
+    "jpeg": ("jpg", "image/jpeg", ".jpg"),
+    "jpg": ("jpg", "image/jpeg", ".jpg"),
+    "webp": ("webp", "image/webp", ".webp"),
+    "tiff": ("tif", "image/tiff", ".tif"),
+    "bmp": ("bmp", "image/bmp", ".bmp"),
+}
+_FORMATS = ("auto", *CONTENT_TYPES)
+_BY_PIL_FORMAT = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
+_ALPHA_OK = {"png", "webp", "tiff"}
+MAX_OUTSCALE = 16.0
+MAX_SIDE = 65_535
+
+
+class UpscaleParams(BaseModel):
+    """Form fields of ``/v1/upscale`` and ``/v1/jobs`` (all optional)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = Field(None, description="Model name from /v1/models (default: the first served).")
+    outscale: Optional[float] = Field(None, gt=0, le=MAX_OUTSCALE, description="Final scale, e.g. 2 or 2.5.")
+    width: Optional[int] = Field(None, ge=1, le=MAX_SIDE, description="Output width (height follows).")
+    height: Optional[int] = Field(None, ge=1, le=MAX_SIDE, description="Output height (width follows).")
+    format: str = Field("png", description="png, jpeg, webp, tiff, bmp, or auto (the input's).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "UpscaleParams":
+        self.format = self.format.lower()
+        if self.format not in _FORMATS:
+            raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
+        if self.outscale is not None and (self.width or self.height):
+            raise ValueError("give outscale or width/height, not both")
+        return self
+
+
+def parse_params(fields: dict[str, str]) -> UpscaleParams:
+    """Form fields -> params; ``scale`` is accepted as an alias of ``outscale``; empty fields are absent."""
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v != ""}
+    if "scale" in data and "outscale" not in data:
+        data["outscale"] = data["scale"]
+    data.pop("scale", None)
+    for key in ("outscale",):
+        if isinstance(data.get(key), str):
+            data[key] = data[key].strip().lstrip("xX")  # "x4" is what people type
+    try:
+        return UpscaleParams.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "options"
+            msgs.append(f"{where}: {err['msg']}")
+        raise ApiError(422, "invalid_options", "; ".join(msgs)) from None
+
+
+class Cancelled(Exception):
+    """Raised inside the network loop when the work was cancelled (client gone, timeout, DELETE)."""
+
+
+class WorkControl:
+    """Shared between the worker thread and the event loop: a cancel flag and tile progress."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self.tiles_done = 0
+        self.tiles_total = 0
+        self.stage = "queued"
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    @property
+    def progress(self) -> float:
+        """0..1: decode 5 %, network 90 % (by tiles), encode 5 %."""
+        if self.stage == "done":
+            return 1.0
+        if self.stage in ("queued", "decoding"):
+            return 0.0
+        frac = min(1.0, self.tiles_done / self.tiles_total) if self.tiles_total else 0.0
+        base = 0.05 + 0.9 * frac
+        return round(min(0.99, base if self.stage == "upscaling" else 0.95), 4)
+
+
+@dataclass
+class Outcome:
+    data: bytes
+    content_type: str
+    suffix: str
+    width: int
+    height: int
+
+
+def probe(data: "bytes | Path", name: str, max_pixels: int, limit_hint: str = "") -> None:
+    """Refuse by header: 415 when no decoder knows the bytes, 413 when the declared size is over the limit.
+    ``data`` may be the spooled file: only its header is read (jobs are refused at submission)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import ImageReadError
+    from ..io.image import read_image_bytes
+
+    if (data.stat().st_size if isinstance(data, Path) else len(data)) == 0:
+        raise ApiError(
+            415, "unsupported_media_type", f"'{name}' is empty; expected PNG, JPEG, WebP, TIFF, BMP..."
+        )
+    try:
+        with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise ApiError(
+            413, "image_too_large", f"'{name}' declares more pixels than the decoder allows"
+        ) from None
+    except UnidentifiedImageError:
+        try:  # formats only a plugin reads (HEIC) get read_image's own message
+            read_image_bytes(data.read_bytes() if isinstance(data, Path) else data, name=name, max_pixels=1)
+        except ImageReadError as e:
+            if "over the limit" not in str(e):
+                raise ApiError(415, "unsupported_media_type", str(e)) from None
+        return
+    except Exception as e:
+        raise ApiError(
+            422, "corrupt_image", f"'{name}' is truncated or corrupt ({type(e).__name__})"
+        ) from None
+    if w * h > max_pixels:
+        raise ApiError(
+            413,
+            "image_too_large",
+            f"'{name}' is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}{limit_hint}",
+        )
+
+
+def decode(data: bytes, name: str, max_pixels: int, limit_hint: str = "") -> "ImageData":
+    from ..errors import ImageReadError
+    from ..io.image import read_image_bytes
+
+    probe(data, name, max_pixels, limit_hint)
+    try:
+        return read_image_bytes(data, name=name, max_pixels=max_pixels)
+    except ImageReadError as e:
+        if "over the limit" in str(e):  # a plugin format whose size only the full read knows
+            raise ApiError(413, "image_too_large", str(e)) from None
+        raise ApiError(422, "corrupt_image", str(e)) from None
+
+
+def expected_tiles(up: "Upscaler", w: int, h: int, size: tuple[int, int], alpha: bool) -> int:
+    """Network calls an upscale will make (for progress), following Upscaler's pass and tile logic."""
+    from ..inference.tiling import spans
+
+    plan = up._plan(up.options)
+    factor = max(size[0] / w, size[1] / h)
+    passes = 1
+    while up.scale**passes < factor - 1e-9 and passes < 3:
+        passes += 1
+    total, cw, ch = 0, w, h
+    for _ in range(passes):
+        total += len(spans(ch, plan.tile, plan.overlap)) * len(spans(cw, plan.tile, plan.overlap))
+        cw, ch = cw * up.scale, ch * up.scale
+    return total * (2 if alpha and up.options.alpha == "model" else 1)
+
+
+def _tracked(up: "Upscaler", control: WorkControl) -> "Upscaler":
+    """A per-request view of the shared upscaler whose tile calls count progress and honour cancel.
+
+    A shallow copy shares the network and its weights (nothing is duplicated); only ``forward`` is
+    replaced on the copy, so other requests running on the original are unaffected."""
+    view = copy.copy(up)
+    inner: Callable[["torch.Tensor"], "torch.Tensor"] = up.forward
+
+    def forward(x: "torch.Tensor") -> "torch.Tensor":
+        control.check()
+        y = inner(x)
+        control.tiles_done += 1
+        return y
+
+    view.forward = forward  # type: ignore[method-assign]
+    return view
+
+
+def process(
+    up: "Upscaler",
+    data: bytes,
+    name: str,
+    params: UpscaleParams,
+    control: WorkControl,
+    *,
+    max_pixels: int,
+    max_output_pixels: int,
+    limit_hint: str = "",
+) -> Outcome:
+    """Decode -> upscale -> encode one image. Raises ApiError (4xx) or Cancelled."""
+    from ..errors import SuperresError
+    from ..inference.upscaler import target_size
+    from ..io.image import encode_image
+
+    control.check()
+    control.stage = "decoding"
+    img = decode(data, name, max_pixels, limit_hint)
+    w, h = img.size
+    out_w, out_h = target_size(w, h, up.scale, params.outscale, params.width, params.height)
+    if out_w * out_h > max_output_pixels or max(out_w, out_h) > MAX_SIDE:
+        raise ApiError(
+            422,
+            "invalid_options",
+            f"output {out_w}x{out_h} is over the limit of "
+            f"{max_output_pixels:,} pixels; ask for a smaller scale",
+        )
+    fmt = params.format
+    if fmt == "auto":
+        fmt = _BY_PIL_FORMAT.get(img.format or "", "png")
+    if img.alpha is not None and fmt not in _ALPHA_OK:
+        if params.format == "auto":
+            fmt = "png"
+        else:
+            raise ApiError(
+                422, "invalid_options", f"{fmt} cannot hold the image's transparency; use png or webp"
+            )
+    encoder, content_type, suffix = CONTENT_TYPES[fmt]
+    control.tiles_total = max(1, expected_tiles(up, w, h, (out_w, out_h), img.alpha is not None))
+    control.stage = "upscaling"
+    control.check()
+    try:
+        result = _tracked(up, control).upscale_image(img, width=out_w, height=out_h)
+    except SuperresError as e:
+        raise ApiError(422, "upscale_failed", str(e)) from None
+    control.stage = "encoding"
+    control.check()
+    try:
+        out = encode_image(result, encoder, quality=params.quality)
+    except SuperresError as e:
+        raise ApiError(422, "invalid_options", str(e)) from None
+    return Outcome(out, content_type, suffix, out_w, out_h)
