@@ -138,3 +138,24 @@ def test_weights_that_do_not_fit_their_architecture(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as e:
         load_network(tmp_path / "x.safetensors")
     assert "do not fit srvgg" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_metadata_names_what_shapes_cannot_tell(tmp_path: Path) -> None:
+    """An ESPCN's activations and final layer are invisible in its shapes; files this project writes name
+    them in the safetensors metadata, and the loader follows it (plain detection would pick relu/tanh)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from superres.archs import build
+    from superres.inference.upscaler import load_network
+
+    hp = {"channels": 1, "scale": 4, "activation": "tanh", "final": "none"}
+    net = build("espcn", **hp)
+    path = tmp_path / "espcn.safetensors"
+    save_file(net.state_dict(), str(path), metadata={"arch": "espcn", "hyperparams": json.dumps(hp)})
+    loaded, _ = load_network(path)
+    assert loaded.hyperparams["activation"] == "tanh" and loaded.hyperparams["final"] == "none"
+    x = torch.rand(1, 1, 8, 8)
+    assert torch.equal(loaded(x), net(x))

@@ -371,7 +371,7 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> t
             "srcnn, fsrcnn, espcn, edsr, rcan, rrdbnet, srvgg, swinir)"
         )
     else:
-        arch, hp = found
+        arch, hp = _from_metadata(meta, found)
     net = build(arch, **hp)
     try:
         net.load_state_dict(sd, strict=True)
@@ -379,6 +379,22 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> t
         first = str(e).strip().splitlines()[0]
         raise ModelLoadError(f"weights at '{path}' do not fit {arch} {hp}: {first}") from None
     return net, card
+
+
+def _from_metadata(meta: dict[str, str], found: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Shapes cannot tell everything (an ESPCN's activation, an SRCNN's scale): files this project writes
+    name their ``arch`` and ``hyperparams`` in the safetensors metadata, which then wins over detection."""
+    import json
+
+    arch, hp = found
+    if meta.get("arch") == arch and meta.get("hyperparams"):
+        try:
+            stated = json.loads(meta["hyperparams"])
+        except ValueError:
+            return found
+        if isinstance(stated, dict):
+            hp = {**hp, **stated}
+    return arch, hp
 
 
 def load_model(

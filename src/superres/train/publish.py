@@ -1,0 +1,145 @@
+"""Turn a finished run into a zoo model: a small safetensors file and a JSON model card beside it.
+
+The card records what a user needs before trusting the weights (the recipe's data, degradation,
+iterations, training time and device) and the Y-PSNR/SSIM measured *from the written file* by the same
+code as ``superres eval`` (Set5/Set14/BSD100, crop = scale, MATLAB-bicubic LR). Cards and weights are
+written atomically; a folder such as ``src/superres/zoo/weights`` then lists the model in ``superres models``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SuperresError
+from .checkpoint import load_checkpoint, save_weights
+from .config import config_from_dict
+
+__all__ = ["DEFAULT_PUBLISH_DIR", "publish"]
+
+DEFAULT_PUBLISH_DIR = Path(__file__).resolve().parents[1] / "zoo" / "weights"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def publish(
+    run: str | os.PathLike[str],
+    name: str,
+    out_dir: str | os.PathLike[str] = DEFAULT_PUBLISH_DIR,
+    *,
+    use_ema: bool = True,
+    datasets: Sequence[str] = ("Set5", "Set14", "BSD100"),
+    data_root: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    title: str | None = None,
+    description: str = "",
+    licence: str = "Apache-2.0",
+    purpose: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a run (its newest checkpoint) or a
+    checkpoint folder. Returns both paths. ``datasets=()`` skips the measurement."""
+    from ..io.atomic import atomic_write
+
+    if not _NAME.match(name):
+        raise SuperresError(f"model name {name!r} must be lower-case letters, digits, '.', '_' or '-'")
+    folder, weights, state = load_checkpoint(run)
+    run_dir = folder.parent.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise SuperresError(f"'{run_dir}' has no config.yaml (is it a superres training run?)")
+    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), source=str(cfg_path))
+    kind = "ema" if use_ema and "ema" in weights else "generator"
+    sd = weights[kind]
+    from ..archs import build
+
+    hp = dict(cfg.model.hyperparams)
+    hp.setdefault("scale", cfg.data.scale)
+    net = build(cfg.model.arch, **hp)
+    net.load_state_dict(sd, strict=True)  # the weights do describe the configured network
+    hp = {k: v for k, v in net.hyperparams.items() if isinstance(v, (int, float, str, bool))}
+
+    out = Path(out_dir)
+    w_path, c_path = out / f"{name}.safetensors", out / f"{name}.json"
+    if not overwrite and (w_path.exists() or c_path.exists()):
+        raise SuperresError(f"'{c_path}' already exists; pass --overwrite to replace it")
+    metrics = _measure(net, datasets, cfg.data.scale, data_root or cfg.val.root, device, progress)
+    meta = {"arch": cfg.model.arch, "hyperparams": json.dumps(hp), "model": name}
+    with atomic_write(w_path, overwrite=overwrite, tmp_suffix=".tmp.safetensors") as tmp:
+        save_weights(tmp, {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}, meta)
+
+    sets = [t.hr for t in cfg.data.train]
+    training = {
+        "recipe": cfg.name,
+        "data": [_short(s) for s in sets],
+        "paired": any(t.lr for t in cfg.data.train),
+        "degradation": cfg.data.degradation.model_dump(),
+        "patch_size_lr": cfg.data.patch_size,
+        "batch_size": cfg.train.batch_size,
+        "iterations": int(state["iteration"]),
+        "iterations_planned": cfg.train.iterations,
+        "loss": [t.model_dump() for t in cfg.loss],
+        "optim": cfg.optim.model_dump(),
+        "schedule": cfg.schedule.model_dump(),
+        "gan": cfg.gan.model_dump() if cfg.gan else None,
+        "weights": "EMA" if kind == "ema" else "plain",
+        "ema_decay": cfg.train.ema_decay,
+        "train_seconds": round(float(state.get("train_seconds", 0.0)), 1),
+        "device": state.get("device", "unknown"),
+        "processes": int(state.get("world_size", 1)),
+        "torch": state.get("torch", ""),
+        "published": time.strftime("%Y-%m-%d"),
+    }
+    card: dict[str, Any] = {
+        "name": name,
+        "arch": cfg.model.arch,
+        "hyperparams": hp,
+        "scale": cfg.data.scale,
+        "title": title or f"{cfg.model.arch.upper()} x{cfg.data.scale} (superres-trained, recipe {cfg.name})",
+        "licence": licence,
+        "source": f"trained by the superres project with configs/{cfg.name}.yaml",
+        "description": description or cfg.description,
+        "purpose": purpose or ("photo" if cfg.gan else "classical"),
+        "bundled_file": w_path.name,
+        "training": training,
+        "metrics": metrics,
+    }
+    with atomic_write(c_path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(card, indent=1) + "\n")
+    return w_path, c_path
+
+
+def _short(path: str) -> str:
+    """``/abs/.../shared/data/T91/HR`` -> ``T91/HR`` (cards should not carry a machine's paths)."""
+    p = Path(path)
+    return str(Path(p.parent.name) / p.name) if p.name == "HR" else p.name
+
+
+def _measure(net: Any, datasets: Sequence[str], scale: int, root: Any, device: str,
+             progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
+    """Y-PSNR/SSIM of the network built from the card's own hyper-parameters (not re-detected from the
+    file: SRCNN/FSRCNN files do not record their scale, ESPCN files not their activations), with the
+    protocol of ``superres eval``: uint8 output, crop = scale, MATLAB-bicubic LR."""
+    if not datasets:
+        return {}
+    import torch
+
+    from ..data.datasets import ValidationSet
+    from .trainer import validate
+
+    out: dict[str, Any] = {}
+    for k, name in enumerate(datasets):
+        if progress is not None:
+            progress(k, len(datasets), name)
+        vs = ValidationSet(name, scale, root=root)
+        m = validate(net, vs, scale, torch.device(device))
+        out[vs.name] = {"psnr_y": round(m["psnr_y"], 3), "ssim_y": round(m["ssim_y"], 4), "images": len(vs)}
+    out["protocol"] = "Y (BT.601), crop = scale, uint8 output, MATLAB bicubic LR (as superres eval)"
+    return out
