@@ -1,6 +1,7 @@
 """Real-time 320x180 -> 1280x720 (x4): achieved FPS and latency through each backend, in one run.
 
-Usage: python benchmarks/deploy_realtime.py [--frames 90] [--models ESPCN_x4,FSRCNN-small_x4]
+Usage: python benchmarks/deploy_realtime.py [--frames 90] [--models fsrcnn-s-x4,ESPCN_x4,FSRCNN-small_x4]
+(--models: zoo names, weights files, or names of OpenCV's models in shared/weights/opencv_superres)
 Frames are 320x180 crops panned across a Set14 photo, held in memory (no decode cost), fed two ways:
 live (paced at 30 FPS, bounded queue of 2, oldest frames dropped when behind) and throughput (unpaced,
 no dropping: the best sustained rate). Each frame goes through superres.deploy.realtime.upscaler_infer:
@@ -30,6 +31,11 @@ def frames(n: int) -> list[np.ndarray]:
             for i in range(n)]
 
 
+def resolve(name: str) -> str | Path:
+    opencv = SHARED / "weights" / "opencv_superres" / f"{name}.pth"
+    return opencv if opencv.exists() else name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=90)
@@ -43,7 +49,7 @@ def main() -> None:
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in args.models.split(","):
         for backend in args.backends.split(","):
-            up = load_model(SHARED / "weights" / "opencv_superres" / f"{name}.pth", device="cpu", backend=backend)
+            up = load_model(resolve(name), device="cpu", backend=backend)
             infer = upscaler_infer(up)
             for f in clip[:5]:
                 infer(f)  # warm-up
