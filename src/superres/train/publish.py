@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,10 +71,14 @@ def publish(
     w_path, c_path = out / f"{name}.safetensors", out / f"{name}.json"
     if not overwrite and (w_path.exists() or c_path.exists()):
         raise SuperresError(f"'{c_path}' already exists; pass --overwrite to replace it")
-    metrics = _measure(net, datasets, cfg.data.scale, data_root or cfg.val.root, device, progress)
     meta = {"arch": cfg.model.arch, "hyperparams": json.dumps(hp), "model": name}
+    weights_fp32 = {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    with tempfile.TemporaryDirectory() as td:  # measure the very file that ships, through superres eval
+        probe = Path(td) / f"{name}.safetensors"
+        save_weights(probe, weights_fp32, meta)
+        metrics = _measure(probe, datasets, cfg.data.scale, data_root or cfg.val.root, device, progress)
     with atomic_write(w_path, overwrite=overwrite, tmp_suffix=".tmp.safetensors") as tmp:
-        save_weights(tmp, {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}, meta)
+        save_weights(tmp, weights_fp32, meta)
 
     sets = [t.hr for t in cfg.data.train]
     training = {
@@ -122,24 +127,24 @@ def _short(path: str) -> str:
     return str(Path(p.parent.name) / p.name) if p.name == "HR" else p.name
 
 
-def _measure(net: Any, datasets: Sequence[str], scale: int, root: Any, device: str,
+def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, device: str,
              progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
-    """Y-PSNR/SSIM of the network built from the card's own hyper-parameters (not re-detected from the
-    file: SRCNN/FSRCNN files do not record their scale, ESPCN files not their activations), with the
-    protocol of ``superres eval``: uint8 output, crop = scale, MATLAB-bicubic LR."""
+    """Y-PSNR/SSIM of the weights file as published, measured by :func:`superres.eval.runner.evaluate`
+    (the file names its arch and hyper-parameters in its metadata, so nothing is re-guessed): the numbers
+    on the card are the numbers ``superres eval -m NAME`` prints."""
     if not datasets:
         return {}
-    import torch
-
-    from ..data.datasets import ValidationSet
-    from .trainer import validate
+    from ..eval.runner import evaluate
 
     out: dict[str, Any] = {}
     for k, name in enumerate(datasets):
         if progress is not None:
             progress(k, len(datasets), name)
-        vs = ValidationSet(name, scale, root=root)
-        m = validate(net, vs, scale, torch.device(device))
-        out[vs.name] = {"psnr_y": round(m["psnr_y"], 3), "ssim_y": round(m["ssim_y"], 4), "images": len(vs)}
-    out["protocol"] = "Y (BT.601), crop = scale, uint8 output, MATLAB bicubic LR (as superres eval)"
+        result = evaluate([str(weights)], [name], [scale], device=device, data_root=root)
+        if not result.summary:
+            raise SuperresError(f"cannot measure on {name}: " + "; ".join(str(s) for s in result.skipped))
+        row = result.summary[0]
+        out[row.dataset] = {"psnr_y": round(float(row.psnr_y), 3), "ssim_y": round(float(row.ssim_y), 4),
+                            "images": row.n_images}
+    out["protocol"] = "superres eval: Y (BT.601), crop = scale, uint8 output, the datasets' MATLAB-bicubic LR"
     return out
