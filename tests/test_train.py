@@ -233,7 +233,10 @@ def test_resume_from_iteration_10_matches_the_uninterrupted_run(full_run: Path, 
     saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
     assert saved["train"]["iterations"] == 20 and saved["val"]["dataset"] == str(tiny_data / "val")
     tb = list((first.run_dir / "tb").glob("events.*"))
-    assert tb, "TensorBoard events were not written"
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:  # optional: the train extra installs it
+        assert tb, "TensorBoard events were not written"
 
 
 def test_corrupt_checkpoint_is_a_clear_error(full_run: Path, tmp_path: Path) -> None:
