@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "fsync_path"]
 
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ def atomic_write(
             tmp.unlink()
         _remove_empty(created)
         raise
-    _fsync_dir(parent)
+    fsync_path(parent)
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -90,10 +90,11 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself; best effort (not possible on Windows or some network filesystems)."""
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder (persists a rename in it), to disk; best effort (not possible on Windows
+    or some network filesystems)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:

@@ -23,7 +23,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -106,11 +106,12 @@ def _alexnet_features() -> nn.Sequential:
     )
 
 
-def _vgg16_features() -> nn.Sequential:
-    """torchvision VGG16 ``features`` up to the last tapped ReLU (index 29)."""
+def vgg_features(cfg: Sequence[int | str]) -> nn.Sequential:
+    """A torchvision-layout VGG ``features`` stack: ints are 3x3 conv widths (each + ReLU), ``"M"`` a 2x2
+    max-pool. Shared with the perceptual loss (VGG16/VGG19) so both read the same weight files."""
     layers: list[nn.Module] = []
     in_ch = 3
-    for v in _VGG16_CFG:
+    for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
@@ -118,6 +119,11 @@ def _vgg16_features() -> nn.Sequential:
             layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU()]
             in_ch = v
     return nn.Sequential(*layers)
+
+
+def _vgg16_features() -> nn.Sequential:
+    """torchvision VGG16 ``features`` up to the last tapped ReLU (index 29)."""
+    return vgg_features(_VGG16_CFG)
 
 
 def lpips_cache_dir() -> Path:

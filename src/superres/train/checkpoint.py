@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import SuperresError
+from ..io.atomic import fsync_path
 
 __all__ = [
     "CheckpointError",
@@ -129,30 +130,17 @@ def save_checkpoint(
                               for p in sorted(tmp.iterdir())}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for p in tmp.iterdir():
-            _fsync(p)
+            fsync_path(p)
         if final.exists():  # same iteration written again (e.g. interrupt right after a periodic save)
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync(folder)
+        fsync_path(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:

@@ -192,16 +192,9 @@ def vgg_layer_names(net: Literal["vgg16", "vgg19"] = "vgg19") -> list[str]:
 
 
 def _vgg19_features() -> nn.Sequential:
-    layers: list[nn.Module] = []
-    in_ch = 3
-    for v in _VGG19_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            assert isinstance(v, int)
-            layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU()]
-            in_ch = v
-    return nn.Sequential(*layers)
+    from ..metrics.lpips import vgg_features
+
+    return vgg_features(_VGG19_CFG)
 
 
 def _vgg_cache_dir() -> Path:
