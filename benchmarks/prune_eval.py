@@ -34,20 +34,7 @@ from superres.inference.upscaler import Upscaler, load_network
 from superres.metrics.lpips import LPIPS, lpips_distance
 from superres.metrics.psnr_ssim import psnr
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def read_rgb(p: Path) -> np.ndarray:
-    with Image.open(p) as im:
-        return np.array(im.convert("RGB"), dtype=np.uint8)
-
-
-def to_t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div(255.0)
-
-
-def to_u8(t: torch.Tensor) -> np.ndarray:
-    return t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+from distill_eval import DATA, read_rgb, to_t, to_u8  # noqa: E402  (same folder: run as a script)
 
 
 def set5(seed: int, cache: Path, teacher_name: str, bicubic: bool) -> list[dict[str, Any]]:
