@@ -91,6 +91,43 @@ def test_realtime_frame_path_equals_the_still_image_path(weights_dir: Path) -> N
         assert np.abs(fast.astype(int) - up.upscale(frame).astype(int)).max() <= 1
 
 
+def test_bicubic_matrix_is_torch_bicubic_at_every_integer_scale() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from superres.deploy.realtime import bicubic_matrix
+
+    x = torch.from_numpy(np.random.default_rng(2).random((2, 7, 5)))
+    for s in (1, 2, 3, 4):
+        ref = F.interpolate(x[None], scale_factor=s, mode="bicubic", align_corners=False)[0]
+        mh, mw = torch.from_numpy(bicubic_matrix(7, s)), torch.from_numpy(bicubic_matrix(5, s))
+        assert torch.allclose(mh @ x @ mw.T, ref, atol=1e-12)
+        assert np.allclose(bicubic_matrix(7, s).sum(1), 1.0)  # each output row is a weighted mean
+
+
+def test_fused_luma_colour_path_matches_the_reference_conversion() -> None:
+    """The real-time path's fused colour step against the plain one: bicubic chroma, ycbcr_to_rgb, round."""
+    import torch
+    import torch.nn.functional as F
+
+    from superres.archs import build
+    from superres.deploy.realtime import upscaler_infer
+    from superres.inference.upscaler import Upscaler
+    from superres.metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+    torch.manual_seed(0)
+    up = Upscaler(build("espcn", channels=1, n1=8, n2=4, scale=3).eval(), device="cpu")
+    frame = np.random.default_rng(3).integers(0, 256, (20, 30, 3), np.uint8)
+    got = upscaler_infer(up)(frame)
+    x = torch.from_numpy(frame).permute(2, 0, 1).double() / 255
+    ycc = rgb_to_ycbcr(x)
+    y = up.forward(ycc[None, :1].float())[0].double()
+    cbcr = F.interpolate(ycc[None, 1:], scale_factor=3, mode="bicubic", align_corners=False)[0]
+    ref = ycbcr_to_rgb(torch.cat([y, cbcr])).clamp(0, 1).mul(255).add(0.5).floor().byte().permute(1, 2, 0).numpy()
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert got.shape == (60, 90, 3) and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
 def test_mac_count_is_the_architecture_s_work() -> None:
     from superres.archs import build
     from superres.deploy.bench import count_macs

@@ -296,14 +296,16 @@ def test_cache_writes_atomically_and_reuses(tmp_path: Path, monkeypatch: pytest.
     assert sources.cache_dir() == tmp_path / "cache"
     calls = []
     replaced: list[tuple[Path, Path]] = []
-    real_replace = sources.os.replace
+    import os
+
+    real_replace = os.replace  # io.atomic publishes with os.replace
 
     def spy_replace(src: str, dst: str) -> None:
         assert not Path(dst).exists() or Path(dst).suffix in (".safetensors", ".sha256")
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(sources.os, "replace", spy_replace)
+    monkeypatch.setattr(os, "replace", spy_replace)
 
     def build_fn() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         calls.append(1)

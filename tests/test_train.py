@@ -415,3 +415,37 @@ def test_publish_writes_a_card_the_zoo_loads(full_run: Path, data_dir: Path, tmp
         assert row.psnr_y == pytest.approx(card["metrics"]["Set5"]["psnr_y"], abs=1e-3)  # the card tells the truth
     finally:
         registry._cards.cache_clear()
+
+
+def test_validation_during_training_scores_exactly_as_superres_eval(data_dir: Path) -> None:
+    """Set14 holds a grey image (bridge): validation must score it as eval does, as its own Y."""
+    from superres.data.datasets import ValidationSet
+    from superres.eval.runner import evaluate
+    from superres.inference.upscaler import load_network
+    from superres.train.trainer import validate
+
+    net, _ = load_network("espcn-s-x4")
+    got = validate(net, ValidationSet("Set14", 4, root=data_dir), 4, torch.device("cpu"))
+    row = evaluate(["espcn-s-x4"], ["Set14"], [4], data_root=data_dir).row("espcn-s-x4", "Set14", 4)
+    assert row is not None and row.psnr_y is not None and row.ssim_y is not None
+    assert abs(got["psnr_y"] - row.psnr_y) < 1e-6 and abs(got["ssim_y"] - row.ssim_y) < 1e-6
+
+
+def test_fine_tuning_starts_from_model_pretrained(tmp_path: Path, data_dir: Path) -> None:
+    """model.pretrained (a zoo name here) initialises the generator; a wrong shape fails before compute."""
+    from superres.inference.upscaler import load_network
+    from superres.train.trainer import TrainingError
+
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "espcn_s_x4_finetune.yaml"
+    base = ["train.iterations=1", "train.val_every=0", "val.dataset=null", "train.batch_size=2",
+            "data.workers=0"]
+    res = train(load_config(cfg_path, base + ["optim.lr=1e-12", "train.ema_decay=0"], data_root=data_dir),
+                out=tmp_path, name="ft")
+    shipped, _ = load_network("espcn-s-x4")
+    sd = load_file(str(res.checkpoint / "generator.safetensors"))
+    for k, v in shipped.state_dict().items():
+        assert torch.allclose(sd[k], v, atol=1e-6), k
+    assert json.loads((res.run_dir / "run.json").read_text())["pretrained"] == "espcn-s-x4"
+    with pytest.raises(TrainingError, match="model.pretrained: .* do not fit"):
+        train(load_config(cfg_path, base + ["model.hyperparams.n1=8"], data_root=data_dir), out=tmp_path, name="bad")
+    assert not (tmp_path / "bad" / "checkpoints").exists()

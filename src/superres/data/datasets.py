@@ -291,12 +291,13 @@ class HRFolderDataset(_PatchDataset):
 
 
 class ValidationSet:
-    """Whole-image validation pairs ``(lr, hr, name)``, uint8 H x W x 3, decoded once and kept.
+    """Whole-image validation pairs ``(lr, hr, name)``, uint8 H x W x 3 (H x W for grey), decoded once and kept.
 
     ``source`` is a benchmark name (Set5, Set14, BSD100, ...; looked up under ``root`` as ``superres eval``
     does) or a folder of HR images. HR is modcropped to ``scale``; LR is the set's shipped bicubic LR when
     present (checked to be the right size) or MATLAB bicubic of the HR, the same pixels either way for the
-    standard sets. Gray images are repeated to RGB (the models are RGB; Y-PSNR is unchanged)."""
+    standard sets. Grey images stay H x W and are their own Y, as in ``superres eval`` (repeating them to
+    RGB and taking BT.601 Y would squeeze them into 16..235 and move their PSNR: Set14's bridge by ~1 dB)."""
 
     def __init__(
         self,
@@ -313,7 +314,7 @@ class ValidationSet:
         self.scale = int(scale)
         self._pairs: list[tuple[np.ndarray, np.ndarray, str]] = []
         for pair in iter_pairs(ds):
-            self._pairs.append((_rgb(pair.lr), _rgb(pair.hr), pair.name))
+            self._pairs.append((_grey_or_rgb(pair.lr), _grey_or_rgb(pair.hr), pair.name))
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -325,7 +326,7 @@ class ValidationSet:
         return self._pairs[index]
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 2:
-        a = a[..., None]
-    return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)
+def _grey_or_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    return np.ascontiguousarray(a)

@@ -721,9 +721,9 @@ def _self_test(kern: Any) -> None:
 
 
 def _load_c_kernels() -> _CKernels:
-    from ..zoo.sources import cache_dir
+    from ..cache import cache_dir
 
-    path = _compile_c(cache_dir() / "kernels")
+    path = _compile_c(cache_dir("kernels"))
     kern = _CKernels(ctypes.CDLL(str(path)))
     _self_test(kern)
     return kern

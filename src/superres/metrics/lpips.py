@@ -127,13 +127,10 @@ def _vgg16_features() -> nn.Sequential:
 
 
 def lpips_cache_dir() -> Path:
-    """Where downloaded LPIPS weights go: ``$SUPERRES_CACHE_DIR/lpips`` or user cache ``superres/lpips``."""
-    env = os.environ.get("SUPERRES_CACHE_DIR")
-    if env:
-        return Path(env) / "lpips"
-    from platformdirs import user_cache_dir
+    """Where downloaded LPIPS weights go: ``lpips/`` in the superres cache (:mod:`superres.cache`)."""
+    from ..cache import cache_dir
 
-    return Path(user_cache_dir("superres")) / "lpips"
+    return cache_dir("lpips")
 
 
 def _sha256(path: Path) -> str:

@@ -57,12 +57,9 @@ def default_niqe_params_path() -> Path:
     env = os.environ.get("SUPERRES_NIQE_PARAMS")
     if env:
         return Path(env)
-    cache = os.environ.get("SUPERRES_CACHE_DIR")
-    if cache:
-        return Path(cache) / "niqe" / NIQE_PARAMS_FILENAME
-    from platformdirs import user_cache_dir
+    from ..cache import cache_dir
 
-    return Path(user_cache_dir("superres")) / "niqe" / NIQE_PARAMS_FILENAME
+    return cache_dir("niqe", NIQE_PARAMS_FILENAME)
 
 
 def load_niqe_model(path: str | os.PathLike[str] | None = None) -> NiqeModel:

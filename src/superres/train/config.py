@@ -45,6 +45,9 @@ class ModelSection(_Strict):
 
     arch: str
     hyperparams: dict[str, Any] = Field(default_factory=dict)
+    # start from these weights instead of a random init (fine-tuning): a run folder (its newest EMA
+    # weights), a weights file or a zoo name; a GAN stage uses gan.pretrained instead
+    pretrained: str | None = None
 
 
 class TrainSet(_Strict):
@@ -159,6 +162,8 @@ class TrainConfig(_Strict):
         if any(t.name.lower() == "gan" for t in self.loss):
             raise ValueError("the adversarial loss is configured in the 'gan' section (gan_type, weight), "
                              "not in 'loss'")
+        if self.model.pretrained and self.gan is not None and self.gan.pretrained:
+            raise ValueError("give the starting weights once: model.pretrained or gan.pretrained, not both")
         for m in self.schedule.milestones:
             if m < 1:
                 raise ValueError(f"schedule.milestones must be positive iterations, got {m}")

@@ -198,12 +198,9 @@ def _vgg19_features() -> nn.Sequential:
 
 
 def _vgg_cache_dir() -> Path:
-    env = os.environ.get("SUPERRES_CACHE_DIR")
-    if env:
-        return Path(env) / "vgg"
-    from platformdirs import user_cache_dir
+    from ..cache import cache_dir
 
-    return Path(user_cache_dir("superres")) / "vgg"
+    return cache_dir("vgg")
 
 
 def _vgg_state(

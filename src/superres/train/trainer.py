@@ -194,9 +194,10 @@ def _build_losses(cfg: TrainConfig, device: torch.device) -> list[tuple[str, flo
     return out
 
 
-def load_generator_weights(source: str, net: nn.Module) -> str:
+def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrained") -> str:
     """Initialise ``net`` from a run folder (its newest checkpoint's EMA weights, else plain), a
-    checkpoint folder, a weights file or a zoo name (stage 2 of a GAN recipe). Returns what was loaded."""
+    checkpoint folder, a weights file or a zoo name (fine-tuning, or stage 2 of a GAN recipe). ``key`` is
+    the config entry named in errors. Returns what was loaded."""
     from ..zoo.formats import read_weights_file
 
     p = Path(source).expanduser()
@@ -204,7 +205,7 @@ def load_generator_weights(source: str, net: nn.Module) -> str:
         folder, weights, _ = load_checkpoint(p)
         sd = weights.get("ema") or weights.get("generator")
         if sd is None:
-            raise TrainingError(f"gan.pretrained: checkpoint '{folder}' holds no generator weights")
+            raise TrainingError(f"{key}: checkpoint '{folder}' holds no generator weights")
         what = f"{folder}/{'ema' if 'ema' in weights else 'generator'}.safetensors"
     elif p.is_file():
         sd, _ = read_weights_file(p)
@@ -215,13 +216,13 @@ def load_generator_weights(source: str, net: nn.Module) -> str:
         try:
             other, _card = load_network(source)
         except SuperresError as e:
-            raise TrainingError(f"gan.pretrained: {e}") from None
+            raise TrainingError(f"{key}: {e}") from None
         sd, what = other.state_dict(), source
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise TrainingError(f"gan.pretrained: weights at '{what}' do not fit the configured model: {first}") from None
+        raise TrainingError(f"{key}: weights at '{what}' do not fit the configured model: {first}") from None
     return what
 
 
@@ -274,7 +275,9 @@ def validate(net: nn.Module, val_set: Any, scale: int, device: torch.device) -> 
     up = Upscaler(clone, device=str(device), precision="fp32", options=UpscaleOptions(tile=0))  # type: ignore[arg-type]
     ps, ss = [], []
     for lr, hr, _name in val_set:
-        sr = up.upscale_float(lr.astype(np.float32) / 255.0, out_dtype=np.uint8)
+        x = (lr[..., None] if lr.ndim == 2 else lr).astype(np.float32) / 255.0
+        sr = up.upscale_float(x, out_dtype=np.uint8)
+        sr = sr[..., 0] if lr.ndim == 2 else sr  # grey: its own Y, as superres eval scores it
         ps.append(psnr(sr, hr, crop=scale))
         ss.append(ssim(sr, hr, crop=scale))
     net.train(was_training)
@@ -390,6 +393,8 @@ class _Run:
         self.gan = cfg.gan
         self.disc: nn.Module | None = None
         self.pretrained_from = ""
+        if cfg.model.pretrained:
+            self.pretrained_from = load_generator_weights(cfg.model.pretrained, self.net, "model.pretrained")
         if self.gan is not None:
             from .discriminators import build_discriminator
             from .losses import build_loss

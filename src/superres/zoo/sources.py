@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import re
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 
+from ..cache import cache_dir
 from ..errors import ModelLoadError
 from ..io.atomic import atomic_write
 
@@ -78,16 +78,6 @@ def list_ncnn_package_models(distribution: str = NCNN_DISTRIBUTION) -> list[str]
 
 
 # ---- cache -------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """``$SUPERRES_CACHE_DIR`` if set, else the platform's user cache directory for superres."""
-    env = os.environ.get("SUPERRES_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("superres"))
 
 
 def sha256_file(path: str | Path) -> str:
