@@ -95,7 +95,7 @@ def test_bicubic_matrix_is_torch_bicubic_at_every_integer_scale() -> None:
     import torch
     import torch.nn.functional as F
 
-    from superres.deploy.realtime import bicubic_matrix
+    from superres.deploy.realtime import bicubic_matrix, bicubic_upscale_planes
 
     x = torch.from_numpy(np.random.default_rng(2).random((2, 7, 5)))
     for s in (1, 2, 3, 4):
@@ -103,6 +103,7 @@ def test_bicubic_matrix_is_torch_bicubic_at_every_integer_scale() -> None:
         mh, mw = torch.from_numpy(bicubic_matrix(7, s)), torch.from_numpy(bicubic_matrix(5, s))
         assert torch.allclose(mh @ x @ mw.T, ref, atol=1e-12)
         assert np.allclose(bicubic_matrix(7, s).sum(1), 1.0)  # each output row is a weighted mean
+        assert torch.allclose(bicubic_upscale_planes(x, s), ref, atol=1e-12)
 
 
 def test_fused_luma_colour_path_matches_the_reference_conversion() -> None:

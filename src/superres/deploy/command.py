@@ -110,6 +110,7 @@ def realtime_command(
         "realesr-animevideov3", "-m", "--model", help="Zoo model, weights or exported file."
     ),
     backend: str = typer.Option("torch", "--backend", help="torch, onnxruntime or openvino."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend)."),
     queue_size: int = typer.Option(2, "--queue", help="Frames waiting at most; older ones are dropped."),
     pace: bool = typer.Option(True, "--pace/--no-pace", help="Feed a file at its frame rate, like a camera."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Pace at this rate instead of the file's."),
@@ -125,7 +126,7 @@ def realtime_command(
     from ..deploy.realtime import is_camera, open_frames, run_realtime, upscaler_infer
     from ..inference.upscaler import load_model
 
-    up = load_model(model, device="cpu", backend=backend)
+    up = load_model(model, device=device if backend == "torch" else "cpu", backend=backend)
     frames, rate = open_frames(source)
     pace_fps = fps or (rate if pace and not is_camera(source) else None)
     stats = run_realtime(

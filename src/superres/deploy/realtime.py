@@ -205,8 +205,7 @@ def open_frames(
 def bicubic_matrix(n_in: int, scale: int) -> np.ndarray:
     """``(n_in * scale, n_in)`` weights of PyTorch's bicubic upsampling along one axis (A = -0.75,
     half-pixel centres, edge samples repeated), so that ``M @ x`` equals ``F.interpolate(..., "bicubic")``
-    for an integer ``scale``. As two matrix products a frame's chroma upscale runs on the BLAS, several
-    times faster than ``F.interpolate``'s bicubic kernel on a CPU."""
+    for an integer ``scale``."""
 
     def cubic(d: float, a: float = -0.75) -> float:
         d = abs(d)
@@ -222,6 +221,25 @@ def bicubic_matrix(n_in: int, scale: int) -> np.ndarray:
         for k, d in enumerate((1.0 + f, f, 1.0 - f, 2.0 - f)):
             m[o, min(max(i0 - 1 + k, 0), n_in - 1)] += cubic(d)
     return m
+
+
+def bicubic_upscale_planes(x: Any, scale: int) -> Any:
+    """``C x H x W`` float tensor -> ``C x sH x sW``, the values of ``F.interpolate(..., "bicubic")``.
+
+    For an integer scale every output sample of one phase (its position modulo ``scale``) uses the same
+    five taps (:func:`bicubic_matrix`'s interior rows) around its source pixel, so each axis is one small
+    convolution with ``scale`` output channels after repeating two edge pixels, then an interleave:
+    about three times faster on a CPU than ``F.interpolate``'s bicubic kernel at 320x180 -> 1280x720."""
+    import torch
+    import torch.nn.functional as F
+
+    s = int(scale)
+    c, h, w = x.shape
+    taps = torch.tensor(bicubic_matrix(8, s)[4 * s:5 * s, 2:7], dtype=x.dtype, device=x.device)  # (s, 5)
+    rows = F.conv1d(F.pad(x.reshape(c * h, 1, w), (2, 2), mode="replicate"), taps[:, None, :])
+    rows = rows.transpose(1, 2).reshape(c, 1, h, s * w)  # (c*h, s, w) -> interleaved columns
+    out = F.conv2d(F.pad(rows, (0, 0, 2, 2), mode="replicate"), taps[:, None, :, None])  # (c, s, h, s*w)
+    return out.permute(0, 2, 1, 3).reshape(c, s * h, s * w)
 
 
 def _ycbcr_to_rgb255() -> tuple[float, np.ndarray, np.ndarray]:
@@ -242,30 +260,20 @@ def upscaler_infer(up: Any) -> Callable[[Frame], Frame]:
     with the same BT.601 matrices as :mod:`superres.metrics.color`.
 
     For luma models the work around the network is what limits the frame rate of a small model, so it
-    is arranged for the CPU: chroma is upscaled by two matrix products (:func:`bicubic_matrix`, the
-    same values as ``F.interpolate``'s bicubic), and the colour conversion, the 0..255 scaling and the
-    rounding are one 1x1 convolution writing channels-last memory, which is already the HxWx3 layout of
-    the result (same bytes as converting with :func:`~superres.metrics.color.ycbcr_to_rgb` and rounding
-    half up, except where float32 rounding lands a value on the other side of a .5)."""
+    is arranged for the CPU: chroma is upscaled by :func:`bicubic_upscale_planes` (the same values as
+    ``F.interpolate``'s bicubic), and the colour conversion, the 0..255 scaling and the
+    rounding are one matrix product and one add over the planes; only the uint8 result is transposed to
+    HxWx3 (same bytes as converting with :func:`~superres.metrics.color.ycbcr_to_rgb` and rounding half
+    up, except where float32 rounding lands a value on the other side of a .5)."""
     import torch
-    import torch.nn.functional as F
 
     from ..metrics.color import rgb_to_ycbcr
 
     s = int(up.scale)
     luma = up.descriptor.in_channels == 1
     ky, chroma_np, bias_np = _ycbcr_to_rgb255()
-    chroma_w = torch.tensor(chroma_np, dtype=torch.float32).reshape(3, 2, 1, 1)
-    bias = torch.tensor(bias_np, dtype=torch.float32)
-    mats: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def upscale_chroma(cbcr: torch.Tensor) -> torch.Tensor:
-        h, w = cbcr.shape[-2:]
-        if (h, w) not in mats:  # one pair per frame size; a stream keeps its size
-            mats[(h, w)] = (torch.tensor(bicubic_matrix(h, s), dtype=torch.float32),
-                            torch.tensor(bicubic_matrix(w, s).T.copy(), dtype=torch.float32))
-        mh, mw_t = mats[(h, w)]
-        return torch.matmul(mh, torch.matmul(cbcr, mw_t))  # rows, then columns: fewer multiplies this way
+    chroma_w = torch.tensor(chroma_np, dtype=torch.float32)
+    bias = torch.tensor(bias_np, dtype=torch.float32)[:, None]
 
     def infer(frame: Frame) -> Frame:
         with torch.inference_mode():
@@ -273,10 +281,12 @@ def upscaler_infer(up: Any) -> Callable[[Frame], Frame]:
             if luma:
                 ycc = rgb_to_ycbcr(x)
                 y = up.forward(ycc[None, :1].contiguous())
-                cbcr = upscale_chroma(ycc[1:])[None].contiguous(memory_format=torch.channels_last)
-                rgb = F.conv2d(cbcr, chroma_w, bias).add_(y.float(), alpha=ky)  # 0..255 + 0.5
+                cbcr = bicubic_upscale_planes(ycc[1:], s)
+                h, w = cbcr.shape[-2:]
+                rgb = torch.addmm(bias, chroma_w, cbcr.reshape(2, h * w))  # 3 x HW, 0..255 + 0.5
+                rgb.add_(y.reshape(1, h * w), alpha=ky)
                 out = rgb.clamp_(0.0, 255.0).to(torch.uint8)  # truncation of v + 0.5 = round half up
-                return out.permute(0, 2, 3, 1)[0].contiguous().numpy()
+                return out.reshape(3, h, w).permute(1, 2, 0).contiguous().numpy()
             rgb = up.forward(x[None].contiguous())[0]
             out = rgb.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).floor_().to(torch.uint8)
             return out.permute(1, 2, 0).contiguous().numpy()

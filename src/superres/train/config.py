@@ -48,6 +48,10 @@ class ModelSection(_Strict):
     # start from these weights instead of a random init (fine-tuning): a run folder (its newest EMA
     # weights), a weights file or a zoo name; a GAN stage uses gan.pretrained instead
     pretrained: str | None = None
+    # "widen": the pretrained model is a narrower one of the same architecture (fewer channels per
+    # layer); its filters are kept and the new ones start so that the network is still exactly the
+    # pretrained function (see superres.train.trainer.widen_into)
+    pretrained_mode: Literal["exact", "widen"] = "exact"
 
 
 class TrainSet(_Strict):

@@ -194,10 +194,37 @@ def _build_losses(cfg: TrainConfig, device: torch.device) -> list[tuple[str, flo
     return out
 
 
-def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrained") -> str:
+def widen_into(sd: dict[str, torch.Tensor], net: nn.Module) -> None:
+    """Load a narrower network's weights into ``net`` so that ``net`` computes the same function.
+
+    Each tensor of ``sd`` fills the leading block of the matching (equal or larger) tensor of ``net``:
+    the old filters are kept; new output channels keep their random initialisation, and every weight
+    from a new input channel into an old output channel is zero. The new channels then compute
+    something, but nothing of it reaches the old ones, so the output is unchanged until training gives
+    them a use: a model trained on a small budget grows into a wider one without starting over. This
+    holds for plain convolution stacks and residual ones alike, as long as channels are added at the
+    end of each dimension (pixel shuffle keeps the leading channels' positions)."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    if missing or extra:
+        raise ValueError(f"different layers (missing {missing[:3]}, unexpected {extra[:3]})")
+    with torch.no_grad():
+        for k, new in own.items():
+            old = sd[k].to(new.dtype)
+            if old.ndim != new.ndim or any(a > b for a, b in zip(old.shape, new.shape)):
+                raise ValueError(f"{k}: {tuple(old.shape)} does not fit inside {tuple(new.shape)}")
+            if old.ndim >= 2:
+                new[: old.shape[0], old.shape[1]:] = 0.0  # new inputs into old outputs
+            new[tuple(slice(0, n) for n in old.shape)] = old
+    net.load_state_dict(own, strict=True)
+
+
+def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrained", widen: bool = False) -> str:
     """Initialise ``net`` from a run folder (its newest checkpoint's EMA weights, else plain), a
     checkpoint folder, a weights file or a zoo name (fine-tuning, or stage 2 of a GAN recipe). ``key`` is
-    the config entry named in errors. Returns what was loaded."""
+    the config entry named in errors; ``widen``: the source is a narrower model (:func:`widen_into`).
+    Returns what was loaded."""
     from ..zoo.formats import read_weights_file
 
     p = Path(source).expanduser()
@@ -219,8 +246,11 @@ def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrain
             raise TrainingError(f"{key}: {e}") from None
         sd, what = other.state_dict(), source
     try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
+        if widen:
+            widen_into(sd, net)
+        else:
+            net.load_state_dict(sd, strict=True)
+    except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0]
         raise TrainingError(f"{key}: weights at '{what}' do not fit the configured model: {first}") from None
     return what
@@ -394,7 +424,8 @@ class _Run:
         self.disc: nn.Module | None = None
         self.pretrained_from = ""
         if cfg.model.pretrained:
-            self.pretrained_from = load_generator_weights(cfg.model.pretrained, self.net, "model.pretrained")
+            self.pretrained_from = load_generator_weights(cfg.model.pretrained, self.net, "model.pretrained",
+                                                          widen=cfg.model.pretrained_mode == "widen")
         if self.gan is not None:
             from .discriminators import build_discriminator
             from .losses import build_loss
