@@ -449,3 +449,22 @@ def test_fine_tuning_starts_from_model_pretrained(tmp_path: Path, data_dir: Path
     with pytest.raises(TrainingError, match="model.pretrained: .* do not fit"):
         train(load_config(cfg_path, base + ["model.hyperparams.n1=8"], data_root=data_dir), out=tmp_path, name="bad")
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("arch,small,big", [
+    ("espcn", dict(channels=1, n1=8, n2=4, scale=4, final="none"), dict(channels=1, n1=12, n2=6, scale=4, final="none")),
+    ("edsr", dict(num_blocks=2, num_feat=8, scale=4), dict(num_blocks=2, num_feat=12, scale=4)),  # residual + x2x2 shuffle
+])
+def test_widening_keeps_the_pretrained_function(arch: str, small: dict, big: dict) -> None:
+    from superres.archs import build
+    from superres.train.trainer import widen_into
+
+    torch.manual_seed(0)
+    a, b = build(arch, **small).eval(), build(arch, **big).eval()
+    widen_into(a.state_dict(), b)
+    x = torch.rand(1, a.descriptor.in_channels, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), atol=1e-5)
+    assert sum(p.numel() for p in b.parameters()) > sum(p.numel() for p in a.parameters())
+    with pytest.raises(ValueError, match="does not fit inside"):
+        widen_into(b.state_dict(), build(arch, **small))
