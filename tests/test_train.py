@@ -468,3 +468,16 @@ def test_widening_keeps_the_pretrained_function(arch: str, small: dict, big: dic
     assert sum(p.numel() for p in b.parameters()) > sum(p.numel() for p in a.parameters())
     with pytest.raises(ValueError, match="does not fit inside"):
         widen_into(b.state_dict(), build(arch, **small))
+
+
+def test_transfer_loads_matching_layers_and_leaves_the_output_layer_of_another_scale() -> None:
+    from superres.archs import build
+    from superres.train.trainer import transfer_into
+
+    torch.manual_seed(0)
+    x4, x3 = build("espcn", channels=1, n1=8, n2=4, scale=4), build("espcn", channels=1, n1=8, n2=4, scale=3)
+    before = x3.conv3.weight.detach().clone()
+    assert transfer_into(x4.state_dict(), x3) == ["conv3.bias", "conv3.weight"]
+    assert torch.equal(x3.conv1.weight, x4.conv1.weight) and torch.equal(x3.conv3.weight, before)
+    with pytest.raises(ValueError, match="no layer"):
+        transfer_into(build("srvgg", num_feat=8, num_conv=2, scale=4).state_dict(), x3)

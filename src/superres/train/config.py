@@ -50,8 +50,10 @@ class ModelSection(_Strict):
     pretrained: str | None = None
     # "widen": the pretrained model is a narrower one of the same architecture (fewer channels per
     # layer); its filters are kept and the new ones start so that the network is still exactly the
-    # pretrained function (see superres.train.trainer.widen_into)
-    pretrained_mode: Literal["exact", "widen"] = "exact"
+    # pretrained function (see superres.train.trainer.widen_into). "transfer": tensors of the same name
+    # and shape are loaded, the rest (e.g. the output layer of another scale) start random, as FSRCNN's
+    # authors moved a x3 model to x2 and x4
+    pretrained_mode: Literal["exact", "widen", "transfer"] = "exact"
 
 
 class TrainSet(_Strict):

@@ -220,10 +220,26 @@ def widen_into(sd: dict[str, torch.Tensor], net: nn.Module) -> None:
     net.load_state_dict(own, strict=True)
 
 
-def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrained", widen: bool = False) -> str:
+def transfer_into(sd: dict[str, torch.Tensor], net: nn.Module) -> list[str]:
+    """Load the tensors of ``sd`` whose name and shape match ``net``'s; returns the names left at their
+    random initialisation. At least one tensor must match (else the source is not this architecture)."""
+    own = net.state_dict()
+    fresh = sorted(k for k in own if k not in sd or sd[k].shape != own[k].shape)
+    if len(fresh) == len(own):
+        raise ValueError("no layer of the same name and shape")
+    with torch.no_grad():
+        for k, v in own.items():
+            if k not in fresh:
+                v.copy_(sd[k].to(v.dtype))
+    net.load_state_dict(own, strict=True)
+    return fresh
+
+
+def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrained", mode: str = "exact") -> str:
     """Initialise ``net`` from a run folder (its newest checkpoint's EMA weights, else plain), a
     checkpoint folder, a weights file or a zoo name (fine-tuning, or stage 2 of a GAN recipe). ``key`` is
-    the config entry named in errors; ``widen``: the source is a narrower model (:func:`widen_into`).
+    the config entry named in errors; ``mode``: ``exact`` (strict load), ``widen`` (the source is a
+    narrower model, :func:`widen_into`) or ``transfer`` (matching layers only, :func:`transfer_into`).
     Returns what was loaded."""
     from ..zoo.formats import read_weights_file
 
@@ -246,8 +262,13 @@ def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrain
             raise TrainingError(f"{key}: {e}") from None
         sd, what = other.state_dict(), source
     try:
-        if widen:
+        if mode == "widen":
             widen_into(sd, net)
+        elif mode == "transfer":
+            fresh = transfer_into(sd, net)
+            if fresh:
+                log.info("%s: %s start from random weights (no tensor of that shape in '%s')", key,
+                         ", ".join(fresh), what)
         else:
             net.load_state_dict(sd, strict=True)
     except (RuntimeError, ValueError) as e:
@@ -425,7 +446,7 @@ class _Run:
         self.pretrained_from = ""
         if cfg.model.pretrained:
             self.pretrained_from = load_generator_weights(cfg.model.pretrained, self.net, "model.pretrained",
-                                                          widen=cfg.model.pretrained_mode == "widen")
+                                                          mode=cfg.model.pretrained_mode)
         if self.gan is not None:
             from .discriminators import build_discriminator
             from .losses import build_loss
