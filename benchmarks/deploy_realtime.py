@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from superres.deploy.realtime import run_realtime, upscaler_infer
+from superres.deploy.realtime import retain_freed_memory, run_realtime, upscaler_infer
 from superres.inference.upscaler import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -41,7 +41,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--models", default="ESPCN_x4,FSRCNN-small_x4")
     ap.add_argument("--backends", default="torch,onnxruntime,openvino")
+    ap.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                    help="retain: keep freed memory for the next frame (as superres realtime does)")
     args = ap.parse_args()
+    if args.malloc == "retain":
+        print(f"retain_freed_memory: {retain_freed_memory()}")
     logging.disable(logging.WARNING)
     clip = frames(args.frames)
     print(f"load average before: {os.getloadavg()}")

@@ -123,9 +123,10 @@ def realtime_command(
     """Upscale a live stream: background inference, bounded queue, frame dropping; reports FPS and latency."""
     import json
 
-    from ..deploy.realtime import is_camera, open_frames, run_realtime, upscaler_infer
+    from ..deploy.realtime import is_camera, open_frames, retain_freed_memory, run_realtime, upscaler_infer
     from ..inference.upscaler import load_model
 
+    retain_freed_memory()  # reuse the per-frame buffers instead of mapping them anew (see its docstring)
     up = load_model(model, device=device if backend == "torch" else "cpu", backend=backend)
     frames, rate = open_frames(source)
     pace_fps = fps or (rate if pace and not is_camera(source) else None)

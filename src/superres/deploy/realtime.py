@@ -149,6 +149,34 @@ def run_realtime(
     )
 
 
+def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Ask glibc's allocator to keep freed memory (up to ``limit_bytes``) for reuse instead of returning it
+    to the kernel. Each 720p frame allocates several multi-megabyte buffers (network activations, chroma,
+    colour planes); by default each is a fresh ``mmap``, faulted in and zeroed page by page, then
+    unmapped. Measured on this project's 2-core CPU with ``espcn-m-x4``: 7,200 page faults and ~18 ms of
+    kernel time per frame, 35 ms -> 22.5 ms per frame with this set. Process-wide and glibc only (else a
+    no-op, returning False); memory use stays at the peak working set of one frame."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's malloc.h
+    limit = int(min(limit_bytes, (1 << 31) - 1))
+    ok = all(mallopt(opt, val) == 1 for opt, val in (
+        (m_mmap_threshold, min(limit, 32 << 20)),  # glibc caps the mmap threshold at 32 MiB on 64-bit
+        (m_trim_threshold, limit),
+        (m_top_pad, 64 << 20),
+    ))
+    return ok
+
+
 # ---- sources -------------------------------------------------------------------------------------------
 
 

@@ -102,6 +102,8 @@ def publish(
         "torch": state.get("torch", ""),
         "published": time.strftime("%Y-%m-%d"),
     }
+    if cfg.model.pretrained:
+        training["init"] = _init_record(cfg.model.pretrained, cfg.model.pretrained_mode)
     card: dict[str, Any] = {
         "name": name,
         "arch": cfg.model.arch,
@@ -148,3 +150,19 @@ def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, devi
                             "images": row.n_images}
     out["protocol"] = "superres eval: Y (BT.601), crop = scale, uint8 output, the datasets' MATLAB-bicubic LR"
     return out
+
+
+def _init_record(source: str, mode: str) -> dict[str, Any]:
+    """Where a fine-tuned or widened model started. For a zoo model the parent's own training record is
+    kept (recipe, iterations, time, device and its own start), so a chain of runs shows its total cost."""
+    rec: dict[str, Any] = {"from": source, "mode": mode}
+    try:
+        from ..zoo.registry import get_card
+
+        parent = get_card(source).training
+    except Exception:  # noqa: BLE001 - a path or run folder: no card to follow
+        return rec
+    keep = ("recipe", "iterations", "train_seconds", "device", "init")
+    rec["parent"] = {k: parent[k] for k in keep if k in parent}
+    return rec
+
