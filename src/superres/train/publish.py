@@ -165,4 +165,3 @@ def _init_record(source: str, mode: str) -> dict[str, Any]:
     keep = ("recipe", "iterations", "train_seconds", "device", "init")
     rec["parent"] = {k: parent[k] for k in keep if k in parent}
     return rec
-
