@@ -6,6 +6,7 @@ Registered by ``superres/cli.py`` through :func:`register`. Only typer, the stan
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Optional
 
@@ -136,8 +137,14 @@ def realtime_command(
     up = load_model(model, device=dev, backend=backend)
     frames, rate = open_frames(source)
     pace_fps = fps or (rate if pace and not is_camera(source) else None)
+    infer = upscaler_infer(up)
+    first = next(frames, None)
+    if first is None:
+        raise SuperresError(f"'{source}' has no frames")
+    infer(first)  # warm-up outside the clock: first-call set-up would otherwise show as dropped frames
     stats = run_realtime(
-        frames, upscaler_infer(up), queue_size=queue_size, drop=drop, pace_fps=pace_fps, max_frames=max_frames
+        itertools.chain([first], frames), infer, queue_size=queue_size, drop=drop, pace_fps=pace_fps,
+        max_frames=max_frames,
     )
     if as_json:
         typer.echo(
