@@ -162,6 +162,30 @@ def test_distillation_reduces_the_loss(tmp_path: Path) -> None:
     assert json.loads(js.read_text())["arch"] == "srvgg"
 
 
+def test_distillation_checkpoints_the_student_while_it_trains(tmp_path: Path) -> None:
+    """A crash mid-run loses at most checkpoint_every iterations: the saved student loads and equals the
+    student as it was at that iteration."""
+    from superres.compress.distill import save_weights
+
+    pairs = load_pairs(_write_pairs(tmp_path / "cache"))
+    student = make_student("scratch", num_feat=8, num_conv=2, seed=0)
+    saved: dict[int, dict[str, torch.Tensor]] = {}
+
+    def checkpoint(it: int) -> None:
+        save_weights(student, tmp_path / "s.partial.safetensors", "s", {"iteration": str(it)})
+        saved[it] = {k: v.clone() for k, v in student.state_dict().items()}
+
+    distill(student, pairs, iterations=25, batch=2, patch=12, lr=2e-3, seed=0, checkpoint=checkpoint,
+            checkpoint_every=10)
+    assert sorted(saved) == [10, 20]
+    from superres.inference.upscaler import load_network
+
+    net, _ = load_network(str(tmp_path / "s.partial.safetensors"))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, saved[20][k]), k
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temporary file left
+
+
 def test_distill_needs_a_budget(tmp_path: Path) -> None:
     pairs = load_pairs(_write_pairs(tmp_path / "cache", n=1))
     with pytest.raises(SuperresError, match="iterations or max_time"):

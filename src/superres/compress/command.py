@@ -47,9 +47,13 @@ def distill_command(
     patch: int = typer.Option(48, "--patch", help="LR patch side."),
     lr: float = typer.Option(2e-4, "--lr"),
     perceptual_weight: float = typer.Option(0.0, "--perceptual-weight", help="Add VGG perceptual loss (slow on CPU)."),
+    checkpoint_every: int = typer.Option(
+        200, "--checkpoint-every", min=1,
+        help="Save OUT/<name>.partial.safetensors every N iterations (continue a crashed run with --init it).",
+    ),
 ) -> None:
     """Cache teacher outputs on degraded images, train a compact SRVGG student on them, write a zoo card."""
-    from .distill import distill, load_pairs, make_student, prepare_pairs, save_model
+    from .distill import distill, load_pairs, make_student, prepare_pairs, save_model, save_weights
 
     if iterations is None and max_time <= 0:
         raise SuperresError("give --max-time > 0 or --iterations")
@@ -60,10 +64,17 @@ def distill_command(
                              progress=_echo)
     pairs = load_pairs(cache)
     student = make_student(init, num_feat=num_feat, num_conv=num_conv, seed=seed)
+    partial = Path(out) / f"{name}.partial.safetensors"
+
+    def checkpoint(it: int) -> None:
+        save_weights(student, partial, name, {"iteration": str(it), "init": init})
+
     res = distill(student, pairs, iterations=iterations, max_time=max_time, batch=batch, patch=patch, lr=lr,
-                  perceptual_weight=perceptual_weight, seed=seed, progress=_echo)
+                  perceptual_weight=perceptual_weight, seed=seed, progress=_echo, checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every)
     card = distill_card(name, teacher, init, manifest, res.as_dict())
     st, js = save_model(student, out, name, card)
+    partial.unlink(missing_ok=True)  # the finished model supersedes it
     typer.echo(f"wrote {st} and {js} ({res.iterations} iterations, {res.seconds:.0f}s, "
                f"L1 {res.first_loss:.4f} -> {res.last_loss:.4f})")
 

@@ -258,12 +258,15 @@ def distill(
     seed: int = 0,
     log_every: int = 50,
     progress: Callable[[str], None] | None = None,
+    checkpoint: Callable[[int], None] | None = None,
+    checkpoint_every: int = 200,
 ) -> DistillResult:
     """Train ``student`` in place on (LR, teacher SR) crops with Adam and a cosine learning rate.
 
     Stops after ``iterations`` or ``max_time`` seconds, whichever comes first (at least one is required);
     with a time budget the cosine schedule runs on elapsed time so the rate reaches its floor at the
-    deadline."""
+    deadline. ``checkpoint(iteration)`` is called every ``checkpoint_every`` iterations (the caller saves
+    the student), so a crash in an hour-long CPU run loses at most that much work."""
     from ..train.losses import build_loss
 
     if iterations is None and max_time is None:
@@ -300,6 +303,8 @@ def distill(
         opt.step()
         it += 1
         history.append((it, float(total.detach())))
+        if checkpoint is not None and it % checkpoint_every == 0:
+            checkpoint(it)
         if progress and (it % log_every == 0 or it == 1):
             recent = [v for _, v in history[-log_every:]]
             progress(f"iter {it}: loss {sum(recent) / len(recent):.5f}, {time.perf_counter() - t0:.0f}s")
@@ -322,17 +327,26 @@ def distill(
 # ---- saving ------------------------------------------------------------------------------------------------
 
 
+def save_weights(net: SRNet, path: str | Path, name: str, extra: dict[str, str] | None = None) -> Path:
+    """The student's weights as safetensors with arch/hyper-parameters metadata, written atomically (a
+    crash mid-write leaves the previous file, never a truncated one)."""
+    from safetensors.torch import save_file
+
+    from ..io.atomic import atomic_write
+
+    sd = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    meta = {"arch": net.arch_name, "hyperparams": json.dumps(net.hyperparams), "name": name, **(extra or {})}
+    with atomic_write(path, tmp_suffix=".tmp.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata=meta)
+    return Path(path)
+
+
 def save_model(net: SRNet, out_dir: str | Path, name: str, card: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``<name>.safetensors`` + ``<name>.json`` (a zoo card) so the model loads by name once the pair
     sits in ``superres/zoo/weights`` (or by path from anywhere)."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    st, js = out / f"{name}.safetensors", out / f"{name}.json"
-    sd = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
-    meta = {"arch": net.arch_name, "hyperparams": json.dumps(net.hyperparams), "name": name}
-    save_file(sd, str(st), metadata=meta)
+    st, js = save_weights(net, out / f"{name}.safetensors", name), out / f"{name}.json"
     full = {"name": name, "arch": net.arch_name, "hyperparams": dict(net.hyperparams), "scale": net.scale}
     full.update(card)
     js.write_text(json.dumps(full, indent=2) + "\n")
