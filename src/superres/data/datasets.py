@@ -297,7 +297,7 @@ class ValidationSet:
     does) or a folder of HR images. HR is modcropped to ``scale``; LR is the set's shipped bicubic LR when
     present (checked to be the right size) or MATLAB bicubic of the HR, the same pixels either way for the
     standard sets. Grey images stay H x W and are their own Y, as in ``superres eval`` (repeating them to
-    RGB and taking BT.601 Y would squeeze them into 16..235 and move their PSNR: Set14's bridge by ~1 dB)."""
+    RGB and taking BT.601 Y would squeeze them into 16..235: +1.3 dB on Set14's bridge, 0.09 dB on its mean)."""
 
     def __init__(
         self,
