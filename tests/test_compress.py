@@ -165,14 +165,14 @@ def test_distillation_reduces_the_loss(tmp_path: Path) -> None:
 def test_distillation_checkpoints_the_student_while_it_trains(tmp_path: Path) -> None:
     """A crash mid-run loses at most checkpoint_every iterations: the saved student loads and equals the
     student as it was at that iteration."""
-    from superres.compress.distill import save_weights
+    from superres.compress.distill import save_student
 
     pairs = load_pairs(_write_pairs(tmp_path / "cache"))
     student = make_student("scratch", num_feat=8, num_conv=2, seed=0)
     saved: dict[int, dict[str, torch.Tensor]] = {}
 
     def checkpoint(it: int) -> None:
-        save_weights(student, tmp_path / "s.partial.safetensors", "s", {"iteration": str(it)})
+        save_student(student, tmp_path / "s.partial.safetensors", "s", {"iteration": str(it)})
         saved[it] = {k: v.clone() for k, v in student.state_dict().items()}
 
     distill(student, pairs, iterations=25, batch=2, patch=12, lr=2e-3, seed=0, checkpoint=checkpoint,

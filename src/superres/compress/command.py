@@ -53,7 +53,7 @@ def distill_command(
     ),
 ) -> None:
     """Cache teacher outputs on degraded images, train a compact SRVGG student on them, write a zoo card."""
-    from .distill import distill, load_pairs, make_student, prepare_pairs, save_model, save_weights
+    from .distill import distill, load_pairs, make_student, prepare_pairs, save_model, save_student
 
     if iterations is None and max_time <= 0:
         raise SuperresError("give --max-time > 0 or --iterations")
@@ -67,7 +67,7 @@ def distill_command(
     partial = Path(out) / f"{name}.partial.safetensors"
 
     def checkpoint(it: int) -> None:
-        save_weights(student, partial, name, {"iteration": str(it), "init": init})
+        save_student(student, partial, name, {"iteration": str(it), "init": init})
 
     res = distill(student, pairs, iterations=iterations, max_time=max_time, batch=batch, patch=patch, lr=lr,
                   perceptual_weight=perceptual_weight, seed=seed, progress=_echo, checkpoint=checkpoint,

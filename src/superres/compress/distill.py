@@ -327,17 +327,16 @@ def distill(
 # ---- saving ------------------------------------------------------------------------------------------------
 
 
-def save_weights(net: SRNet, path: str | Path, name: str, extra: dict[str, str] | None = None) -> Path:
+def save_student(net: SRNet, path: str | Path, name: str, extra: dict[str, str] | None = None) -> Path:
     """The student's weights as safetensors with arch/hyper-parameters metadata, written atomically (a
     crash mid-write leaves the previous file, never a truncated one)."""
-    from safetensors.torch import save_file
-
     from ..io.atomic import atomic_write
+    from ..train.checkpoint import save_weights
 
-    sd = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    sd = {k: v.float() for k, v in net.state_dict().items()}
     meta = {"arch": net.arch_name, "hyperparams": json.dumps(net.hyperparams), "name": name, **(extra or {})}
     with atomic_write(path, tmp_suffix=".tmp.safetensors") as tmp:
-        save_file(sd, str(tmp), metadata=meta)
+        save_weights(tmp, sd, meta)
     return Path(path)
 
 
@@ -346,7 +345,7 @@ def save_model(net: SRNet, out_dir: str | Path, name: str, card: dict[str, Any])
     sits in ``superres/zoo/weights`` (or by path from anywhere)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    st, js = save_weights(net, out / f"{name}.safetensors", name), out / f"{name}.json"
+    st, js = save_student(net, out / f"{name}.safetensors", name), out / f"{name}.json"
     full = {"name": name, "arch": net.arch_name, "hyperparams": dict(net.hyperparams), "scale": net.scale}
     full.update(card)
     js.write_text(json.dumps(full, indent=2) + "\n")

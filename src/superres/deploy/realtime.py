@@ -11,6 +11,7 @@ with ``drop=False`` the run measures throughput (every frame processed, as fast 
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -251,6 +252,12 @@ def bicubic_matrix(n_in: int, scale: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=8)
+def _bicubic_taps(scale: int) -> np.ndarray:
+    """``(scale, 5)``: the five taps of each output phase, read off an interior row of the matrix."""
+    return bicubic_matrix(8, scale)[4 * scale:5 * scale, 2:7]
+
+
 def bicubic_upscale_planes(x: Any, scale: int) -> Any:
     """``C x H x W`` float tensor -> ``C x sH x sW``, the values of ``F.interpolate(..., "bicubic")``.
 
@@ -263,7 +270,7 @@ def bicubic_upscale_planes(x: Any, scale: int) -> Any:
 
     s = int(scale)
     c, h, w = x.shape
-    taps = torch.tensor(bicubic_matrix(8, s)[4 * s:5 * s, 2:7], dtype=x.dtype, device=x.device)  # (s, 5)
+    taps = torch.tensor(_bicubic_taps(s), dtype=x.dtype, device=x.device)  # (s, 5)
     rows = F.conv1d(F.pad(x.reshape(c * h, 1, w), (2, 2), mode="replicate"), taps[:, None, :])
     rows = rows.transpose(1, 2).reshape(c, 1, h, s * w)  # (c*h, s, w) -> interleaved columns
     out = F.conv2d(F.pad(rows, (0, 0, 2, 2), mode="replicate"), taps[:, None, :, None])  # (c, s, h, s*w)

@@ -141,7 +141,7 @@ def open_session(path: str | os.PathLike[str], backend: str, *, threads: int | N
 
 
 def cache_folder() -> Path:
-    from ..zoo.sources import cache_dir
+    from ..cache import cache_dir
 
     return cache_dir() / "exported"
 

@@ -204,7 +204,7 @@ def widen_into(sd: dict[str, torch.Tensor], net: nn.Module) -> None:
     them a use: a model trained on a small budget grows into a wider one without starting over. This
     holds for plain convolution stacks and residual ones alike, as long as channels are added at the
     end of each dimension (pixel shuffle keeps the leading channels' positions)."""
-    own = net.state_dict()
+    own = net.state_dict()  # shares storage with the parameters: writing into it loads them
     missing = sorted(set(own) - set(sd))
     extra = sorted(set(sd) - set(own))
     if missing or extra:
@@ -217,13 +217,12 @@ def widen_into(sd: dict[str, torch.Tensor], net: nn.Module) -> None:
             if old.ndim >= 2:
                 new[: old.shape[0], old.shape[1]:] = 0.0  # new inputs into old outputs
             new[tuple(slice(0, n) for n in old.shape)] = old
-    net.load_state_dict(own, strict=True)
 
 
 def transfer_into(sd: dict[str, torch.Tensor], net: nn.Module) -> list[str]:
     """Load the tensors of ``sd`` whose name and shape match ``net``'s; returns the names left at their
     random initialisation. At least one tensor must match (else the source is not this architecture)."""
-    own = net.state_dict()
+    own = net.state_dict()  # shares storage with the parameters: writing into it loads them
     fresh = sorted(k for k in own if k not in sd or sd[k].shape != own[k].shape)
     if len(fresh) == len(own):
         raise ValueError("no layer of the same name and shape")
@@ -231,7 +230,6 @@ def transfer_into(sd: dict[str, torch.Tensor], net: nn.Module) -> list[str]:
         for k, v in own.items():
             if k not in fresh:
                 v.copy_(sd[k].to(v.dtype))
-    net.load_state_dict(own, strict=True)
     return fresh
 
 
