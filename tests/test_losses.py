@@ -225,6 +225,20 @@ def test_perceptual_loss_with_vgg16_weights(vgg16_loss: PerceptualLoss) -> None:
     assert not vgg16_loss.vgg.training  # the frozen extractor stays in eval mode
 
 
+def test_perceptual_loss_sees_one_channel_as_grey(vgg16_loss: PerceptualLoss) -> None:
+    """Y-channel recipes (ESPCN GAN fine-tuning) use the same loss: a 1-channel image is its grey RGB."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 1, 32, 32, generator=g)
+    t = torch.rand(2, 1, 32, 32, generator=g)
+    grey = float(vgg16_loss(y.expand(-1, 3, -1, -1), t.expand(-1, 3, -1, -1)))
+    assert float(vgg16_loss(y, t)) == pytest.approx(grey, rel=1e-6)
+    out = y.clone().requires_grad_(True)
+    vgg16_loss(out, t).backward()
+    assert out.grad is not None and out.grad.shape == y.shape
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        vgg16_loss.vgg(torch.rand(1, 2, 8, 8))
+
+
 def test_vgg16_features_are_the_imagenet_ones(weights_dir: Path) -> None:
     path = weights_dir / "lpips" / "torchvision_vgg16_features.pth"
     if not path.is_file():

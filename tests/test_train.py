@@ -373,6 +373,29 @@ def test_gan_stage_two_from_a_stage_one_run(full_run: Path, tiny_data: Path, tmp
     assert moved.iteration == 3
 
 
+def test_publish_of_a_gan_run_records_its_parent_and_lpips(full_run: Path, tiny_data: Path, data_dir: Path,
+                                                            weights_dir: Path, tmp_path: Path) -> None:
+    """A GAN model is judged by LPIPS against its fidelity parent, so its card carries both."""
+    from superres.train.publish import publish
+
+    lpips_dir = weights_dir / "lpips"
+    if not (lpips_dir / "torchvision_alexnet_features.pth").is_file():
+        pytest.skip(f"LPIPS weights not found in {lpips_dir}")
+    cfg = config_from_dict(_cfg(
+        tiny_data, train__iterations=2, train__checkpoint_every=2, val__dataset=None,
+        gan={"pretrained": str(full_run), "discriminator": "unet_sn", "discriminator_params": {"base": 4},
+             "weight": 0.1}))
+    run = train(cfg, out=tmp_path, name="gan").run_dir
+    _, c = publish(run, "tiny-gan-x2", tmp_path / "zoo", datasets=("Set5",), data_root=data_dir,
+                   lpips_dir=lpips_dir)
+    card = json.loads(c.read_text())
+    assert card["purpose"] == "photo" and card["training"]["gan"]["weight"] == 0.1
+    assert card["training"]["init"]["from"] == str(full_run) and card["training"]["init"]["mode"] == "exact"
+    assert 0 < card["metrics"]["Set5"]["lpips"] < 1 and "LPIPS" in card["metrics"]["protocol"]
+    _, c2 = publish(run, "tiny-gan-x2b", tmp_path / "zoo", datasets=("Set5",), data_root=data_dir, lpips=False)
+    assert "lpips" not in json.loads(c2.read_text())["metrics"]["Set5"]
+
+
 def test_y_channel_network_trains_on_luma(tiny_data: Path, tmp_path: Path) -> None:
     cfg = config_from_dict(_cfg(tiny_data, model={"arch": "fsrcnn", "hyperparams": {"d": 8, "s": 4, "m": 1}},
                                 train__iterations=2, train__checkpoint_every=2))

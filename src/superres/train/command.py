@@ -134,20 +134,26 @@ def publish_command(
     title: str | None = typer.Option(None, "--title"),
     description: str = typer.Option("", "--description"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model of that name."),
+    lpips: bool | None = typer.Option(None, "--lpips/--no-lpips", help="Put LPIPS on the card too "
+                                      "(default: for GAN-trained runs)."),
+    lpips_dir: Path | None = typer.Option(None, "--lpips-dir", help="Folder with the LPIPS weights "
+                                          "(default: $SUPERRES_LPIPS_DIR, the cache)."),
 ) -> None:
     """Write a run's weights as a small safetensors file plus a model card with measured metrics."""
     from .publish import DEFAULT_PUBLISH_DIR, publish
 
     sets = [s.strip() for s in datasets.split(",") if s.strip()]
     w, c = publish(run, name, out_dir or DEFAULT_PUBLISH_DIR, use_ema=not plain, datasets=sets,
-                   data_root=data_root, device=device, title=title, description=description, overwrite=overwrite)
+                   data_root=data_root, device=device, title=title, description=description, overwrite=overwrite,
+                   lpips=lpips, lpips_dir=lpips_dir)
     typer.echo(f"wrote {w} and {c}")
     import json
 
     metrics = json.loads(c.read_text()).get("metrics", {})
     for ds, m in metrics.items():
         if isinstance(m, dict) and "psnr_y" in m:
-            typer.echo(f"  {ds}: Y-PSNR {m['psnr_y']:.3f} dB, SSIM {m['ssim_y']:.4f}")
+            extra = f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""
+            typer.echo(f"  {ds}: Y-PSNR {m['psnr_y']:.3f} dB, SSIM {m['ssim_y']:.4f}{extra}")
 
 
 def register(app: typer.Typer, friendly: Any) -> None:

@@ -247,8 +247,9 @@ class VGGFeatures(nn.Module):
     """Frozen VGG16/VGG19 ``features`` returning the activations of named layers.
 
     Inputs are RGB in [0, 1] (or [-1, 1] with ``range_norm``) and are normalised with the ImageNet mean and
-    std, as the network was trained. Only the layers up to the deepest requested one are built. Parameters
-    are frozen; gradients still flow to the input."""
+    std, as the network was trained. One-channel inputs (a luminance-only model such as ESPCN on Y) are seen
+    as grey RGB images, so the same loss serves Y-channel recipes. Only the layers up to the deepest
+    requested one are built. Parameters are frozen; gradients still flow to the input."""
 
     def __init__(
         self,
@@ -300,8 +301,10 @@ class VGGFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"VGG features need N x 3 x H x W RGB, got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"VGG features need N x 3 x H x W RGB (or N x 1 grey), got {tuple(x.shape)}")
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         if self.range_norm:
             x = (x + 1.0) / 2.0
         if self.normalize:

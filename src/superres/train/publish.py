@@ -43,10 +43,15 @@ def publish(
     licence: str = "Apache-2.0",
     purpose: str | None = None,
     overwrite: bool = False,
+    lpips: bool | None = None,
+    lpips_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a run (its newest checkpoint) or a
-    checkpoint folder. Returns both paths. ``datasets=()`` skips the measurement."""
+    checkpoint folder. Returns both paths. ``datasets=()`` skips the measurement.
+
+    ``lpips``: also put LPIPS (alex) on the card; ``None`` means "for GAN-trained runs", whose point is a
+    lower LPIPS than their fidelity parent at some PSNR cost, so their card must show both."""
     from ..io.atomic import atomic_write
 
     if not _NAME.match(name):
@@ -76,7 +81,9 @@ def publish(
     with tempfile.TemporaryDirectory() as td:  # measure the very file that ships, through superres eval
         probe = Path(td) / f"{name}.safetensors"
         save_weights(probe, weights_fp32, meta)
-        metrics = _measure(probe, datasets, cfg.data.scale, data_root or cfg.val.root, device, progress)
+        want_lpips = bool(cfg.gan) if lpips is None else lpips
+        metrics = _measure(probe, datasets, cfg.data.scale, data_root or cfg.val.root, device, progress,
+                           lpips_dir=str(lpips_dir) if lpips_dir else None, lpips=want_lpips)
     with atomic_write(w_path, overwrite=overwrite, tmp_suffix=".tmp.safetensors") as tmp:
         save_weights(tmp, weights_fp32, meta)
 
@@ -104,6 +111,8 @@ def publish(
     }
     if cfg.model.pretrained:
         training["init"] = _init_record(cfg.model.pretrained, cfg.model.pretrained_mode)
+    elif cfg.gan and cfg.gan.pretrained:  # stage 2 of a GAN recipe: the generator starts from stage 1
+        training["init"] = _init_record(cfg.gan.pretrained, "exact")
     card: dict[str, Any] = {
         "name": name,
         "arch": cfg.model.arch,
@@ -130,7 +139,8 @@ def _short(path: str) -> str:
 
 
 def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, device: str,
-             progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
+             progress: Callable[[int, int, str], None] | None, *, lpips_dir: str | None = None,
+             lpips: bool = False) -> dict[str, Any]:
     """Y-PSNR/SSIM of the weights file as published, measured by :func:`superres.eval.runner.evaluate`
     (the file names its arch and hyper-parameters in its metadata, so nothing is re-guessed): the numbers
     on the card are the numbers ``superres eval -m NAME`` prints."""
@@ -142,13 +152,19 @@ def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, devi
     for k, name in enumerate(datasets):
         if progress is not None:
             progress(k, len(datasets), name)
-        result = evaluate([str(weights)], [name], [scale], device=device, data_root=root)
+        metrics = ("psnr", "ssim", "lpips") if lpips else ("psnr", "ssim")
+        result = evaluate([str(weights)], [name], [scale], metrics=metrics, device=device, data_root=root,
+                          lpips_dir=lpips_dir)
         if not result.summary:
             raise SuperresError(f"cannot measure on {name}: " + "; ".join(str(s) for s in result.skipped))
         row = result.summary[0]
         out[row.dataset] = {"psnr_y": round(float(row.psnr_y), 3), "ssim_y": round(float(row.ssim_y), 4),
                             "images": row.n_images}
+        if lpips and row.lpips is not None:
+            out[row.dataset]["lpips"] = round(float(row.lpips), 4)
     out["protocol"] = "superres eval: Y (BT.601), crop = scale, uint8 output, the datasets' MATLAB-bicubic LR"
+    if lpips:
+        out["protocol"] += "; LPIPS v0.1 alex on RGB"
     return out
 
 
