@@ -374,7 +374,8 @@ def test_gan_stage_two_from_a_stage_one_run(full_run: Path, tiny_data: Path, tmp
 
 
 def test_publish_of_a_gan_run_records_its_parent_and_lpips(full_run: Path, tiny_data: Path, data_dir: Path,
-                                                            weights_dir: Path, tmp_path: Path) -> None:
+                                                            weights_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A GAN model is judged by LPIPS against its fidelity parent, so its card carries both."""
     from superres.train.publish import publish
 
@@ -394,6 +395,12 @@ def test_publish_of_a_gan_run_records_its_parent_and_lpips(full_run: Path, tiny_
     assert 0 < card["metrics"]["Set5"]["lpips"] < 1 and "LPIPS" in card["metrics"]["protocol"]
     _, c2 = publish(run, "tiny-gan-x2b", tmp_path / "zoo", datasets=("Set5",), data_root=data_dir, lpips=False)
     assert "lpips" not in json.loads(c2.read_text())["metrics"]["Set5"]
+    monkeypatch.delenv("SUPERRES_LPIPS_DIR", raising=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SuperresError, match="LPIPS alex backbone weights not found.*--no-lpips"):
+        publish(run, "tiny-gan-x2c", tmp_path / "zoo", datasets=("Set5",), data_root=data_dir,
+                lpips_dir=tmp_path / "empty")
+    assert not list((tmp_path / "zoo").glob("tiny-gan-x2c*"))  # nothing half-published
 
 
 def test_y_channel_network_trains_on_luma(tiny_data: Path, tmp_path: Path) -> None:

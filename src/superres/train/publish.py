@@ -153,8 +153,13 @@ def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, devi
         if progress is not None:
             progress(k, len(datasets), name)
         metrics = ("psnr", "ssim", "lpips") if lpips else ("psnr", "ssim")
-        result = evaluate([str(weights)], [name], [scale], metrics=metrics, device=device, data_root=root,
-                          lpips_dir=lpips_dir)
+        try:
+            result = evaluate([str(weights)], [name], [scale], metrics=metrics, device=device, data_root=root,
+                              lpips_dir=lpips_dir)
+        except SuperresError as e:
+            if lpips and "LPIPS" in str(e):
+                raise SuperresError(f"{e}; or publish without LPIPS on the card (--no-lpips)") from None
+            raise
         if not result.summary:
             raise SuperresError(f"cannot measure on {name}: " + "; ".join(str(s) for s in result.skipped))
         row = result.summary[0]
