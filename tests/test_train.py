@@ -223,6 +223,7 @@ def test_resume_from_iteration_10_matches_the_uninterrupted_run(full_run: Path, 
     cfg2 = config_from_dict(_cfg(tiny_data, data__workers=1))
     second = train(cfg2, resume=first.run_dir)
     assert second.iteration == 20 and second.finished and second.run_dir == first.run_dir
+    assert second.metrics["iteration"] == 20  # the validation reported is the one made at the end
     for name in ("generator", "ema"):
         a, b = _weights(full_run, name), _weights(first.run_dir, name)
         for k in a:

@@ -113,7 +113,9 @@ def train_command(
     typer.echo(f"{result.stopped} at iteration {result.iteration}/{result.total} after "
                f"{result.train_seconds:.0f}s of training; run folder {result.run_dir}")
     if result.metrics:
-        typer.echo(f"validation: Y-PSNR {result.metrics['psnr_y']:.3f} dB, SSIM {result.metrics['ssim_y']:.4f}")
+        at = int(result.metrics.get("iteration", result.iteration))
+        when = "" if at == result.iteration else f" (last measured at iteration {at})"
+        typer.echo(f"validation{when}: Y-PSNR {result.metrics['psnr_y']:.3f} dB, SSIM {result.metrics['ssim_y']:.4f}")
     if not result.finished:
         typer.echo(f"continue with: superres train --resume {result.run_dir}")
     else:

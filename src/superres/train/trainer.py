@@ -640,7 +640,7 @@ class _Run:
             self.ema.copy_to(net)
         t0 = time.perf_counter()
         m = validate(net, self.val_set, self.scale, self.device)
-        self.last_val = m
+        self.last_val = {**m, "iteration": self.iteration}  # an interrupted run reports when it was measured
         if m["psnr_y"] > self.best.get("psnr_y", -math.inf):
             self.best = {**m, "iteration": self.iteration}
         log.info("iteration %d: %s Y-PSNR %.3f dB, SSIM %.4f (%.1fs)", self.iteration, self.val_set.name,
