@@ -311,3 +311,23 @@ def test_nan_free_json_for_identical_images(tmp_path: Path) -> None:
     assert math.isinf(res.images[0].psnr_y)
     doc = json.loads(to_json(res))
     assert doc["images"][0]["psnr_y"] is None
+
+
+def test_fp32_evaluation_turns_tf32_off_while_it_runs(data_dir: Path) -> None:
+    """GPU convolutions default to TF32; the fp32 protocol must not (CPU and GPU scores would differ)."""
+    import torch
+
+    seen: list[bool] = []
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        evaluate(["bicubic"], ["Set5"], [4], data_root=data_dir, limit=1,
+                 progress=lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+        assert seen and not any(seen)
+        assert torch.backends.cudnn.allow_tf32  # restored for training and upscaling
+        seen.clear()
+        evaluate(["bicubic"], ["Set5"], [4], data_root=data_dir, limit=1, precision="fp16",
+                 progress=lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+        assert seen and all(seen)  # a reduced-precision run is left alone
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -367,6 +367,29 @@ def _mean(values: list[float | None]) -> float | None:
 # ---- the run -----------------------------------------------------------------------------------------------
 
 
+def _fp32_protocol(fn: Callable[..., EvalResult]) -> Callable[..., EvalResult]:
+    """Run an fp32 evaluation in true fp32 on CUDA too: PyTorch lets cuDNN convolutions use TF32 (10-bit
+    mantissa) by default on Ampere and later GPUs, which would make GPU scores differ from the CPU's and
+    from the papers' protocol. The flags are restored afterwards (training and upscaling keep TF32)."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> EvalResult:
+        if kwargs.get("precision", "fp32") != "fp32":
+            return fn(*args, **kwargs)
+        import torch
+
+        old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+    return run
+
+
+@_fp32_protocol
 def evaluate(
     models: Sequence[str],
     datasets: Sequence[str],
