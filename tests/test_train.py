@@ -154,6 +154,25 @@ def test_missing_folder_and_small_images_fail_before_any_compute(tiny_data: Path
     assert not out.exists()  # nothing was written: no run folder, no checkpoint
 
 
+def test_small_images_skip_applies_to_paired_sets_too(tiny_data: Path, tmp_path: Path) -> None:
+    """A paired set (LR written beforehand, e.g. by scripts/train_zoo.py) drops small images like an HR one."""
+    from superres.resize import bicubic_degrade
+
+    hr = _images(tmp_path / "P" / "HR", 3, (40, 48), seed=5)
+    _images(hr, 1, (12, 40), seed=6)  # overwrites img00 with a 12x40 image, below the 16x16 HR crop
+    lr = tmp_path / "P" / "LR"
+    lr.mkdir()
+    for f in sorted(hr.iterdir()):
+        Image.fromarray(bicubic_degrade(np.asarray(Image.open(f).convert("RGB")), 2)).save(lr / f"{f.stem}x2.png")
+    paired = [{"hr": str(hr), "lr": str(lr)}]
+    with pytest.raises(DatasetError, match="img00.png.*smaller than the HR crop"):
+        train(config_from_dict(_cfg(tiny_data, data__train=paired)), out=tmp_path / "runs")
+    cfg = config_from_dict(_cfg(tiny_data, data__train=paired, data__small_images="skip", train__iterations=2,
+                                train__checkpoint_every=2))
+    result = train(cfg, out=tmp_path / "runs", name="paired")
+    assert result.finished
+
+
 def test_cli_typo_is_one_line_with_exit_2(tiny_data: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
