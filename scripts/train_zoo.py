@@ -12,7 +12,7 @@ schedule that never reaches its end because the budget cut it short. So this scr
    writes ``OUT/results.md`` and packs the zoo into ``OUT/zoo-N.tgz`` files of at most ``--pack-mib``.
 
     python scripts/train_zoo.py --out OUT --budget 480 --device cuda
-    python scripts/train_zoo.py --out /tmp/zt --budget 60 --probe 15 --device cpu --recipes espcn_x2 --datasets Set5
+    python scripts/train_zoo.py --out /tmp/zt --budget 80 --probe 15 --reserve 30 --device cpu --recipes espcn_x2 --datasets Set5
 
 Recipes may set ``model.pretrained`` to a zoo name (shipped weights travel with the package).
 """
@@ -147,6 +147,8 @@ def main() -> None:
     for p in procs.values():
         p.wait()
     left = a.budget - (time.monotonic() - t0) - a.reserve
+    if left < a.probe:
+        print(f"  warning: only {left:.0f}s left for training after the probe; raise --budget", flush=True)
     totals = {}
     for n in names:
         done, rate = progress_of(runs / n)
