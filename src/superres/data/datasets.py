@@ -155,7 +155,8 @@ class PairedFolderDataset(_PatchDataset):
     ``<stem>x<scale>`` also matches, as in DIV2K and Set5's ``LR_bicubic``).
 
     The LR patch is ``patch_size`` square, the HR patch ``patch_size * scale``; each HR image must be, after
-    cropping its bottom/right edge to a multiple of ``scale``, exactly ``scale`` times its LR."""
+    cropping its bottom/right edge to a multiple of ``scale``, exactly ``scale`` times its LR. An HR image
+    smaller than the HR patch is an error, or left out with ``small_images="skip"`` (``skipped`` counts them)."""
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class PairedFolderDataset(_PatchDataset):
         augment: bool = True,
         *,
         seed: int | None = None,
+        small_images: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__(scale, patch_size, augment, seed)
         hrs = list_images(hr_dir, "HR")
@@ -195,10 +197,15 @@ class PairedFolderDataset(_PatchDataset):
         self.names: list[str] = []
         self._hr: list[np.ndarray] = []
         self._lr: list[np.ndarray] = []
-        s = self.scale
+        self.skipped = 0
+        s, need = self.scale, self.patch_size * self.scale
         for hp in hrs:
             lp = by_stem[hp.stem]
-            hr, lr = load_rgb(hp), load_rgb(lp)
+            hr = load_rgb(hp)
+            if small_images == "skip" and min(hr.shape[:2]) < need:
+                self.skipped += 1
+                continue
+            lr = load_rgb(lp)
             want = (lr.shape[0] * s, lr.shape[1] * s)
             got = (hr.shape[0] - hr.shape[0] % s, hr.shape[1] - hr.shape[1] % s)
             if got != want:
@@ -211,6 +218,9 @@ class PairedFolderDataset(_PatchDataset):
             self.names.append(hp.stem)
             self._hr.append(hr[: want[0], : want[1]])
             self._lr.append(lr)
+        if not self.names:
+            raise DatasetError(f"no image in '{hr_dir}' is at least {need}x{need} pixels (the HR crop); "
+                               "lower patch_size")
 
     def __len__(self) -> int:
         return len(self.names)

@@ -149,10 +149,10 @@ def _measure(weights: Path, datasets: Sequence[str], scale: int, root: Any, devi
     from ..eval.runner import evaluate
 
     out: dict[str, Any] = {}
+    metrics = ("psnr", "ssim", "lpips") if lpips else ("psnr", "ssim")
     for k, name in enumerate(datasets):
         if progress is not None:
             progress(k, len(datasets), name)
-        metrics = ("psnr", "ssim", "lpips") if lpips else ("psnr", "ssim")
         try:
             result = evaluate([str(weights)], [name], [scale], metrics=metrics, device=device, data_root=root,
                               lpips_dir=lpips_dir)

@@ -136,68 +136,31 @@ def _build_datasets(cfg: TrainConfig, seed: int) -> tuple[torch.utils.data.Datas
     if paired and not per_sample_bicubic:
         raise TrainingError(f"data.degradation '{deg_name}' makes LR from HR on the fly; it cannot be combined "
                             f"with paired sets (data.train entries with 'lr': {paired[0].lr})")
-    import tempfile
-
     parts: list[torch.utils.data.Dataset] = []
-    need = d.patch_size * d.scale
-    with tempfile.TemporaryDirectory(prefix="superres-fit-") as tmp:  # links live while the images are read
-        for k, t in enumerate(paired):
-            hr_dir, lr_dir = t.hr, t.lr
+    for k, t in enumerate(paired):
+        pds = PairedFolderDataset(t.hr, t.lr, d.scale, d.patch_size, d.augment, seed=seed + 7919 * (k + 1),
+                                  small_images=d.small_images)
+        if pds.skipped:
+            log.info("data.small_images=skip: left out %d of %d images of '%s' smaller than %dx%d", pds.skipped,
+                     pds.skipped + len(pds), t.hr, d.patch_size * d.scale, d.patch_size * d.scale)
+        parts.append(pds)
+    if hr_only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="superres-fit-") as tmp:
             if d.small_images == "skip":
-                hr_dir, lr_dir = _fitting_pairs(t.hr, t.lr, d.scale, need, Path(tmp) / f"pair{k}")
-            parts.append(PairedFolderDataset(hr_dir, lr_dir, d.scale, d.patch_size, d.augment,
-                                             seed=seed + 7919 * (k + 1)))
-        if hr_only:
-            if d.small_images == "skip":
-                hr_only = _fitting_images(hr_only, need, Path(tmp))
+                hr_only = _fitting_images(hr_only, d.patch_size * d.scale, Path(tmp))
             parts.append(HRFolderDataset(hr_only, d.scale, d.patch_size, d.augment,
                                          lr_mode="bicubic" if per_sample_bicubic else None, seed=seed))
     ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     return ds, (None if per_sample_bicubic else degradation)
 
 
-def _fits(f: Path, need: int) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(f) as im:
-            return min(im.size) >= need
-    except OSError:
-        return True  # let the dataset report the unreadable file
-
-
-def _fitting_pairs(hr: str, lr: str, scale: int, need: int, tmp: Path) -> tuple[str, str]:
-    """``data.small_images: skip`` for a paired set: folders of links to the HR images at least ``need``
-    pixels on both sides and to their LR files (matched as the dataset matches them: ``<stem>`` or
-    ``<stem>x<scale>``)."""
-    from ..data.datasets import list_images
-
-    hr_out, lr_out = tmp / "HR", tmp / "LR"
-    hr_out.mkdir(parents=True)
-    lr_out.mkdir()
-    kept: set[str] = set()
-    hrs = list_images(hr, "HR")
-    for f in hrs:
-        if _fits(f, need):
-            (hr_out / f.name).symlink_to(f.resolve())
-            kept.add(f.stem)
-    if not kept:
-        raise TrainingError(f"no training image in '{hr}' is at least {need}x{need} pixels (the HR crop); "
-                            "lower data.patch_size")
-    suffix = f"x{scale}"
-    for f in list_images(lr, "LR"):
-        stem = f.stem[: -len(suffix)] if f.stem.lower().endswith(suffix) else f.stem
-        if stem in kept or f.stem in kept:
-            (lr_out / f.name).symlink_to(f.resolve())
-    if len(kept) < len(hrs):
-        log.info("data.small_images=skip: left out %d of %d images of '%s' smaller than %dx%d",
-                 len(hrs) - len(kept), len(hrs), hr, need, need)
-    return str(hr_out), str(lr_out)
-
-
 def _fitting_images(folders: list[str], need: int, tmp: Path) -> list[str]:
     """``data.small_images: skip``: folders of links to the images at least ``need`` pixels on both sides
     (sizes from the file headers; the images are decoded once, by the dataset, while the links exist)."""
+    from PIL import Image
+
     from ..data.datasets import list_images
 
     out, kept, dropped = [], 0, 0
@@ -205,7 +168,12 @@ def _fitting_images(folders: list[str], need: int, tmp: Path) -> list[str]:
         sub = tmp / str(k)
         sub.mkdir()
         for f in list_images(folder, "HR"):
-            if _fits(f, need):
+            try:
+                with Image.open(f) as im:
+                    fits = min(im.size) >= need
+            except OSError:
+                fits = True  # let the dataset report the unreadable file
+            if fits:
                 (sub / f.name).symlink_to(f.resolve())
                 kept += 1
             else:
