@@ -260,6 +260,10 @@ def test_refusals(srv: ServerProcess, data_dir: Path) -> None:
         (post(url, good, outscale="abc"), 422, "invalid_options"),
         (post(url, good, outscale=0), 422, "invalid_options"),
         (post(url, good, outscale=100), 422, "invalid_options"),
+        (post(url, good, outscale="1e-9"), 422, "invalid_options"),  # was a 1x1 image
+        (post(url, good, outscale="nan"), 422, "invalid_options"),
+        (post(url, good, outscale="inf"), 422, "invalid_options"),
+        (post(url, good, width=0), 422, "invalid_options"),
         (post(url, good, format="gif"), 422, "invalid_options"),
         (post(url, good, outscale=2, width=10), 422, "invalid_options"),
         (post(url, rgba, format="jpeg"), 422, "invalid_options"),

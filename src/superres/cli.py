@@ -37,16 +37,58 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .errors import SuperresError
 
+        previous = _interrupt_on_sigterm()
         try:
             return fn(*args, **kwargs)
         except SuperresError as e:
             _err(str(e))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            _err("interrupted")
-            raise typer.Exit(130) from None
+            _err("terminated" if _TERMINATED else "interrupted")
+            raise typer.Exit(_interrupt_status()) from None
+        except MemoryError:
+            _err("out of memory (try a smaller --tile, or a smaller output with -s/--max-output-pixels)")
+            raise typer.Exit(2) from None
+        finally:
+            _restore_sigterm(previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+_TERMINATED: list[int] = []
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Treat SIGTERM (``kill``, a scheduler's stop) like Ctrl-C, so temporary files are removed and the
+    partial summary is printed; the exit status is then 143 (128 + SIGTERM), as shells expect."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:
+        _TERMINATED.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+
+
+def _interrupt_status() -> int:
+    return 143 if _TERMINATED else 130
 
 
 def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
@@ -78,6 +120,9 @@ def upscale(
     alpha: str = typer.Option("model", "--alpha", help="Upscale transparency with the model or bicubic."),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
     max_pixels: int = typer.Option(178_956_970, "--max-pixels", help="Refuse inputs larger than this (decompression bombs)."),
+    max_output_pixels: int = typer.Option(
+        268_435_456, "--max-output-pixels",
+        help="Refuse (and skip, in a batch) outputs larger than this; 0 = no limit. Default 16384x16384."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
 ) -> None:
@@ -85,13 +130,18 @@ def upscale(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .inference.batch import run_batch
+    from .inference.limits import check_size_options
     from .inference.upscaler import load_model
 
-    up = load_model(model, device=device, precision=precision, allow_download=download,
-                    options=_options(tile, tile_overlap, alpha), backend=backend)
+    check_size_options(outscale, width, height, tile)
     single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
     if single_file_out:
-        _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels)
+        _check_single_output(Path(inputs[0]), output, overwrite)
+    up = load_model(model, device=device, precision=precision, allow_download=download,
+                    options=_options(tile, tile_overlap, alpha), backend=backend)
+    if single_file_out:
+        _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels,
+                     max_output_pixels, overwrite)
         return
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -104,24 +154,67 @@ def upscale(
             bar.update(task, completed=i - 1, total=total, name=src.name)
 
         report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
-                           width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress)
+                           width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress,
+                           max_output_pixels=max_output_pixels)
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
-    typer.echo(f"{len(report.done)} written, {len(report.skipped)} skipped (exist; --overwrite to redo), "
-               f"{len(report.failed)} failed -> {output}")
+    typer.echo(_summary(report, output))
     if report.failed:
         _err(f"{len(report.failed)} file(s) failed:")
         for src, why in report.failed:
             typer.echo(f"  {src}: {why}", err=True)
+    if report.interrupted:
+        _err(f"{'terminated' if _TERMINATED else 'interrupted'} after {len(report.done)} file(s), each complete; "
+             "rerun the same command to do the rest")
+        raise typer.Exit(_interrupt_status())
+    if report.failed:
         raise typer.Exit(1)
 
 
+def _summary(report: Any, output: Path) -> str:
+    """One line; the skip hint only when something was skipped."""
+    parts = [f"{len(report.done)} written"]
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} skipped (exist; --overwrite to redo)")
+    parts.append(f"{len(report.failed)} failed")
+    line = ", ".join(parts) + f" -> {output}"
+    if report.cleaned:
+        line += f" ({len(report.cleaned)} stale temporary file(s) of an earlier run removed)"
+    return line
+
+
+def _check_single_output(src: Path, dst: Path, overwrite: bool) -> None:
+    """A single-file ``-o`` follows the folder rule: never replace the input, never overwrite silently."""
+    import os
+
+    from .errors import SuperresError
+
+    if dst.exists() or dst.is_symlink():
+        same = False
+        try:
+            same = src.resolve() == dst.resolve() or os.path.samefile(src, dst)
+        except OSError:
+            pass
+        if same:
+            raise SuperresError(f"output '{dst}' is the input file itself; choose another -o")
+        if not overwrite:
+            raise SuperresError(f"output '{dst}' exists; pass --overwrite to replace it")
+        if dst.is_dir():
+            raise SuperresError(f"output '{dst}' is a folder; give a file name or drop the suffix")
+
+
 def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width: Optional[int],
-                 height: Optional[int], quality: int, max_pixels: int) -> None:
+                 height: Optional[int], quality: int, max_pixels: int, max_output_pixels: int,
+                 overwrite: bool) -> None:
+    from .inference.limits import check_output_size, output_size
+    from .io.atomic import remove_stale_temps
     from .io.image import read_image, write_image
 
     img = read_image(src, max_pixels=max_pixels)
+    h, w = img.color.shape[:2]
+    check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
     result = up.upscale_image(img, outscale=outscale, width=width, height=height)
-    write_image(result, dst, quality=quality)
+    remove_stale_temps(dst.parent, recursive=False, name=dst.name)
+    write_image(result, dst, quality=quality, overwrite=overwrite)
     typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
 
 
@@ -146,9 +239,17 @@ def video(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from .errors import SuperresError
+    from .inference.batch import IMAGE_SUFFIXES
+    from .inference.limits import check_size_options
     from .inference.upscaler import load_model
     from .io.video import process_video
 
+    check_size_options(outscale, tile=tile)
+    if src.suffix.lower() in IMAGE_SUFFIXES and src.suffix.lower() != ".gif":
+        raise SuperresError(f"'{src}' is a still image, not a video; use 'superres upscale {src}'")
+    if src.exists() and output.exists() and src.resolve() == output.resolve():
+        raise SuperresError(f"output '{output}' is the input video itself; choose another -o")
     up = load_model(model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, 16, "model"), backend=backend)
 

@@ -4,6 +4,7 @@ report of every failure instead of stopping at the first."""
 from __future__ import annotations
 
 import glob
+import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,30 +33,80 @@ class BatchReport:
     done: list[Job] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: temporary files of an earlier, killed run that were removed before this one started
+    cleaned: list[Path] = field(default_factory=list)
+    #: stopped by Ctrl-C or SIGTERM: ``done`` lists what was finished, nothing else was written
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+def expand_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """Files, folders (recursive) and globs -> (file, path relative to its root) pairs, in sorted order.
 
     A name that exists nowhere is kept so that it is reported as a failure, not silently dropped."""
+    return scan_inputs(inputs, exclude=exclude)[0]
+
+
+def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
+                ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """:func:`expand_inputs` plus what a folder walk would otherwise drop silently: dangling links.
+
+    Files under ``exclude`` (the output folder, when it lies inside an input folder) are never taken
+    as inputs, so a rerun does not upscale its own outputs. Links to folders are not followed (no
+    loops); links to files are."""
     pairs: list[tuple[Path, Path]] = []
+    problems: list[tuple[Path, str]] = []
+    skip_root = _resolved(exclude) if exclude is not None else None
+
+    def excluded(f: Path) -> bool:
+        return skip_root is not None and _resolved(f).is_relative_to(skip_root)
+
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            pairs += [(f, f.relative_to(p)) for f in files]
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if f.is_symlink() and not f.exists():
+                    problems.append((f, "dangling link (its target does not exist)"))
+                elif f.is_file() and not excluded(f):
+                    pairs.append((f, f.relative_to(p)))
         elif p.exists():
             pairs.append((p, Path(p.name)))
         elif any(ch in str(item) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
-            pairs += [(m, Path(m.name)) for m in matches if m.is_file()]
+            pairs += [(m, Path(m.name)) for m in matches if m.is_file() and not excluded(m)]
         else:
             pairs.append((p, Path(p.name)))
-    return pairs
+    return pairs, problems
+
+
+def _resolved(p: Path) -> Path:
+    try:
+        return p.expanduser().resolve()
+    except (OSError, RuntimeError):  # link loops
+        return p.expanduser().absolute()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when writing ``b`` would replace ``a``: same path after links, or the same inode."""
+    if _resolved(a) == _resolved(b):
+        return True
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def find_collisions(jobs: list[Job]) -> list[tuple[Path, list[Path]]]:
+    """Outputs that two or more inputs would be written to (x.png and x.gif; d1/y.png and d2/y.png)."""
+    by_dst: dict[Path, list[Path]] = {}
+    for job in jobs:
+        by_dst.setdefault(_resolved(job.dst), []).append(job.src)
+    return [(dst, srcs) for dst, srcs in by_dst.items() if len(srcs) > 1]
 
 
 def output_path(rel: Path, out_dir: Path, ext: str, suffix: str, has_alpha: bool | None = None) -> Path:
@@ -85,19 +136,44 @@ def run_batch(
     max_pixels: int | None = None,
     options: "UpscaleOptions | None" = None,
     progress: Callable[[int, int, Path], None] | None = None,
+    max_output_pixels: int | None = None,
 ) -> BatchReport:
     """Upscale many images. Reading the next image and writing the previous one run in threads beside
-    the network; every output is written atomically; failures are collected, never fatal."""
-    from ..io.image import read_image, write_image
+    the network; every output is written atomically; failures are collected, never fatal.
 
+    Refused before any work (``SuperresError``): bad size options, no images at all, two inputs that
+    would share one output. Per file (listed in ``failed``, the batch goes on): an output that would
+    replace its own input, an output over ``max_output_pixels`` (None: the default limit, 0: none),
+    running out of memory. Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
+    with ``interrupted`` set, finished outputs listed and no partial or temporary file left."""
+    from ..io.atomic import remove_stale_temps
+    from ..io.image import read_image, write_image
+    from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size, check_size_options, output_size
+
+    check_size_options(outscale, width, height)
     out_root = Path(out_dir)
-    pairs = expand_inputs(inputs)
-    report = BatchReport()
+    pairs, problems = scan_inputs(inputs, exclude=out_root)
+    if not pairs:
+        where = ", ".join(str(i) for i in inputs) or "(no inputs)"
+        raise SuperresError(f"no images found in {where} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    planned = [Job(src, output_path(rel, out_root, ext, suffix)) for src, rel in pairs]
+    clashes = find_collisions(planned)
+    if clashes:
+        dst, srcs = clashes[0]
+        more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
+        raise SuperresError(f"{len(srcs)} inputs would be written to '{dst}': "
+                            f"{', '.join(str(p) for p in srcs)}{more}; use --suffix or one output folder each")
+    report = BatchReport(failed=list(problems))
+    report.cleaned = remove_stale_temps(out_root)
     total = len(pairs)
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    limit = DEFAULT_MAX_OUTPUT_PIXELS if max_output_pixels is None else (max_output_pixels or None)
 
     todo: list[tuple[Path, Path]] = []
-    for src, rel in pairs:
+    for (src, rel), job in zip(pairs, planned):
+        if _same_file(src, job.dst) or _same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
+            report.failed.append((src, f"output '{job.dst}' is the input file itself; choose another -o"))
+            continue
         existing = None if overwrite else _existing_output(rel, out_root, suffix, ext)
         if existing is not None:
             report.skipped.append(Job(src, existing))
@@ -105,44 +181,78 @@ def run_batch(
             todo.append((src, rel))
 
     loaded: queue.Queue[tuple[Path, Path, "ImageData | None", str | None] | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
 
     def reader() -> None:
         for src, rel in todo:
+            if stop.is_set():
+                return
             try:
-                loaded.put((src, rel, read_image(src, **kwargs), None))
+                item = (src, rel, read_image(src, **kwargs), None)
             except SuperresError as e:
-                loaded.put((src, rel, None, str(e)))
+                item = (src, rel, None, str(e))
+            except MemoryError:
+                item = (src, rel, None, f"cannot read '{src}': not enough memory to decode it")
             except Exception as e:  # noqa: BLE001 - a batch reports, it doesn't die
-                loaded.put((src, rel, None, f"cannot read '{src}': {e}"))
+                item = (src, rel, None, f"cannot read '{src}': {e}")
+            loaded.put(item)
         loaded.put(None)
 
     threading.Thread(target=reader, name="superres-reader", daemon=True).start()
-    writes: list[tuple[Job, Future[Path]]] = []
+    pending: list[tuple[Job, Future[Path]]] = []
     count = len(report.skipped)
+
+    def settle(job: Job, fut: Future[Path]) -> None:
+        if fut.cancelled():
+            return
+        try:
+            fut.result()
+            report.done.append(job)
+        except SuperresError as e:
+            report.failed.append((job.src, str(e)))
+        except MemoryError:
+            report.failed.append((job.src, f"cannot write '{job.dst}': not enough memory"))
+        except Exception as e:  # noqa: BLE001
+            report.failed.append((job.src, f"cannot write '{job.dst}': {e}"))
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="superres-writer") as pool:
-        while (item := loaded.get()) is not None:
-            src, rel, img, err = item
-            count += 1
-            if progress:
-                progress(count, total, src)
-            if img is None:
-                report.failed.append((src, err or "unreadable"))
-                continue
-            dst = output_path(rel, out_root, ext, suffix, has_alpha=img.alpha is not None)
+        try:
+            while (item := loaded.get()) is not None:
+                src, rel, img, err = item
+                count += 1
+                if progress:
+                    progress(count, total, src)
+                if img is None:
+                    report.failed.append((src, err or "unreadable"))
+                    continue
+                dst = output_path(rel, out_root, ext, suffix, has_alpha=img.alpha is not None)
+                h, w = img.color.shape[:2]
+                try:
+                    check_output_size(w, h, *output_size(w, h, upscaler.scale, outscale, width, height), limit)
+                    result = upscaler.upscale_image(img, outscale=outscale, width=width, height=height,
+                                                    options=options)
+                except SuperresError as e:
+                    report.failed.append((src, str(e)))
+                    continue
+                except MemoryError:
+                    report.failed.append((src, f"not enough memory to upscale this {w}x{h} image "
+                                               "(try a smaller --tile or --max-output-pixels)"))
+                    continue
+                del img
+                while len(pending) >= 2:  # bounded: finished images must not pile up in memory
+                    settle(*pending.pop(0))
+                pending.append((Job(src, dst), pool.submit(write_image, result, dst, quality=quality)))
+                del result
+        except KeyboardInterrupt:
+            stop.set()
+            report.interrupted = True
+            for _, fut in pending:
+                fut.cancel()  # not started yet: nothing on disk; a started write finishes atomically
+        for job, fut in pending:
             try:
-                result = upscaler.upscale_image(img, outscale=outscale, width=width, height=height, options=options)
-            except SuperresError as e:
-                report.failed.append((src, str(e)))
-                continue
-            writes.append((Job(src, dst), pool.submit(write_image, result, dst, quality=quality)))
-        for job, fut in writes:
-            try:
-                fut.result()
-                report.done.append(job)
-            except SuperresError as e:
-                report.failed.append((job.src, str(e)))
-            except Exception as e:  # noqa: BLE001
-                report.failed.append((job.src, f"cannot write '{job.dst}': {e}"))
+                settle(job, fut)
+            except KeyboardInterrupt:
+                report.interrupted = True
     return report
 
 

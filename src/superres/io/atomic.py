@@ -9,12 +9,16 @@ file it was replacing). Everything is written to a hidden temporary file in the 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_path"]
+__all__ = ["atomic_write", "fsync_path", "remove_stale_temps", "TEMP_MARKER"]
+
+#: Every temporary name contains this, so a rerun can find what a killed run (kill -9) left behind.
+TEMP_MARKER = ".superres-tmp-"
 
 
 @contextlib.contextmanager
@@ -27,7 +31,8 @@ def atomic_write(
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.
 
-    The temporary file is named ``.<name>.<random><tmp_suffix>`` so it is hidden and recognisable;
+    The temporary file is named ``.<name>.superres-tmp-<random><tmp_suffix>`` so it is hidden and
+    recognisable (``remove_stale_temps``);
     callers whose writer picks a format from the suffix (video muxers) pass e.g. ``".tmp.mp4"``.
     If the block raises (anything, KeyboardInterrupt included) the temporary file is removed and the
     exception propagates unchanged; the target is then untouched. Errors are plain ``OSError``s
@@ -42,7 +47,7 @@ def atomic_write(
     if created:
         parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=tmp_suffix, dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARKER}", suffix=tmp_suffix, dir=parent)
     except BaseException:
         _remove_empty(created)
         raise
@@ -61,6 +66,26 @@ def atomic_write(
         _remove_empty(created)
         raise
     fsync_path(parent)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = True, name: str = "") -> list[Path]:
+    """Delete temporary files that an earlier, killed run left in ``folder``; returns what was removed.
+
+    Only names made by ``atomic_write`` (hidden, with ``TEMP_MARKER``) are touched, and never through
+    a symbolic link. A run still writing into the same folder would lose its temporary file, so call
+    this once, before a batch starts writing. ``name`` limits it to the temporaries of one target."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    pattern = f".{glob.escape(name)}{TEMP_MARKER}*" if name else f".*{TEMP_MARKER}*"
+    found = root.rglob(pattern) if recursive else root.glob(pattern)
+    removed = []
+    for p in sorted(found):
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -237,14 +237,18 @@ def process(
 ) -> Outcome:
     """Decode -> upscale -> encode one image. Raises ApiError (4xx) or Cancelled."""
     from ..errors import SuperresError
-    from ..inference.upscaler import target_size
+    from ..inference.limits import output_size
     from ..io.image import encode_image
 
     control.check()
     control.stage = "decoding"
     img = decode(data, name, max_pixels, limit_hint)
     w, h = img.size
-    out_w, out_h = target_size(w, h, up.scale, params.outscale, params.width, params.height)
+    out_w, out_h = output_size(w, h, up.scale, params.outscale, params.width, params.height)
+    if out_w < 1 or out_h < 1:
+        raise ApiError(
+            422, "invalid_options", f"a {w}x{h} image at this scale would be {out_w}x{out_h}: nothing left"
+        )
     if out_w * out_h > max_output_pixels or max(out_w, out_h) > MAX_SIDE:
         raise ApiError(
             422,
