@@ -205,3 +205,19 @@ def test_signal_mid_batch_loses_nothing(clean_run: tuple[Path, dict[str, bytes]]
     assert r.returncode == 0, r.stderr
     assert temp_files(out) == []  # the rerun removed whatever kill -9 left
     assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == reference
+
+
+def test_silent_losses_are_warned(tmp_path: Path, photo: Path) -> None:
+    frame = Image.open(photo).convert("P")
+    frame.save(tmp_path / "anim.gif", save_all=True, append_images=[frame.rotate(90)])
+    Image.fromarray(np.linspace(-0.5, 2.0, 600, dtype=np.float32).reshape(20, 30), mode="F").save(tmp_path / "f.tif")
+    r = upscale(str(tmp_path / "anim.gif"), str(tmp_path / "f.tif"), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    assert "anim.gif: has 2 frames; only the first is upscaled" in r.output
+    assert "f.tif: float samples span -0.5..2; clipped to 0..1" in r.output
+
+
+def test_unknown_ext_refused_before_work(photo: Path, tmp_path: Path) -> None:
+    r = upscale(str(photo), "-o", str(tmp_path / "out"), "--ext", "xyz")
+    assert r.exit_code == 2 and "--ext must be one of" in r.output
+    assert not (tmp_path / "out").exists()

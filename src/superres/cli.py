@@ -134,6 +134,7 @@ def upscale(
     from .inference.upscaler import load_model
 
     check_size_options(outscale, width, height, tile)
+    _check_ext(ext)
     single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
     if single_file_out:
         _check_single_output(Path(inputs[0]), output, overwrite)
@@ -157,6 +158,8 @@ def upscale(
                            width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress,
                            max_output_pixels=max_output_pixels)
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
+    for src, note in report.warnings:
+        typer.echo(f"warning: {src}: {note}", err=True)
     typer.echo(_summary(report, output))
     if report.failed:
         _err(f"{len(report.failed)} file(s) failed:")
@@ -168,6 +171,14 @@ def upscale(
         raise typer.Exit(_interrupt_status())
     if report.failed:
         raise typer.Exit(1)
+
+
+def _check_ext(ext: str) -> None:
+    from .errors import SuperresError
+
+    known = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "avif", "heic")
+    if ext.lower().lstrip(".") not in known:
+        raise SuperresError(f"--ext must be one of {', '.join(known)}, not {ext!r}")
 
 
 def _summary(report: Any, output: Path) -> str:
@@ -210,6 +221,8 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
     from .io.image import read_image, write_image
 
     img = read_image(src, max_pixels=max_pixels)
+    for note in img.notes:
+        typer.echo(f"warning: {src}: {note}", err=True)
     h, w = img.color.shape[:2]
     check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
     result = up.upscale_image(img, outscale=outscale, width=width, height=height)

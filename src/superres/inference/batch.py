@@ -37,6 +37,8 @@ class BatchReport:
     cleaned: list[Path] = field(default_factory=list)
     #: stopped by Ctrl-C or SIGTERM: ``done`` lists what was finished, nothing else was written
     interrupted: bool = False
+    #: (input, what was lost on reading it): extra frames, clipped float samples
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -225,6 +227,7 @@ def run_batch(
                 if img is None:
                     report.failed.append((src, err or "unreadable"))
                     continue
+                report.warnings += [(src, note) for note in img.notes]
                 dst = output_path(rel, out_root, ext, suffix, has_alpha=img.alpha is not None)
                 h, w = img.color.shape[:2]
                 try:

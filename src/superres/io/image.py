@@ -28,7 +28,7 @@ import sys
 import threading
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -102,6 +102,8 @@ class ImageData:
     format: str | None = None
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    #: what decoding could not keep (extra frames, clipped float samples): the CLI shows these as warnings
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         color = np.asarray(self.color)
@@ -234,7 +236,9 @@ def _decode(data: bytes, where: str, max_pixels: int | None) -> ImageData:
                 f"{where}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
                 "(raise max_pixels to allow it)"
             )
-        return _to_image_data(im, data, where)
+        notes = _losses(im)
+        img = _to_image_data(im, data, where)
+        return replace(img, notes=img.notes + notes) if notes else img
     except ImageReadError:
         raise
     except Image.DecompressionBombError:
@@ -247,6 +251,22 @@ def _decode(data: bytes, where: str, max_pixels: int | None) -> ImageData:
         raise ImageReadError(f"{where}: file is truncated or corrupt ({_one_line(e)})") from e
     finally:
         im.close()
+
+
+def _losses(im: Image.Image) -> tuple[str, ...]:
+    """What the single-frame, [0, 1] model of an image drops, said before the pixels are decoded
+    (frames) or from the float samples themselves (clipping)."""
+    notes = []
+    frames = getattr(im, "n_frames", 1) or 1
+    if frames > 1:
+        notes.append(f"has {frames} frames; only the first is upscaled (use 'superres video' for animations)")
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if lo < 0.0 or hi > 1.0 or np.isnan(arr).any():
+            notes.append(f"float samples span {lo:g}..{hi:g}; clipped to 0..1 (NaN as 0)")
+        im.seek(0)
+    return tuple(notes)
 
 
 def _tile_rawmodes(im: Image.Image) -> list[str]:

@@ -1,0 +1,273 @@
+"""Bad-input corpus: builds 40+ nasty inputs and option combinations itself, runs the real `superres`
+command on each and prints one row per case: exit status, the message, lines on stderr, tracebacks,
+and what was left in the output folder (partial or temporary files).
+
+A case passes when it ends either with a correct output (exit 0, the expected files present and
+decodable) or with a one-line error (non-zero exit, one `error:` line per failure, no traceback), and
+in both cases leaves no temporary or partial file.
+
+    python benchmarks/bad_inputs.py            # the table; exit status 1 if any case fails
+    python benchmarks/bad_inputs.py --keep DIR # keep the corpus and outputs for a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+MODEL = "espcn-s-x4"
+TEMP_MARKER = ".superres-tmp-"
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path], list[str]]  # builds inputs in the folder, returns the CLI arguments after the verb
+    expect_ok: bool = False
+    verb: str = "upscale"
+    outputs: list[str] = field(default_factory=list)  # files that must exist (relative to out/) when ok
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(13)
+
+
+def _photo(w: int = 48, h: int = 32, mode: str = "RGB") -> Image.Image:
+    a = (_rng().random((h, w, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(a).convert(mode)
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    b = io.BytesIO()
+    img.save(b, "PNG")
+    return b.getvalue()
+
+
+def _header_bomb(w: int, h: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _write(name: str, data: bytes) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        (d / name).write_bytes(data)
+        return [str(d / name), "-o", str(d / "out")]
+    return make
+
+
+def _save(name: str, img_fn: Callable[[], Image.Image], **kw: object) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        img_fn().save(d / name, **kw)
+        return [str(d / name), "-o", str(d / "out")]
+    return make
+
+
+def _with_opts(*opts: str) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        _photo().save(d / "p.png")
+        return [str(d / "p.png"), "-o", str(d / "out"), *opts]
+    return make
+
+
+def _cases() -> list[Case]:
+    good = _png_bytes(_photo())
+    jpg = io.BytesIO()
+    _photo().save(jpg, "JPEG", quality=90)
+    jpeg = jpg.getvalue()
+    cases = [
+        Case("empty .png", _write("e.png", b"")),
+        Case("text named .png", _write("t.png", b"hello, I am not an image\n")),
+        Case("truncated PNG", _write("c.png", good[: len(good) // 2])),
+        Case("truncated JPEG", _write("c.jpg", jpeg[: len(jpeg) // 3])),
+        Case("random bytes .jpg", _write("r.jpg", _rng().bytes(5000))),
+        Case("random bytes .webp", _write("r.webp", b"RIFF" + _rng().bytes(3000))),
+        Case("random bytes .tif", _write("r.tif", b"II*\x00" + _rng().bytes(3000))),
+        Case("random bytes .bmp", _write("r.bmp", b"BM" + _rng().bytes(3000))),
+        Case("PNG header bomb 100000^2", _write("bomb.png", _header_bomb(100_000, 100_000))),
+        Case("PNG named .jpg", _write("png.jpg", good), expect_ok=True, outputs=["png.jpg"]),
+        Case("JPEG named .png", _write("jpg.png", jpeg), expect_ok=True, outputs=["jpg.png"]),
+        Case("1x1 image", _save("one.png", lambda: _photo(1, 1)), expect_ok=True, outputs=["one.png"]),
+        Case("palette PNG", _save("pal.png", lambda: _photo().convert("P")), expect_ok=True, outputs=["pal.png"]),
+        Case("grey+alpha PNG", _save("la.png", lambda: _photo(mode="LA")), expect_ok=True, outputs=["la.png"]),
+        Case("16-bit grey PNG", _save("g16.png", lambda: Image.fromarray(
+            (_rng().random((20, 30)) * 65535).astype(np.uint16))), expect_ok=True, outputs=["g16.png"]),
+        Case("CMYK JPEG", _save("cmyk.jpg", lambda: _photo(mode="CMYK")), expect_ok=True, outputs=["cmyk.jpg"]),
+        Case("animated GIF", _save("anim.gif", lambda: _photo(mode="P"), save_all=True,
+                                   append_images=[_photo(mode="P").rotate(90)]), expect_ok=True, outputs=["anim.png"]),
+        Case("multi-page TIFF", _save("multi.tif", _photo, save_all=True, append_images=[_photo().rotate(90)]),
+             expect_ok=True, outputs=["multi.tif"]),
+        Case("float32 TIFF", _save("f.tif", lambda: Image.fromarray(
+            _rng().random((20, 30)).astype(np.float32) * 2.0, mode="F")), expect_ok=True, outputs=["f.tif"]),
+        Case("folder named x.png", lambda d: ((d / "x.png").mkdir(), [str(d / "x.png"), "-o", str(d / "out")])[1]),
+        Case("missing file", lambda d: [str(d / "nope.png"), "-o", str(d / "out")]),
+        Case("dangling link", lambda d: ((d / "l.png").symlink_to(d / "gone.png"), [str(d / "l.png"), "-o", str(d / "out")])[1]),
+        Case("folder: dangling link + good", lambda d: _folder_with(d, dangling=True)),
+        Case("folder: link loop + good", lambda d: _folder_with(d, loop=True), expect_ok=True, outputs=["ok.png"]),
+        Case("empty folder", lambda d: ((d / "in").mkdir(), [str(d / "in"), "-o", str(d / "out")])[1]),
+        Case("folder: text + good", lambda d: _folder_with(d, junk=True)),
+        Case("output = input", lambda d: (_photo().save(d / "p.png"), [str(d / "p.png"), "-o", str(d / "p.png"), "--overwrite"])[1]),
+        Case("output = input via link", lambda d: _output_link(d)),
+        Case("output exists, no --overwrite", lambda d: _existing(d)),
+        Case("two inputs one output (x.png, x.gif)", lambda d: _same_stem(d)),
+        Case("two inputs one output (d1/y, d2/y)", lambda d: _same_name(d)),
+        Case("output folder inside input", lambda d: _nested(d), expect_ok=True, outputs=["p.png"]),
+        Case("-s nan", _with_opts("-s", "nan")),
+        Case("-s inf", _with_opts("-s", "inf")),
+        Case("-s 0", _with_opts("-s", "0")),
+        Case("-s -2", _with_opts("-s", "-2")),
+        Case("-s 1e4", _with_opts("-s", "1e4")),
+        Case("-s 2 --width 9", _with_opts("-s", "2", "--width", "9")),
+        Case("--width 0", _with_opts("--width", "0")),
+        Case("--height -1", _with_opts("--height", "-1")),
+        Case("--tile -5", _with_opts("--tile", "-5")),
+        Case("--ext xyz", _with_opts("--ext", "xyz")),
+        Case("--alpha sideways", _with_opts("--alpha", "sideways")),
+        Case("--precision fp7", _with_opts("--precision", "fp7")),
+        Case("--device cuda (no GPU here)", _with_opts("--device", "cuda")),
+        Case("unknown model", _with_opts("-m", "realesrgan-x5")),
+        Case("garbage .pth weights", lambda d: _garbage_weights(d, "w.pth")),
+        Case("garbage .safetensors", lambda d: _garbage_weights(d, "w.safetensors")),
+        Case("output over --max-output-pixels", _with_opts("--max-output-pixels", "1000")),
+        Case("4100^2 grey at x4 (default limit)", _save("huge.png", lambda: Image.fromarray(np.zeros((4100, 4100), np.uint8)))),
+        Case("1x20000 strip (side > 65535)", _save("strip.png", lambda: _photo(20000, 1))),
+        Case("-o under an existing file", lambda d: (_photo().save(d / "p.png"), [str(d / "p.png"), "-o", str(d / "p.png" / "o.png")])[1]),
+        Case("name with spaces and unicode", _save("my phötö 1.png", _photo), expect_ok=True, outputs=["my phötö 1.png"]),
+        Case("video of a still image", lambda d: (_photo().save(d / "p.png"), [str(d / "p.png"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
+        Case("video: missing file", lambda d: [str(d / "nope.mp4"), "-o", str(d / "out" / "v.mp4")], verb="video"),
+        Case("video: garbage .mp4", lambda d: ((d / "g.mp4").write_bytes(_rng().bytes(4000)), [str(d / "g.mp4"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
+    ]
+    return cases
+
+
+def _folder_with(d: Path, dangling: bool = False, loop: bool = False, junk: bool = False) -> list[str]:
+    src = d / "in"
+    src.mkdir()
+    _photo().save(src / "ok.png")
+    if dangling:
+        (src / "gone.png").symlink_to(d / "nowhere.png")
+    if loop:
+        (src / "loop").symlink_to(src)
+    if junk:
+        (src / "junk.png").write_text("not an image")
+    return [str(src), "-o", str(d / "out")]
+
+
+def _output_link(d: Path) -> list[str]:
+    _photo().save(d / "p.png")
+    (d / "link.png").symlink_to(d / "p.png")
+    return [str(d / "p.png"), "-o", str(d / "link.png"), "--overwrite"]
+
+
+def _existing(d: Path) -> list[str]:
+    _photo().save(d / "p.png")
+    (d / "out").mkdir()
+    (d / "out" / "o.png").write_bytes(b"precious")
+    return [str(d / "p.png"), "-o", str(d / "out" / "o.png")]
+
+
+def _same_stem(d: Path) -> list[str]:
+    (d / "in").mkdir()
+    _photo().save(d / "in" / "x.png")
+    _photo().convert("P").save(d / "in" / "x.gif")
+    return [str(d / "in"), "-o", str(d / "out")]
+
+
+def _same_name(d: Path) -> list[str]:
+    for sub in ("d1", "d2"):
+        (d / sub).mkdir()
+        _photo().save(d / sub / "y.png")
+    return [str(d / "d1" / "y.png"), str(d / "d2" / "y.png"), "-o", str(d / "out")]
+
+
+def _nested(d: Path) -> list[str]:
+    (d / "in").mkdir()
+    _photo().save(d / "in" / "p.png")
+    (d / "in" / "out").mkdir()
+    _photo().save(d / "in" / "out" / "p.png")  # an earlier output: must not be read back as an input
+    os.symlink(d / "in" / "out", d / "out")  # so the report's out/ is the nested folder
+    return [str(d / "in"), "-o", str(d / "in" / "out"), "--overwrite"]
+
+
+def _garbage_weights(d: Path, name: str) -> list[str]:
+    (d / name).write_bytes(_rng().bytes(2000))
+    _photo().save(d / "p.png")
+    return [str(d / "p.png"), "-o", str(d / "out"), "-m", str(d / name)]
+
+
+def _leftovers(d: Path) -> list[str]:
+    return [str(p.relative_to(d)) for p in d.rglob("*") if TEMP_MARKER in p.name or p.name.endswith(".tmp")]
+
+
+def _decodes(p: Path) -> bool:
+    try:
+        with Image.open(p) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def run(keep: Path | None) -> int:
+    root = Path(tempfile.mkdtemp(prefix="superres-bad-")) if keep is None else keep
+    rows, bad = [], 0
+    for i, case in enumerate(_cases()):
+        d = root / f"{i:02d}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        args = case.make(d)
+        extra = [] if "-m" in args else ["-m", MODEL]
+        cmd = [sys.executable, "-m", "superres.cli", case.verb, *args, *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        err_lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        tb = "Traceback" in r.stderr or "Traceback" in r.stdout
+        left = _leftovers(d)
+        out = d / "out"
+        if case.expect_ok:
+            ok = r.returncode == 0 and all(_decodes(out / o) for o in case.outputs)
+            message = (r.stdout.strip().splitlines() or [""])[-1]
+        else:
+            errors = [ln for ln in err_lines if ln.startswith("error:")]
+            one_line = len(errors) == 1 and (len(err_lines) == 1 or r.returncode == 1)
+            ok = r.returncode != 0 and one_line
+            message = errors[0] if errors else (err_lines[-1] if err_lines else "")
+            if r.returncode == 1:  # a batch: the per-file reason follows the count
+                reasons = [ln.strip() for ln in err_lines if ln.startswith("  ")]
+                message = reasons[0] if reasons else message
+        ok = ok and not tb and not left
+        bad += not ok
+        rows.append((case.name, r.returncode, message, len(err_lines), tb, left, ok))
+    print(f"| # | input | exit | message | stderr lines | traceback | leftovers | ok |")
+    print("|---|---|---:|---|---:|---|---|---|")
+    for i, (name, code, msg, n, tb, left, ok) in enumerate(rows):
+        msg = msg.replace("|", "\\|").replace(str(root), "…")[:150]
+        print(f"| {i} | {name} | {code} | {msg} | {n} | {'YES' if tb else 'no'} | {', '.join(left) or '-'} | "
+              f"{'ok' if ok else '**FAIL**'} |")
+    print(f"\n{len(rows) - bad}/{len(rows)} cases answered by a correct output or a one-line error, "
+          f"{sum(1 for r in rows if r[5])} with leftovers, {sum(1 for r in rows if r[4])} with tracebacks")
+    if keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if bad else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, default=None, help="keep the corpus here")
+    sys.exit(run(ap.parse_args().keep))
+
+
+if __name__ == "__main__":
+    main()
