@@ -153,6 +153,26 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
+def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One inference thread and a long request timeout: only a client disconnect can stop a request."""
+    base = tmp_path_factory.mktemp("serve-patient")
+    env = _env(
+        base / "tmp",
+        tmp_path_factory.getbasetemp() / "superres-cache",
+        max_bytes=32 << 20,
+        max_pixels=4 << 20,
+        sync_max_pixels=4 << 20,
+        concurrent_jobs=1,
+        queue_length=4,
+        request_timeout=300,
+        tile=96,
+    )
+    with ServerProcess(["--models", MODEL], env=env, log_path=base / "server.log") as s:
+        yield s
+        assert s.alive(), s.log()
+
+
+@pytest.fixture(scope="module")
 def direct() -> Any:
     """The same model called directly in this process: the reference for every response."""
     from superres.inference.upscaler import load_model
@@ -398,6 +418,18 @@ def test_queue_full_progress_cancel_and_timeout(tight: ServerProcess) -> None:
     wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, 30, "the timed-out work to stop")
     assert post(url + "/v1/upscale", png_bytes(noise(8, 8, seed=2))).status_code == 200
     assert temp_files(tight.tmp) == [] or all(n.startswith("job-") for n in temp_files(tight.tmp))  # type: ignore[attr-defined]
+
+
+def test_client_disconnect_stops_its_inference(patient: ServerProcess) -> None:
+    """A client that gives up mid-inference frees the worker (between tiles), instead of holding it
+    for the whole image: a 2000x2000 upscale takes well over 10 s on this CPU with one thread."""
+    url = patient.url + "/v1/upscale"
+    with pytest.raises(httpx.TimeoutException):
+        post(url, png_bytes(gradient(2000, 2000)), timeout=2.0)  # the client hangs up after 2 s
+    gone = time.monotonic()
+    small = post(url, png_bytes(noise(8, 8, seed=7)), timeout=60)  # waits for the only worker
+    assert small.status_code == 200
+    assert time.monotonic() - gone < 5.0, "the abandoned request kept the worker busy"
 
 
 def test_job_results_expire(tight: ServerProcess) -> None:

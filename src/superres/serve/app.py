@@ -267,11 +267,10 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         log.exception("internal error")
         return JSONResponse({"error": "internal", "detail": "internal server error"}, status_code=500)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    # A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware wraps
+    # ``receive`` so that ``request.is_disconnected()`` never sees the client leave, and an abandoned
+    # request then kept its worker until the whole image was done.
+    app.add_middleware(_NoSniff)
 
     # ---- helpers ----
     def ready_or_503() -> None:
@@ -506,6 +505,28 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         return job_info(state["jobs"].cancel(job_id))
 
     return app
+
+
+class _NoSniff:
+    """Adds ``X-Content-Type-Options: nosniff`` to every HTTP response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 async def _wait(fut: Any, control: WorkControl, request: Request, timeout: float) -> Optional[Outcome]:
