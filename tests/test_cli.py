@@ -145,3 +145,20 @@ def test_every_image_kind_through_the_command(tmp_path: Path, data_dir: Path, mo
     with Image.open(dst / "gray_alpha.png") as im:
         assert im.mode == "LA" and im.size == (96, 64)
         assert np.asarray(im)[..., 1].min() >= 120 and np.asarray(im)[..., 1].max() <= 136
+
+
+@pytest.mark.parametrize(
+    "args, wanted",
+    [
+        (["upscale", "x.png", "-m", "realesrgan-x4plsu"], "did you mean 'realesrgan-x4plus'?"),
+        (["eval", "-d", "BSD10O", "--limit", "1"], "did you mean 'BSD100'?"),
+        (["eval", "-d", "Set5", "--metrics", "pnsr", "--limit", "1"], "did you mean 'psnr'?"),
+        (["upscale", "x.png", "--backend", "onnxrutime"], "did you mean 'onnxruntime'?"),
+    ],
+)
+def test_misspelt_names_get_a_suggestion_on_one_line(args: list[str], wanted: str, data_dir: Path, tmp_path: Path) -> None:
+    if args[0] == "eval":
+        args = [*args, "--data-root", str(data_dir)]
+    r = runner.invoke(app, args)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and wanted in lines[0], r.output
