@@ -156,9 +156,23 @@ def test_every_image_kind_through_the_command(tmp_path: Path, data_dir: Path, mo
         (["upscale", "x.png", "--backend", "onnxrutime"], "did you mean 'onnxruntime'?"),
     ],
 )
-def test_misspelt_names_get_a_suggestion_on_one_line(args: list[str], wanted: str, data_dir: Path, tmp_path: Path) -> None:
+def test_misspelt_names_get_a_suggestion_on_one_line(args: list[str], wanted: str, data_dir: Path) -> None:
     if args[0] == "eval":
         args = [*args, "--data-root", str(data_dir)]
     r = runner.invoke(app, args)
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and wanted in lines[0], r.output
+
+
+def test_skip_hint_only_when_something_was_skipped(images: Path, tmp_path: Path, model_file: str) -> None:
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--device", "cpu"])
+    assert first.exit_code == 0 and "2 written, 0 skipped, 0 failed" in first.output
+    assert "--overwrite" not in first.output
+    again = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--device", "cpu"])
+    assert again.exit_code == 0 and "0 written, 2 skipped (exist; --overwrite to redo), 0 failed" in again.output
+
+
+def test_alpha_help_states_the_cost() -> None:
+    r = runner.invoke(app, ["upscale", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "2x as long as RGB" in " ".join(r.output.split())

@@ -133,7 +133,8 @@ def _inside(opaque: np.ndarray, k: int, scale: int) -> np.ndarray:
 
 def test_rgba_visible_area_matches_the_rgb_run(animevideo: Upscaler, data_dir: Path) -> None:
     """Issue 19: premultiplied colour fed the net a black surround; straight colour must not."""
-    rgb = np.asarray(Image.open(data_dir / "Set14" / "HR" / "monarch.png").convert("RGB").resize((200, 150), Image.BICUBIC))
+    hr = Image.open(data_dir / "Set14" / "HR" / "monarch.png").convert("RGB")
+    rgb = np.asarray(hr.resize((200, 150), Image.BICUBIC))
     a8 = _ellipse_alpha(150, 200)
     hidden_black = np.where(a8[..., None] == 0, 0, rgb).astype(np.uint8)  # as many editors export it
     out = animevideo.upscale(np.dstack([hidden_black, a8]))
