@@ -176,3 +176,20 @@ def test_skip_hint_only_when_something_was_skipped(images: Path, tmp_path: Path,
 def test_alpha_help_states_the_cost() -> None:
     r = runner.invoke(app, ["upscale", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "2x as long as RGB" in " ".join(r.output.split())
+
+
+def test_models_table_reads_at_80_columns_and_wide_shows_everything() -> None:
+    from superres.zoo.registry import all_cards
+
+    cards = all_cards()
+    r = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    firsts = [ln.split()[0] for ln in lines if ln.strip()]
+    assert all(c.name in firsts for c in cards)  # each name whole, at the start of its own row
+    # title, header, rule, one line per model (nothing folded onto a second line), caption
+    assert len([ln for ln in lines if ln.strip()]) == len(cards) + 4
+    wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "80"})
+    assert wide.exit_code == 0
+    assert all(c.source in wide.output and c.licence in wide.output for c in cards)
