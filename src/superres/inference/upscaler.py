@@ -256,8 +256,8 @@ class Upscaler:
     ) -> "ImageData":
         """Upscale a decoded image with its alpha, bit depth and metadata kept.
 
-        Opaque images are written by the tiler straight into a uint8/uint16 array, so a 4000 x 3000
-        photo at x4 needs the 576 MB output, not a 2.3 GB float buffer."""
+        Colour (of RGBA images too) is written by the tiler straight into a uint8/uint16 array, so a
+        4000 x 3000 photo at x4 needs the 576 MB output, not a 2.3 GB float buffer."""
         from ..io.image import as_float
 
         opts = options or self.options
