@@ -117,9 +117,12 @@ def upscale(
 
 
 def _summary(done: int, skipped: int, failed: int, output: Path) -> str:
-    """The batch's one-line tally; the --overwrite hint only when something was actually skipped."""
-    skip = f"{skipped} skipped (exist; --overwrite to redo)" if skipped else "0 skipped"
-    return f"{done} written, {skip}, {failed} failed -> {output}"
+    return f"{done} written, {skipped_note(skipped)}, {failed} failed -> {output}"
+
+
+def skipped_note(skipped: int) -> str:
+    """"N skipped" for a summary line; the --overwrite hint only when something was actually skipped."""
+    return f"{skipped} skipped (exist; --overwrite to redo)" if skipped else "0 skipped"
 
 
 def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width: Optional[int],

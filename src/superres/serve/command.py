@@ -190,9 +190,9 @@ def batch_command(
             allow_download=download,
         )
         done, skipped, failed = len(rr.done), len(rr.skipped), rr.failed
-    typer.echo(
-        f"{done} written, {skipped} skipped (exist; --overwrite to redo), {len(failed)} failed -> {dst}"
-    )
+    from ..cli import skipped_note
+
+    typer.echo(f"{done} written, {skipped_note(skipped)}, {len(failed)} failed -> {dst}")
     if failed:
         for path, why in failed:
             typer.echo(f"  {path}: {why}", err=True)
