@@ -164,15 +164,6 @@ def test_misspelt_names_get_a_suggestion_on_one_line(args: list[str], wanted: st
     assert r.exit_code == 2 and len(lines) == 1 and wanted in lines[0], r.output
 
 
-def test_skip_hint_only_when_something_was_skipped(images: Path, tmp_path: Path, model_file: str) -> None:
-    out = tmp_path / "out"
-    first = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--device", "cpu"])
-    assert first.exit_code == 0 and "2 written, 0 skipped, 0 failed" in first.output
-    assert "--overwrite" not in first.output
-    again = runner.invoke(app, ["upscale", str(images), "-o", str(out), "-m", model_file, "--device", "cpu"])
-    assert again.exit_code == 0 and "0 written, 2 skipped (exist; --overwrite to redo), 0 failed" in again.output
-
-
 def test_alpha_help_states_the_cost() -> None:
     r = runner.invoke(app, ["upscale", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "2x as long as RGB" in " ".join(r.output.split())

@@ -108,21 +108,13 @@ def upscale(
         report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
                            width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress)
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
-    typer.echo(_summary(len(report.done), len(report.skipped), len(report.failed), output))
+    typer.echo(f"{len(report.done)} written, {len(report.skipped)} skipped (exist; --overwrite to redo), "
+               f"{len(report.failed)} failed -> {output}")
     if report.failed:
         _err(f"{len(report.failed)} file(s) failed:")
         for src, why in report.failed:
             typer.echo(f"  {src}: {why}", err=True)
         raise typer.Exit(1)
-
-
-def _summary(done: int, skipped: int, failed: int, output: Path) -> str:
-    return f"{done} written, {skipped_note(skipped)}, {failed} failed -> {output}"
-
-
-def skipped_note(skipped: int) -> str:
-    """"N skipped" for a summary line; the --overwrite hint only when something was actually skipped."""
-    return f"{skipped} skipped (exist; --overwrite to redo)" if skipped else "0 skipped"
 
 
 def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width: Optional[int],
