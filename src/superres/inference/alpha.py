@@ -5,8 +5,9 @@ neighbourhood, so visible pixels near (or, for large receptive fields, far from)
 come out darker than in the same image without alpha. Feeding straight colour instead keeps every
 visible pixel exactly as in an RGB run; the colours under alpha = 0 are arbitrary (often black or
 garbage), so they are replaced by a smooth continuation of the visible colours before the network
-sees them. The fill is a push-pull pyramid: O(pixels) whatever the distance to the nearest visible
-pixel, numpy only.
+sees them. The two hidden rings next to visible pixels take their neighbours' colour exactly (what the
+network sees at the edge); the rest is a push-pull pyramid: O(pixels) whatever the distance to the
+nearest visible pixel, numpy only (about 3 s for a 12 MP image on one CPU core).
 """
 
 from __future__ import annotations
@@ -25,8 +26,33 @@ def bleed_hidden(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     if not hidden.any() or hidden.all():
         return color
     c = np.asarray(color, np.float32)
-    filled = _push_pull(c * w[..., None], np.where(hidden, 0.0, w).astype(np.float32))
+    cw, wk = _grow(c * w[..., None], np.where(hidden, 0.0, w).astype(np.float32), _RINGS)
+    filled = _push_pull(cw, wk)
     return np.where(hidden[..., None], filled, c)
+
+
+_RINGS = 2  # hidden rings next to visible pixels filled exactly from their 3 x 3 neighbours
+
+
+def _grow(cw: np.ndarray, w: np.ndarray, rings: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the first ``rings`` hidden rings with the weighted mean of their visible 3 x 3 neighbours."""
+    for _ in range(rings):
+        s_cw, s_w = _box3(cw), _box3(w)
+        new = (w <= 0) & (s_w > 0)
+        if not new.any():
+            break
+        w_new = np.minimum(s_w, 1.0)  # from faint pixels only: less confidence
+        scale = np.where(new, w_new / np.maximum(s_w, 1e-12), 0.0).astype(np.float32)
+        cw = np.where(new[..., None], s_cw * scale[..., None], cw)  # mean colour x its new weight
+        w = np.where(new, w_new, w).astype(np.float32)
+    return cw, w
+
+
+def _box3(x: np.ndarray) -> np.ndarray:
+    """3 x 3 sums, zero outside."""
+    h, w = x.shape[:2]
+    p = np.pad(x, [(1, 1), (1, 1)] + [(0, 0)] * (x.ndim - 2))
+    return sum(p[i : i + h, j : j + w] for i in range(3) for j in range(3))
 
 
 def _push_pull(cw: np.ndarray, w: np.ndarray) -> np.ndarray:
