@@ -145,3 +145,42 @@ def test_every_image_kind_through_the_command(tmp_path: Path, data_dir: Path, mo
     with Image.open(dst / "gray_alpha.png") as im:
         assert im.mode == "LA" and im.size == (96, 64)
         assert np.asarray(im)[..., 1].min() >= 120 and np.asarray(im)[..., 1].max() <= 136
+
+
+@pytest.mark.parametrize(
+    "args, wanted",
+    [
+        (["upscale", "x.png", "-m", "realesrgan-x4plsu"], "did you mean 'realesrgan-x4plus'?"),
+        (["eval", "-d", "BSD10O", "--limit", "1"], "did you mean 'BSD100'?"),
+        (["eval", "-d", "Set5", "--metrics", "pnsr", "--limit", "1"], "did you mean 'psnr'?"),
+        (["upscale", "x.png", "--backend", "onnxrutime"], "did you mean 'onnxruntime'?"),
+    ],
+)
+def test_misspelt_names_get_a_suggestion_on_one_line(args: list[str], wanted: str, data_dir: Path) -> None:
+    if args[0] == "eval":
+        args = [*args, "--data-root", str(data_dir)]
+    r = runner.invoke(app, args)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and wanted in lines[0], r.output
+
+
+def test_alpha_help_states_the_cost() -> None:
+    r = runner.invoke(app, ["upscale", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "2x as long as RGB" in " ".join(r.output.split())
+
+
+def test_models_table_reads_at_80_columns_and_wide_shows_everything() -> None:
+    from superres.zoo.registry import all_cards
+
+    cards = all_cards()
+    r = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    firsts = [ln.split()[0] for ln in lines if ln.strip()]
+    assert all(c.name in firsts for c in cards)  # each name whole, at the start of its own row
+    # title, header, rule, one line per model (nothing folded onto a second line), caption
+    assert len([ln for ln in lines if ln.strip()]) == len(cards) + 4
+    wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "80"})
+    assert wide.exit_code == 0
+    assert all(c.source in wide.output and c.licence in wide.output for c in cards)

@@ -82,7 +82,7 @@ def test_batch_command_local_engine_resumes(folder: Path, tmp_path: Path) -> Non
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    assert "3 written, 0 skipped" in r.stdout and sorted(tree(out)) == [
+    assert "3 written, 0 failed" in r.stdout and "skipped" not in r.stdout and sorted(tree(out)) == [
         "bird.png",
         "head.png",
         "sub/woman.png",
@@ -93,7 +93,7 @@ def test_batch_command_local_engine_resumes(folder: Path, tmp_path: Path) -> Non
         text=True,
         timeout=120,
     )
-    assert "0 written, 3 skipped" in r.stdout
+    assert "0 written, 3 skipped (exist; --overwrite to redo), 0 failed" in r.stdout
     r = subprocess.run(
         [*cmd, str(folder), str(out), "--engine", "spark"], capture_output=True, text=True, timeout=60
     )

@@ -187,7 +187,7 @@ def test_degrade_command_end_to_end(data_dir: Path, tmp_path: Path) -> None:
         ["degrade", str(src), str(tmp_path / "a"), "--pipeline", "realesrgan", "--scale", "4", "--seed", "0"],
     )
     assert res.exit_code == 0, res.output
-    assert "2 written" in res.output
+    assert "2 written ->" in res.output and "skipped" not in res.output
     out = Image.open(tmp_path / "a" / "bird.png")
     assert out.size == (72, 72)
     res = runner.invoke(

@@ -3,6 +3,8 @@ without a traceback and exits non-zero."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class SuperresError(Exception):
     """Base class for every error meant for the user, not the developer."""
@@ -22,3 +24,15 @@ class ModelLoadError(SuperresError):
 
 class DatasetError(SuperresError):
     """A dataset folder that is missing, empty or malformed."""
+
+
+def did_you_mean(word: str, choices: "Iterable[str]") -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``.
+
+    A list of every valid name makes the reader find the typo; naming the likely one does it for them."""
+    import difflib
+
+    pool = list(choices)
+    lowered = {c.lower(): c for c in pool}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""

@@ -102,10 +102,8 @@ def degrade_command(
         lr = deg(x, gen)[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         write_image(from_array(to_uint(lr, 8)), out, overwrite=True)
         written += 1
-    typer.echo(
-        f"{written} written, {skipped} skipped (exist; --overwrite to redo) -> {dst} "
-        f"({pipeline} x{scale}, seed {seed})"
-    )
+    skip = f", {skipped} skipped (exist; --overwrite to redo)" if skipped else ""  # the hint only when it applies
+    typer.echo(f"{written} written{skip} -> {dst} ({pipeline} x{scale}, seed {seed})")
 
 
 def register(app: typer.Typer, friendly: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import SuperresError
+from ..errors import SuperresError, did_you_mean
 
 __all__ = ["register"]
 
@@ -83,7 +83,7 @@ def bench_command(
     backend_list = parse_list(backends, "--backends")
     for b in backend_list:
         if b not in BACKENDS:
-            raise SuperresError(f"--backends takes {', '.join(BACKENDS)}, not {b!r}")
+            raise SuperresError(f"--backends takes {', '.join(BACKENDS)}, not {b!r}{did_you_mean(b, BACKENDS)}")
     size_list = []
     for s in parse_list(sizes, "--sizes"):
         if not s.isdigit() or int(s) < 1:

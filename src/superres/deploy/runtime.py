@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import did_you_mean
 from .common import BACKENDS, PRECISIONS, DeployError, require, short, weights_digest
 from .export import DEFAULT_OPSET, export_onnx, read_metadata
 
@@ -241,7 +242,8 @@ def load_backend_model(
     from ..inference.upscaler import Upscaler, load_network
 
     if backend not in BACKENDS or backend == "torch":
-        raise DeployError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        hint = did_you_mean(backend, BACKENDS)
+        raise DeployError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}{hint}")
     prec = "fp32" if precision in ("auto", "fp32") else precision
     if prec not in PRECISIONS:
         raise DeployError(f"--precision for the {backend} backend is fp32 or fp16, not {precision!r}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, did_you_mean
 from ..resize import imresize, modcrop
 
 __all__ = [
@@ -244,7 +244,8 @@ def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: st
     folder = Path(text).expanduser()
     if not folder.exists():
         known = ", ".join(dataset_names())
-        raise DatasetError(f"dataset folder not found: '{folder}' (known dataset names: {known})")
+        hint = did_you_mean(text, dataset_names()) if len(folder.parts) == 1 else ""
+        raise DatasetError(f"dataset folder not found: '{folder}'{hint} (known dataset names: {known})")
     if not folder.is_dir():
         raise DatasetError(f"not a folder: '{folder}' (give a folder of HR images or a dataset name)")
     items = _selfexsr_items(folder, s)

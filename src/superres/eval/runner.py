@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import SuperresError
+from ..errors import SuperresError, did_you_mean
 from ..metrics.psnr_ssim import psnr, ssim
 from ..resize import imresize
 from .datasets import Pair, ResolvedDataset, iter_pairs, resolve_dataset
@@ -299,7 +299,8 @@ class _Scorer:
     def __init__(self, metrics: Sequence[str], device: str, lpips_dir: str | None, niqe_params: str | None) -> None:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise SuperresError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+            hint = did_you_mean(unknown[0], METRICS)
+            raise SuperresError(f"unknown metric(s) {', '.join(unknown)}{hint}; choose from {', '.join(METRICS)}")
         self.metrics = tuple(metrics)
         self.lpips_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
         self.niqe_model: Any = None

@@ -3,7 +3,8 @@
 An :class:`Upscaler` holds only the network and its settings; every call keeps its images in local
 variables, so one instance may serve several threads at once (unlike helpers that keep the last image
 on ``self``). The network sees float NCHW in [0, 1]; this module adapts images to it: grey to RGB and
-back, RGB to Y for 1-channel models, premultiplied colour with a separately upscaled alpha, 16-bit kept.
+back, RGB to Y for 1-channel models, straight colour (hidden pixels bled) with a separately upscaled
+alpha, 16-bit kept.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from ..archs.base import ModelDescriptor, SRNet, build, detect
 from ..errors import ModelLoadError, SuperresError
+from .alpha import bleed_hidden
 from .devices import auto_tile, pick_device, pick_dtype
 from .fast import accelerate
 from .tiling import TilePlan, run_tiled
@@ -254,8 +256,8 @@ class Upscaler:
     ) -> "ImageData":
         """Upscale a decoded image with its alpha, bit depth and metadata kept.
 
-        Opaque images are written by the tiler straight into a uint8/uint16 array, so a 4000 x 3000
-        photo at x4 needs the 576 MB output, not a 2.3 GB float buffer."""
+        Colour (of RGBA images too) is written by the tiler straight into a uint8/uint16 array, so a
+        4000 x 3000 photo at x4 needs the 576 MB output, not a 2.3 GB float buffer."""
         from ..io.image import as_float
 
         opts = options or self.options
@@ -267,11 +269,10 @@ class Upscaler:
             return replace(img, color=self._upscale_chain(color, None, opts, size=size, out_dtype=out_dtype))
         a = as_float(img.alpha)
         a_up = self._upscale_alpha(a, size, opts)
-        # premultiplied: hidden colours of transparent pixels must not bleed into visible edges
-        up = self._upscale_chain(color * a[..., None], None, opts, size=size)
-        up = np.where(a_up[..., None] > 1.0 / 1024, up / np.maximum(a_up[..., None], 1e-6), 0.0)
-        maxv = _max_value(out_dtype)
-        return replace(img, color=_quantise(up, out_dtype, maxv), alpha=_quantise(a_up, out_dtype, maxv))
+        # straight colour, hidden pixels bled from visible ones: the visible area comes out as in an
+        # RGB run (premultiplying would feed the network a black surround and darken it)
+        up = self._upscale_chain(bleed_hidden(color, a), None, opts, size=size, out_dtype=out_dtype)
+        return replace(img, color=up, alpha=_quantise(a_up, out_dtype, _max_value(out_dtype)))
 
     def _upscale_alpha(self, a: np.ndarray, size: tuple[int, int], opts: UpscaleOptions) -> np.ndarray:
         if opts.alpha == "bicubic":

@@ -190,9 +190,8 @@ def batch_command(
             allow_download=download,
         )
         done, skipped, failed = len(rr.done), len(rr.skipped), rr.failed
-    typer.echo(
-        f"{done} written, {skipped} skipped (exist; --overwrite to redo), {len(failed)} failed -> {dst}"
-    )
+    skip = f", {skipped} skipped (exist; --overwrite to redo)" if skipped else ""  # the hint only when it applies
+    typer.echo(f"{done} written{skip}, {len(failed)} failed -> {dst}")
     if failed:
         for path, why in failed:
             typer.echo(f"  {path}: {why}", err=True)

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, did_you_mean
 
 _BUNDLED_DIR = Path(__file__).parent / "weights"
 
@@ -136,7 +136,8 @@ def get_card(name: str) -> ModelCard:
     for card in cards.values():
         if low == card.name.lower() or low in (a.lower() for a in card.aliases):
             return card
-    raise ModelLoadError(f"unknown model {name!r}; expected a weights file or one of: {', '.join(list_models())}")
+    hint = did_you_mean(name, [*list_models(), *(a for c in cards.values() for a in c.aliases)])
+    raise ModelLoadError(f"unknown model {name!r}{hint}; expected a weights file or one of: {', '.join(list_models())}")
 
 
 def is_available_offline(card: ModelCard) -> bool:
