@@ -199,7 +199,8 @@ def post(url: str, data: bytes, name: str = "in.png", timeout: float = 60, **fie
 
 
 def test_health_ready_models_spec_and_page(srv: ServerProcess) -> None:
-    assert httpx.get(srv.url + "/healthz").json() == {"status": "ok"}
+    health = httpx.get(srv.url + "/healthz")
+    assert health.json() == {"status": "ok"} and health.headers["x-content-type-options"] == "nosniff"
     ready = httpx.get(srv.url + "/readyz").json()
     assert ready["status"] == "ready" and ready["models"] == [MODEL] and ready["capacity"] == 66
     models = httpx.get(srv.url + "/v1/models").json()
