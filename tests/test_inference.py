@@ -151,6 +151,19 @@ def test_rgba_visible_area_matches_the_rgb_run(animevideo: Upscaler, data_dir: P
     assert ring.sum() > 10_000 and abs(d_luma.mean()) < 0.5 and np.percentile(d_luma, 5) > -5
 
 
+def test_rgba_with_its_picture_under_the_mask_equals_the_rgb_run(animevideo: Upscaler, data_dir: Path) -> None:
+    """A mask added to a photo keeps the photo under it: then every opaque output pixel is the RGB
+    run's (before the fix: up to 110/255 near the edge, 12/255 on average in the issue's photo)."""
+    hr = Image.open(data_dir / "Set14" / "HR" / "monarch.png").convert("RGB")
+    rgb = np.asarray(hr.resize((200, 150), Image.BICUBIC))
+    a8 = _ellipse_alpha(150, 200)
+    out = animevideo.upscale(np.dstack([rgb, a8]))
+    ref = animevideo.upscale(rgb)
+    opaque = out[..., 3] == 255
+    assert opaque.sum() > 200_000
+    assert np.abs(out[..., :3].astype(int) - ref.astype(int))[opaque].max() <= 1
+
+
 def test_bleed_fills_hidden_pixels_from_the_nearest_visible_ones() -> None:
     color = np.zeros((40, 60, 3), np.float32)
     color[:, :20] = (1, 0, 0)

@@ -16,6 +16,23 @@ import numpy as np
 import torch
 
 
+def straight_colour_for_network(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The colour an RGBA image's network pass gets: its own hidden colours when they carry a picture
+    (a photo with a mask added: the opaque area then upscales exactly as the RGB run), else the
+    visible colours bled into the hidden area (a flat black/white/garbage fill would darken or tint
+    the edges)."""
+    hidden = np.asarray(alpha) <= 0
+    if not hidden.any() or hidden.all():
+        return color
+    under = np.asarray(color, np.float32)[hidden]
+    if float(under.std(axis=0).max()) > _FLAT:
+        return color
+    return bleed_hidden(color, alpha)
+
+
+_FLAT = 2.0 / 255  # hidden colours that vary less than this hold no picture (one fill colour, dithered)
+
+
 def bleed_hidden(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """H x W x C float colour with every alpha = 0 pixel replaced by nearby visible colours.
 

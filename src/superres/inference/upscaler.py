@@ -20,7 +20,7 @@ import torch
 
 from ..archs.base import ModelDescriptor, SRNet, build, detect
 from ..errors import ModelLoadError, SuperresError
-from .alpha import bleed_hidden
+from .alpha import straight_colour_for_network
 from .devices import auto_tile, pick_device, pick_dtype
 from .fast import accelerate
 from .tiling import TilePlan, run_tiled
@@ -271,7 +271,7 @@ class Upscaler:
         a_up = self._upscale_alpha(a, size, opts)
         # straight colour, hidden pixels bled from visible ones: the visible area comes out as in an
         # RGB run (premultiplying would feed the network a black surround and darken it)
-        up = self._upscale_chain(bleed_hidden(color, a), None, opts, size=size, out_dtype=out_dtype)
+        up = self._upscale_chain(straight_colour_for_network(color, a), None, opts, size=size, out_dtype=out_dtype)
         return replace(img, color=up, alpha=_quantise(a_up, out_dtype, _max_value(out_dtype)))
 
     def _upscale_alpha(self, a: np.ndarray, size: tuple[int, int], opts: UpscaleOptions) -> np.ndarray:
