@@ -194,3 +194,21 @@ def test_y_only_network_on_rgb_image() -> None:
     img = from_array(np.random.default_rng(3).integers(0, 256, (10, 8, 3), dtype=np.uint8))
     out = up.upscale_image(img)
     assert out.color.shape == (20, 16, 3)
+
+
+@pytest.mark.parametrize("outscale, alpha, tile", [(None, False, 24), (2.0, False, 32), (None, True, 24), (9.0, False, 40)])
+def test_tile_progress_callbacks_count_what_count_tiles_predicts(outscale: float | None, alpha: bool,
+                                                                 tile: int) -> None:
+    """Issue 19: a single large image gets a bar over its tiles; the bar's total must be what runs."""
+    from superres.inference.upscaler import UpscaleOptions
+
+    net = build("srvgg", in_channels=3, out_channels=3, num_feat=4, num_conv=1, scale=4)
+    up = Upscaler(net, device="cpu", options=UpscaleOptions(tile=tile, overlap=4))
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (50, 70, 4 if alpha else 3), dtype=np.uint8)
+    img = from_array(arr)
+    calls: list[int] = []
+    out = up.with_tile_hooks(after=lambda: calls.append(1)).upscale_image(img, outscale=outscale)
+    h, w = out.color.shape[:2]
+    assert len(calls) == up.count_tiles(70, 50, (w, h), alpha) and len(calls) > 1
+    assert np.array_equal(out.color, up.upscale_image(img, outscale=outscale).color)  # same pixels

@@ -195,6 +195,22 @@ def _summary(report: Any, output: Path) -> str:
     return line
 
 
+def _with_tile_bar(up: Any, img: Any, outscale: Optional[float], width: Optional[int],
+                   height: Optional[int]) -> Any:
+    """Upscale one image with a progress bar over its tiles (time left for a large photo)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .inference.limits import output_size
+
+    h, w = img.color.shape[:2]
+    total = up.count_tiles(w, h, output_size(w, h, up.scale, outscale, width, height), img.alpha is not None)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), disable=not sys.stderr.isatty() or total < 2) as bar:
+        task = bar.add_task(f"{up.name} x{up.scale} tiles", total=total)
+        tracked = up.with_tile_hooks(after=lambda: bar.advance(task))
+        return tracked.upscale_image(img, outscale=outscale, width=width, height=height)
+
+
 def _check_single_output(src: Path, dst: Path, overwrite: bool) -> None:
     """A single-file ``-o`` follows the folder rule: never replace the input, never overwrite silently."""
     import os
@@ -227,7 +243,7 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
         typer.echo(f"warning: {src}: {note}", err=True)
     h, w = img.color.shape[:2]
     check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
-    result = up.upscale_image(img, outscale=outscale, width=width, height=height)
+    result = _with_tile_bar(up, img, outscale, width, height)
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
     typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")

@@ -9,6 +9,7 @@ alpha, 16-bit kept.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from ..errors import ModelLoadError, SuperresError
 from .alpha import straight_colour_for_network
 from .devices import auto_tile, pick_device, pick_dtype
 from .fast import accelerate
-from .tiling import TilePlan, run_tiled
+from .tiling import TilePlan, run_tiled, spans
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -105,7 +106,48 @@ class Upscaler:
                 y = self._net32(x.to(self.device, torch.float32))
             return y.float().cpu()
 
+    def with_tile_hooks(self, before: Callable[[], None] | None = None,
+                        after: Callable[[], None] | None = None) -> "Upscaler":
+        """A view of this upscaler whose every network call (one per tile) runs ``before`` and ``after``:
+        progress bars count tiles with it, a server cancels between tiles (``before`` raises).
+
+        A shallow copy shares the network and its weights; only ``forward`` is replaced on the copy,
+        so other threads using the original are unaffected."""
+        view = copy.copy(self)
+        inner = self.forward
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if before is not None:
+                before()
+            y = inner(x)
+            if after is not None:
+                after()
+            return y
+
+        view.forward = forward  # type: ignore[method-assign]
+        return view
+
+    def count_tiles(self, w: int, h: int, size: tuple[int, int], alpha: bool = False,
+                    options: UpscaleOptions | None = None) -> int:
+        """Network calls that upscaling a w x h image to ``size`` will make (for progress and time left),
+        following the pass and tile logic of :meth:`upscale_image`."""
+        opts = options or self.options
+        plan = self.plan(opts)
+        factor = max(size[0] / w, size[1] / h)
+        passes = 1
+        while self.scale**passes < factor - 1e-9 and passes < 3:
+            passes += 1
+        total, cw, ch = 0, w, h
+        for _ in range(passes):
+            total += len(spans(ch, plan.tile, plan.overlap)) * len(spans(cw, plan.tile, plan.overlap))
+            cw, ch = cw * self.scale, ch * self.scale
+        return total * (2 if alpha and opts.alpha == "model" else 1)
+
     # ---- whole arrays ----------------------------------------------------------------------------------
+    def plan(self, options: UpscaleOptions | None = None) -> TilePlan:
+        """The tile size, overlap and context this upscaler will use with ``options``."""
+        return self._plan(options or self.options)
+
     def _plan(self, options: UpscaleOptions) -> TilePlan:
         d = self.descriptor
         tile = options.tile

@@ -9,12 +9,11 @@ corrupt) is 422.
 
 from __future__ import annotations
 
-import copy
 import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -191,37 +190,17 @@ def decode(data: bytes, name: str, max_pixels: int, limit_hint: str = "") -> "Im
 
 
 def expected_tiles(up: "Upscaler", w: int, h: int, size: tuple[int, int], alpha: bool) -> int:
-    """Network calls an upscale will make (for progress), following Upscaler's pass and tile logic."""
-    from ..inference.tiling import spans
-
-    plan = up._plan(up.options)
-    factor = max(size[0] / w, size[1] / h)
-    passes = 1
-    while up.scale**passes < factor - 1e-9 and passes < 3:
-        passes += 1
-    total, cw, ch = 0, w, h
-    for _ in range(passes):
-        total += len(spans(ch, plan.tile, plan.overlap)) * len(spans(cw, plan.tile, plan.overlap))
-        cw, ch = cw * up.scale, ch * up.scale
-    return total * (2 if alpha and up.options.alpha == "model" else 1)
+    """Network calls an upscale will make (for progress)."""
+    return up.count_tiles(w, h, size, alpha)
 
 
 def _tracked(up: "Upscaler", control: WorkControl) -> "Upscaler":
-    """A per-request view of the shared upscaler whose tile calls count progress and honour cancel.
+    """A per-request view of the shared upscaler whose tile calls count progress and honour cancel."""
 
-    A shallow copy shares the network and its weights (nothing is duplicated); only ``forward`` is
-    replaced on the copy, so other requests running on the original are unaffected."""
-    view = copy.copy(up)
-    inner: Callable[["torch.Tensor"], "torch.Tensor"] = up.forward
-
-    def forward(x: "torch.Tensor") -> "torch.Tensor":
-        control.check()
-        y = inner(x)
+    def done() -> None:
         control.tiles_done += 1
-        return y
 
-    view.forward = forward  # type: ignore[method-assign]
-    return view
+    return up.with_tile_hooks(before=control.check, after=done)
 
 
 def process(
