@@ -133,7 +133,11 @@ def test_empty_folder_dangling_link_and_still_image_video(photo: Path, tmp_path:
     (empty / "gone.png").symlink_to(tmp_path / "nowhere.png")
     Image.open(photo).save(empty / "ok.png")
     r = upscale(str(empty), "-o", str(tmp_path / "out"))
+    (empty / "a_loop.png").symlink_to(empty / "b_loop.png")
+    (empty / "b_loop.png").symlink_to(empty / "a_loop.png")
+    r = upscale(str(empty), "-o", str(tmp_path / "out"))
     assert r.exit_code == 1 and "gone.png" in r.output and "dangling link" in r.output
+    assert "a_loop.png: symbolic link loop" in r.output
     assert (tmp_path / "out" / "ok.png").exists()
     r = runner.invoke(app, ["video", str(photo), "-o", str(tmp_path / "v.mp4"), "-m", MODEL])
     assert r.exit_code == 2 and "still image" in r.output

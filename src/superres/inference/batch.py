@@ -3,6 +3,7 @@ report of every failure instead of stopping at the first."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import queue
@@ -73,7 +74,7 @@ def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
                 if f.is_symlink() and not f.exists():
-                    problems.append((f, "dangling link (its target does not exist)"))
+                    problems.append((f, _broken_link_reason(f)))
                 elif f.is_file() and not excluded(f):
                     pairs.append((f, f.relative_to(p)))
         elif p.exists():
@@ -84,6 +85,15 @@ def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
         else:
             pairs.append((p, Path(p.name)))
     return pairs, problems
+
+
+def _broken_link_reason(link: Path) -> str:
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back to itself)"
+    return "dangling link (its target does not exist)"
 
 
 def _resolved(p: Path) -> Path:
