@@ -112,19 +112,10 @@ def _env(tmp: Path, cache: Path, **limits: Any) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("serve-main")
-    env = _env(
-        base / "tmp",
-        tmp_path_factory.getbasetemp() / "superres-cache",
-        max_bytes=1 << 20,
-        max_pixels=1024 * 1024,
-        sync_max_pixels=256 * 256,
-        concurrent_jobs=2,
-        queue_length=64,
-        job_ttl=120,
-    )
+def _serve(factory: pytest.TempPathFactory, name: str, **limits: Any) -> Iterator[ServerProcess]:
+    """A server process with these limits, its temp folder as ``.tmp``; checked alive at the end."""
+    base = factory.mktemp(name)
+    env = _env(base / "tmp", factory.getbasetemp() / "superres-cache", **limits)
     with ServerProcess(["--models", MODEL], env=env, log_path=base / "server.log") as s:
         s.tmp = base / "tmp"  # type: ignore[attr-defined]
         yield s
@@ -132,12 +123,25 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _serve(
+        tmp_path_factory,
+        "serve-main",
+        max_bytes=1 << 20,
+        max_pixels=1024 * 1024,
+        sync_max_pixels=256 * 256,
+        concurrent_jobs=2,
+        queue_length=64,
+        job_ttl=120,
+    )
+
+
+@pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One inference thread, one queue slot, short timeout and TTL: limits are reachable in a test."""
-    base = tmp_path_factory.mktemp("serve-tight")
-    env = _env(
-        base / "tmp",
-        tmp_path_factory.getbasetemp() / "superres-cache",
+    yield from _serve(
+        tmp_path_factory,
+        "serve-tight",
         max_bytes=16 << 20,
         max_pixels=4 << 20,
         concurrent_jobs=1,
@@ -146,19 +150,14 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         request_timeout=1.5,
         tile=96,
     )
-    with ServerProcess(["--models", MODEL], env=env, log_path=base / "server.log") as s:
-        s.tmp = base / "tmp"  # type: ignore[attr-defined]
-        yield s
-        assert s.alive(), s.log()
 
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One inference thread and a long request timeout: only a client disconnect can stop a request."""
-    base = tmp_path_factory.mktemp("serve-patient")
-    env = _env(
-        base / "tmp",
-        tmp_path_factory.getbasetemp() / "superres-cache",
+    yield from _serve(
+        tmp_path_factory,
+        "serve-patient",
         max_bytes=32 << 20,
         max_pixels=4 << 20,
         sync_max_pixels=4 << 20,
@@ -167,9 +166,6 @@ def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         request_timeout=300,
         tile=96,
     )
-    with ServerProcess(["--models", MODEL], env=env, log_path=base / "server.log") as s:
-        yield s
-        assert s.alive(), s.log()
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ def _interrupt_on_sigterm() -> Any:
 
     if threading.current_thread() is not threading.main_thread():
         return None
+    _TERMINATED.clear()  # per command: an earlier command's SIGTERM in this process does not count
 
     def on_term(signum: int, frame: Any) -> None:
         _TERMINATED.append(signum)
@@ -177,8 +178,9 @@ def upscale(
 
 def _check_ext(ext: str) -> None:
     from .errors import SuperresError
+    from .io.image import WRITABLE_SUFFIXES
 
-    known = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "avif", "heic")
+    known = ("auto", *(s.lstrip(".") for s in WRITABLE_SUFFIXES))
     if ext.lower().lstrip(".") not in known:
         raise SuperresError(f"--ext must be one of {', '.join(known)}, not {ext!r}")
 
@@ -195,15 +197,13 @@ def _summary(report: Any, output: Path) -> str:
     return line
 
 
-def _with_tile_bar(up: Any, img: Any, outscale: Optional[float], width: Optional[int],
+def _with_tile_bar(up: Any, img: Any, size: tuple[int, int], outscale: Optional[float], width: Optional[int],
                    height: Optional[int]) -> Any:
-    """Upscale one image with a progress bar over its tiles (time left for a large photo)."""
+    """Upscale one image to ``size`` with a progress bar over its tiles (time left for a large photo)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .inference.limits import output_size
-
     h, w = img.color.shape[:2]
-    total = up.count_tiles(w, h, output_size(w, h, up.scale, outscale, width, height), img.alpha is not None)
+    total = up.count_tiles(w, h, size, img.alpha is not None)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), disable=not sys.stderr.isatty() or total < 2) as bar:
         task = bar.add_task(f"{up.name} x{up.scale} tiles", total=total)
@@ -213,18 +213,12 @@ def _with_tile_bar(up: Any, img: Any, outscale: Optional[float], width: Optional
 
 def _check_single_output(src: Path, dst: Path, overwrite: bool) -> None:
     """A single-file ``-o`` follows the folder rule: never replace the input, never overwrite silently."""
-    import os
-
     from .errors import SuperresError
+    from .inference.batch import same_file
 
+    if same_file(src, dst):
+        raise SuperresError(f"output '{dst}' is the input file itself; choose another -o")
     if dst.exists() or dst.is_symlink():
-        same = False
-        try:
-            same = src.resolve() == dst.resolve() or os.path.samefile(src, dst)
-        except OSError:
-            pass
-        if same:
-            raise SuperresError(f"output '{dst}' is the input file itself; choose another -o")
         if not overwrite:
             raise SuperresError(f"output '{dst}' exists; pass --overwrite to replace it")
         if dst.is_dir():
@@ -242,8 +236,9 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
     for note in img.notes:
         typer.echo(f"warning: {src}: {note}", err=True)
     h, w = img.color.shape[:2]
-    check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
-    result = _with_tile_bar(up, img, outscale, width, height)
+    size = output_size(w, h, up.scale, outscale, width, height)
+    check_output_size(w, h, *size, max_output_pixels or None)
+    result = _with_tile_bar(up, img, size, outscale, width, height)
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
     typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
@@ -271,7 +266,7 @@ def video(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from .errors import SuperresError
-    from .inference.batch import IMAGE_SUFFIXES
+    from .inference.batch import IMAGE_SUFFIXES, same_file
     from .inference.limits import check_size_options
     from .inference.upscaler import load_model
     from .io.video import process_video
@@ -279,7 +274,7 @@ def video(
     check_size_options(outscale, tile=tile)
     if src.suffix.lower() in IMAGE_SUFFIXES and src.suffix.lower() != ".gif":
         raise SuperresError(f"'{src}' is a still image, not a video; use 'superres upscale {src}'")
-    if src.exists() and output.exists() and src.resolve() == output.resolve():
+    if src.exists() and same_file(src, output):
         raise SuperresError(f"output '{output}' is the input video itself; choose another -o")
     up = load_model(model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, 16, "model"), backend=backend)

@@ -103,7 +103,7 @@ def _resolved(p: Path) -> Path:
         return p.expanduser().absolute()
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """True when writing ``b`` would replace ``a``: same path after links, or the same inode."""
     if _resolved(a) == _resolved(b):
         return True
@@ -183,7 +183,7 @@ def run_batch(
 
     todo: list[tuple[Path, Path]] = []
     for (src, rel), job in zip(pairs, planned):
-        if _same_file(src, job.dst) or _same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
+        if same_file(src, job.dst) or same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
             report.failed.append((src, f"output '{job.dst}' is the input file itself; choose another -o"))
             continue
         existing = None if overwrite else _existing_output(rel, out_root, suffix, ext)

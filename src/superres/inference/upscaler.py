@@ -326,17 +326,14 @@ class Upscaler:
 
 
 def target_size(w: int, h: int, scale: int, outscale: float | None, width: int | None, height: int | None) -> tuple[int, int]:
-    """Output (width, height) from ``--outscale`` or ``--width``/``--height`` (aspect kept if one is given)."""
-    if width and height:
-        return int(width), int(height)
-    if width:
-        return int(width), max(1, int(round(h * width / w)))
-    if height:
-        return max(1, int(round(w * height / h))), int(height)
-    f = float(outscale) if outscale else float(scale)
-    if f <= 0:
+    """Output (width, height) from ``--outscale`` or ``--width``/``--height`` (aspect kept if one is given),
+    at least 1 x 1 (:func:`limits.output_size` is the unclamped size the pre-run checks look at)."""
+    from .limits import output_size
+
+    if not (width or height) and outscale and float(outscale) <= 0:
         raise SuperresError(f"outscale must be positive, got {outscale}")
-    return max(1, int(round(w * f))), max(1, int(round(h * f)))
+    out_w, out_h = output_size(w, h, scale, outscale, width, height)
+    return max(1, out_w), max(1, out_h)
 
 
 def _max_value(dtype: Any) -> float:

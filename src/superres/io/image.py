@@ -74,6 +74,8 @@ _SUFFIX_FORMATS = {
     ".heic": "HEIF",
     ".heif": "HEIF",
 }
+#: what ``write_image`` can write (``--ext`` takes these without the dot)
+WRITABLE_SUFFIXES = tuple(_SUFFIX_FORMATS)
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "AVIF", "HEIF"}
 _DEEP_FORMATS = {"PNG", "TIFF"}
 _RGB_ONLY_FORMATS = {"WEBP", "AVIF", "HEIF"}  # no gray mode in these encoders
