@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from superres import load_model
-from superres.compress.prune import count_macs, count_params, prune
+from superres.archs.cost import count_macs, count_params
+from superres.compress.prune import prune
 from superres.data.degradations import build_degradation
 from superres.inference.upscaler import Upscaler, load_network
 from superres.metrics.lpips import LPIPS, lpips_distance

@@ -5,7 +5,6 @@ Every case goes through the real command (CliRunner in-process, or a subprocess 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -23,7 +23,8 @@ from superres.compress.distill import (
     sample_batch,
     save_model,
 )
-from superres.compress.prune import count_macs, count_params, kept_channels, prune
+from superres.archs.cost import count_macs, count_params
+from superres.compress.prune import kept_channels, prune
 from superres.errors import SuperresError
 
 runner = CliRunner()

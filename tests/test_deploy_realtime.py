@@ -131,7 +131,7 @@ def test_fused_luma_colour_path_matches_the_reference_conversion() -> None:
 
 def test_mac_count_is_the_architecture_s_work() -> None:
     from superres.archs import build
-    from superres.deploy.bench import count_macs
+    from superres.archs.cost import count_macs
 
     net = build("espcn", n1=8, n2=4, scale=2).eval()
     per_px = 1 * 8 * 25 + 8 * 4 * 9 + 4 * 4 * 9  # conv1 + conv2 + conv3 (c * s^2 = 4 outputs)

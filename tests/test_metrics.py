@@ -244,21 +244,6 @@ def test_lpips_missing_weights_one_line_error(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "cache").exists()  # nothing downloaded or created
 
 
-def test_lpips_download_checks_pinned_hash(weights_dir: Path, tmp_path: Path) -> None:
-    """The download path (exercised with a local file:// URL, no network) keeps only hash-matching files."""
-    from superres.metrics.lpips import LPIPS_FILES, WeightFile, _download
-
-    src = weights_dir / "lpips" / "lpips_v0.1_alex_lin.pth"
-    pinned = LPIPS_FILES["alex"]["lin"].sha256
-    good = WeightFile(names=("x.pth",), url=src.as_uri(), sha256=pinned)
-    out = _download(good, tmp_path / "ok" / "x.pth")
-    assert out.read_bytes() == src.read_bytes()
-    bad = WeightFile(names=("x.pth",), url=src.as_uri(), sha256="0" * 64)
-    with pytest.raises(OSError, match="sha256"):
-        _download(bad, tmp_path / "bad" / "x.pth")
-    assert list((tmp_path / "bad").iterdir()) == []  # no partial or unverified file left behind
-
-
 def test_lpips_rejects_mismatched_inputs(lpips_models: dict) -> None:
     m = lpips_models["alex"]
     with pytest.raises(ValueError, match=r"\(1, 3, 64, 64\).*\(1, 3, 64, 63\)"):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from superres.archs import build
+from superres.files import sha256_file
 from superres.zoo import sources
 from superres.zoo.ncnn import (
     TRUNCATED,
@@ -318,7 +319,7 @@ def test_cache_writes_atomically_and_reuses(tmp_path: Path, monkeypatch: pytest.
     assert [d.name for _, d in replaced] == ["m.safetensors", "m.sha256"]
     assert all(s.parent == d.parent and s.name.startswith(".") for s, d in replaced)
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.safetensors", "m.sha256"]  # no leftovers
-    assert (path.parent / "m.sha256").read_text().split()[0] == sources.sha256_file(path)
+    assert (path.parent / "m.sha256").read_text().split()[0] == sha256_file(path)
     with safe_open(str(path), "pt") as f:
         assert f.metadata() == {"arch": "toy"}
         assert torch.equal(f.get_tensor("a.weight"), _sd()["a.weight"])
@@ -380,18 +381,3 @@ def test_cached_real_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = sources.cached_safetensors("realesr-animevideov3-x4", lambda: (sd, {"arch": "srvgg"}))
     loaded = load_file(str(path))
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
-
-
-def test_download_url_local_file(tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"weights" * 1000)
-    digest = sources.sha256_file(src)
-    dest = tmp_path / "out" / "w.bin"
-    assert sources.download_url(src.as_uri(), dest, digest) == dest
-    assert dest.read_bytes() == src.read_bytes()
-    bad = tmp_path / "out" / "bad.bin"
-    with pytest.raises(sources.DownloadError, match="sha256"):
-        sources.download_url(src.as_uri(), bad, "0" * 64)
-    with pytest.raises(sources.DownloadError, match="failed"):
-        sources.download_url((tmp_path / "missing.bin").as_uri(), bad, digest)
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["w.bin"]  # nothing partial left behind

@@ -120,7 +120,8 @@ def prune_command(
     """Remove the lowest-L1 filters of every layer, optionally fine-tune, and save a smaller model."""
     from ..inference.upscaler import load_network
     from .distill import distill, load_pairs, save_model
-    from .prune import check_ratio, count_macs, count_params, prune
+    from ..archs.cost import count_macs, count_params
+    from .prune import check_ratio, prune
 
     check_ratio(ratio)
     out = Path(out_file)

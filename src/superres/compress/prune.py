@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..archs import SRNet, build
 from ..errors import SuperresError
@@ -137,31 +136,3 @@ def prune(net: SRNet, ratio: float) -> SRNet:
 # ---- cost ------------------------------------------------------------------------------------------------
 
 
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def count_macs(net: nn.Module, height: int = 64, width: int = 64, channels: int | None = None) -> int:
-    """Multiply-accumulates of one forward pass on a ``height x width`` input, from the convolutions
-    (activations, pixel shuffle and the residual upscale are not counted: they are a few % at most)."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.ConvTranspose2d):
-            kh, kw = mod.kernel_size
-            total += inp[0].numel() * mod.out_channels * kh * kw // mod.groups
-        elif isinstance(mod, nn.Conv2d):
-            kh, kw = mod.kernel_size
-            total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    c = channels if channels is not None else int(getattr(net, "hyperparams", {}).get(
-        "in_channels", getattr(net, "hyperparams", {}).get("channels", 3)))
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, c, height, width))
-    finally:
-        for h in handles:
-            h.remove()
-    return total

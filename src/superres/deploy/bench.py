@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
+
+from ..archs.cost import count_macs
 
 
 @dataclass(frozen=True)
@@ -33,36 +34,6 @@ class BenchRow:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def count_macs(net: nn.Module, h: int = 32, w: int = 32) -> int:
-    """Multiply-accumulates of one forward pass on a 1 x C x h x w input (conv, transposed conv, linear)."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            kh, kw = mod.kernel_size
-            total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
-        elif isinstance(mod, nn.ConvTranspose2d):
-            kh, kw = mod.kernel_size
-            total += inp[0].numel() * (mod.out_channels // mod.groups) * kh * kw
-        elif isinstance(mod, nn.Linear):
-            total += out.numel() * mod.in_features
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in net.modules()
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-    ]
-    try:
-        c = int(getattr(net, "descriptor").in_channels) if hasattr(net, "descriptor") else 3
-        with torch.inference_mode():
-            net(torch.rand(1, c, h, w))
-    finally:
-        for hd in handles:
-            hd.remove()
-    return total
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 7) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -64,14 +63,6 @@ def weights_digest(net: "nn.Module") -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import sha256_file
 from .common import (
     INPUT,
     IO_CONVENTION,
@@ -28,7 +29,6 @@ from .common import (
     OUTPUT,
     PRECISIONS,
     DeployError,
-    file_sha256,
     require,
     weights_digest,
 )
@@ -66,7 +66,7 @@ def resolve(
     net, card = load_network(model, allow_download=allow_download)
     path = resolve_weights(card, allow_download=allow_download) if card else Path(model)
     label = name or (card.name if card else Path(model).stem)
-    return Source(net.eval(), label, weights_digest(net), str(Path(path).name), file_sha256(Path(path)))
+    return Source(net.eval(), label, weights_digest(net), str(Path(path).name), sha256_file(path))
 
 
 def metadata(

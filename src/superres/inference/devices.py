@@ -13,13 +13,16 @@ from ..errors import SuperresError
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` prefers CUDA, then Apple MPS, then CPU."""
+def pick_device(device: str = "auto", *, local_rank: int | None = None, mps: bool = True) -> torch.device:
+    """``auto`` prefers CUDA, then Apple MPS (unless ``mps=False``), then CPU.
+
+    ``local_rank`` (a ``torchrun`` worker's GPU) gives a bare ``cuda`` or an automatic CUDA choice that
+    index; the trainer passes it and ``mps=False`` (training on MPS is not supported)."""
     d = device.lower()
     if d == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+        if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if d.startswith("cuda") and not torch.cuda.is_available():
@@ -28,6 +31,8 @@ def pick_device(device: str = "auto") -> torch.device:
         raise SuperresError("device 'mps' requested but Apple MPS is not available")
     if d not in ("cpu", "mps") and not d.startswith("cuda"):
         raise SuperresError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
+    if d == "cuda" and local_rank is not None:
+        return torch.device(f"cuda:{local_rank}")
     return torch.device(d)
 
 

@@ -18,9 +18,7 @@ its public URL and checked against its pinned hash.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -29,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LPIPS", "lpips_distance", "LPIPS_FILES", "lpips_cache_dir"]
+__all__ = ["LPIPS", "LPIPS_FILES", "WeightFile", "find_weights", "load_state", "lpips_cache_dir",
+           "lpips_distance", "vgg16_features", "vgg_features"]
 
 NetName = Literal["alex", "vgg"]
 
@@ -121,7 +120,7 @@ def vgg_features(cfg: Sequence[int | str]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _vgg16_features() -> nn.Sequential:
+def vgg16_features() -> nn.Sequential:
     """torchvision VGG16 ``features`` up to the last tapped ReLU (index 29)."""
     return vgg_features(_VGG16_CFG)
 
@@ -133,37 +132,7 @@ def lpips_cache_dir() -> Path:
     return cache_dir("lpips")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(spec: WeightFile, dest: Path) -> Path:
-    """Fetch ``spec.url`` to ``dest`` atomically, refusing a file whose hash does not match the pin."""
-    import urllib.request
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                out.write(chunk)
-        digest = _sha256(tmp)
-        if spec.sha256 is not None and digest != spec.sha256:
-            raise OSError(f"downloaded {spec.url} has sha256 {digest}, expected {spec.sha256}")
-        if spec.sha256_prefix is not None and not digest.startswith(spec.sha256_prefix):
-            raise OSError(f"downloaded {spec.url} has sha256 {digest}, expected prefix {spec.sha256_prefix}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def _resolve(
+def find_weights(
     net: str,
     part: str,
     explicit: str | os.PathLike[str] | None,
@@ -188,7 +157,9 @@ def _resolve(
     if allow_download:
         # Downloaded heads are stored under their canonical name ('alex.pth' alone would be ambiguous).
         name = url_name if part == "backbone" else spec.names[0]
-        return _download(spec, cache / name)
+        from ..files import download_pinned
+
+        return download_pinned(spec.url, cache / name, spec.sha256, sha256_prefix=spec.sha256_prefix)
     arg = "backbone_path" if part == "backbone" else "lin_path"
     raise FileNotFoundError(
         f"LPIPS {net} {part} weights not found: put {spec.names[0]} in {cache} or in $SUPERRES_LPIPS_DIR, "
@@ -196,7 +167,7 @@ def _resolve(
     )
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def load_state(path: Path) -> dict[str, torch.Tensor]:
     sd = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -225,14 +196,14 @@ class LPIPS(nn.Module):
         if net not in LPIPS_FILES:
             raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
         self.net = net
-        self.features = _alexnet_features() if net == "alex" else _vgg16_features()
+        self.features = _alexnet_features() if net == "alex" else vgg16_features()
         self.taps = _ALEX_TAPS if net == "alex" else _VGG_TAPS
         channels = [self.features[i - 1].out_channels for i in self.taps]  # type: ignore[union-attr]
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
 
-        bb = _load_state(_resolve(net, "backbone", backbone_path, weights_dir, allow_download))
+        bb = load_state(find_weights(net, "backbone", backbone_path, weights_dir, allow_download))
         bb = {k: v for k, v in bb.items() if k.startswith("features.")}  # a full torchvision file has more
         self.load_state_dict(bb, strict=False)
         expected = {k for k in self.state_dict() if k.startswith("features.")}
@@ -241,7 +212,7 @@ class LPIPS(nn.Module):
                 f"LPIPS {net} backbone keys do not match torchvision's features layout: "
                 f"missing {sorted(expected - set(bb))[:4]}, unexpected {sorted(set(bb) - expected)[:4]}"
             )
-        lin = _load_state(_resolve(net, "lin", lin_path, weights_dir, allow_download))
+        lin = load_state(find_weights(net, "lin", lin_path, weights_dir, allow_download))
         for i, conv in enumerate(self.lins):
             key = f"lin{i}.model.1.weight"
             if key not in lin or lin[key].shape != conv.weight.shape:

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
     from ..inference.upscaler import Upscaler
     from ..io.image import ImageData

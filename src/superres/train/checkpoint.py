@@ -16,7 +16,6 @@ leaves either the complete checkpoint or none; the previous ones stay until the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import SuperresError
+from ..files import sha256_file
 from ..io.atomic import fsync_path
 
 __all__ = [
@@ -83,14 +83,6 @@ def save_weights(path: Path, sd: dict[str, torch.Tensor], meta: dict[str, str]) 
     save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(path), metadata=meta)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint folders of a run, oldest first (temporary folders are ignored)."""
     folder = Path(run_dir) / "checkpoints"
@@ -126,7 +118,7 @@ def save_checkpoint(
             save_weights(tmp / f"{name}.safetensors", sd, meta)
         torch.save(state, tmp / "state.pt")
         manifest = {"iteration": iteration,
-                    "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                    "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                               for p in sorted(tmp.iterdir())}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for p in tmp.iterdir():
@@ -183,7 +175,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, dict[str, dict[
             raise bad(f"{name} is missing")
         if p.stat().st_size != info.get("bytes"):
             raise bad(f"{name} has {p.stat().st_size} bytes, expected {info.get('bytes')} (truncated?)")
-        if _sha256(p) != info.get("sha256"):
+        if sha256_file(p) != info.get("sha256"):
             raise bad(f"{name} does not match its recorded sha256 (damaged file)")
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for name in files:

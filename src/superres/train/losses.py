@@ -214,7 +214,7 @@ def _vgg_state(
 
     if net == "vgg16":
         try:
-            path = lpips._resolve("vgg", "backbone", weights_path, weights_dir, allow_download)
+            path = lpips.find_weights("vgg", "backbone", weights_path, weights_dir, allow_download)
         except FileNotFoundError as e:
             raise ModelLoadError(f"VGG16 weights for the perceptual loss: {e}") from None
     else:
@@ -229,15 +229,16 @@ def _vgg_state(
             if found:
                 path = found[0]
             elif allow_download:
-                spec = lpips.WeightFile(names=(name,), url=_VGG19_URL, sha256=None, sha256_prefix="dcbb9e9d")
-                path = lpips._download(spec, _vgg_cache_dir() / name)
+                from ..files import download_pinned
+
+                path = download_pinned(_VGG19_URL, _vgg_cache_dir() / name, sha256_prefix="dcbb9e9d")
             else:
                 raise ModelLoadError(
                     f"VGG19 weights not found: pass weights_path= (torchvision's {name}, from {_VGG19_URL}), "
                     f"put it in {_vgg_cache_dir()}, or pass allow_download=True"
                 )
     try:
-        sd = lpips._load_state(path)
+        sd = lpips.load_state(path)
     except Exception as e:  # noqa: BLE001 - a wrong or corrupt file is a user error
         raise ModelLoadError(f"cannot read {net} weights '{path}': {e}") from None
     return {k: v for k, v in sd.items() if k.startswith("features.")}
@@ -272,9 +273,9 @@ class VGGFeatures(nn.Module):
         self._index = {n: names.index(n) for n in layers}
         last = max(self._index.values())
         if net == "vgg16":
-            from ..metrics.lpips import _vgg16_features
+            from ..metrics.lpips import vgg16_features
 
-            full: nn.Sequential = _vgg16_features()
+            full: nn.Sequential = vgg16_features()
             full.append(nn.MaxPool2d(2, 2))  # pool5, absent from the LPIPS stack
         else:
             full = _vgg19_features()

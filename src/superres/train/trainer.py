@@ -75,15 +75,14 @@ class RunResult:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"train.device={name} but CUDA is not available here (use cpu or auto)")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    return dev
+    """The training device: :func:`superres.inference.devices.pick_device` with this worker's GPU index
+    and no MPS; a config naming an unavailable device fails as a training error."""
+    from ..inference.devices import pick_device as _pick
+
+    try:
+        return _pick(name, local_rank=local_rank, mps=False)
+    except SuperresError as e:
+        raise TrainingError(f"train.device={name}: {e}") from None
 
 
 def _build_generator(cfg: TrainConfig) -> nn.Module:

@@ -158,7 +158,8 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
         if p.is_file():
             return p
         raise ModelLoadError(f"bundled weights for {card.name!r} are missing from the installation ({p})")
-    from .sources import cache_dir, cached_safetensors, download_url, find_ncnn_package_model
+    from ..files import download_pinned
+    from .sources import cache_dir, cached_safetensors, find_ncnn_package_model
 
     if card.ncnn_stem:
         found = find_ncnn_package_model(card.ncnn_stem)
@@ -168,7 +169,7 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     if card.url and card.sha256 and allow_download:
         dest = cache_dir() / "downloads" / Path(card.url).name
         if not dest.is_file():
-            download_url(card.url, dest, card.sha256)
+            download_pinned(card.url, dest, card.sha256)
         return dest
     how = []
     if card.ncnn_stem:

