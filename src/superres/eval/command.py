@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import SuperresError
+from .metrics import metrics_help
 
 __all__ = ["eval_command", "parse_list", "parse_scales", "register"]
 
@@ -53,7 +54,7 @@ def eval_command(
     datasets: str = typer.Option("Set5,Set14,BSD100", "-d", "--datasets", "--dataset",
                                  help="Comma-separated: Set5, Set14, BSD100 (B100), Urban100, Manga109, "
                                       "DIV2K-valid, or folders of HR images."),
-    metrics: str = typer.Option("psnr,ssim", "--metrics", help="Comma-separated: psnr, ssim, lpips, niqe."),
+    metrics: str = typer.Option("psnr,ssim", "--metrics", help=metrics_help()),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="x8 flips/rotations averaged (networks only)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="table, markdown, csv or json (default: from --output's suffix, else table)."),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import SuperresError
+from .metrics import get_metric, metrics
 from .runner import EvalResult, ImageRow, SummaryRow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,10 +37,6 @@ def _f(v: float | None, digits: int) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _ssim(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
 def _params(n: int) -> str:
     if n == 0:
         return "-"
@@ -54,33 +51,35 @@ def _secs(v: float) -> str:
     return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
+def _metric_columns(result: EvalResult) -> list[str]:
+    """Result columns of the metrics this evaluation computed, in the order they were asked for."""
+    return [get_metric(m).column for m in result.meta.get("metrics", ["psnr", "ssim"])]
+
+
 def _columns(result: EvalResult) -> list[str]:
     """Summary columns, without metrics that were not computed."""
-    cols = ["model", "dataset", "scale"]
-    m = result.meta.get("metrics", ["psnr", "ssim"])
-    cols += [c for c, k in (("psnr_y", "psnr"), ("ssim_y", "ssim"), ("lpips", "lpips"), ("niqe", "niqe")) if k in m]
-    return cols + ["params", "sec_per_image", "n_images"]
+    return ["model", "dataset", "scale", *_metric_columns(result), "params", "sec_per_image", "n_images"]
 
 
-_HEAD = {"model": "Model", "dataset": "Dataset", "scale": "Scale", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y",
-         "lpips": "LPIPS", "niqe": "NIQE", "params": "Params", "sec_per_image": "s/image", "n_images": "N",
-         "image": "Image", "seconds": "s"}
+_HEAD = {"model": "Model", "dataset": "Dataset", "scale": "Scale", "params": "Params",
+         "sec_per_image": "s/image", "n_images": "N", "image": "Image", "seconds": "s"}
+
+
+def _head(col: str) -> str:
+    return _HEAD.get(col) or next((m.header for m in metrics() if m.column == col), col)
 
 
 def _cell(row: SummaryRow | ImageRow, col: str) -> str:
     v = getattr(row, col)
     if col == "scale":
         return f"x{v}"
-    if col == "psnr_y":
-        return _f(v, 2)
-    if col in ("ssim_y", "lpips"):
-        return _ssim(v)
-    if col == "niqe":
-        return _f(v, 3)
     if col == "params":
         return _params(v)
     if col in ("sec_per_image", "seconds"):
         return _secs(v)
+    spec = next((m for m in metrics() if m.column == col), None)
+    if spec is not None:
+        return _f(v, spec.digits)
     return str(v)
 
 
@@ -116,10 +115,10 @@ def rich_table(result: EvalResult, *, per_image: bool = False) -> "Table":
     rows = list(rows)
     for c in cols:
         if c in ("model", "dataset", "image"):
-            longest = max([len(str(getattr(r, c))) for r in rows] + [len(_HEAD[c])])
-            table.add_column(_HEAD[c], justify="left", overflow="fold", min_width=min(longest, 28))
+            longest = max([len(str(getattr(r, c))) for r in rows] + [len(_head(c))])
+            table.add_column(_head(c), justify="left", overflow="fold", min_width=min(longest, 28))
         else:
-            table.add_column(_HEAD[c], justify="right", no_wrap=True)
+            table.add_column(_head(c), justify="right", no_wrap=True)
     for r in rows:
         table.add_row(*(_cell(r, c) for c in cols))
     return table
@@ -150,7 +149,7 @@ def to_markdown(result: EvalResult, *, per_image: bool = False, layout: str = "l
             cols.insert(3, "image")
             cols.append("seconds")
             rows = result.images
-        out.append("| " + " | ".join(_HEAD[c] for c in cols) + " |")
+        out.append("| " + " | ".join(_head(c) for c in cols) + " |")
         out.append("|" + "|".join("---" if c in ("model", "dataset", "image") else "---:" for c in cols) + "|")
         for r in rows:
             out.append("| " + " | ".join(_cell(r, c) for c in cols) + " |")
@@ -194,16 +193,15 @@ def to_csv(result: EvalResult, *, per_image: bool = False) -> str:
     """CSV with full precision: the summary rows, or the per-image rows."""
     buf = io.StringIO()
     if per_image:
-        cols = ["model", "dataset", "scale", "image", "psnr_y", "ssim_y", "lpips", "niqe", "seconds"]
         rows: Iterable[Any] = result.images
     else:
-        cols = ["model", "dataset", "scale", "psnr_y", "ssim_y", "lpips", "niqe", "params", "sec_per_image",
-                "n_images"]
         rows = result.summary
+    flat = [r.flat() for r in rows]
+    cols = list(flat[0]) if flat else ["model", "dataset", "scale", *_metric_columns(result)]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if getattr(r, c) is None else getattr(r, c) for c in cols])
+    for r in flat:
+        w.writerow(["" if r.get(c) is None else r[c] for c in cols])
     return buf.getvalue()
 
 

@@ -38,8 +38,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import SuperresError, did_you_mean
-from ..metrics.psnr_ssim import psnr, ssim
+from ..errors import SuperresError
+from .metrics import MetricContext, MetricSpec, MetricUnavailable, Scorer, get_metric, metrics
 from ..resize import imresize
 from .datasets import Pair, ResolvedDataset, iter_pairs, resolve_dataset
 
@@ -55,50 +55,59 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, str], None]
-METRICS = ("psnr", "ssim", "lpips", "niqe")
 BASELINES = ("bicubic-rgb", "bicubic")
 
 PROTOCOL = {
     "lr": "MATLAB imresize(HR, 1/s, 'bicubic') of the top-left modcrop (superres.resize.imresize on uint8, "
           "rounded half up after each pass); shipped LR files used after a size check",
     "sr": "rounded to uint8 (half up) before any metric",
-    "psnr_ssim": "superres.metrics.psnr_ssim: Y of BT.601 16-235 (unrounded), crop=scale, float64; "
-                 "SSIM = MATLAB ssim_index (11x11 Gaussian, sigma 1.5); grey images are their own Y; "
-                 "mean of per-image values",
 }
-_LPIPS_DESC = "superres.metrics.lpips LPIPS v0.1 alex (uint8 RGB, grey repeated to RGB, crop=scale)"
-_NIQE_DESC = "superres.metrics.niqe (MATLAB pristine model, Y rounded as rgb2ycbcr, crop=scale)"
 
 
 # ---- results -----------------------------------------------------------------------------------------------
 
 
+class _Scores:
+    """Metric values by result column (``scores["psnr_y"]``), also readable as attributes (``row.psnr_y``);
+    a registered metric that was not computed reads as ``None``."""
+
+    scores: dict[str, float | None]
+
+    def __getattr__(self, name: str) -> float | None:
+        if name != "scores" and any(m.column == name for m in metrics()):
+            return self.scores.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def flat(self) -> dict[str, Any]:
+        """The JSON/CSV form: the scores as top-level columns (built-in ones always present)."""
+        d = asdict(self)  # type: ignore[call-overload]
+        scores = d.pop("scores")
+        cols = {m.column: None for m in metrics() if m.builtin}
+        cols.update(scores)
+        head = {k: d.pop(k) for k in ("model", "dataset", "scale", "image") if k in d}
+        return {**head, **cols, **d}
+
+
 @dataclass
-class ImageRow:
-    """One model on one image. ``None`` = metric not requested or not computable (see the notes)."""
+class ImageRow(_Scores):
+    """One model on one image. ``scores``: metric column -> value (``None``: not computable, see notes)."""
 
     model: str
     dataset: str
     scale: int
     image: str
-    psnr_y: float | None
-    ssim_y: float | None
-    lpips: float | None
-    niqe: float | None
+    scores: dict[str, float | None]
     seconds: float
 
 
 @dataclass
-class SummaryRow:
+class SummaryRow(_Scores):
     """Means over a dataset's images for one model and scale; ``sec_per_image`` = mean SR time."""
 
     model: str
     dataset: str
     scale: int
-    psnr_y: float | None
-    ssim_y: float | None
-    lpips: float | None
-    niqe: float | None
+    scores: dict[str, float | None]
     params: int
     sec_per_image: float
     n_images: int
@@ -153,8 +162,8 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "meta": self.meta,
-            "summary": [_clean(asdict(r)) for r in self.summary],
-            "images": [_clean(asdict(r)) for r in self.images],
+            "summary": [_clean(r.flat()) for r in self.summary],
+            "images": [_clean(r.flat()) for r in self.images],
             "skipped": [asdict(s) for s in self.skipped],
             "notes": list(self.notes),
         }
@@ -294,70 +303,27 @@ def _tiny(pair: Pair, s: int) -> Pair:
 
 
 class _Scorer:
-    """Loads the optional metric models once and scores one (SR, reference) pair."""
+    """The requested metrics, each set up once (weights loaded), scoring one (SR, reference) pair."""
 
-    def __init__(self, metrics: Sequence[str], device: str, lpips_dir: str | None, niqe_params: str | None) -> None:
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            hint = did_you_mean(unknown[0], METRICS)
-            raise SuperresError(f"unknown metric(s) {', '.join(unknown)}{hint}; choose from {', '.join(METRICS)}")
-        self.metrics = tuple(metrics)
-        self.lpips_fn: Callable[[np.ndarray, np.ndarray], float] | None = None
-        self.niqe_model: Any = None
-        if "lpips" in self.metrics:
-            self.lpips_fn = _lpips_scorer(device, lpips_dir)
-        if "niqe" in self.metrics:
-            from ..metrics.niqe import load_niqe_model
-
-            try:
-                self.niqe_model = load_niqe_model(niqe_params)
-            except FileNotFoundError as e:
-                raise SuperresError(f"{e} (or --niqe-params)") from None
+    def __init__(self, names: Sequence[str], device: str, lpips_dir: str | None, niqe_params: str | None) -> None:
+        self.specs: tuple[MetricSpec, ...] = tuple(get_metric(n) for n in names)  # unknown names fail here
+        ctx = MetricContext(device, {"lpips_dir": lpips_dir, "niqe_params": niqe_params})
+        self.fns: tuple[Scorer, ...] = tuple(spec.setup(ctx) for spec in self.specs)
 
     def score(self, sr: np.ndarray, ref: np.ndarray, s: int, rgb_output: bool,
-              notes: set[str], label: str) -> tuple[float | None, float | None, float | None, float | None]:
-        p = psnr(sr, ref, crop=s) if "psnr" in self.metrics else None
-        q = ssim(sr, ref, crop=s) if "ssim" in self.metrics else None
-        lp = None
-        if self.lpips_fn is not None:
-            if rgb_output:
-                lp = self.lpips_fn(_crop(sr, s), _crop(ref, s))
+              notes: set[str], label: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for spec, fn in zip(self.specs, self.fns):
+            value = None
+            if spec.rgb_only and not rgb_output:
+                notes.add(f"{label}: no {spec.header} (the output is a Y image)")
             else:
-                notes.add(f"{label}: no LPIPS (the output is a Y image)")
-        nq = None
-        if self.niqe_model is not None:
-            from ..metrics.niqe import niqe
-
-            try:
-                nq = niqe(sr, crop_border=s, convert="y", model=self.niqe_model)
-            except ValueError as e:
-                notes.add(f"{label}: no NIQE for some images ({e})")
-        return p, q, lp, nq
-
-
-def _lpips_scorer(device: str, lpips_dir: str | None) -> Callable[[np.ndarray, np.ndarray], float]:
-    """LPIPS v0.1 alex, loaded once from local files (never downloaded during an evaluation)."""
-    import torch
-
-    from ..metrics.lpips import LPIPS, lpips_distance
-
-    try:
-        model = LPIPS("alex", weights_dir=lpips_dir)
-    except FileNotFoundError as e:
-        raise SuperresError(f"{e} (or --lpips-dir)") from None
-    if device not in ("auto", "cpu"):
-        model = model.to(torch.device(device))
-    elif device == "auto" and torch.cuda.is_available():
-        model = model.to(torch.device("cuda"))
-
-    def score(a: np.ndarray, b: np.ndarray) -> float:
-        return lpips_distance(a, b, model=model)
-
-    return score
-
-
-def _crop(img: np.ndarray, c: int) -> np.ndarray:
-    return img[c:-c, c:-c] if c else img
+                try:
+                    value = float(fn(sr, ref, s))
+                except MetricUnavailable as e:
+                    notes.add(f"{label}: no {spec.header} for some images ({e})")
+            out[spec.column] = value
+        return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -437,7 +403,7 @@ def evaluate(
         raise SuperresError("no datasets given (e.g. -d Set5,Set14)")
     if scales is not None and not scales:
         raise SuperresError("no scales given (e.g. -s 2,3,4)")
-    metrics = tuple(dict.fromkeys(m.strip().lower() for m in metrics))
+    metrics = tuple(dict.fromkeys(get_metric(m).name for m in metrics))  # a typo fails before any work
     for s in scales or ():
         if int(s) != s or s < 1:
             raise SuperresError(f"scales must be positive integers, got {s}")
@@ -481,8 +447,8 @@ def evaluate(
                 sr, ref = m.run(pair, ds.scale)
                 seconds = time.perf_counter() - t0
                 label = f"{m.name} {ds.name} x{ds.scale}"
-                p, q, lp, nq = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label)
-                rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, p, q, lp, nq, seconds))
+                scores = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label)
+                rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, scores, seconds))
                 if sample is not None:
                     sample.outputs[m.name] = sr
                 done += 1
@@ -491,25 +457,22 @@ def evaluate(
             if sample is not None:
                 samples.append(sample)
 
-    summary = _summarise(rows, {m.name: m.params for m in methods})
+    summary = _summarise(rows, {m.name: m.params for m in methods}, scorer.specs)
     if self_ensemble:
         notes.add("self-ensemble (x8 flips/rotations, averaged in float) applied to networks only")
     meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit)
     return EvalResult(meta, rows, summary, skipped, sorted(notes), samples)
 
 
-def _summarise(rows: list[ImageRow], params: dict[str, int]) -> list[SummaryRow]:
+def _summarise(rows: list[ImageRow], params: dict[str, int], specs: Sequence[MetricSpec]) -> list[SummaryRow]:
     groups: dict[tuple[str, str, int], list[ImageRow]] = {}
     for r in rows:
         groups.setdefault((r.model, r.dataset, r.scale), []).append(r)
     out = []
     for (model, dataset, scale), rs in groups.items():
-        out.append(SummaryRow(
-            model, dataset, scale,
-            _mean([r.psnr_y for r in rs]), _mean([r.ssim_y for r in rs]),
-            _mean([r.lpips for r in rs]), _mean([r.niqe for r in rs]),
-            params[model], float(np.mean([r.seconds for r in rs])), len(rs),
-        ))
+        means = {m.column: _mean([r.scores.get(m.column) for r in rs]) for m in specs}
+        out.append(SummaryRow(model, dataset, scale, means, params[model],
+                              float(np.mean([r.seconds for r in rs])), len(rs)))
     return out
 
 
@@ -519,17 +482,9 @@ def _meta(methods: list[_Method], resolved: list[ResolvedDataset], metrics: tupl
 
     from .. import __version__
 
-    impl: dict[str, str] = {}
-    short = []
-    if "psnr" in metrics or "ssim" in metrics:
-        impl["psnr_ssim"] = PROTOCOL["psnr_ssim"]
-        short.append("psnr/ssim: superres Y-BT.601 crop=s")
-    if "lpips" in metrics:
-        impl["lpips"] = _LPIPS_DESC
-        short.append("lpips: superres v0.1 alex")
-    if "niqe" in metrics:
-        impl["niqe"] = _NIQE_DESC
-        short.append("niqe: superres MATLAB-parity")
+    specs = [get_metric(m) for m in metrics]
+    impl = {(m.impl_key or m.name): m.implementation for m in specs}
+    short = list(dict.fromkeys(m.short for m in specs))
     return {
         "tool": f"superres {__version__}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

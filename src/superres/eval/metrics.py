@@ -1,0 +1,192 @@
+"""Metrics by name: what ``superres eval --metrics`` accepts and what each result column means.
+
+(Here and not in :mod:`superres.metrics`: that package imports numpy and torch eagerly, and the CLI reads
+this table for its help text, which must stay instant.)
+
+Why a registry: a metric is one entry here (name, result column, table header, how it is set up once and
+how it scores one image); the evaluation runner, its reports and the CLI help read every column from
+this table, so adding a metric is one :func:`register_metric` call (in this file for a built-in, or in a
+plugin module, see :mod:`superres.plugins`) and nothing else.
+
+A scorer gets the SR output and its reference as uint8 arrays (H x W x 3 RGB, or H x W for a Y output or
+a grey image) and the scale, and crops the border itself (the literature crops ``scale`` pixels). It may
+raise :class:`MetricUnavailable` for one image; that image gets no value and the report says why.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SuperresError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+__all__ = [
+    "MetricContext",
+    "MetricSpec",
+    "MetricUnavailable",
+    "Scorer",
+    "get_metric",
+    "metric_names",
+    "metrics",
+    "metrics_help",
+    "register_metric",
+]
+
+Scorer = Callable[["np.ndarray", "np.ndarray", int], float]
+
+
+class MetricUnavailable(ValueError):
+    """This metric cannot score this image (too small, constant...); the message says why."""
+
+
+@dataclass(frozen=True)
+class MetricContext:
+    """What a metric may need when it is set up once per evaluation: the device, and paths to its weights
+    (``lpips_dir``, ``niqe_params``; ``None`` means the metric's own default search)."""
+
+    device: str = "cpu"
+    paths: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric. ``setup(ctx)`` loads whatever the metric needs (once) and returns the scorer."""
+
+    name: str  # as typed in --metrics
+    column: str  # key in result rows and JSON (psnr_y)
+    header: str  # table header (PSNR-Y)
+    digits: int  # decimals shown in tables
+    higher_is_better: bool
+    implementation: str  # recorded in a result's meta, so every number says how it was computed
+    short: str  # one short phrase of the same, for report footers
+    setup: Callable[[MetricContext], Scorer]
+    rgb_only: bool = False  # needs an RGB output (a Y-only baseline gets no value, with a note)
+    builtin: bool = False  # always present (null when not computed) in JSON rows, as in earlier releases
+    impl_key: str = ""  # key of ``implementation`` in a result's meta (default: name); psnr and ssim share one
+
+
+_lock = threading.Lock()
+_METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Add a metric; a second metric with the same name or result column is an error."""
+    with _lock:
+        for other in _METRICS.values():
+            if spec.name == other.name or spec.column == other.column:
+                raise SuperresError(
+                    f"metric {spec.name!r} (column {spec.column!r}) is already registered as {other.name!r}"
+                )
+        _METRICS[spec.name] = spec
+    return spec
+
+
+def _all() -> dict[str, MetricSpec]:
+    from ..plugins import load_plugins
+
+    load_plugins()
+    return _METRICS
+
+
+def metric_names() -> tuple[str, ...]:
+    return tuple(_all())
+
+
+def metrics() -> tuple[MetricSpec, ...]:
+    return tuple(_all().values())
+
+
+def get_metric(name: str) -> MetricSpec:
+    specs = _all()
+    key = name.strip().lower()
+    if key not in specs:
+        hint = did_you_mean(key, list(specs))
+        raise SuperresError(f"unknown metric {name!r}{hint}; choose from {', '.join(specs)}")
+    return specs[key]
+
+
+def metrics_help() -> str:
+    return "Comma-separated: " + ", ".join(metric_names()) + "."
+
+
+# ---- the built-in metrics ----------------------------------------------------------------------------------
+
+
+def _psnr(_ctx: MetricContext) -> Scorer:
+    from ..metrics.psnr_ssim import psnr
+
+    return lambda sr, ref, s: psnr(sr, ref, crop=s)
+
+
+def _ssim(_ctx: MetricContext) -> Scorer:
+    from ..metrics.psnr_ssim import ssim
+
+    return lambda sr, ref, s: ssim(sr, ref, crop=s)
+
+
+def _crop(img: "np.ndarray", c: int) -> "np.ndarray":
+    return img[c:-c, c:-c] if c else img
+
+
+def _lpips(ctx: MetricContext) -> Scorer:
+    """LPIPS v0.1 alex, loaded once from local files (never downloaded during an evaluation)."""
+    import torch
+
+    from ..metrics.lpips import LPIPS, lpips_distance
+
+    try:
+        model = LPIPS("alex", weights_dir=ctx.paths.get("lpips_dir"))
+    except FileNotFoundError as e:
+        raise SuperresError(f"{e} (or --lpips-dir)") from None
+    if ctx.device not in ("auto", "cpu"):
+        model = model.to(torch.device(ctx.device))
+    elif ctx.device == "auto" and torch.cuda.is_available():
+        model = model.to(torch.device("cuda"))
+    return lambda sr, ref, s: lpips_distance(_crop(sr, s), _crop(ref, s), model=model)
+
+
+def _niqe(ctx: MetricContext) -> Scorer:
+    from ..metrics.niqe import load_niqe_model, niqe
+
+    try:
+        model = load_niqe_model(ctx.paths.get("niqe_params"))
+    except FileNotFoundError as e:
+        raise SuperresError(f"{e} (or --niqe-params)") from None
+
+    def score(sr: "np.ndarray", _ref: "np.ndarray", s: int) -> float:
+        try:
+            return niqe(sr, crop_border=s, convert="y", model=model)
+        except ValueError as e:
+            raise MetricUnavailable(str(e)) from None
+
+    return score
+
+
+_PSNR_SSIM_IMPL = ("superres.metrics.psnr_ssim: Y of BT.601 16-235 (unrounded), crop=scale, float64; "
+                   "SSIM = MATLAB ssim_index (11x11 Gaussian, sigma 1.5); grey images are their own Y; "
+                   "mean of per-image values")
+
+
+def _builtins() -> None:
+    common: dict[str, Any] = {"builtin": True}
+    pair: dict[str, Any] = {"builtin": True, "impl_key": "psnr_ssim"}
+    register_metric(MetricSpec("psnr", "psnr_y", "PSNR-Y", 2, True, _PSNR_SSIM_IMPL,
+                               "psnr/ssim: superres Y-BT.601 crop=s", _psnr, **pair))
+    register_metric(MetricSpec("ssim", "ssim_y", "SSIM-Y", 4, True, _PSNR_SSIM_IMPL,
+                               "psnr/ssim: superres Y-BT.601 crop=s", _ssim, **pair))
+    register_metric(MetricSpec(
+        "lpips", "lpips", "LPIPS", 4, False,
+        "superres.metrics.lpips LPIPS v0.1 alex (uint8 RGB, grey repeated to RGB, crop=scale)",
+        "lpips: superres v0.1 alex", _lpips, rgb_only=True, **common))
+    register_metric(MetricSpec(
+        "niqe", "niqe", "NIQE", 3, False,
+        "superres.metrics.niqe (MATLAB pristine model, Y rounded as rgb2ycbcr, crop=scale)",
+        "niqe: superres MATLAB-parity", _niqe, **common))
+
+
+_builtins()
