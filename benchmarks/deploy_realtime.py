@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from superres.deploy.realtime import retain_freed_memory, run_realtime, upscaler_infer
-from superres.inference.upscaler import load_model
+from superres.loading import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

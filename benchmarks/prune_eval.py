@@ -31,7 +31,8 @@ from superres import load_model
 from superres.archs.cost import count_macs, count_params
 from superres.compress.prune import prune
 from superres.data.degradations import build_degradation
-from superres.inference.upscaler import Upscaler, load_network
+from superres.inference.upscaler import Upscaler
+from superres.zoo.loader import load_network
 from superres.metrics.lpips import LPIPS, lpips_distance
 from superres.metrics.psnr_ssim import psnr
 

@@ -45,7 +45,7 @@ def main() -> int:
     import httpx
     from PIL import Image
 
-    from superres.inference.upscaler import load_model
+    from superres.loading import load_model
     from superres.io.image import encode_image, read_image_bytes
     from superres.serve.launch import ServerProcess
 

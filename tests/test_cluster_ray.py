@@ -33,7 +33,7 @@ def test_ray_batch_matches_local_and_resumes(folder: Path, tmp_path: Path) -> No
     pytest.importorskip("ray.data", reason="the cluster extra (ray[data]) is not installed")
     from superres.cluster.ray_batch import run_ray_batch
     from superres.inference.batch import run_batch
-    from superres.inference.upscaler import load_model
+    from superres.loading import load_model
 
     local, ray_out = tmp_path / "local", tmp_path / "ray"
     assert run_batch(load_model(MODEL, device="cpu"), [folder], local).ok

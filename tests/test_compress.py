@@ -179,7 +179,7 @@ def test_distillation_checkpoints_the_student_while_it_trains(tmp_path: Path) ->
     distill(student, pairs, iterations=25, batch=2, patch=12, lr=2e-3, seed=0, checkpoint=checkpoint,
             checkpoint_every=10)
     assert sorted(saved) == [10, 20]
-    from superres.inference.upscaler import load_network
+    from superres.zoo.loader import load_network
 
     net, _ = load_network(str(tmp_path / "s.partial.safetensors"))
     for k, v in net.state_dict().items():

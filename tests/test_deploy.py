@@ -106,7 +106,7 @@ def _zoo_models() -> list[str]:
 @pytest.mark.parametrize("model", _zoo_models())
 def test_zoo_models_match_torch(tmp_path: Path, data_dir: Path, model: str) -> None:
     """Every model of the zoo (downloaded, converted and bundled ones) on both runtimes."""
-    from superres.inference.upscaler import load_network
+    from superres.zoo.loader import load_network
     from superres.zoo.registry import get_card, is_available_offline
 
     if not is_available_offline(get_card(model)):

@@ -81,7 +81,7 @@ def test_realtime_command_on_a_video_file(tmp_path: Path, weights_dir: Path) -> 
 
 def test_realtime_frame_path_equals_the_still_image_path(weights_dir: Path) -> None:
     from superres.deploy.realtime import upscaler_infer
-    from superres.inference.upscaler import load_model
+    from superres.loading import load_model
 
     frame = np.random.default_rng(1).integers(0, 256, (18, 22, 3), np.uint8)
     for w in ("opencv_superres/ESPCN_x4.pth", "realesrgan/realesr-animevideov3.pth"):  # luma and RGB models

@@ -13,7 +13,8 @@ from PIL import Image
 from superres.archs import build
 from superres.inference.alpha import bleed_hidden
 from superres.inference.tiling import TilePlan, run_tiled, spans
-from superres.inference.upscaler import UpscaleOptions, Upscaler, load_model, target_size
+from superres.inference.upscaler import UpscaleOptions, Upscaler, target_size
+from superres.loading import load_model
 from superres.io.image import from_array
 
 

@@ -171,7 +171,7 @@ def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 @pytest.fixture(scope="module")
 def direct() -> Any:
     """The same model called directly in this process: the reference for every response."""
-    from superres.inference.upscaler import load_model
+    from superres.loading import load_model
 
     return load_model(MODEL, device="cpu")
 

@@ -455,7 +455,7 @@ def test_publish_writes_a_card_the_zoo_loads(full_run: Path, data_dir: Path, tmp
     try:
         got = registry.get_card("tiny-espcn-x2")
         assert got.arch == "espcn" and got.scale == 2 and registry.is_available_offline(got)
-        from superres.inference.upscaler import load_model
+        from superres.loading import load_model
 
         up = load_model("tiny-espcn-x2", device="cpu", precision="fp32")
         assert up.scale == 2
@@ -471,7 +471,7 @@ def test_validation_during_training_scores_exactly_as_superres_eval(data_dir: Pa
     """Set14 holds a grey image (bridge): validation must score it as eval does, as its own Y."""
     from superres.data.datasets import ValidationSet
     from superres.eval.runner import evaluate
-    from superres.inference.upscaler import load_network
+    from superres.zoo.loader import load_network
     from superres.train.trainer import validate
 
     net, _ = load_network("espcn-s-x4")
@@ -483,7 +483,7 @@ def test_validation_during_training_scores_exactly_as_superres_eval(data_dir: Pa
 
 def test_fine_tuning_starts_from_model_pretrained(tmp_path: Path, data_dir: Path) -> None:
     """model.pretrained (a zoo name here) initialises the generator; a wrong shape fails before compute."""
-    from superres.inference.upscaler import load_network
+    from superres.zoo.loader import load_network
     from superres.train.trainer import TrainingError
 
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / "espcn_s_x4_finetune.yaml"

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from superres.archs import build
 from superres.errors import ModelLoadError
-from superres.inference.upscaler import load_model, load_network
+from superres.loading import load_model
+from superres.zoo.loader import load_network
 from superres.zoo.formats import normalise_state_dict, read_weights_file
 from superres.zoo.registry import get_card, is_available_offline, list_models
 
@@ -149,7 +150,7 @@ def test_metadata_names_what_shapes_cannot_tell(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from superres.archs import build
-    from superres.inference.upscaler import load_network
+    from superres.zoo.loader import load_network
 
     hp = {"channels": 1, "scale": 4, "activation": "tanh", "final": "none"}
     net = build("espcn", **hp)

@@ -15,8 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_model(name_or_path: str, **kwargs: Any) -> "Upscaler":
-    """Load a zoo model by name (``superres models`` lists them) or any supported weights file."""
-    from .inference.upscaler import load_model as _load
+    """Load a zoo model by name (``superres models`` lists them), any supported weights file or an exported
+    model; ``backend=`` picks what runs it (:func:`superres.loading.backend_names`)."""
+    from .loading import load_model as _load
 
     return _load(name_or_path, **kwargs)
 

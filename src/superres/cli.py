@@ -10,6 +10,8 @@ from typing import Any, Callable, List, Optional, TypeVar
 
 import typer
 
+from .loading import backend_help
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
@@ -21,7 +23,6 @@ app = typer.Typer(
 )
 
 DEFAULT_MODEL = "realesrgan-x4plus"
-BACKEND_HELP = "torch, onnxruntime or openvino (exported once to a cache; -m may be an exported .onnx/.xml)"
 
 
 def _err(msg: str) -> None:
@@ -127,14 +128,14 @@ def upscale(
         268_435_456, "--max-output-pixels",
         help="Refuse (and skip, in a batch) outputs larger than this; 0 = no limit. Default 16384x16384."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    backend: str = typer.Option("torch", "--backend", help=backend_help()),
 ) -> None:
     """Upscale images: files, folders (same tree out) or globs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .inference.batch import run_batch
     from .inference.limits import check_size_options
-    from .inference.upscaler import load_model
+    from .loading import load_model
 
     check_size_options(outscale, width, height, tile)
     _check_ext(ext)
@@ -259,7 +260,7 @@ def video(
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision"),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    backend: str = typer.Option("torch", "--backend", help=backend_help()),
 ) -> None:
     """Upscale a video; frame count, frame rate, duration and audio are kept."""
     import numpy as np
@@ -268,7 +269,7 @@ def video(
     from .errors import SuperresError
     from .inference.batch import IMAGE_SUFFIXES, same_file
     from .inference.limits import check_size_options
-    from .inference.upscaler import load_model
+    from .loading import load_model
     from .io.video import process_video
 
     check_size_options(outscale, tile=tile)

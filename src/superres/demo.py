@@ -28,7 +28,7 @@ def demo_photo() -> np.ndarray:
 def run_demo(out_dir: str | Path, *, model: str, device: str = "auto", scale_down: int = 4) -> dict[str, Path]:
     """Shrink the photo by ``scale_down`` (MATLAB bicubic), upscale it back, write LR, SR and a sheet
     comparing nearest / bicubic / model / original side by side."""
-    from .inference.upscaler import load_model
+    from .loading import load_model
     from .io.image import from_array, write_image
     from .resize import imresize, modcrop
 

@@ -1,5 +1,7 @@
 """Architectures behind one registry: ``build``, ``detect`` and a typed ``ModelDescriptor`` for each."""
 
-from .base import ArchSpec, ModelDescriptor, SRNet, build, detect, get_arch, list_archs, register
+from .base import ArchSpec, ModelDescriptor, SRNet, build, detect, detection_order, get_arch, list_archs, register
 
-__all__ = ["ArchSpec", "ModelDescriptor", "SRNet", "build", "detect", "get_arch", "list_archs", "register"]
+__all__ = [
+    "ArchSpec", "ModelDescriptor", "SRNet", "build", "detect", "detection_order", "get_arch", "list_archs", "register",
+]

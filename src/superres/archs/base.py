@@ -22,7 +22,10 @@ from torch import nn
 StateDict = Mapping[str, torch.Tensor]
 Tiling = Literal["safe", "discouraged", "internal"]
 
-# name -> module that registers it; imported lazily.
+# name -> module that registers it; imported lazily. The order is the detection order: ``detect`` asks each
+# architecture in turn and the first that recognises a state dict wins. Every detector checks key names
+# that only its own layout has, so no two match the same file today; a new architecture whose keys are a
+# superset of another's must come before it. Plugins (superres.plugins) are asked after these.
 _ARCH_MODULES: dict[str, str] = {
     "srcnn": "superres.archs.srcnn",
     "fsrcnn": "superres.archs.fsrcnn",
@@ -105,6 +108,10 @@ class ArchSpec:
     receptive_field: Callable[[dict[str, Any]], int | None] = lambda hp: None
     in_channels_key: str = "in_channels"
     out_channels_key: str = "out_channels"
+    # Activation elements per LR pixel held at the peak of a forward pass, beyond the common estimate
+    # (features at LR resolution): e.g. convolutions run at output resolution, attention windows.
+    # Used by the memory-based tile size (superres.inference.devices.bytes_per_lr_pixel).
+    extra_activations: Callable[[dict[str, Any], int], int] = lambda hp, feat: 0
 
     def describe(self, net: SRNet) -> ModelDescriptor:
         hp = net.hyperparams
@@ -124,21 +131,39 @@ class ArchSpec:
 
 
 def register(spec: ArchSpec) -> ArchSpec:
-    """Called once by each architecture module at import time."""
+    """Called once by each architecture module (or plugin) at import time; a second architecture with the
+    same name is an error (it would silently replace the first)."""
+    other = _REGISTRY.get(spec.name)
+    if other is not None and other is not spec:
+        raise ValueError(f"architecture {spec.name!r} is already registered ({other.title})")
     _REGISTRY[spec.name] = spec
     return spec
 
 
+def _plugin_archs() -> list[str]:
+    from ..plugins import load_plugins
+
+    load_plugins()
+    return [n for n in _REGISTRY if n not in _ARCH_MODULES]
+
+
+def detection_order() -> list[str]:
+    """Architectures in the order :func:`detect` asks them (built-ins in table order, then plugins)."""
+    return [*_ARCH_MODULES, *_plugin_archs()]
+
+
 def list_archs() -> list[str]:
-    return sorted(_ARCH_MODULES)
+    return sorted(detection_order())
 
 
 def get_arch(name: str) -> ArchSpec:
     key = name.lower()
-    if key not in _ARCH_MODULES:
-        raise KeyError(f"unknown architecture {name!r}; expected one of: {', '.join(list_archs())}")
-    if key not in _REGISTRY:
+    if key in _ARCH_MODULES and key not in _REGISTRY:
         importlib.import_module(_ARCH_MODULES[key])
+    if key not in _REGISTRY:
+        _plugin_archs()
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown architecture {name!r}; expected one of: {', '.join(list_archs())}")
     return _REGISTRY[key]
 
 
@@ -148,8 +173,9 @@ def build(name: str, **hyperparams: Any) -> SRNet:
 
 
 def detect(state_dict: StateDict) -> tuple[str, dict[str, Any]] | None:
-    """Return ``(arch name, hyper-parameters)`` of the first architecture that recognises ``state_dict``."""
-    for name in list_archs():
+    """Return ``(arch name, hyper-parameters)`` of the first architecture (in :func:`detection_order`)
+    that recognises ``state_dict``."""
+    for name in detection_order():
         hp = get_arch(name).detect(state_dict)
         if hp is not None:
             return name, hp

@@ -116,5 +116,6 @@ SPEC = register(
         detect=_detect,
         size_multiple=lambda hp: {4: 1, 2: 2, 1: 4}[int(hp["scale"])],
         receptive_field=_rf,
+        extra_activations=lambda hp, feat: 3 * feat * int(hp["scale"]) ** 2,  # upsampling convs at HR size
     )
 )

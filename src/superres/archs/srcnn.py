@@ -88,6 +88,7 @@ SPEC = register(
         build=SRCNN,
         detect=_detect,
         receptive_field=_rf,
+        extra_activations=lambda hp, feat: 3 * feat * int(hp["scale"]) ** 2,  # every conv runs at HR size
         in_channels_key="channels",
         out_channels_key="channels",
     )

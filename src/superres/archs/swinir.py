@@ -401,6 +401,7 @@ SPEC = register(
         size_multiple=lambda hp: int(hp["window_size"]),
         tiling="discouraged",
         receptive_field=lambda hp: None,
+        extra_activations=lambda hp, feat: 12 * feat,  # attention windows
         out_channels_key="in_channels",  # restores the image it was given: out == in
     )
 )

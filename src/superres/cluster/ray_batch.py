@@ -86,7 +86,8 @@ class UpscaleActor:
         max_pixels: Optional[int] = None,
         allow_download: bool = False,
     ) -> None:
-        from ..inference.upscaler import UpscaleOptions, load_model
+        from ..inference.upscaler import UpscaleOptions
+        from ..loading import load_model
 
         self.up = load_model(
             model,

@@ -118,7 +118,7 @@ def prune_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Remove the lowest-L1 filters of every layer, optionally fine-tune, and save a smaller model."""
-    from ..inference.upscaler import load_network
+    from ..zoo.loader import load_network
     from .distill import distill, load_pairs, save_model
     from ..archs.cost import count_macs, count_params
     from .prune import check_ratio, prune

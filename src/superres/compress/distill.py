@@ -89,7 +89,7 @@ def prepare_pairs(
     are visited variant by variant, so a budget cut keeps whole passes over the data first. Returns the
     manifest (also written to ``out_dir/manifest.json``)."""
     from ..data.degradations import build_degradation
-    from ..inference.upscaler import load_model
+    from ..loading import load_model
 
     out = Path(out_dir)
     (out / "lr").mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def make_student(init: str = "realesr-animevideov3", *, num_feat: int = 64, num_
         torch.manual_seed(seed)
         return build("srvgg", in_channels=3, out_channels=3, num_feat=num_feat, num_conv=num_conv, scale=4,
                      act="prelu")
-    from ..inference.upscaler import load_network
+    from ..zoo.loader import load_network
 
     net, _ = load_network(init)
     if net.arch_name != "srvgg":

@@ -106,7 +106,9 @@ def bench(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[BenchRow], float]:
     """Run every combination; returns the rows and the matmul peak (GFLOP/s) measured first."""
-    from ..inference.upscaler import UpscaleOptions, load_model, load_network
+    from ..inference.upscaler import UpscaleOptions
+    from ..loading import load_model
+    from ..zoo.loader import load_network
 
     peak = matmul_peak_gflops()
     rows: list[BenchRow] = []

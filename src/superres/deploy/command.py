@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import SuperresError, did_you_mean
+from ..loading import backend_help
 
 __all__ = ["register"]
 
@@ -69,7 +70,7 @@ def bench_command(
         "realesr-animevideov3", "-m", "--models", help="Comma-separated zoo names or weights files."
     ),
     backends: str = typer.Option(
-        "torch,onnxruntime,openvino", "-b", "--backends", help="Comma-separated backends."
+        "torch,onnxruntime,openvino", "-b", "--backends", help="Comma-separated; " + backend_help()
     ),
     sizes: str = typer.Option("128,256", "-s", "--sizes", help="Comma-separated LR sides in pixels."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per case (median reported)."),
@@ -77,13 +78,15 @@ def bench_command(
 ) -> None:
     """Time backends x models x sizes: ms, LR megapixels/s, GFLOP/s against a measured matmul peak, memory."""
     from ..deploy.bench import bench, to_markdown
-    from ..deploy.common import BACKENDS
+    from ..loading import backend_names
+
+    known = backend_names()
     from ..eval.command import parse_list
 
     backend_list = parse_list(backends, "--backends")
     for b in backend_list:
-        if b not in BACKENDS:
-            raise SuperresError(f"--backends takes {', '.join(BACKENDS)}, not {b!r}{did_you_mean(b, BACKENDS)}")
+        if b not in known:
+            raise SuperresError(f"--backends takes {', '.join(known)}, not {b!r}{did_you_mean(b, known)}")
     size_list = []
     for s in parse_list(sizes, "--sizes"):
         if not s.isdigit() or int(s) < 1:
@@ -111,7 +114,7 @@ def realtime_command(
         None, "-m", "--model",
         help="Zoo model, weights or exported file (default: realesr-animevideov3 on a GPU, espcn-r-x4 on a CPU).",
     ),
-    backend: str = typer.Option("torch", "--backend", help="torch, onnxruntime or openvino."),
+    backend: str = typer.Option("torch", "--backend", help=backend_help()),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend)."),
     queue_size: int = typer.Option(2, "--queue", help="Frames waiting at most; older ones are dropped."),
     pace: bool = typer.Option(True, "--pace/--no-pace", help="Feed a file at its frame rate, like a camera."),
@@ -126,7 +129,7 @@ def realtime_command(
     import json
 
     from ..deploy.realtime import is_camera, open_frames, retain_freed_memory, run_realtime, upscaler_infer
-    from ..inference.upscaler import load_model
+    from ..loading import load_model
 
     retain_freed_memory()  # reuse the per-frame buffers instead of mapping them anew (see its docstring)
     dev = device if backend == "torch" else "cpu"

@@ -20,7 +20,6 @@ IO_CONVENTION = (
 META = "superres."  # prefix of our metadata_props keys
 INPUT, OUTPUT = "input", "output"
 PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("torch", "onnxruntime", "openvino")
 EXTRAS = {
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("onnxruntime", "onnx"),

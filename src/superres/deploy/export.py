@@ -60,7 +60,7 @@ def resolve(
     if isinstance(model, nn.Module):
         net = model.eval()
         return Source(net, name or net.arch_name, weights_digest(net))
-    from ..inference.upscaler import load_network
+    from ..zoo.loader import load_network
     from ..zoo.registry import resolve_weights
 
     net, card = load_network(model, allow_download=allow_download)

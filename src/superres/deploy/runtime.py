@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import did_you_mean
-from .common import BACKENDS, PRECISIONS, DeployError, require, short, weights_digest
+from .common import PRECISIONS, DeployError, require, short, weights_digest
 from .export import DEFAULT_OPSET, export_onnx, read_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 EXPORTED_SUFFIXES = (".onnx", ".xml")
+SESSION_BACKENDS = ("onnxruntime", "openvino", "tensorrt")  # what open_session runs
+_TRT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
 
 
 class Session:
@@ -127,14 +129,32 @@ class OpenVINOSession(Session):
         return np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
+class TensorRTSession(OnnxRuntimeSession):
+    """ONNX Runtime with its TensorRT execution provider (engines built and cached by ONNX Runtime), CUDA
+    for any node TensorRT does not take. Needs onnxruntime-gpu built with TensorRT and an NVIDIA GPU."""
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "the tensorrt backend")
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            raise DeployError(
+                "the tensorrt backend needs onnxruntime-gpu with TensorRT and an NVIDIA GPU; this onnxruntime "
+                f"offers {', '.join(ort.get_available_providers())} (use --backend onnxruntime on a CPU)"
+            )
+        super().__init__(path, threads=threads, providers=_TRT_PROVIDERS)
+
+
 def open_session(path: str | os.PathLike[str], backend: str, *, threads: int | None = None) -> Session:
-    """A session for an exported file on ``backend`` (onnxruntime or openvino)."""
+    """A session for an exported file on ``backend`` (onnxruntime, openvino or tensorrt)."""
     if backend == "onnxruntime":
         return OnnxRuntimeSession(path, threads=threads)
     if backend == "openvino":
         return OpenVINOSession(path, threads=threads)
+    if backend == "tensorrt":
+        return TensorRTSession(path, threads=threads)
     raise DeployError(
-        f"backend must be one of {', '.join(b for b in BACKENDS if b != 'torch')}, not {backend!r}"
+        f"backend must be one of {', '.join(SESSION_BACKENDS)}, not {backend!r}{did_you_mean(backend, SESSION_BACKENDS)}"
     )
 
 
@@ -203,7 +223,7 @@ def session_for(
     if isinstance(model, nn.Module):
         net, name = model, model.arch_name
     else:
-        from ..inference.upscaler import load_network
+        from ..zoo.loader import load_network
 
         net, card = load_network(model, allow_download=allow_download)
         name = card.name if card else Path(str(model)).stem
@@ -239,11 +259,12 @@ def load_backend_model(
 ) -> "Upscaler":
     """An :class:`Upscaler` whose tiles run on ``backend``: from an exported .onnx/.xml file, or from a zoo
     name / weights file (exported to the cache on first use)."""
-    from ..inference.upscaler import Upscaler, load_network
+    from ..inference.upscaler import Upscaler
+    from ..zoo.loader import load_network
 
-    if backend not in BACKENDS or backend == "torch":
-        hint = did_you_mean(backend, BACKENDS)
-        raise DeployError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}{hint}")
+    if backend not in SESSION_BACKENDS:
+        hint = did_you_mean(backend, SESSION_BACKENDS)
+        raise DeployError(f"a runtime backend is one of {', '.join(SESSION_BACKENDS)}, not {backend!r}{hint}")
     prec = "fp32" if precision in ("auto", "fp32") else precision
     if prec not in PRECISIONS:
         raise DeployError(f"--precision for the {backend} backend is fp32 or fp16, not {precision!r}")

@@ -244,7 +244,8 @@ class _Network:
 
     def __init__(self, spec: str, *, device: str, precision: str, tile: int | None, self_ensemble: bool,
                  allow_download: bool = False, backend: str = "torch") -> None:
-        from ..inference.upscaler import UpscaleOptions, load_model
+        from ..inference.upscaler import UpscaleOptions
+        from ..loading import load_model
 
         self.spec = spec
         self.up = load_model(spec, device=device, precision=precision, allow_download=allow_download,

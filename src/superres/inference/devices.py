@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..archs.base import ModelDescriptor
+from ..archs.base import ModelDescriptor, get_arch
 from ..errors import SuperresError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -60,10 +60,7 @@ def bytes_per_lr_pixel(desc: ModelDescriptor, dtype: torch.dtype) -> int:
     feat = int(desc.hyperparams.get("num_feat", desc.hyperparams.get("embed_dim", 64)))
     s2 = desc.scale * desc.scale
     elems = 6 * feat + 4 * desc.out_channels * s2
-    if desc.arch in ("rrdbnet", "srcnn"):  # convolutions at output resolution
-        elems += 3 * feat * s2
-    if desc.arch == "swinir":  # attention windows
-        elems += 12 * feat
+    elems += get_arch(desc.arch).extra_activations(desc.hyperparams, feat)  # the architecture's own peak
     item = torch.tensor([], dtype=dtype).element_size()
     return elems * max(item, 2) + 16 * desc.in_channels
 

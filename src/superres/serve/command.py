@@ -145,7 +145,8 @@ def batch_command(
         if address is not None:
             raise SuperresError("--address is for --engine ray")
         from ..inference.batch import run_batch
-        from ..inference.upscaler import UpscaleOptions, load_model
+        from ..inference.upscaler import UpscaleOptions
+        from ..loading import load_model
 
         up = load_model(
             model,

@@ -106,7 +106,8 @@ class ModelPool:
         return t
 
     def _load_all(self) -> None:
-        from ..inference.upscaler import UpscaleOptions, load_model
+        from ..inference.upscaler import UpscaleOptions
+        from ..loading import load_model
 
         try:
             for entry in self.entries.values():

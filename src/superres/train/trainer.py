@@ -256,7 +256,7 @@ def load_generator_weights(source: str, net: nn.Module, key: str = "gan.pretrain
         sd, _ = read_weights_file(p)
         what = str(p)
     else:
-        from ..inference.upscaler import load_network
+        from ..zoo.loader import load_network
 
         try:
             other, _card = load_network(source)

@@ -1,0 +1,141 @@
+"""Model loading behind :func:`superres.load_model`: a zoo name, weights file or exported model, on a backend.
+
+Why a module of its own: the backends are one table here. Each entry says what runs the tiles (PyTorch,
+ONNX Runtime, OpenVINO, TensorRT through ONNX Runtime), what to install, and how to load; the CLI's
+``--backend`` help and its checks are generated from the table, and a plugin adds a row with
+:func:`register_backend`. Every backend returns the same :class:`~superres.inference.upscaler.Upscaler`,
+so tiling, colour, alpha and bit depth are one code path whatever runs the network.
+
+Layering: this module sits above ``zoo`` (networks from names and files), ``inference`` (the pipeline)
+and ``deploy`` (runtime sessions), so none of those needs to import another upwards; nothing here is
+imported until a model is loaded, and the deployment runtimes only when their backend is asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ModelLoadError, SuperresError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inference.upscaler import UpscaleOptions, Upscaler
+
+__all__ = ["Backend", "backend_help", "backend_names", "get_backend", "load_model", "register_backend"]
+
+# (name_or_path, *, device, precision, allow_download, options) -> Upscaler
+Loader = Callable[..., "Upscaler"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run a network's tiles."""
+
+    name: str
+    summary: str  # a few words for --backend help
+    load: Loader
+    extra: str | None = None  # the superres extra that installs its runtime
+    runs_exported: tuple[str, ...] = ()  # exported-model suffixes it can run directly (-m model.onnx)
+
+
+_lock = threading.Lock()
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add a backend; a second one with the same name is an error."""
+    with _lock:
+        if backend.name in _BACKENDS:
+            raise SuperresError(f"backend {backend.name!r} is already registered")
+        _BACKENDS[backend.name] = backend
+    return backend
+
+
+def _all() -> dict[str, Backend]:
+    from .plugins import load_plugins
+
+    load_plugins()
+    return _BACKENDS
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_all())
+
+
+def get_backend(name: str) -> Backend:
+    table = _all()
+    key = name.strip().lower()
+    if key not in table:
+        raise SuperresError(f"--backend must be one of {', '.join(table)}, not {name!r}{did_you_mean(key, table)}")
+    return table[key]
+
+
+def backend_help() -> str:
+    """``--backend`` help text, from the table (plugins included)."""
+    parts = []
+    for b in _all().values():
+        extra = f"; extra: {b.extra}" if b.extra else ""
+        parts.append(f"{b.name} ({b.summary}{extra})")
+    return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache; -m may be " \
+        "an exported .onnx/.xml."
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_download: bool = False,
+    options: "UpscaleOptions | None" = None,
+    backend: str = "torch",
+) -> "Upscaler":
+    """Load a zoo model by name, a weights file (architecture and hyper-parameters detected from it) or an
+    exported model, ready to upscale on ``backend`` (see :func:`backend_names`)."""
+    entry = get_backend(backend)
+    suffix = Path(str(name_or_path)).suffix.lower()
+    exported = {s for b in _all().values() for s in b.runs_exported}
+    if suffix in exported and suffix not in entry.runs_exported:
+        able = [b.name for b in _all().values() if suffix in b.runs_exported]
+        raise ModelLoadError(f"'{name_or_path}' is an exported model: run it with --backend {' or '.join(able)}")
+    return entry.load(name_or_path, device=device, precision=precision, allow_download=allow_download,
+                      options=options)
+
+
+# ---- the built-in backends ---------------------------------------------------------------------------------
+
+
+def _torch(name_or_path: str | Path, *, device: str, precision: str, allow_download: bool,
+           options: "UpscaleOptions | None") -> "Upscaler":
+    from .inference.upscaler import Upscaler
+    from .zoo.loader import load_network
+
+    net, card = load_network(name_or_path, allow_download=allow_download)
+    name = card.name if card else Path(str(name_or_path)).stem
+    return Upscaler(net, name=name, card=card, device=device, precision=precision, options=options)
+
+
+def _runtime(kind: str) -> Loader:
+    def load(name_or_path: str | Path, *, device: str, precision: str, allow_download: bool,
+             options: "UpscaleOptions | None") -> "Upscaler":
+        from .deploy.runtime import load_backend_model
+
+        return load_backend_model(name_or_path, kind, precision=precision, allow_download=allow_download,
+                                  options=options)
+
+    return load
+
+
+def _builtins() -> None:
+    register_backend(Backend("torch", "default, PyTorch on CPU/CUDA/MPS", _torch))
+    register_backend(Backend("onnxruntime", "ONNX Runtime, CPU", _runtime("onnxruntime"), extra="onnx",
+                             runs_exported=(".onnx",)))
+    register_backend(Backend("openvino", "OpenVINO, Intel CPU", _runtime("openvino"), extra="openvino",
+                             runs_exported=(".onnx", ".xml")))
+    register_backend(Backend("tensorrt", "NVIDIA TensorRT via ONNX Runtime's TensorRT provider, GPU only",
+                             _runtime("tensorrt"), runs_exported=(".onnx",)))
+
+
+_builtins()
