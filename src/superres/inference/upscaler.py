@@ -13,14 +13,13 @@ import copy
 import logging
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
 import numpy as np
 import torch
 
-from ..archs.base import ModelDescriptor, SRNet, build, detect
-from ..errors import ModelLoadError, SuperresError
+from ..archs.base import ModelDescriptor, SRNet
+from ..errors import SuperresError
 from .alpha import straight_colour_for_network
 from .devices import auto_tile, pick_device, pick_dtype
 from .fast import accelerate

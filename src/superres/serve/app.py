@@ -459,8 +459,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
                     lambda _f: upload.discard()
                 )
             except ApiError:
-                with store.lock:
-                    store._jobs.pop(job.id, None)
+                store.discard(job.id)
                 raise
         except BaseException:
             upload.discard()

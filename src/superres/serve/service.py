@@ -253,6 +253,11 @@ class JobStore:
             raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or expired and deleted)")
         return job
 
+    def discard(self, job_id: str) -> None:
+        """Forget a job that was never started (its submission was refused after it was added)."""
+        with self.lock:
+            self._jobs.pop(job_id, None)
+
     def expires_at(self, job: Job) -> Optional[float]:
         return None if job.finished is None else job.finished + self.ttl
 
