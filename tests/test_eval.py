@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from superres.cli import friendly
 from superres.errors import DatasetError, SuperresError
 from superres.eval.command import eval_command
-from superres.eval.datasets import load_dataset, resolve_dataset
+from superres.data.catalogue import load_dataset, resolve_dataset
 from superres.eval.report import render, to_json
 from superres.eval.runner import EvalResult, evaluate
 

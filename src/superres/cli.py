@@ -384,7 +384,7 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
     from rich.table import Table
 
     from .errors import DatasetError
-    from .eval.datasets import DATASETS, default_data_root, resolve_dataset
+    from .data.catalogue import DATASETS, default_data_root, resolve_dataset
 
     root = data_root or default_data_root()
     table = Table(title=f"benchmark datasets (data root: {root})")

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, SuperresError
+from .catalogue import IMAGE_SUFFIXES
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -45,7 +46,6 @@ __all__ = [
     "seed_worker",
 ]
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # LR pixels of context kept around a crop before synthesising its LR: MATLAB's x1/s bicubic reaches 2 LR
 # pixels (4 s HR pixels of support) to each side, so with 3 the LR crop equals that window of the full
@@ -317,7 +317,7 @@ class ValidationSet:
         root: str | os.PathLike[str] | None = None,
         limit: int | None = None,
     ) -> None:
-        from ..eval.datasets import iter_pairs, resolve_dataset
+        from .catalogue import iter_pairs, resolve_dataset
 
         ds = resolve_dataset(source, scale, root, limit=limit)
         self.name = ds.name

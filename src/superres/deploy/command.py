@@ -77,7 +77,7 @@ def bench_command(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the Markdown table here."),
 ) -> None:
     """Time backends x models x sizes: ms, LR megapixels/s, GFLOP/s against a measured matmul peak, memory."""
-    from ..deploy.bench import bench, to_markdown
+    from ..eval.speed import bench, to_markdown
     from ..loading import backend_names
 
     known = backend_names()

@@ -73,7 +73,7 @@ def metadata(
     src: Source, *, opset: int, precision: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The ``superres.*`` metadata_props of an exported file (all values are strings)."""
-    import superres
+    from .._version import __version__
 
     d = src.net.descriptor
     hp = {k: v for k, v in d.hyperparams.items()}
@@ -91,7 +91,7 @@ def metadata(
         "precision": precision,
         "opset": str(opset),
         "io": IO_CONVENTION,
-        "version": superres.__version__,
+        "version": __version__,
     }
     meta.update(extra or {})
     return {META + k: v for k, v in meta.items()}

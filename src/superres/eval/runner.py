@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import SuperresError
 from .metrics import MetricContext, MetricSpec, MetricUnavailable, Scorer, get_metric, metrics
 from ..resize import imresize
-from .datasets import Pair, ResolvedDataset, iter_pairs, resolve_dataset
+from ..data.catalogue import Pair, ResolvedDataset, iter_pairs, resolve_dataset
 
 __all__ = [
     "BASELINES",
@@ -481,7 +481,7 @@ def _meta(methods: list[_Method], resolved: list[ResolvedDataset], metrics: tupl
           precision: str, tile: int | None, self_ensemble: bool, limit: int | None) -> dict[str, Any]:
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     specs = [get_metric(m) for m in metrics]
     impl = {(m.impl_key or m.name): m.implementation for m in specs}

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from .._version import __version__
 from .errors import ApiError, ErrorBody
 from .pipeline import (
     CONTENT_TYPES,

@@ -267,7 +267,7 @@ def default_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
     """``--data-root``, else ``$SUPERRES_DATA``, else ``../shared/data`` (as the evaluation commands)."""
     if data_root is not None:
         return Path(data_root).expanduser().resolve()
-    from ..eval.datasets import default_data_root as eval_root
+    from ..data.catalogue import default_data_root as eval_root
 
     return eval_root().expanduser().resolve()
 
