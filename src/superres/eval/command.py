@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import SuperresError
+from ..loading import backend_help
 from .metrics import metrics_help
 
 __all__ = ["eval_command", "parse_list", "parse_scales", "register"]
@@ -77,8 +78,7 @@ def eval_command(
     niqe_params: Optional[Path] = typer.Option(None, "--niqe-params",
                                                help="niqe_pris_params.npz (default: $SUPERRES_NIQE_PARAMS)."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official zoo weights (hash-pinned)."),
-    backend: str = typer.Option("torch", "--backend",
-                                help="torch, onnxruntime or openvino (needed for exported .onnx/.xml models)."),
+    backend: str = typer.Option("torch", "--backend", help=backend_help()),
 ) -> None:
     """Benchmark models on Set5/Set14/BSD100/... with the literature's protocol (PSNR/SSIM on Y, crop = scale)."""
     from .report import FORMATS, format_for_path, render, rich_table, write_report
