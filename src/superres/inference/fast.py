@@ -1,20 +1,19 @@
 """Fast fp32 CPU inference: Winograd convolutions, fused epilogues, coarse-grained threads.
 
 ``accelerate(net, device)`` returns a forward function equal to ``net(x)`` within float rounding (max abs
-difference 1e-5 .. 5e-5 on [0, 1] images for the Real-ESRGAN models; ``tests/test_fast.py`` and
-``benchmarks/cpu_speed.py`` measure it). On a 2-core AVX2 EPYC (shared, noisy) at 256x256 input it ran
-realesr-animevideov3 2.5-4x faster than PyTorch eager and 1.56-1.85x faster than the ncnn runtime (2 threads,
-fp32), realesrgan-x4plus ~3.9x faster than eager and 2.2-2.4x faster than ncnn (``benchmarks/cpu_speed.py``
-times all three side by side in one run).
+difference 1e-5 .. 5e-5 on [0, 1] images for the Real-ESRGAN models; ``tests/test_fast.py`` checks it).
+Its speed against PyTorch eager and the ncnn runtime is measured by ``benchmarks/cpu_speed.py``; what was
+measured while building it, and the alternatives tried and dropped, are in ``benchmarks/README.md``.
 
-How (each choice was measured on that machine; the rejected alternatives are listed at the end):
+How:
 
 * **Fewer multiplies.** Every stride-1, pad-1 3x3 convolution is computed as Y = A^T [(G g G^T) . (B^T d B)] A
   on (m+2) x (m+2) input tiles giving m x m outputs (Lavin & Gray 2015): F(6x6, 3x3) needs 64 multiplies
   per 36 outputs instead of 324 (5.1x fewer), F(4x4, 3x3) 36 per 16 (4x). The products over channels are
   (m+2)^2 matrix products ``(tiles x Cin) @ (Cin x Cout)``. Weights are transformed once, in float64.
-* **Compiled transforms and GEMM.** A small C kernel (embedded below; built once per machine with the system
-  C compiler into the superres cache, self-tested, loaded with ctypes) does the input transform, the GEMMs
+* **Compiled transforms and GEMM.** A small C kernel (``fast_kernels.c`` beside this module, package data;
+  built once per machine with the system C compiler into the superres cache, self-tested, loaded with
+  ctypes) does the input transform, the GEMMs
   and the output transform of a chunk of tiles in one call. The transforms read and write images with any
   strides (the NCHW input and output are used in place) and fold in a nearest x2 upsampling (input side)
   and bias, (P)ReLU / LeakyReLU, up to two scaled residual adds and SRVGG's pixel shuffle + base image
@@ -28,23 +27,14 @@ How (each choice was measured on that machine; the rejected alternatives are lis
   (transform work per block: 192 channels instead of 640; the GEMM prefetches the store's rows).
 * **Threads that do not wait on each other.** Each convolution is cut into equal chunks of tiles; a pool of
   worker threads (as many as torch's intra-op threads, each running torch single-threaded) takes chunks
-  from a shared counter, one barrier per convolution. On a machine shared with other processes this avoids
-  the stalls of fine-grained OpenMP regions: a 4096x64x64 ``torch.mm`` with 2 OpenMP threads ran at
-  1.4 GFLOP/s while another process used the cores, at 75 GFLOP/s with one thread.
+  from a shared counter, one barrier per convolution, which avoids the stalls of fine-grained OpenMP regions
+  on a machine shared with other processes.
 
 Numerics: on one layer the transforms amplify rounding (F(4,3) ~3.5x, F(6,3) ~5x a direct fp32 conv);
 through the 18 convs of realesr-animevideov3 and the 351 of realesrgan-x4plus the [0, 1] output stays
 within ~5e-5 of fp32 eager (F(4,3): about half that).
 
-Measured and not kept (same machine, same run): channels-last eager 1.1-1.6x over NCHW eager (kept only
-as the fallback); ``torch.compile`` (inductor, CPU, static shapes, with or without freezing) ~1.1-1.7x
-over eager but 3-7 s (SRVGG) and ~55 s (RRDB) of compilation per input size; ``torch.jit.freeze`` +
-``optimize_for_inference`` ~= channels-last, 5-33 s to prepare; Winograd transforms as PyTorch
-element-wise ops: slower than eager; ``torch.bmm`` for the Winograd GEMMs: 20-35% slower than the C kernel;
-oneDNN disabled (``torch.backends.mkldnn``): eager 3x slower. Tile size (animevideov3, LR MP/s of this
-engine / ncnn): 64x64 0.18 / 0.24, 128x128 0.27 / 0.23, 256x256 0.33 / 0.20, 512x512 0.33 / 0.18: per-pixel
-speed grows up to ~256x256 tiles and is flat beyond; below ~96x96 the per-convolution synchronisation
-dominates and ncnn is faster, so give the engine large tiles.
+Give the engine large tiles: below ~96x96 the per-convolution synchronisation dominates.
 
 Thread-safety: a returned forward may be called from several threads at once (each call keeps its
 activations local; worker scratch is per thread; callers share the worker pool). The original network is
@@ -151,320 +141,12 @@ def winograd_weights(weight: torch.Tensor, m: int = 4, cin_pad: int = 0, cout_pa
 
 # ---- transform kernels: C (built once per machine) and a PyTorch fallback with the same interface -------
 
-_C_SOURCE = r"""
-/* superres Winograd F(4x4,3x3) and F(6x6,3x3) transforms. Images are (H, W, C) with element strides
-   (sy, sx, sc); V and M are (P, tiles, C) with strides (vsp, vst, 1), P = (m+2)^2, C % 8 == 0.
-   GCC / Clang vector extensions (AVX2 with -march=native on x86-64). */
-#include <stdint.h>
-typedef int64_t i64;
-typedef float v8 __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
-#define LD(p) (*(const v8*)(p))
-#define ST(p, v) (*(v8*)(p) = (v))
+def _c_source() -> str:
+    """The kernel's C source, shipped beside this module as package data (``fast_kernels.c``)."""
+    from importlib.resources import files
 
-typedef struct {
-    float* y; i64 sy, sx, sc, cvalid, shuf;
-    const float* bias; i64 act; float slope; const float* alpha;
-    const float* r1; i64 r1sy, r1sx, r1sc; float s1;
-    const float* r2; i64 r2sy, r2sx, r2sc; float s2;
-} sr_epi;
+    return files(__package__).joinpath("fast_kernels.c").read_text(encoding="utf-8")
 
-/* B^T d for F(4,3) (6 points) and F(6,3) (8 points) */
-static inline void bt6(v8 d0, v8 d1, v8 d2, v8 d3, v8 d4, v8 d5, v8* r) {
-    v8 s12 = d1 + d2, s34 = d3 + d4, u12 = d1 - d2, u43 = d4 - d3, v42 = d4 - d2, v31 = d3 - d1;
-    r[0] = 4.f * d0 - 5.f * d2 + d4;
-    r[1] = s34 - 4.f * s12;
-    r[2] = u43 + 4.f * u12;
-    r[3] = v42 + 2.f * v31;
-    r[4] = v42 - 2.f * v31;
-    r[5] = 4.f * d1 - 5.f * d3 + d5;
-}
-
-static inline void bt8(const v8* d, i64 st, v8* r, i64 rt) {
-    v8 d0 = d[0], d1 = d[st], d2 = d[2 * st], d3 = d[3 * st], d4 = d[4 * st], d5 = d[5 * st], d6 = d[6 * st],
-       d7 = d[7 * st];
-    v8 a = d2 + d6 - 4.25f * d4, b = d1 + d5 - 4.25f * d3;
-    v8 c = d6 + 0.25f * d2 - 1.25f * d4, e = 0.5f * d1 - 2.5f * d3 + 2.f * d5;
-    v8 f = d6 + 4.f * d2 - 5.f * d4, g = 2.f * d1 - 2.5f * d3 + 0.5f * d5;
-    r[0] = d0 - d6 + 5.25f * (d4 - d2);
-    r[rt] = a + b;
-    r[2 * rt] = a - b;
-    r[3 * rt] = c + e;
-    r[4 * rt] = c - e;
-    r[5 * rt] = f + g;
-    r[6 * rt] = f - g;
-    r[7 * rt] = d7 - d1 + 5.25f * (d3 - d5);
-}
-
-/* A^T m for F(4,3) and F(6,3) */
-static inline void at4(v8 m0, v8 m1, v8 m2, v8 m3, v8 m4, v8 m5, v8* o) {
-    v8 p12 = m1 + m2, p34 = m3 + m4, n12 = m1 - m2, n34 = m3 - m4;
-    o[0] = m0 + p12 + p34;
-    o[1] = n12 + 2.f * n34;
-    o[2] = p12 + 4.f * p34;
-    o[3] = n12 + 8.f * n34 + m5;
-}
-
-static inline void at8(const v8* m, i64 st, v8* o) {
-    v8 m0 = m[0], m7 = m[7 * st];
-    v8 a12 = m[st] + m[2 * st], s12 = m[st] - m[2 * st];
-    v8 a34 = m[3 * st] + m[4 * st], s34 = m[3 * st] - m[4 * st];
-    v8 a56 = m[5 * st] + m[6 * st], s56 = m[5 * st] - m[6 * st];
-    o[0] = m0 + a12 + a34 + a56;
-    o[1] = s12 + 2.f * s34 + 0.5f * s56;
-    o[2] = a12 + 4.f * a34 + 0.25f * a56;
-    o[3] = s12 + 8.f * s34 + 0.125f * s56;
-    o[4] = a12 + 16.f * a34 + 0.0625f * a56;
-    o[5] = s12 + 32.f * s34 + 0.03125f * s56 + m7;
-}
-
-/* Load the n x n input tile at (y0, x0), channels c0..c0+7: zero outside the image and in channels >= cvalid.
-   Read at (y / up, x / up): up = 2 reads a nearest x2 upsampling of the image. */
-static inline void load_tile(int n, v8* d, const float* x, i64 H, i64 W, i64 C, i64 cvalid, i64 sy, i64 sx,
-                             i64 sc, i64 up, i64 y0, i64 x0, i64 c0)
-{
-    const v8 zero = {0};
-    const int vec = sc == 1 && cvalid == C;
-    if (vec && up == 1 && y0 >= 0 && y0 + n <= H && x0 >= 0 && x0 + n <= W) {
-        const float* s = x + y0 * sy + x0 * sx + c0;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) d[i * n + j] = LD(s + i * sy + j * sx);
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        i64 yy = y0 + i;
-        for (int j = 0; j < n; j++) {
-            i64 xx = x0 + j;
-            v8 v = zero;
-            if (yy >= 0 && yy < H && xx >= 0 && xx < W) {
-                const float* s = x + (yy / up) * sy + (xx / up) * sx;
-                if (vec) v = LD(s + c0);
-                else
-                    for (int k = 0; k < 8 && c0 + k < cvalid; k++) v[k] = s[(c0 + k) * sc];
-            }
-            d[i * n + j] = v;
-        }
-    }
-}
-
-/* Tiles [t0, t1) (t = ty * ntx + tx) -> V[p * vsp + (t - t0) * vst + c], p = a * (m+2) + b. */
-void sr_wino_in(int m, const float* x, i64 H, i64 W, i64 C, i64 cvalid, i64 sy, i64 sx, i64 sc, i64 up,
-                i64 ntx, i64 t0, i64 t1, float* V, i64 vsp, i64 vst)
-{
-    for (i64 t = t0; t < t1; t++) {
-        i64 ty = t / ntx, tx = t - ty * ntx;
-        float* vt = V + (t - t0) * vst;
-        for (i64 c0 = 0; c0 < C; c0 += 8) {
-            if (m == 4) {
-                v8 d[36], r[6][6];
-                load_tile(6, d, x, H, W, C, cvalid, sy, sx, sc, up, 4 * ty - 1, 4 * tx - 1, c0);
-                for (int j = 0; j < 6; j++) {
-                    v8 o[6];
-                    bt6(d[j], d[6 + j], d[12 + j], d[18 + j], d[24 + j], d[30 + j], o);
-                    for (int a = 0; a < 6; a++) r[a][j] = o[a];
-                }
-                for (int a = 0; a < 6; a++) {
-                    v8 o[6];
-                    bt6(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], o);
-                    float* dst = vt + (i64)(a * 6) * vsp + c0;
-                    for (int b = 0; b < 6; b++) ST(dst + b * vsp, o[b]);
-                }
-            } else {
-                v8 d[64], r[64], o[8];
-                load_tile(8, d, x, H, W, C, cvalid, sy, sx, sc, up, 6 * ty - 1, 6 * tx - 1, c0);
-                for (int j = 0; j < 8; j++) bt8(d + j, 8, r + j, 8);          /* r[a*8+j]: rows */
-                for (int a = 0; a < 8; a++) {
-                    bt8(r + a * 8, 1, o, 1);                                  /* columns */
-                    float* dst = vt + (i64)(a * 8) * vsp + c0;
-                    for (int b = 0; b < 8; b++) ST(dst + b * vsp, o[b]);
-                }
-            }
-        }
-    }
-}
-
-/* The (m+2)^2 products M_p (n x N) = V_p (n x K, row stride vst) @ U_p (K x N, contiguous), N % 8 == 0.
-   An AVX2/FMA register-blocked kernel: 6 rows x 16 columns of M in 12 accumulators, U_p's 16 columns stream
-   from L1. ~95% of one core's FMA peak for these thin shapes (MKL's sgemm: 65-75%). */
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define FMA2(i) a = _mm256_broadcast_ss(r##i + k); c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); \
-                c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
-#define FMA1(i) a = _mm256_broadcast_ss(r##i + k); c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);
-static inline void mk16(const float* A, i64 as, const float* B, i64 N, i64 K, float* C, i64 cs, int R,
-                        int pf) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, a;
-    const float *r0 = A, *r1 = R > 1 ? A + as : A, *r2 = R > 2 ? A + 2 * as : A, *r3 = R > 3 ? A + 3 * as : A,
-                *r4 = R > 4 ? A + 4 * as : A, *r5 = R > 5 ? A + 5 * as : A;
-    const float* nx = A + 6 * as;  /* the next 6 rows: rows of a strided store are too short for the hardware
-                                      prefetcher (1.5-2x faster GEMMs reading RRDB's Winograd-domain store) */
-    for (i64 k = 0; k < K; k++) {
-        if (pf && (k & 15) == 0)
-            for (int r = 0; r < pf; r++) _mm_prefetch((const char*)(nx + r * as + k), _MM_HINT_T0);
-        __m256 b0 = _mm256_loadu_ps(B + k * N), b1 = _mm256_loadu_ps(B + k * N + 8);
-        FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5)
-    }
-    __m256 out[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(C + r * cs, out[2 * r]);
-        _mm256_storeu_ps(C + r * cs + 8, out[2 * r + 1]);
-    }
-}
-static inline void mk8(const float* A, i64 as, const float* B, i64 N, i64 K, float* C, i64 cs, int R) {
-    __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00, a;
-    const float *r0 = A, *r1 = R > 1 ? A + as : A, *r2 = R > 2 ? A + 2 * as : A, *r3 = R > 3 ? A + 3 * as : A,
-                *r4 = R > 4 ? A + 4 * as : A, *r5 = R > 5 ? A + 5 * as : A;
-    for (i64 k = 0; k < K; k++) {
-        __m256 b0 = _mm256_loadu_ps(B + k * N);
-        FMA1(0) FMA1(1) FMA1(2) FMA1(3) FMA1(4) FMA1(5)
-    }
-    __m256 out[6] = {c00, c10, c20, c30, c40, c50};
-    for (int r = 0; r < R; r++) _mm256_storeu_ps(C + r * cs, out[r]);
-}
-int sr_gemm_available(void) { return 1; }
-void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float* U, i64 N, float* M, i64 msp,
-             i64 mst)
-{
-    for (i64 p = 0; p < P; p++) {
-        const float *A = V + p * vsp, *B = U + p * K * N;
-        float* C = M + p * msp;
-        for (i64 j0 = 0; j0 < N; j0 += 16)
-            for (i64 r0 = 0; r0 < n; r0 += 6) {
-                int R = n - r0 < 6 ? (int)(n - r0) : 6;
-                i64 left = n - r0 - 6;
-                int pf = j0 == 0 && left > 0 ? (left < 6 ? (int)left : 6) : 0;
-                if (j0 + 16 <= N) mk16(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R, pf);
-                else mk8(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R);
-            }
-    }
-}
-#else
-int sr_gemm_available(void) { return 0; }
-void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float* U, i64 N, float* M, i64 msp,
-             i64 mst) { (void)P; (void)V; (void)vsp; (void)vst; (void)n; (void)K; (void)U; (void)N; (void)M;
-             (void)msp; (void)mst; }
-#endif
-
-/* Per 8-channel group: where each lane goes, relative to the pixel's position (scalar store paths). */
-typedef struct { i64 yo[8], o1[8], o2[8]; int lanes, quad; } sr_lanes;
-
-static inline void lanes_of(const sr_epi* e, i64 c0, sr_lanes* L) {
-    L->lanes = (int)(e->cvalid - c0 < 8 ? e->cvalid - c0 : 8);
-    for (int k = 0; k < L->lanes; k++) {
-        i64 c = c0 + k;
-        if (e->shuf) {
-            i64 s = e->shuf, oc = c / (s * s);
-            L->yo[k] = oc * e->sc + ((c / s) % s) * e->sy + (c % s) * e->sx;
-            L->o1[k] = oc * e->r1sc;
-            L->o2[k] = 0;
-        } else {
-            L->yo[k] = c * e->sc;
-            L->o1[k] = c * e->r1sc;
-            L->o2[k] = c * e->r2sc;
-        }
-    }
-    /* x4 shuffle into unit-stride rows: lanes 0-3 and 4-7 are two runs of 4 pixels of one output plane */
-    L->quad = e->shuf == 4 && e->sx == 1 && L->lanes == 8;
-}
-
-static inline void emit(v8 v, i64 yy, i64 xx, i64 c0, const sr_epi* e, int vec, const sr_lanes* L) {
-    if (vec) {
-        if (e->r1) v = v * e->s1 + LD(e->r1 + yy * e->r1sy + xx * e->r1sx + c0);
-        if (e->r2) v = v * e->s2 + LD(e->r2 + yy * e->r2sy + xx * e->r2sx + c0);
-        ST(e->y + yy * e->sy + xx * e->sx + c0, v);
-        return;
-    }
-    i64 s = e->shuf ? e->shuf : 1;
-    float* y = e->y + (yy * s) * e->sy + (xx * s) * e->sx;
-    const float* q1 = e->r1 ? e->r1 + yy * e->r1sy + xx * e->r1sx : 0;
-    const float* q2 = e->r2 ? e->r2 + yy * e->r2sy + xx * e->r2sx : 0;
-    if (L->quad) {
-        typedef float v4 __attribute__((vector_size(16), aligned(4)));
-        if (q1) v = v * e->s1 + q1[L->o1[0]];
-        v4 lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
-        *(v4*)(y + L->yo[0]) = lo;
-        *(v4*)(y + L->yo[4]) = hi;
-        return;
-    }
-    for (int k = 0; k < L->lanes; k++) {
-        float f = v[k];
-        if (q1) f = f * e->s1 + q1[L->o1[k]];
-        if (q2) f = f * e->s2 + q2[L->o2[k]];
-        y[L->yo[k]] = f;
-    }
-}
-
-static inline v8 activate(v8 v, v8 b, v8 al, i64 act) {
-    const v8 zero = {0};
-    v = v + b;
-    if (act) { v8i k = v > zero; v = (v8)(((v8i)v & k) | ((v8i)(v * al) & ~k)); }
-    return v;
-}
-
-/* M -> v = act(A^T M A + bias) at the pixels of tiles [t0, t1) inside H x W; act: 0 none, 1 leaky (slope),
-   2 prelu (alpha[c]). Then, for channels c < cvalid:
-     shuf == 0: v = v * s1 + r1[y, x, c]; v = v * s2 + r2[y, x, c] (each when given); y[y, x, c] = v.
-     shuf == s: pixel shuffle, c = (k * s + i) * s + j -> y[k, y * s + i, x * s + j] = v * s1 + r1[y, x, k].
-   r1 / r2 may alias y (each pixel is read before it is written). */
-void sr_wino_out(int m, const float* M, i64 msp, i64 mst, i64 C, i64 ntx, i64 t0, i64 t1, i64 H, i64 W,
-                 const sr_epi* e)
-{
-    const v8 zero = {0};
-    const int vec = e->sc == 1 && e->cvalid == C && e->shuf == 0 && (!e->r1 || e->r1sc == 1)
-                    && (!e->r2 || e->r2sc == 1);
-    for (i64 t = t0; t < t1; t++) {
-        i64 ty = t / ntx, tx = t - ty * ntx;
-        i64 y0 = m * ty, x0 = m * tx;
-        const float* mt = M + (t - t0) * mst;
-        for (i64 c0 = 0; c0 < C && c0 < e->cvalid; c0 += 8) {
-            v8 b = e->bias ? LD(e->bias + c0) : zero;
-            v8 al = zero + e->slope;
-            if (e->act == 2) al = LD(e->alpha + c0);
-            sr_lanes L;
-            if (!vec) lanes_of(e, c0, &L);
-            if (m == 4) {
-                v8 z[6][4];
-                for (int a = 0; a < 6; a++) {
-                    const float* p = mt + (i64)(a * 6) * msp + c0;
-                    at4(LD(p), LD(p + msp), LD(p + 2 * msp), LD(p + 3 * msp), LD(p + 4 * msp),
-                        LD(p + 5 * msp), z[a]);
-                }
-                for (int j = 0; j < 4 && x0 + j < W; j++) {
-                    v8 o[4];
-                    at4(z[0][j], z[1][j], z[2][j], z[3][j], z[4][j], z[5][j], o);
-                    for (int i = 0; i < 4 && y0 + i < H; i++)
-                        emit(activate(o[i], b, al, e->act), y0 + i, x0 + j, c0, e, vec, &L);
-                }
-            } else {
-                v8 q[8], z[8][6], col[8], o[6];
-                for (int a = 0; a < 8; a++) {
-                    const float* p = mt + (i64)(a * 8) * msp + c0;
-                    for (int k = 0; k < 8; k++) q[k] = LD(p + k * msp);
-                    at8(q, 1, z[a]);
-                }
-                for (int j = 0; j < 6 && x0 + j < W; j++) {
-                    for (int a = 0; a < 8; a++) col[a] = z[a][j];
-                    at8(col, 1, o);
-                    for (int i = 0; i < 6 && y0 + i < H; i++)
-                        emit(activate(o[i], b, al, e->act), y0 + i, x0 + j, c0, e, vec, &L);
-                }
-            }
-        }
-    }
-}
-
-/* One chunk of one convolution in one call (less Python per chunk): tiles [t0, t1) of x -> V (channels
-   [voff, voff + vc) of planes whose row 0 is tile t0), M = V[:, :, :K] @ U, M -> the epilogue. */
-void sr_wino_chunk(int m, const float* x, i64 H, i64 W, i64 cvalid, i64 sy, i64 sx, i64 sc, i64 up, i64 ntx,
-                   i64 t0, i64 t1, float* V, i64 vsp, i64 vst, i64 voff, i64 vc, i64 K, const float* U, i64 N,
-                   float* M, i64 msp, i64 mst, const sr_epi* e)
-{
-    sr_wino_in(m, x, H, W, vc, cvalid, sy, sx, sc, up, ntx, t0, t1, V + voff, vsp, vst);
-    sr_gemm((m + 2) * (m + 2), V, vsp, vst, t1 - t0, K, U, N, M, msp, mst);
-    sr_wino_out(m, M, msp, mst, N, ntx, t0, t1, H, W, e);
-}
-"""
 
 
 class _Epi(ctypes.Structure):
@@ -678,9 +360,10 @@ def _compile_c(cache: Path) -> Path:
     if not cc:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    source = _c_source()
     errors = []
     for flags in (["-O3", "-march=native"], ["-O3"]):
-        what = "\0".join([_C_SOURCE, cc, version, *flags, _cpu_signature()])
+        what = "\0".join([source, cc, version, *flags, _cpu_signature()])
         key = hashlib.sha256(what.encode()).hexdigest()
         final = cache / f"wino-{key[:20]}.so"
         if final.is_file():
@@ -688,7 +371,7 @@ def _compile_c(cache: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             src = Path(tmp) / "wino.c"
-            src.write_text(_C_SOURCE)
+            src.write_text(source)
             out = Path(tmp) / final.name
             cmd = [cc, *flags, "-std=gnu99", "-shared", "-fPIC", "-o", str(out), str(src)]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
