@@ -1,0 +1,83 @@
+"""What every route of one server shares: its settings, models, job store and scheduler.
+
+Why an object: the routes live in separate modules (:mod:`superres.serve.routers`); each gets this
+context from ``request.app.state.ctx`` instead of closing over variables of one long ``create_app``. The
+job store, scheduler and temporary folder exist only while the app runs (made in its lifespan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from .errors import ApiError, ErrorBody
+from .schemas import JobInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .service import Job, JobStore, ModelPool, Scheduler
+    from .settings import ServeSettings
+
+__all__ = ["ServerContext", "out_name"]
+
+
+@dataclass
+class ServerContext:
+    settings: "ServeSettings"
+    pool: "ModelPool"
+    tmp: Optional[Path] = None
+    jobs: "Optional[JobStore]" = None
+    sched: "Optional[Scheduler]" = None
+    extras: dict[str, object] = field(default_factory=dict)  # per-feature state of optional routers
+
+    @property
+    def store(self) -> "JobStore":
+        assert self.jobs is not None, "the app is not running (lifespan not started)"
+        return self.jobs
+
+    @property
+    def scheduler(self) -> "Scheduler":
+        assert self.sched is not None, "the app is not running (lifespan not started)"
+        return self.sched
+
+    @property
+    def tmp_dir(self) -> Path:
+        assert self.tmp is not None, "the app is not running (lifespan not started)"
+        return self.tmp
+
+    def ready_or_503(self) -> None:
+        pool = self.pool
+        if not pool.ready.is_set():
+            raise ApiError(
+                503,
+                "not_ready",
+                pool.error or f"loading models ({pool.loading or 'starting'})",
+                {"Retry-After": "2"},
+            )
+
+    def job_info(self, job: "Job") -> JobInfo:
+        return JobInfo(
+            id=job.id,
+            status=job.status,
+            progress=job.control.progress
+            if job.status != "cancelled"
+            else round(min(job.control.progress, 0.99), 4),
+            model=job.model,
+            filename=job.filename,
+            created=job.created,
+            started=job.started,
+            finished=job.finished,
+            expires=self.store.expires_at(job),
+            width=job.width,
+            height=job.height,
+            content_type=job.content_type,
+            result_url=f"/v1/jobs/{job.id}/result" if job.status == "done" else None,
+            error=ErrorBody(**job.error) if job.error else None,
+        )
+
+
+def out_name(filename: str, suffix: str, model_scale: str) -> str:
+    """A safe download name: the upload's stem, the model or scale, the output suffix."""
+    stem = Path(filename).stem or "image"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
+    return f"{safe}_{model_scale}{suffix}"

@@ -1,0 +1,106 @@
+"""``/v1/jobs``: submit an image for background upscaling, poll its progress, fetch or cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from ..context import ServerContext, out_name
+from ..errors import ApiError
+from ..pipeline import Outcome, parse_params, probe, process
+from ..schemas import IMAGE_RESPONSE, JobInfo, errors, upload_body
+from ..service import Job
+from ..upload import receive_upload
+
+
+def build(ctx: ServerContext) -> APIRouter:
+    router = APIRouter()
+    settings, pool = ctx.settings, ctx.pool
+
+    @router.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=JobInfo,
+        tags=["jobs"],
+        openapi_extra=upload_body(list(pool.entries)),
+        responses=errors(413, 415, 422, 429, 503),
+    )
+    async def submit_job(request: Request) -> JSONResponse:
+        """Accept an image for background upscaling (up to ``max_pixels``); poll the returned job."""
+        ctx.ready_or_503()
+        upload = await receive_upload(request, ctx.tmp_dir, settings.max_bytes)
+        try:
+            params = parse_params(upload.fields)
+            name = pool.resolve(params.model)
+            up = pool.get(name)
+            assert upload.path is not None
+            # header only, off the event loop: a bomb or a text file is refused now, not as a failed job
+            await asyncio.to_thread(probe, upload.path, upload.filename, settings.max_pixels)
+            job = Job(id=secrets.token_hex(16), model=name, filename=upload.filename, params=params)
+            store = ctx.store
+            store.add(job)
+
+            def work(data: bytes) -> Outcome:
+                return process(
+                    up,
+                    data,
+                    job.filename,
+                    params,
+                    job.control,
+                    max_pixels=settings.max_pixels,
+                    max_output_pixels=settings.max_output_pixels,
+                )
+
+            try:
+                ctx.scheduler.submit(lambda: store.run(job, upload, work)).add_done_callback(
+                    lambda _f: upload.discard()
+                )
+            except ApiError:
+                store.discard(job.id)
+                raise
+        except BaseException:
+            upload.discard()
+            raise
+        return JSONResponse(
+            ctx.job_info(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
+
+    @router.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], responses=errors(404))
+    async def job_status(job_id: str) -> JobInfo:
+        """Status and progress (0..1) of a job; ``result_url`` once it is done."""
+        return ctx.job_info(ctx.store.get(job_id))
+
+    @router.get(
+        "/v1/jobs/{job_id}/result",
+        response_class=Response,
+        tags=["jobs"],
+        responses={200: IMAGE_RESPONSE, **errors(404, 409)},
+    )
+    async def job_result(job_id: str) -> Response:
+        """The finished image (until the job expires or is deleted)."""
+        job = ctx.store.get(job_id)
+        if job.status != "done" or job.result is None or not job.result.exists():
+            detail = f"job is {job.status}"
+            if job.error:
+                detail += f": {job.error['detail']}"
+            raise ApiError(409, "job_not_done", detail)
+        name = out_name(job.filename, job.result.suffix, job.model)
+        return FileResponse(
+            job.result,
+            media_type=job.content_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "X-Image-Size": f"{job.width}x{job.height}",
+            },
+        )
+
+    @router.delete("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], responses=errors(404))
+    async def cancel_job(job_id: str) -> JobInfo:
+        """Cancel an unfinished job (it stops between tiles) or delete a finished one's result; the id is
+        forgotten (404 afterwards)."""
+        return ctx.job_info(ctx.store.cancel(job_id))
+
+    return router
