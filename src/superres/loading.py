@@ -13,13 +13,13 @@ imported until a model is loaded, and the deployment runtimes only when their ba
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelLoadError, SuperresError, did_you_mean
+from .errors import ModelLoadError
+from .plugins import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inference.upscaler import UpscaleOptions, Upscaler
@@ -41,42 +41,26 @@ class Backend:
     runs_exported: tuple[str, ...] = ()  # exported-model suffixes it can run directly (-m model.onnx)
 
 
-_lock = threading.Lock()
-_BACKENDS: dict[str, Backend] = {}
+_BACKENDS: Registry[Backend] = Registry("backend", lambda b: b.name)
 
 
 def register_backend(backend: Backend) -> Backend:
     """Add a backend; a second one with the same name is an error."""
-    with _lock:
-        if backend.name in _BACKENDS:
-            raise SuperresError(f"backend {backend.name!r} is already registered")
-        _BACKENDS[backend.name] = backend
-    return backend
-
-
-def _all() -> dict[str, Backend]:
-    from .plugins import load_plugins
-
-    load_plugins()
-    return _BACKENDS
+    return _BACKENDS.register(backend)
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(_all())
+    return _BACKENDS.names()
 
 
 def get_backend(name: str) -> Backend:
-    table = _all()
-    key = name.strip().lower()
-    if key not in table:
-        raise SuperresError(f"--backend must be one of {', '.join(table)}, not {name!r}{did_you_mean(key, table)}")
-    return table[key]
+    return _BACKENDS.get(name, option="--backend")
 
 
 def backend_help() -> str:
     """``--backend`` help text, from the table (plugins included)."""
     parts = []
-    for b in _all().values():
+    for b in _BACKENDS.table().values():
         extra = f"; extra: {b.extra}" if b.extra else ""
         parts.append(f"{b.name} ({b.summary}{extra})")
     return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache; -m may be " \
@@ -96,9 +80,9 @@ def load_model(
     exported model, ready to upscale on ``backend`` (see :func:`backend_names`)."""
     entry = get_backend(backend)
     suffix = Path(str(name_or_path)).suffix.lower()
-    exported = {s for b in _all().values() for s in b.runs_exported}
+    exported = {s for b in _BACKENDS.table().values() for s in b.runs_exported}
     if suffix in exported and suffix not in entry.runs_exported:
-        able = [b.name for b in _all().values() if suffix in b.runs_exported]
+        able = [b.name for b in _BACKENDS.table().values() if suffix in b.runs_exported]
         raise ModelLoadError(f"'{name_or_path}' is an exported model: run it with --backend {' or '.join(able)}")
     return entry.load(name_or_path, device=device, precision=precision, allow_download=allow_download,
                       options=options)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable, Generic, TypeVar
 
-__all__ = ["GROUP", "load_plugins"]
+__all__ = ["GROUP", "Registry", "load_plugins"]
+
+T = TypeVar("T")
 
 GROUP = "superres.plugins"
 log = logging.getLogger(__name__)
@@ -46,3 +49,48 @@ def load_plugins() -> list[str]:
                 continue
             _loaded.append(ep.name)
         return _loaded
+
+
+class Registry(Generic[T]):
+    """Named entries (metrics, backends) in registration order; reading it loads the plugins first, so
+    third-party entries are listed and found like built-in ones. ``conflicts(new, old)`` says why a new
+    entry may not join (a name, or another unique field, already taken); ``None`` lets it in."""
+
+    def __init__(self, kind: str, name_of: Callable[[T], str],
+                 conflicts: Callable[[T, T], str | None] | None = None) -> None:
+        self.kind, self._name_of = kind, name_of
+        self._conflicts = conflicts or (lambda new, old: "name" if name_of(new) == name_of(old) else None)
+        self._items: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    def register(self, item: T) -> T:
+        from .errors import SuperresError
+
+        with self._lock:
+            for old in self._items.values():
+                why = self._conflicts(item, old)
+                if why:
+                    raise SuperresError(
+                        f"{self.kind} {self._name_of(item)!r} is already registered ({why} of {self._name_of(old)!r})"
+                    )
+            self._items[self._name_of(item)] = item
+        return item
+
+    def table(self) -> dict[str, T]:
+        load_plugins()
+        return self._items
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.table())
+
+    def get(self, name: str, *, option: str) -> T:
+        """The entry called ``name`` (case and spaces ignored); else a one-line error naming ``option``."""
+        from .errors import SuperresError, did_you_mean
+
+        table = self.table()
+        key = name.strip().lower()
+        if key not in table:
+            raise SuperresError(
+                f"unknown {self.kind} {name!r}{did_you_mean(key, table)}; {option} takes {', '.join(table)}"
+            )
+        return table[key]

@@ -15,12 +15,12 @@ raise :class:`MetricUnavailable` for one image; that image gets no value and the
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SuperresError, did_you_mean
+from ..errors import SuperresError
+from ..plugins import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -70,44 +70,30 @@ class MetricSpec:
     impl_key: str = ""  # key of ``implementation`` in a result's meta (default: name); psnr and ssim share one
 
 
-_lock = threading.Lock()
-_METRICS: dict[str, MetricSpec] = {}
+def _clash(new: MetricSpec, old: MetricSpec) -> str | None:
+    if new.name == old.name:
+        return "name"
+    return "result column" if new.column == old.column else None
+
+
+_METRICS: Registry[MetricSpec] = Registry("metric", lambda m: m.name, _clash)
 
 
 def register_metric(spec: MetricSpec) -> MetricSpec:
     """Add a metric; a second metric with the same name or result column is an error."""
-    with _lock:
-        for other in _METRICS.values():
-            if spec.name == other.name or spec.column == other.column:
-                raise SuperresError(
-                    f"metric {spec.name!r} (column {spec.column!r}) is already registered as {other.name!r}"
-                )
-        _METRICS[spec.name] = spec
-    return spec
-
-
-def _all() -> dict[str, MetricSpec]:
-    from ..plugins import load_plugins
-
-    load_plugins()
-    return _METRICS
+    return _METRICS.register(spec)
 
 
 def metric_names() -> tuple[str, ...]:
-    return tuple(_all())
+    return _METRICS.names()
 
 
 def metrics() -> tuple[MetricSpec, ...]:
-    return tuple(_all().values())
+    return tuple(_METRICS.table().values())
 
 
 def get_metric(name: str) -> MetricSpec:
-    specs = _all()
-    key = name.strip().lower()
-    if key not in specs:
-        hint = did_you_mean(key, list(specs))
-        raise SuperresError(f"unknown metric {name!r}{hint}; choose from {', '.join(specs)}")
-    return specs[key]
+    return _METRICS.get(name, option="--metrics")
 
 
 def metrics_help() -> str:
