@@ -96,9 +96,9 @@ def eval_command(
         raise SuperresError(f"--limit must be at least 1, not {limit}")
     box = _parse_box(figure_box)
     if figures is not None:
-        from .figures import _figure_class
+        from .figures import require_matplotlib
 
-        _figure_class()  # fail now, not after the run, if matplotlib is missing
+        require_matplotlib()  # fail now, not after the run, if matplotlib is missing
     scale_list = parse_scales(scales) if scales else None  # None: each network's own scale
 
     from rich.console import Console

@@ -33,7 +33,8 @@ __all__ = ["Box", "choose_crop", "comparison_sheet", "comparison_sheets", "quali
 Box = tuple[int, int, int, int]  # x, y, width, height in HR pixels
 
 
-def _figure_class() -> Any:
+def require_matplotlib() -> Any:
+    """matplotlib's Figure class, or a one-line error naming the extra (call early: fail before a run)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -127,7 +128,7 @@ def comparison_sheet(result: EvalResult, sample: Sample, path: str | os.PathLike
 
     Crops are drawn with nearest-neighbour zoom so pixels are not smoothed by the viewer. The metrics under
     each crop are for the whole image (Y, border ``scale`` cropped), from ``result``."""
-    Figure = _figure_class()
+    Figure = require_matplotlib()
     from matplotlib.patches import Rectangle
 
     x, y, bw, bh = _check_box(box, sample.hr) if box is not None else choose_crop(sample.hr, sample.scale)
@@ -190,7 +191,7 @@ def quality_plots(result: EvalResult, out_dir: str | os.PathLike[str], *, scales
     """One PNG per scale, ``quality_x<s>.png``: PSNR-Y against parameters (log) and against seconds per image
     (log), one marker per model+dataset (colour = model, shape = dataset). Parameter-free baselines are
     dashed lines on the parameter plot (log axes have no zero)."""
-    Figure = _figure_class()
+    Figure = require_matplotlib()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 

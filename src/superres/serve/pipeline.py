@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..inference import limits
 from .errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +48,10 @@ CONTENT_TYPES: dict[str, tuple[str, str, str]] = {
 _FORMATS = ("auto", *CONTENT_TYPES)
 _BY_PIL_FORMAT = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 _ALPHA_OK = {"png", "webp", "tiff"}
+# A shared server caps the scale lower than the command line (inference.limits.MAX_OUTSCALE = 64): one
+# request must not be able to ask for 64x the pixels of an already large upload.
 MAX_OUTSCALE = 16.0
-MAX_SIDE = 65_535
+MAX_SIDE = limits.MAX_SIDE
 
 
 class UpscaleParams(BaseModel):
