@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from . import ab
 from .errors import ApiError, ErrorBody
 from .pipeline import (
     CONTENT_TYPES,
@@ -185,7 +186,7 @@ def _slug(status: int) -> str:
 def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> FastAPI:
     """Build the application; models start loading when it starts (lifespan), not here."""
     pool = pool or ModelPool(
-        settings.models, device=settings.device, precision=settings.precision, tile=settings.tile
+        ab.served_models(settings.models, settings.ab), device=settings.device, precision=settings.precision, tile=settings.tile
     )
     state: dict[str, Any] = {}
 
@@ -229,6 +230,12 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         description='Image super-resolution over HTTP. Errors are {"error", "detail"} JSON.',
     )
     app.state.settings, app.state.pool, app.state.runtime = settings, pool, state
+    if settings.ab:
+        ab.register(app, settings.ab, pool)
+    if settings.study is not None:
+        from .study_routes import register as register_study
+
+        register_study(app, settings.study)
 
     # ---- error rendering ----
     @app.exception_handler(ApiError)
@@ -371,7 +378,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         control = WorkControl()
         try:
             params = parse_params(upload.fields)
-            name = pool.resolve(params.model)
+            name = pool.resolve(ab.choose_model(request, params.model))
             up = pool.get(name)
             hint = "; send it to POST /v1/jobs" if settings.sync_max_pixels < settings.max_pixels else ""
             limit = min(settings.sync_max_pixels, settings.max_pixels)
@@ -434,7 +441,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         upload = await receive_upload(request, state["tmp"], settings.max_bytes)
         try:
             params = parse_params(upload.fields)
-            name = pool.resolve(params.model)
+            name = pool.resolve(ab.choose_model(request, params.model))
             up = pool.get(name)
             assert upload.path is not None
             # header only, off the event loop: a bomb or a text file is refused now, not as a failed job
