@@ -27,7 +27,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
 from ..errors import SuperresError
+from .errors import ApiError
 
 __all__ = ["ABMetrics", "ABSplit", "Variant", "choose_model", "parse_ab", "register"]
 
@@ -72,6 +76,11 @@ def parse_ab(items: Sequence[str]) -> list[Variant]:
 def ab_models(items: Sequence[str]) -> list[str]:
     """The model names inside ``--ab`` items (so the server loads them); tolerant of bad items."""
     return [m["model"] for m in (_SPEC.match(i.strip()) for i in items) if m]
+
+
+class Rating(BaseModel):
+    rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (excellent)")
+    version: Optional[str] = Field(None, description="default: the caller's assigned version")
 
 
 class ABSplit:
@@ -229,14 +238,20 @@ def _client_id(scope: Any) -> tuple[str, bool]:
     return "c-" + secrets.token_hex(12), True
 
 
-def register(app: Any, items: Sequence[str], pool: Any) -> ABSplit:
+def register(app: Any, items: Sequence[str], pool: Any) -> Optional[ABSplit]:
     """Install the split for ``--ab`` items on the app: the middleware, ``GET /v1/ab`` and
-    ``POST /v1/ab/rating``. The candidates must be served models."""
-    from fastapi import APIRouter, Request
-    from pydantic import BaseModel, Field
+    ``POST /v1/ab/rating``. The candidates must be served models. Without items only ``GET /v1/ab``
+    is added, answering ``{"enabled": false}`` (so the page can ask without provoking a 404)."""
+    if not items:
+        off = APIRouter(tags=["ab"])
 
-    from .errors import ApiError
+        @off.get("/v1/ab")
+        async def ab_off() -> dict[str, Any]:
+            """No A/B test is configured (start the server with --ab NAME=MODEL:SHARE)."""
+            return {"enabled": False, "you": None, "excluded": 0, "versions": []}
 
+        app.include_router(off)
+        return None
     candidates = parse_ab(items)
     for v in candidates:
         try:
@@ -249,16 +264,13 @@ def register(app: Any, items: Sequence[str], pool: Any) -> ABSplit:
     app.add_middleware(_SplitMiddleware, split=split, metrics=metrics)
     router = APIRouter(tags=["ab"])
 
-    class Rating(BaseModel):
-        rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (excellent)")
-        version: Optional[str] = Field(None, description="default: the caller's assigned version")
-
     @router.get("/v1/ab")
     async def ab_status(request: Request) -> dict[str, Any]:
         """The versions, their configured shares and measured metrics, and the caller's version."""
         snap = metrics.snapshot()
         st = request.scope.get("state", {}).get(STATE_KEY)
         return {
+            "enabled": True,
             "you": st["variant"].name if st else None,
             "excluded": metrics.excluded,
             "versions": [{"name": v.name, "model": v.model, "share": v.share, **snap[v.name]} for v in split.variants],

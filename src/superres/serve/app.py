@@ -230,8 +230,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         description='Image super-resolution over HTTP. Errors are {"error", "detail"} JSON.',
     )
     app.state.settings, app.state.pool, app.state.runtime = settings, pool, state
-    if settings.ab:
-        ab.register(app, settings.ab, pool)
+    ab.register(app, settings.ab, pool)  # GET /v1/ab answers {"enabled": false} without --ab
     if settings.study is not None:
         from .study_routes import register as register_study
 
