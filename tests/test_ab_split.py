@@ -63,7 +63,9 @@ def test_split_is_sticky_deterministic_and_has_the_configured_share() -> None:
 
 def _png(seed: int) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -90,9 +92,18 @@ def test_every_request_goes_to_its_clients_version_and_is_counted_once(server: S
 
     def one(job: tuple[str, int]) -> tuple[str, int, str, str]:
         cid, _ = job
-        r = httpx.post(server.url + "/v1/upscale", files={"file": ("x.png", img, "image/png")},
-                       headers={"X-Client-Id": cid}, timeout=60)
-        return cid, r.status_code, r.headers.get("x-superres-version", ""), r.headers.get("x-superres-model", "")
+        r = httpx.post(
+            server.url + "/v1/upscale",
+            files={"file": ("x.png", img, "image/png")},
+            headers={"X-Client-Id": cid},
+            timeout=60,
+        )
+        return (
+            cid,
+            r.status_code,
+            r.headers.get("x-superres-version", ""),
+            r.headers.get("x-superres-model", ""),
+        )
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, jobs))
@@ -101,12 +112,21 @@ def test_every_request_goes_to_its_clients_version_and_is_counted_once(server: S
     for cid, _, version, model in results:
         assert version == split.assign(cid).name and model == models[version], (cid, version, model)
     # explicit model: served as asked, not part of the experiment
-    r = httpx.post(server.url + "/v1/upscale", files={"file": ("x.png", img, "image/png")},
-                   data={"model": CANDIDATE}, headers={"X-Client-Id": "client-0"}, timeout=60)
+    r = httpx.post(
+        server.url + "/v1/upscale",
+        files={"file": ("x.png", img, "image/png")},
+        data={"model": CANDIDATE},
+        headers={"X-Client-Id": "client-0"},
+        timeout=60,
+    )
     assert r.status_code == 200 and "x-superres-version" not in r.headers
     # a broken upload is the client's fault: counted as rejected, not as an error of the version
-    bad = httpx.post(server.url + "/v1/upscale", files={"file": ("x.png", b"not an image", "image/png")},
-                     headers={"X-Client-Id": "client-0"}, timeout=60)
+    bad = httpx.post(
+        server.url + "/v1/upscale",
+        files={"file": ("x.png", b"not an image", "image/png")},
+        headers={"X-Client-Id": "client-0"},
+        timeout=60,
+    )
     assert bad.status_code in (415, 422)
     status = httpx.get(server.url + "/v1/ab").json()
     by = {v["name"]: v for v in status["versions"]}
@@ -136,7 +156,9 @@ def test_a_browser_without_id_gets_a_cookie_and_keeps_its_version(server: Server
 def test_bad_ab_fails_at_start_with_one_line(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "superres.serve", "--models", CONTROL, "--ab", "candidate:0.2", "--port", "0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2
     assert "expected NAME=MODEL:SHARE" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -138,17 +138,25 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
     lr_dir = data_dir / "Set5" / "LR_bicubic" / "X4"
     imgs = [lr_dir / "butterflyx4.png", lr_dir / "birdx4.png"]
     folder = tmp_path / "study"
-    r = runner.invoke(app, ["study", "create", str(folder), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"])
+    r = runner.invoke(
+        app, ["study", "create", str(folder), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"]
+    )
     assert r.exit_code == 0, r.output
     study = load_study(folder)
     assert study.models == ["bicubic", "bicubic+blur2", "bicubic+jpeg10"] and study.scale == 4
     lr = np.asarray(Image.open(imgs[0]).convert("RGB"))
     out = np.asarray(Image.open(study.output("bicubic", "butterflyx4")))
     assert np.array_equal(out, imresize(lr, 4.0))  # the bicubic entry is the MATLAB-exact upscale
-    assert _sharpness(study.output("bicubic+blur2", "butterflyx4")) < 0.5 * _sharpness(study.output("bicubic", "butterflyx4"))
-    assert all("bicubic" not in p for files in study.files.values() for p in files.values())  # paths reveal nothing
+    assert _sharpness(study.output("bicubic+blur2", "butterflyx4")) < 0.5 * _sharpness(
+        study.output("bicubic", "butterflyx4")
+    )
+    assert all(
+        "bicubic" not in p for files in study.files.values() for p in files.values()
+    )  # paths reveal nothing
     stamp = study.output("bicubic", "birdx4").stat().st_mtime_ns
-    r = runner.invoke(app, ["study", "create", str(folder), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"])
+    r = runner.invoke(
+        app, ["study", "create", str(folder), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"]
+    )
     assert r.exit_code == 0 and study.output("bicubic", "birdx4").stat().st_mtime_ns == stamp  # computed once
 
     # votes: the blurred entry always loses; bicubic beats JPEG q10 3 of 4 times
@@ -160,10 +168,26 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
         for choice in ("right", "right", "right", "left"):
             store.vote(store.issue("r1", image, "bicubic+jpeg10", "bicubic").token, choice, 700)
     plot = tmp_path / "report.png"
-    r = runner.invoke(app, ["study", "report", str(folder), "--plot", str(plot), "--json", str(tmp_path / "r.json"),
-                            "--samples", "100"])
+    r = runner.invoke(
+        app,
+        [
+            "study",
+            "report",
+            str(folder),
+            "--plot",
+            str(plot),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--samples",
+            "100",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    ranking = [line.split("|")[2].strip() for line in r.output.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    ranking = [
+        line.split("|")[2].strip()
+        for line in r.output.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
     assert ranking == ["bicubic", "bicubic+jpeg10", "bicubic+blur2"], r.output
     # per image: 3/3 + 3/3 + 3/4 votes with the majority = 9 of 10
     assert "| butterflyx4 | 90% | 10 |" in r.output and "| birdx4 | 90% | 10 |" in r.output, r.output
@@ -172,7 +196,13 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
     csv_path = tmp_path / "votes.csv"
     assert runner.invoke(app, ["study", "export", str(folder), str(csv_path)]).exit_code == 0
     fresh = tmp_path / "copy"
-    assert runner.invoke(app, ["study", "create", str(fresh), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            ["study", "create", str(fresh), *map(str, imgs), "-m", "bicubic,bicubic+blur2,bicubic+jpeg10"],
+        ).exit_code
+        == 0
+    )
     r = runner.invoke(app, ["study", "import", str(fresh), str(csv_path)])
     assert r.exit_code == 0 and "20 votes added, 0 already present" in r.output, r.output
     r = runner.invoke(app, ["study", "import", str(fresh), str(tmp_path / "missing.csv")])
@@ -183,6 +213,8 @@ def test_bad_model_entry_is_one_line(tmp_path: Path, data_dir: Path) -> None:
     from superres.cli import app
 
     img = data_dir / "Set5" / "LR_bicubic" / "X4" / "birdx4.png"
-    r = runner.invoke(app, ["study", "create", str(tmp_path / "s"), str(img), "-m", "bicubic,bicubic+sharpen3"])
+    r = runner.invoke(
+        app, ["study", "create", str(tmp_path / "s"), str(img), "-m", "bicubic,bicubic+sharpen3"]
+    )
     assert r.exit_code == 2 and "unknown degradation 'sharpen3'" in r.output
     assert not (tmp_path / "s").exists()

@@ -48,7 +48,9 @@ def _env(base: Path, factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def study_server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[tuple[ServerProcess, Path]]:
+def study_server(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[tuple[ServerProcess, Path]]:
     from superres.study.create import create_study
 
     base = tmp_path_factory.mktemp("study-web")
@@ -157,7 +159,9 @@ def test_ab_panel_shows_versions_and_takes_a_rating(ab_server: ServerProcess, da
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.on(
                 "request",
-                lambda r: None if r.url.startswith((ab_server.url, "blob:", "data:")) else outside.append(r.url),
+                lambda r: (
+                    None if r.url.startswith((ab_server.url, "blob:", "data:")) else outside.append(r.url)
+                ),
             )
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             page.goto(ab_server.url + "/")

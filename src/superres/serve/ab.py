@@ -86,7 +86,9 @@ class Rating(BaseModel):
 class ABSplit:
     """The deterministic, sticky assignment of client ids to versions."""
 
-    def __init__(self, control_model: str, candidates: Sequence[Variant], salt: str = "superres-ab-v1") -> None:
+    def __init__(
+        self, control_model: str, candidates: Sequence[Variant], salt: str = "superres-ab-v1"
+    ) -> None:
         self.control = Variant("control", control_model, 1.0 - sum(v.share for v in candidates))
         self.candidates = list(candidates)
         self.salt = salt.encode()
@@ -273,7 +275,9 @@ def register(app: Any, items: Sequence[str], pool: Any) -> Optional[ABSplit]:
             "enabled": True,
             "you": st["variant"].name if st else None,
             "excluded": metrics.excluded,
-            "versions": [{"name": v.name, "model": v.model, "share": v.share, **snap[v.name]} for v in split.variants],
+            "versions": [
+                {"name": v.name, "model": v.model, "share": v.share, **snap[v.name]} for v in split.variants
+            ],
         }
 
     @router.post("/v1/ab/rating")

@@ -186,7 +186,10 @@ def _slug(status: int) -> str:
 def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> FastAPI:
     """Build the application; models start loading when it starts (lifespan), not here."""
     pool = pool or ModelPool(
-        ab.served_models(settings.models, settings.ab), device=settings.device, precision=settings.precision, tile=settings.tile
+        ab.served_models(settings.models, settings.ab),
+        device=settings.device,
+        precision=settings.precision,
+        tile=settings.tile,
     )
     state: dict[str, Any] = {}
 

@@ -94,8 +94,13 @@ def register(app: FastAPI, study_dir: Path) -> None:
     async def info() -> StudyInfo:
         """The study's title and size (the number of models, not their names)."""
         n = await asyncio.to_thread(len, store)
-        return StudyInfo(title=study.title, images=len(study.images), models=len(study.models),
-                         show_lr=study.show_lr, votes=n)
+        return StudyInfo(
+            title=study.title,
+            images=len(study.images),
+            models=len(study.models),
+            show_lr=study.show_lr,
+            votes=n,
+        )
 
     def choose(rater: str) -> PairOut:
         counts = store.pair_counts()
@@ -105,8 +110,12 @@ def register(app: FastAPI, study_dir: Path) -> None:
             a, b = b, a
         p = store.issue(rater, image, a, b)
         base = f"/v1/study/image/{p.token}"
-        return PairOut(pair=p.token, left=f"{base}/left", right=f"{base}/right",
-                       lr=f"{base}/lr" if study.show_lr else None)
+        return PairOut(
+            pair=p.token,
+            left=f"{base}/left",
+            right=f"{base}/right",
+            lr=f"{base}/lr" if study.show_lr else None,
+        )
 
     @router.post("/v1/study/next", response_model=PairOut)
     async def next_pair(req: NextRequest) -> PairOut:
@@ -122,7 +131,11 @@ def register(app: FastAPI, study_dir: Path) -> None:
             p = await asyncio.to_thread(store.pair, token)
         except StudyError as e:
             raise ApiError(404, "unknown_pair", str(e)) from None
-        path = study.lr(p.image) if side == "lr" else study.output(p.left if side == "left" else p.right, p.image)
+        path = (
+            study.lr(p.image)
+            if side == "lr"
+            else study.output(p.left if side == "left" else p.right, p.image)
+        )
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
     @router.post("/v1/study/vote", response_model=VoteOut)
@@ -134,7 +147,13 @@ def register(app: FastAPI, study_dir: Path) -> None:
             cast = await asyncio.to_thread(store.vote, v.pair, v.choice, v.ms, v.rater)
         except StudyError as e:
             text = str(e)
-            status = 404 if text.startswith("unknown pair") else 409 if "already" in text or "another" in text else 422
+            status = (
+                404
+                if text.startswith("unknown pair")
+                else 409
+                if "already" in text or "another" in text
+                else 422
+            )
             raise ApiError(status, "bad_vote", text) from None
         votes = await asyncio.to_thread(store.votes)
         return VoteOut(ok=True, votes=len(votes), rater_votes=sum(1 for x in votes if x.rater == cast.rater))
@@ -143,7 +162,8 @@ def register(app: FastAPI, study_dir: Path) -> None:
     async def export() -> Response:
         """Every vote as CSV (the same columns ``superres study import`` reads)."""
         text = await asyncio.to_thread(store.export_csv)
-        return Response(text, media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="votes.csv"'})
+        return Response(
+            text, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="votes.csv"'}
+        )
 
     app.include_router(router)

@@ -28,7 +28,7 @@ class BTFit:
 
 
 def win_matrix(comparisons: Sequence[Comparison], n_models: int) -> tuple[np.ndarray, np.ndarray]:
-    """``wins[i, j]`` = votes for i over j (a "same" adds 0.5 to both); ``games[i, j]`` = votes between them."""
+    """``wins[i, j]``: votes for i over j (a "same" adds 0.5 to both); ``games[i, j]``: votes between them."""
     wins = np.zeros((n_models, n_models))
     games = np.zeros((n_models, n_models))
     for a, b, out in comparisons:
@@ -85,7 +85,12 @@ def _check_finite_mle(wins: np.ndarray, games: np.ndarray) -> None:
 
 
 def fit_bradley_terry(
-    comparisons: Sequence[Comparison], n_models: int, *, l2: float = 0.0, max_iter: int = 200, tol: float = 1e-10
+    comparisons: Sequence[Comparison],
+    n_models: int,
+    *,
+    l2: float = 0.0,
+    max_iter: int = 200,
+    tol: float = 1e-10,
 ) -> BTFit:
     """Sum-zero Bradley-Terry log-strengths of ``n_models`` from the comparisons."""
     if n_models < 2:

@@ -12,7 +12,8 @@ import typer
 __all__ = ["register"]
 
 study_app = typer.Typer(
-    name="study", help="Blind pairwise human studies: create, rate (superres serve --study), report.",
+    name="study",
+    help="Blind pairwise human studies: create, rate (superres serve --study), report.",
     no_args_is_help=True,
 )
 
@@ -22,7 +23,9 @@ def create(
     folder: Path = typer.Argument(..., help="Study folder to create (or complete)."),
     images: List[Path] = typer.Argument(..., help="Input (low-resolution) images or folders of them."),
     models: str = typer.Option(
-        ..., "-m", "--models",
+        ...,
+        "-m",
+        "--models",
         help="Comma-separated entries: zoo names, weights files or bicubic, each optionally +jpegQ/+blurS "
         "(a deliberately degraded control), e.g. espcn-s-x4,bicubic,bicubic+blur2.",
     ),
@@ -35,8 +38,16 @@ def create(
     from .create import create_study
 
     entries = [m.strip() for m in models.split(",") if m.strip()]
-    study = create_study(folder, entries, images, scale=scale, show_lr=not no_lr, title=title, device=device,
-                         progress=lambda msg: typer.echo(f"  {msg}", err=True))
+    study = create_study(
+        folder,
+        entries,
+        images,
+        scale=scale,
+        show_lr=not no_lr,
+        title=title,
+        device=device,
+        progress=lambda msg: typer.echo(f"  {msg}", err=True),
+    )
     typer.echo(f"{len(study.models)} models x {len(study.images)} images (x{study.scale}) -> {study.root}")
     typer.echo(f"rate with: superres serve --study {study.root}  (then open /study)")
 
@@ -48,7 +59,9 @@ def report(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the numbers here as JSON."),
     samples: int = typer.Option(500, "--samples", min=50, help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    l2: float = typer.Option(0.01, "--l2", min=1e-6, help="Gaussian prior on scores (keeps undefeated finite)."),
+    l2: float = typer.Option(
+        0.01, "--l2", min=1e-6, help="Gaussian prior on scores (keeps undefeated finite)."
+    ),
 ) -> None:
     """Bradley-Terry ranking with bootstrap intervals, win matrix and per-image agreement."""
     from .create import load_study
@@ -100,7 +113,9 @@ def import_(
         text = csv_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise StudyError(f"cannot read {csv_file}: {e}") from None
-    added, dupes = VoteStore(study.root / "votes.sqlite").import_csv(text, models=study.models, images=study.images)
+    added, dupes = VoteStore(study.root / "votes.sqlite").import_csv(
+        text, models=study.models, images=study.images
+    )
     typer.echo(f"{added} votes added, {dupes} already present")
 
 

@@ -212,8 +212,10 @@ def create_study(
             out = _degrade(cache[s.source], s.degradations) if s.degradations else cache[s.source]
             expected = (lr.shape[0] * scale, lr.shape[1] * scale)
             if out.shape[:2] != expected:
-                raise StudyError(f"{s.label} made {out.shape[1]}x{out.shape[0]} from {name}; expected "
-                                 f"{expected[1]}x{expected[0]}")
+                raise StudyError(
+                    f"{s.label} made {out.shape[1]}x{out.shape[0]} from {name}; expected "
+                    f"{expected[1]}x{expected[0]}"
+                )
             _write(root / rel, _png_bytes(out))
     manifest = {
         "format": 1,
@@ -221,8 +223,12 @@ def create_study(
         "scale": scale,
         "show_lr": show_lr,
         "models": [
-            {"label": s.label, "source": s.source, "degradations": [list(d) for d in s.degradations],
-             "folder": f"out/m{k}"}
+            {
+                "label": s.label,
+                "source": s.source,
+                "degradations": [list(d) for d in s.degradations],
+                "folder": f"out/m{k}",
+            }
             for k, s in enumerate(specs)
         ],
         "images": entries,
@@ -242,8 +248,16 @@ def load_study(root: Path) -> Study:
         labels = [e["label"] for e in m["models"]]
         images = [e["name"] for e in m["images"]]
         files = {e["label"]: {i: f"{e['folder']}/{i}.png" for i in images} for e in m["models"]}
-        study = Study(root, int(m["scale"]), labels, images, bool(m.get("show_lr", True)),
-                      str(m.get("title", "")), files, {i: f"lr/{i}.png" for i in images})
+        study = Study(
+            root,
+            int(m["scale"]),
+            labels,
+            images,
+            bool(m.get("show_lr", True)),
+            str(m.get("title", "")),
+            files,
+            {i: f"lr/{i}.png" for i in images},
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise StudyError(f"{path}: broken manifest ({e})") from None
     for label in labels:

@@ -58,8 +58,14 @@ class StudyReport:
             "prior_l2": self.l2,
             "ci_level": self.level,
             "ranking": [
-                {"model": r.model, "score": r.score, "ci": [r.ci_low, r.ci_high], "wins": r.wins,
-                 "votes": r.votes, "win_rate": r.win_rate}
+                {
+                    "model": r.model,
+                    "score": r.score,
+                    "ci": [r.ci_low, r.ci_high],
+                    "wins": r.wins,
+                    "votes": r.votes,
+                    "win_rate": r.win_rate,
+                }
                 for r in self.rows
             ],
             "win_matrix": {"models": self.models, "wins": self.wins.tolist(), "games": self.games.tolist()},
@@ -97,20 +103,38 @@ def build_report(
     unknown = sorted({m for v in votes for m in (v.left, v.right)} - set(index))
     if unknown:
         raise StudyError(f"votes name model(s) not in this study: {', '.join(unknown)}")
-    comps = [(index[v.left], index[v.right], {"left": 1.0, "right": 0.0, "same": 0.5}[v.choice]) for v in votes]
+    comps = [
+        (index[v.left], index[v.right], {"left": 1.0, "right": 0.0, "same": 0.5}[v.choice]) for v in votes
+    ]
     n = len(models)
     fit = fit_bradley_terry(comps, n, l2=l2)
     ci = bootstrap_intervals(comps, n, l2=l2, samples=samples, level=level, seed=seed)
     wins, games = win_matrix(comps, n)
     rows = [
-        ModelRow(m, float(fit.scores[k]), float(ci[k, 0]), float(ci[k, 1]), float(wins[k].sum()),
-                 int(games[k].sum()))
+        ModelRow(
+            m,
+            float(fit.scores[k]),
+            float(ci[k, 0]),
+            float(ci[k, 1]),
+            float(wins[k].sum()),
+            int(games[k].sum()),
+        )
         for k, m in enumerate(models)
     ]
     rows.sort(key=lambda r: -r.score)
     ms = [v.ms for v in votes if v.ms is not None]
-    return StudyReport(rows, list(models), wins, games, _agreement(votes), len(votes),
-                       len({v.rater for v in votes}), float(np.median(ms)) if ms else None, l2, level)
+    return StudyReport(
+        rows,
+        list(models),
+        wins,
+        games,
+        _agreement(votes),
+        len(votes),
+        len({v.rater for v in votes}),
+        float(np.median(ms)) if ms else None,
+        l2,
+        level,
+    )
 
 
 def format_table(rep: StudyReport) -> str:
@@ -125,8 +149,10 @@ def format_table(rep: StudyReport) -> str:
         "|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(rep.rows, 1):
-        lines.append(f"| {k} | {r.model} | {r.score:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
-                     f"{r.win_rate:.0%} | {r.votes} |")
+        lines.append(
+            f"| {k} | {r.model} | {r.score:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
+            f"{r.win_rate:.0%} | {r.votes} |"
+        )
     lines += ["", "Wins of the row model over the column model (ties count half):", ""]
     lines.append("| | " + " | ".join(rep.models) + " |")
     lines.append("|---" * (len(rep.models) + 1) + "|")
@@ -134,8 +160,13 @@ def format_table(rep: StudyReport) -> str:
         cells = ["—" if i == j else f"{rep.wins[i, j]:g}/{rep.games[i, j]:g}" for j in range(len(rep.models))]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if rep.agreement:
-        lines += ["", "Per-image agreement (share of votes with the majority, pairs shown twice or more):", "",
-                  "| image | agreement | votes |", "|---|---|---|"]
+        lines += [
+            "",
+            "Per-image agreement (share of votes with the majority, pairs shown twice or more):",
+            "",
+            "| image | agreement | votes |",
+            "|---|---|---|",
+        ]
         for img, (a, n) in rep.agreement.items():
             lines.append(f"| {img} | {a:.0%} | {n} |")
     return "\n".join(lines)

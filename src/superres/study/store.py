@@ -113,7 +113,9 @@ class VoteStore:
         p = self.pair(token)
         if rater is not None and rater != p.rater:
             raise StudyError("this pair was handed to another rater")
-        v = Vote(p.token, p.rater, p.image, p.left, p.right, choice, None if ms is None else int(ms), time.time())
+        v = Vote(
+            p.token, p.rater, p.image, p.left, p.right, choice, None if ms is None else int(ms), time.time()
+        )
         with self._lock, self._connect() as db:
             try:
                 self._insert(db, v)
@@ -143,7 +145,8 @@ class VoteStore:
         counts: dict[tuple[str, str, str], int] = {}
         with self._connect() as db:
             for image, a, b, n in db.execute(
-                "SELECT image, left_model, right_model, COUNT(*) FROM votes GROUP BY image, left_model, right_model"
+                "SELECT image, left_model, right_model, COUNT(*) FROM votes "
+                "GROUP BY image, left_model, right_model"
             ):
                 x, y = sorted((a, b))
                 counts[(image, x, y)] = counts.get((image, x, y), 0) + int(n)
@@ -159,7 +162,18 @@ class VoteStore:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for v in self.votes():
-            w.writerow([v.pair, v.rater, v.image, v.left, v.right, v.choice, "" if v.ms is None else v.ms, repr(v.timestamp)])
+            w.writerow(
+                [
+                    v.pair,
+                    v.rater,
+                    v.image,
+                    v.left,
+                    v.right,
+                    v.choice,
+                    "" if v.ms is None else v.ms,
+                    repr(v.timestamp),
+                ]
+            )
         return buf.getvalue()
 
     def import_csv(
@@ -182,12 +196,22 @@ class VoteStore:
                 ts = float(row["timestamp"])
             except (TypeError, ValueError):
                 raise StudyError(f"CSV line {line}: ms must be an integer and timestamp a number") from None
-            v = Vote(row["pair"] or "", row["rater"] or "", row["image"] or "", row["left"] or "",
-                     row["right"] or "", row["choice"] or "", ms, ts)
+            v = Vote(
+                row["pair"] or "",
+                row["rater"] or "",
+                row["image"] or "",
+                row["left"] or "",
+                row["right"] or "",
+                row["choice"] or "",
+                ms,
+                ts,
+            )
             if not all((v.pair, v.rater, v.image, v.left, v.right)):
                 raise StudyError(f"CSV line {line}: pair, rater, image, left and right must not be empty")
             if v.choice not in CHOICES:
-                raise StudyError(f"CSV line {line}: choice must be one of {', '.join(CHOICES)}, not {v.choice!r}")
+                raise StudyError(
+                    f"CSV line {line}: choice must be one of {', '.join(CHOICES)}, not {v.choice!r}"
+                )
             if v.left == v.right:
                 raise StudyError(f"CSV line {line}: left and right are the same model {v.left!r}")
             if known_models is not None and not {v.left, v.right} <= known_models:
