@@ -205,6 +205,8 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
     )
     r = runner.invoke(app, ["study", "import", str(fresh), str(csv_path)])
     assert r.exit_code == 0 and "20 votes added, 0 already present" in r.output, r.output
+    r = runner.invoke(app, ["study", "export", str(folder), str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.output
     r = runner.invoke(app, ["study", "import", str(fresh), str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "cannot read" in r.output
 

@@ -80,7 +80,7 @@ def test_keyboard_rater_votes_land_in_sqlite_and_degraded_ranks_last(
     seen_text: list[str] = []  # every JSON/HTML/JS body the page received
     cast: list[tuple[str, str]] = []  # (pair token, choice) as pressed
     keys = {"left": ["ArrowLeft", "1"], "right": ["ArrowRight", "2"], "same": [" ", "="]}
-    n_votes = 12  # 3 model pairs x 2 images, each shown twice by the balanced design
+    n_votes = 12  # 3 model pairs x 2 images, each shown twice by the balanced design; then one "same"
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
@@ -113,7 +113,12 @@ def test_keyboard_rater_votes_land_in_sqlite_and_degraded_ranks_last(
                 cast.append((token, choice))
                 page.wait_for_selector(f"body[data-votes='{k + 1}']", timeout=30_000)
             page.wait_for_selector("body[data-state=ready]", timeout=30_000)
-            page.keyboard.press("ArrowUp")  # not a shortcut: nothing happens
+            page.keyboard.press("ArrowUp")  # not a shortcut: no vote
+            tie = page.evaluate("document.body.dataset.pair")
+            page.keyboard.press(" ")  # space: "about the same", whatever the pixels say
+            cast.append((tie, "same"))
+            n_votes += 1
+            page.wait_for_selector(f"body[data-votes='{n_votes}']", timeout=30_000)
             shot = os.environ.get("SUPERRES_SCREENSHOT")
             if shot:
                 Path(shot).parent.mkdir(parents=True, exist_ok=True)
@@ -127,13 +132,13 @@ def test_keyboard_rater_votes_land_in_sqlite_and_degraded_ranks_last(
         for label in MODELS:
             assert label not in text, (label, text[:300])
 
-    votes = VoteStore(folder / "votes.sqlite").votes()
+    votes = [v for v in VoteStore(folder / "votes.sqlite").votes() if v.rater == "kbd-rater"]
     assert [(v.pair, v.choice) for v in votes] == cast
     assert all(v.rater == "kbd-rater" and v.ms is not None and 0 <= v.ms < 60_000 for v in votes)
     combos = {(v.image, *sorted((v.left, v.right))) for v in votes}
     assert len(combos) == 6  # every image x model pair was shown
     assert sum(v.choice == "left" for v in votes) and sum(v.choice == "right" for v in votes)  # sides swap
-    for v in votes:  # the pixels alone told the rater which one was blurred
+    for v in votes[:-1]:  # the pixels alone told the rater which one was blurred
         if DEGRADED in (v.left, v.right):
             assert v.winner is not None and v.winner != DEGRADED, v
     rep = build_report(votes, MODELS, samples=200)
@@ -181,3 +186,33 @@ def test_ab_panel_shows_versions_and_takes_a_rating(ab_server: ServerProcess, da
     mine = {v["name"]: v for v in status["versions"]}[you]
     assert mine["ratings"] == 1 and mine["rating_mean"] == 4.0
     assert status["you"] == you  # the cookie kept this browser on its version
+
+
+def test_study_api_refuses_bad_votes_without_counting_them(study_server: tuple[ServerProcess, Path]) -> None:
+    import httpx
+
+    from superres.study.store import VoteStore
+
+    server, folder = study_server
+    before = len(VoteStore(folder / "votes.sqlite"))
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        p = c.post("/v1/study/next", json={"rater": "api-rater"}).json()
+        assert set(p) == {"pair", "left", "right", "lr"}
+        assert c.get(f"/v1/study/image/{p['pair']}/lr").headers["content-type"] == "image/png"
+        for body, status in [
+            ({"pair": p["pair"], "choice": "up", "ms": 10}, 422),
+            ({"pair": "nope", "choice": "left", "ms": 10}, 404),
+            ({"pair": p["pair"], "choice": "left", "ms": 10, "rater": "someone-else"}, 409),
+            ({"pair": p["pair"], "choice": "left", "ms": -5}, 422),
+        ]:
+            r = c.post("/v1/study/vote", json=body)
+            assert r.status_code == status and set(r.json()) == {"error", "detail"}, (body, r.text)
+        assert c.post("/v1/study/vote", json={"pair": p["pair"], "choice": "right", "ms": 10}).status_code == 200
+        again = c.post("/v1/study/vote", json={"pair": p["pair"], "choice": "right", "ms": 10})
+        assert again.status_code == 409 and "already" in again.json()["detail"]
+        assert c.post("/v1/study/next", json={"rater": "bad id!"}).status_code == 422
+        assert c.get("/v1/study/image/nope/left").status_code == 404
+        assert c.get(f"/v1/study/image/{p['pair']}/../../study.json").status_code == 404
+        csv_text = c.get("/v1/study/votes.csv").text
+    assert len(VoteStore(folder / "votes.sqlite")) == before + 1
+    assert csv_text.count("\n") == before + 2  # header + every vote

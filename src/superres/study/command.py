@@ -66,17 +66,22 @@ def report(
     """Bradley-Terry ranking with bootstrap intervals, win matrix and per-image agreement."""
     from .create import load_study
     from .report import build_report, format_table, plot_report, write_json
-    from .store import VoteStore
+    from .store import StudyError, VoteStore
 
     study = load_study(folder)
     votes = VoteStore(study.root / "votes.sqlite").votes()
     rep = build_report(votes, study.models, l2=l2, samples=samples, seed=seed)
     typer.echo(format_table(rep))
-    if plot is not None:
-        typer.echo(f"plot -> {plot_report(rep, plot)}")
-    if json_out is not None:
-        write_json(rep, json_out)
-        typer.echo(f"json -> {json_out}")
+    for target, write in ((plot, plot_report), (json_out, write_json)):
+        if target is None:
+            continue
+        if target.is_dir():
+            raise StudyError(f"{target} is a folder; name the file to write")
+        try:
+            write(rep, target)
+        except OSError as e:
+            raise StudyError(f"cannot write {target}: {e.strerror or e}") from None
+        typer.echo(f"-> {target}")
 
 
 @study_app.command("export")
@@ -87,15 +92,20 @@ def export(
     """Write every vote as CSV (pair, rater, image, left, right, choice, ms, timestamp)."""
     from ..io.atomic import atomic_write
     from .create import load_study
-    from .store import VoteStore
+    from .store import StudyError, VoteStore
 
     study = load_study(folder)
     text = VoteStore(study.root / "votes.sqlite").export_csv()
     if out is None:
         typer.echo(text, nl=False)
         return
-    with atomic_write(out) as tmp:
-        tmp.write_text(text)
+    if out.is_dir():
+        raise StudyError(f"{out} is a folder; name the CSV file to write")
+    try:
+        with atomic_write(out) as tmp:
+            tmp.write_text(text)
+    except OSError as e:
+        raise StudyError(f"cannot write {out}: {e.strerror or e}") from None
     typer.echo(f"{text.count(chr(10)) - 1} votes -> {out}", err=True)
 
 
