@@ -207,7 +207,9 @@ def test_study_api_refuses_bad_votes_without_counting_them(study_server: tuple[S
         ]:
             r = c.post("/v1/study/vote", json=body)
             assert r.status_code == status and set(r.json()) == {"error", "detail"}, (body, r.text)
-        assert c.post("/v1/study/vote", json={"pair": p["pair"], "choice": "right", "ms": 10}).status_code == 200
+        assert (
+            c.post("/v1/study/vote", json={"pair": p["pair"], "choice": "right", "ms": 10}).status_code == 200
+        )
         again = c.post("/v1/study/vote", json={"pair": p["pair"], "choice": "right", "ms": 10})
         assert again.status_code == 409 and "already" in again.json()["detail"]
         assert c.post("/v1/study/next", json={"rater": "bad id!"}).status_code == 422
