@@ -31,7 +31,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from ..errors import SuperresError
-from .errors import ApiError
+from .errors import ApiError, ErrorBody
 
 __all__ = ["ABMetrics", "ABSplit", "Variant", "choose_model", "parse_ab", "register"]
 
@@ -280,7 +280,13 @@ def register(app: Any, items: Sequence[str], pool: Any) -> Optional[ABSplit]:
             ],
         }
 
-    @router.post("/v1/ab/rating")
+    @router.post(
+        "/v1/ab/rating",
+        responses={
+            400: {"model": ErrorBody, "description": "Body is not JSON"},
+            422: {"model": ErrorBody, "description": "Bad rating or version"},
+        },
+    )
     async def ab_rating(r: Rating, request: Request) -> dict[str, Any]:
         """A client's rating (1-5) of a result, counted for its version."""
         st = request.scope.get("state", {}).get(STATE_KEY)

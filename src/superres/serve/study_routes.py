@@ -15,22 +15,32 @@ import itertools
 import random
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from .errors import ApiError
+from .errors import ApiError, ErrorBody
 
 __all__ = ["register"]
 
 STATIC = Path(__file__).parent / "static"
-_RATER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_RATER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # also in the request models' schema
 _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; script-src 'self'; "
     "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    words = {
+        400: "Body is not JSON",
+        404: "Unknown pair or side",
+        409: "Already voted, or another rater's pair",
+        422: "Invalid input",
+    }
+    return {c: {"model": ErrorBody, "description": words[c]} for c in codes}
 
 
 class StudyInfo(BaseModel):
@@ -41,8 +51,11 @@ class StudyInfo(BaseModel):
     votes: int
 
 
+_RATER_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class NextRequest(BaseModel):
-    rater: str
+    rater: str = Field(pattern=_RATER_PATTERN)
 
 
 class PairOut(BaseModel):
@@ -54,9 +67,11 @@ class PairOut(BaseModel):
 
 class VoteIn(BaseModel):
     pair: str
-    choice: str = Field(description="left, right or same")
-    ms: Optional[int] = Field(None, description="milliseconds from both images shown to the choice")
-    rater: Optional[str] = None
+    choice: Literal["left", "right", "same"]
+    ms: Optional[int] = Field(
+        None, ge=0, le=86_400_000, description="milliseconds from both images shown to the choice"
+    )
+    rater: Optional[str] = Field(None, pattern=_RATER_PATTERN)
 
 
 class VoteOut(BaseModel):
@@ -117,12 +132,16 @@ def register(app: FastAPI, study_dir: Path) -> None:
             lr=f"{base}/lr" if study.show_lr else None,
         )
 
-    @router.post("/v1/study/next", response_model=PairOut)
+    @router.post("/v1/study/next", response_model=PairOut, responses=_errors(400, 422))
     async def next_pair(req: NextRequest) -> PairOut:
         """A new blind pair for this rater: a token and the URLs of its images."""
         return await asyncio.to_thread(choose, _rater(req.rater))
 
-    @router.get("/v1/study/image/{token}/{side}", response_class=Response)
+    @router.get(
+        "/v1/study/image/{token}/{side}",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "The image."}, **_errors(404)},
+    )
     async def image(token: str, side: str) -> FileResponse:
         """One image of an issued pair (``left``, ``right`` or ``lr``)."""
         if side not in ("left", "right", "lr"):
@@ -138,7 +157,7 @@ def register(app: FastAPI, study_dir: Path) -> None:
         )
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
-    @router.post("/v1/study/vote", response_model=VoteOut)
+    @router.post("/v1/study/vote", response_model=VoteOut, responses=_errors(400, 404, 409, 422))
     async def vote(v: VoteIn) -> VoteOut:
         """Record a vote on an issued pair (once per pair)."""
         if v.rater is not None:
@@ -158,7 +177,11 @@ def register(app: FastAPI, study_dir: Path) -> None:
         votes = await asyncio.to_thread(store.votes)
         return VoteOut(ok=True, votes=len(votes), rater_votes=sum(1 for x in votes if x.rater == cast.rater))
 
-    @router.get("/v1/study/votes.csv", response_class=Response)
+    @router.get(
+        "/v1/study/votes.csv",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}, "description": "Every vote."}},
+    )
     async def export() -> Response:
         """Every vote as CSV (the same columns ``superres study import`` reads)."""
         text = await asyncio.to_thread(store.export_csv)
