@@ -86,8 +86,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def test_every_request_goes_to_its_clients_version_and_is_counted_once(server: ServerProcess) -> None:
     split = ABSplit(CONTROL, [Variant("candidate", CANDIDATE, 0.3)])
-    clients = [f"client-{i}" for i in range(40)]
-    jobs = [(c, k) for k in range(3) for c in clients]
+    clients = [f"client-{i}" for i in range(30)]
+    jobs = [(c, k) for k in range(2) for c in clients]
     img = _png(0)
 
     def one(job: tuple[str, int]) -> tuple[str, int, str, str]:

@@ -57,7 +57,8 @@ def study_server(
     lr = data_dir / "Set5" / "LR_bicubic" / "X4"
     folder = base / "study"
     create_study(folder, MODELS, [lr / "butterflyx4.png", lr / "birdx4.png"], device="cpu")
-    args = ["--models", "espcn-s-x4", "--study", str(folder)]
+    # one server for both pages: the study at /study, the A/B split on the upscale page at /
+    args = ["--models", "espcn-s-x4", "--study", str(folder), "--ab", "candidate=espcn-m-x4:0.5"]
     with ServerProcess(args, env=_env(base, tmp_path_factory), log_path=base / "server.log") as s:
         yield s, folder
 
@@ -146,15 +147,10 @@ def test_keyboard_rater_votes_land_in_sqlite_and_degraded_ranks_last(
     assert rep.rows[-1].ci_high < min(r.ci_low for r in rep.rows[:-1]) + 3.0
 
 
-@pytest.fixture(scope="module")
-def ab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("ab-web")
-    args = ["--models", "espcn-s-x4", "--ab", "candidate=espcn-m-x4:0.5"]
-    with ServerProcess(args, env=_env(base, tmp_path_factory), log_path=base / "server.log") as s:
-        yield s
-
-
-def test_ab_panel_shows_versions_and_takes_a_rating(ab_server: ServerProcess, data_dir: Path) -> None:
+def test_ab_panel_shows_versions_and_takes_a_rating(
+    study_server: tuple[ServerProcess, Path], data_dir: Path
+) -> None:
+    ab_server = study_server[0]
     src = data_dir / "Set5" / "LR_bicubic" / "X4" / "birdx4.png"
     outside: list[str] = []
     console_errors: list[str] = []

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
 from superres.serve.launch import ServerProcess  # noqa: E402
 
-ARGS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "-n", "10", "--seed", "1",
+ARGS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "-n", "8", "--seed", "1",
         "--workers", "1", "--request-timeout", "60", "--no-color"]  # fmt: skip
 
 
