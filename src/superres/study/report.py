@@ -180,7 +180,7 @@ def plot_report(rep: StudyReport, path: Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise StudyError(f"the plot needs matplotlib: pip install 'superres[eval]' ({e})") from None
+        raise StudyError(f"the plot needs matplotlib: pip install 'superres[plot]' ({e})") from None
     from ..io.atomic import atomic_write
 
     path = Path(path)
