@@ -25,6 +25,9 @@ def test_two_models_score_gap_is_the_log_odds() -> None:
     # A beats B 3 times out of 4: P = 3/4 = sigmoid(sA - sB)  =>  sA - sB = ln 3, and sum zero
     fit = fit_bradley_terry([(0, 1, 1.0)] * 3 + [(1, 0, 1.0)], 2)
     assert fit.scores == pytest.approx([math.log(3) / 2, -math.log(3) / 2], abs=1e-9)
+    # lopsided (1000:1) still converges to the exact log-odds
+    fit = fit_bradley_terry([(0, 1, 1.0)] * 1000 + [(1, 0, 1.0)], 2)
+    assert fit.scores[0] - fit.scores[1] == pytest.approx(math.log(1000), abs=1e-9)
 
 
 def test_chain_of_three_matches_hand_computation() -> None:

@@ -57,10 +57,21 @@ def _fit_counts(wins: np.ndarray, games: np.ndarray, l2: float, max_iter: int, t
         # changing any step within the sum-zero subspace
         step = np.linalg.solve(hess + np.ones((n, n)) / n, grad)
         step -= step.mean()
-        s = s + step
-        if np.max(np.abs(step)) < tol:
+        # backtracking: the objective is concave, but a full Newton step can overshoot on lopsided votes
+        base = _objective(s, wins, games, l2)
+        t = 1.0
+        while t > 1e-6 and _objective(s + t * step, wins, games, l2) < base - 1e-12:
+            t /= 2
+        s = s + t * step
+        if np.max(np.abs(t * step)) < tol:
             return BTFit(s - s.mean(), it)
     raise ArithmeticError(f"Bradley-Terry fit did not converge in {max_iter} iterations")
+
+
+def _objective(s: np.ndarray, wins: np.ndarray, games: np.ndarray, l2: float) -> float:
+    """Penalised log-likelihood: sum over ordered pairs of wins[i, j] * log sigmoid(s_i - s_j)."""
+    diff = s[:, None] - s[None, :]
+    return float(-(wins * np.logaddexp(0.0, -diff)).sum() - 0.5 * l2 * (s**2).sum())
 
 
 def _check_finite_mle(wins: np.ndarray, games: np.ndarray) -> None:
