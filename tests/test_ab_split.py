@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -136,6 +137,27 @@ def test_every_request_goes_to_its_clients_version_and_is_counted_once(server: S
     assert sum(v["errors"] for v in by.values()) == 0 and by[split.assign("client-0").name]["rejected"] == 1
     assert status["excluded"] == 1
     assert all(by[n]["p50_ms"] is not None and by[n]["p95_ms"] >= by[n]["p50_ms"] for n in models)
+
+
+def test_jobs_are_routed_and_counted_per_version(server: ServerProcess) -> None:
+    split = ABSplit(CONTROL, [Variant("candidate", CANDIDATE, 0.3)])
+    cid = next(f"job-client-{i}" for i in range(100) if split.assign(f"job-client-{i}").name == "candidate")
+    before = {v["name"]: v for v in httpx.get(server.url + "/v1/ab").json()["versions"]}["candidate"]
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-Client-Id": cid}) as c:
+        r = c.post("/v1/jobs", files={"file": ("x.png", _png(7), "image/png")})
+        assert r.status_code == 202 and r.headers["x-superres-version"] == "candidate"
+        assert r.json()["model"] == CANDIDATE
+        job = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/jobs/{job}").json()["status"] != "done":
+            assert time.monotonic() < deadline, "job not done within 60 s"
+            time.sleep(0.05)  # polling a job, not a timing assertion
+        bad = c.post("/v1/jobs", files={"file": ("x.png", b"not an image", "image/png")})
+        assert bad.status_code in (415, 422)
+        after = {v["name"]: v for v in c.get("/v1/ab").json()["versions"]}["candidate"]
+    assert after["jobs"] - before["jobs"] == 2
+    assert after["job_rejected"] - before["job_rejected"] == 1 and after["job_errors"] == 0
+    assert after["job_p50_ms"] is not None and after["requests"] == before["requests"]
 
 
 def test_a_browser_without_id_gets_a_cookie_and_keeps_its_version(server: ServerProcess) -> None:

@@ -181,6 +181,7 @@ def test_ab_panel_shows_versions_and_takes_a_rating(
     assert outside == [] and console_errors == [], (outside, console_errors)
     mine = {v["name"]: v for v in status["versions"]}[you]
     assert mine["ratings"] == 1 and mine["rating_mean"] == 4.0
+    assert mine["jobs"] == 1 and mine["job_p50_ms"] > 0  # the page's upload is a job of this version
     assert status["you"] == you  # the cookie kept this browser on its version
 
 

@@ -11,8 +11,9 @@ over 1,000 clients).
 Only requests that leave the model choice to the server are in the experiment; one that names a model
 is served as asked and counted as ``excluded``. Per version, for ``POST /v1/upscale``: requests,
 errors (5xx, 429 and timeouts: the server's fault), rejected requests (other 4xx: the client's),
-latency p50/p95 from request to last byte, and optional ratings (``POST /v1/ab/rating``, 1-5). Jobs are
-routed by the same split; their submissions are not timed (the work happens later).
+latency p50/p95 from request to last byte, and optional ratings (``POST /v1/ab/rating``, 1-5). Jobs
+(``POST /v1/jobs``, what the web page uses) are routed by the same split and counted apart: jobs,
+job errors, cancelled, and p50/p95 from submission to the finished result.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pydantic import BaseModel, Field
 from ..errors import SuperresError
 from .errors import ApiError, ErrorBody
 
-__all__ = ["ABMetrics", "ABSplit", "Variant", "choose_model", "parse_ab", "register"]
+__all__ = ["ABMetrics", "ABSplit", "Variant", "choose_model", "parse_ab", "register", "track_job"]
 
 CLIENT_HEADER = "x-client-id"
 COOKIE = "superres_client"
@@ -123,10 +124,22 @@ class ABMetrics:
     def __init__(self, names: Sequence[str], keep: int = 100_000) -> None:
         self._lock = threading.Lock()
         self._data = {
-            n: {"requests": 0, "errors": 0, "rejected": 0, "lat": deque(maxlen=keep), "ratings": []}
+            n: {
+                "requests": 0,
+                "errors": 0,
+                "rejected": 0,
+                "lat": deque(maxlen=keep),
+                "ratings": [],
+                "jobs": 0,
+                "job_errors": 0,
+                "job_rejected": 0,
+                "job_cancelled": 0,
+                "job_lat": deque(maxlen=keep),
+            }  # fmt: skip
             for n in names
         }
         self.excluded = 0
+        self._pending: list[tuple[str, Any]] = []  # (version, Job) until the job finishes
 
     def record(self, name: str, seconds: float, status: int) -> None:
         with self._lock:
@@ -139,6 +152,37 @@ class ABMetrics:
             else:
                 d["lat"].append(seconds)
 
+    def track_job(self, name: str, job: Any) -> None:
+        """Count this job for ``name`` once it finishes (read from the job record when asked)."""
+        with self._lock:
+            self._pending.append((name, job))
+
+    def _harvest(self) -> None:
+        """Move finished jobs into the counters (caller holds the lock)."""
+        waiting = []
+        for name, job in self._pending:
+            if job.finished is None:
+                waiting.append((name, job))
+                continue
+            d = self._data[name]
+            d["jobs"] += 1
+            if job.control.stage == "done":  # stays "done" when the result is later deleted
+                d["job_lat"].append(job.finished - job.created)
+            elif job.status == "failed":
+                code = job.error_status or 500
+                d["job_errors" if code >= 500 or code == 429 else "job_rejected"] += 1
+            else:
+                d["job_cancelled"] += 1
+        self._pending = waiting
+
+    def job_refused(self, name: str, job: Any, status: int) -> None:
+        """A job submission answered with an error: counted now, and its job (if any) is not awaited."""
+        with self._lock:
+            self._pending = [(n, j) for n, j in self._pending if j is not job]
+            d = self._data[name]
+            d["jobs"] += 1
+            d["job_errors" if status >= 500 or status == 429 else "job_rejected"] += 1
+
     def exclude(self) -> None:
         with self._lock:
             self.excluded += 1
@@ -149,9 +193,10 @@ class ABMetrics:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
+            self._harvest()
             out: dict[str, dict[str, Any]] = {}
             for n, d in self._data.items():
-                lat = sorted(d["lat"])
+                lat, job_lat = sorted(d["lat"]), sorted(d["job_lat"])
                 p50, p95 = _quantile(lat, 0.5), _quantile(lat, 0.95)
                 r = d["ratings"]
                 out[n] = {
@@ -164,8 +209,26 @@ class ABMetrics:
                     "mean_ms": round(sum(lat) / len(lat) * 1000, 2) if lat else None,
                     "ratings": len(r),
                     "rating_mean": round(sum(r) / len(r), 3) if r else None,
+                    "jobs": d["jobs"],
+                    "job_errors": d["job_errors"],
+                    "job_rejected": d["job_rejected"],
+                    "job_cancelled": d["job_cancelled"],
+                    "job_p50_ms": _ms(_quantile(job_lat, 0.5)),
+                    "job_p95_ms": _ms(_quantile(job_lat, 0.95)),
                 }
             return out
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def track_job(request: Any, job: Any) -> None:
+    """Count a submitted job for its client's version (nothing without a split, or with a named model)."""
+    st = request.scope.get("state", {}).get(STATE_KEY)
+    if st is not None and st["used"] and not st["excluded"]:
+        st["job"] = job
+        request.app.state.ab[1].track_job(st["variant"].name, job)
 
 
 def choose_model(request: Any, requested: Optional[str]) -> Optional[str]:
@@ -196,6 +259,7 @@ class _SplitMiddleware:
         st: dict[str, Any] = {"variant": variant, "client": client, "excluded": False, "used": False}
         scope.setdefault("state", {})[STATE_KEY] = st
         timed = path == TIMED and scope.get("method") == "POST"
+        submits = path == "/v1/jobs" and scope.get("method") == "POST"
         started = time.perf_counter()
         status = 500
 
@@ -216,11 +280,12 @@ class _SplitMiddleware:
         try:
             await self.app(scope, receive, send_wrapped)
         finally:
-            if timed:
-                if st["excluded"]:
-                    self.metrics.exclude()
-                else:
-                    self.metrics.record(variant.name, time.perf_counter() - started, status)
+            if st["excluded"]:
+                self.metrics.exclude()
+            elif timed:
+                self.metrics.record(variant.name, time.perf_counter() - started, status)
+            elif submits and status != 202:
+                self.metrics.job_refused(variant.name, st.get("job"), status)
 
 
 def _client_id(scope: Any) -> tuple[str, bool]:

@@ -451,6 +451,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
             job = Job(id=secrets.token_hex(16), model=name, filename=upload.filename, params=params)
             store: JobStore = state["jobs"]
             store.add(job)
+            ab.track_job(request, job)
 
             def work(data: bytes) -> Outcome:
                 return process(

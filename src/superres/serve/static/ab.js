@@ -27,7 +27,7 @@
   function render(data) {
     const body = panel.querySelector("tbody");
     body.replaceChildren();
-    const total = data.versions.reduce((n, v) => n + v.requests, 0);
+    const total = data.versions.reduce((n, v) => n + v.requests + v.jobs, 0);
     for (const v of data.versions) {
       const tr = document.createElement("tr");
       tr.dataset.version = v.name;
@@ -35,11 +35,11 @@
       cell(tr, v.name + (v.name === data.you ? " (you)" : ""));
       cell(tr, v.model);
       cell(tr, `${(v.share * 100).toFixed(0)}%`);
-      cell(tr, total ? `${((v.requests / total) * 100).toFixed(1)}%` : "–");
-      cell(tr, String(v.requests));
-      cell(tr, String(v.errors));
-      cell(tr, ms(v.p50_ms));
-      cell(tr, ms(v.p95_ms));
+      cell(tr, total ? `${(((v.requests + v.jobs) / total) * 100).toFixed(1)}%` : "–");
+      cell(tr, `${v.requests} / ${v.jobs}`);
+      cell(tr, String(v.errors + v.job_errors));
+      cell(tr, `${ms(v.p50_ms)} / ${ms(v.p95_ms)}`);
+      cell(tr, `${ms(v.job_p50_ms)} / ${ms(v.job_p95_ms)}`);
       cell(tr, v.rating_mean === null ? "–" : `${v.rating_mean.toFixed(2)} (${v.ratings})`);
       body.append(tr);
     }
@@ -61,7 +61,8 @@
     panel.innerHTML =
       "<h2>A/B test</h2>" +
       "<table><thead><tr><th>version</th><th>model</th><th>configured</th><th>observed</th>" +
-      "<th>requests</th><th>errors</th><th>p50 ms</th><th>p95 ms</th><th>rating</th></tr></thead>" +
+      "<th>upscales / jobs</th><th>errors</th><th>upscale p50 / p95 ms</th><th>job p50 / p95 ms</th>" +
+      "<th>rating</th></tr></thead>" +
       "<tbody></tbody></table>" +
       '<p class="hint">Rate your last result: <span class="stars"></span> <span class="rated"></span></p>';
     const stars = panel.querySelector(".stars");
