@@ -174,8 +174,9 @@ def register(app: FastAPI, study_dir: Path) -> None:
                 else 422
             )
             raise ApiError(status, "bad_vote", text) from None
-        votes = await asyncio.to_thread(store.votes)
-        return VoteOut(ok=True, votes=len(votes), rater_votes=sum(1 for x in votes if x.rater == cast.rater))
+        total = await asyncio.to_thread(store.count)
+        mine = await asyncio.to_thread(store.count, cast.rater)
+        return VoteOut(ok=True, votes=total, rater_votes=mine)
 
     @router.get(
         "/v1/study/votes.csv",

@@ -152,6 +152,13 @@ class VoteStore:
                 counts[(image, x, y)] = counts.get((image, x, y), 0) + int(n)
         return counts
 
+    def count(self, rater: Optional[str] = None) -> int:
+        """Votes in all, or by one rater."""
+        with self._connect() as db:
+            if rater is None:
+                return int(db.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) FROM votes WHERE rater = ?", (rater,)).fetchone()[0])
+
     def __len__(self) -> int:
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
