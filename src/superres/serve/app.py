@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from .._version import __version__
+from . import ab
 from .context import ServerContext
 from .errors import ApiError
 from .routers import health, jobs, page, upscale
@@ -54,7 +55,10 @@ def _slug(status: int) -> str:
 def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> FastAPI:
     """Build the application; models start loading when it starts (lifespan), not here."""
     pool = pool or ModelPool(
-        settings.models, device=settings.device, precision=settings.precision, tile=settings.tile
+        ab.served_models(settings.models, settings.ab),
+        device=settings.device,
+        precision=settings.precision,
+        tile=settings.tile,
     )
     ctx = ServerContext(settings, pool)
 
@@ -99,7 +103,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
     )
     app.state.settings, app.state.pool, app.state.ctx = settings, pool, ctx
     routers = [group.build(ctx) for group in (page, health, upscale, jobs)]
-    _error_handlers(app, [route for r in routers for route in r.routes])
+    _error_handlers(app)
     # A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware wraps
     # ``receive`` so that ``request.is_disconnected()`` never sees the client leave, and an abandoned
     # request then kept its worker until the whole image was done.
@@ -108,12 +112,28 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+    ab.register(app, settings.ab, pool)  # GET /v1/ab answers {"enabled": false} without --ab
+    if settings.study is not None:
+        from .study_routes import register as register_study
+
+        register_study(app, settings.study)
     return app
 
 
-def _error_handlers(app: FastAPI, routes: list[BaseRoute]) -> None:
+def _flat_routes(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, including those of included routers (FastAPI 0.165 keeps an included router as one
+    entry holding the original; older versions copy its routes into the app's list)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat_routes(inner.routes)
+        else:
+            yield route
+
+
+def _error_handlers(app: FastAPI) -> None:
     """Every error as ``{"error": code, "detail": sentence}`` with its status; a 405 lists in ``Allow``
-    every method of the path, from all ``routes`` (not only those of the first route that matched)."""
+    every method of the path (not only those of the first route that matched)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, e: ApiError) -> JSONResponse:
@@ -126,7 +146,7 @@ def _error_handlers(app: FastAPI, routes: list[BaseRoute]) -> None:
             from starlette.routing import Match
 
             allowed: set[str] = set()
-            for route in routes:
+            for route in _flat_routes(app.router.routes):
                 if route.matches(request.scope)[0] != Match.NONE:
                     allowed |= set(getattr(route, "methods", None) or ())
             if allowed:

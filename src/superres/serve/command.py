@@ -57,6 +57,12 @@ def serve_command(
     ),
     tmp_dir: Optional[Path] = typer.Option(None, "--tmp-dir", help="Folder for uploads and job results."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    study: Optional[Path] = typer.Option(
+        None, "--study", help="Serve this study folder (superres study create) for blind rating at /study."
+    ),
+    ab: Optional[list[str]] = typer.Option(
+        None, "--ab", help="NAME=MODEL:SHARE: route that share of clients (sticky) to MODEL; repeatable."
+    ),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json) and the web page at /. Every option can also be set
     as SUPERRES_SERVE_<OPTION> in the environment, e.g. SUPERRES_SERVE_MAX_BYTES=10000000."""
@@ -78,6 +84,8 @@ def serve_command(
         job_ttl=job_ttl,
         tmp_dir=tmp_dir,
         log_level=log_level,
+        study=study,
+        ab=ab or None,
     )
     try:
         import fastapi  # noqa: F401

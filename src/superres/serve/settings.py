@@ -46,8 +46,10 @@ class ServeSettings(BaseModel):
     job_ttl: float = Field(600.0, gt=0)  # finished job results are deleted after this
     tmp_dir: Optional[Path] = None  # uploads and job results; None = a private folder in the system temp
     log_level: str = "info"
+    study: Optional[Path] = None  # a study folder (superres study create): the rating page at /study
+    ab: list[str] = Field(default_factory=list)  # NAME=MODEL:SHARE candidate versions (serve/ab.py)
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "ab", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):

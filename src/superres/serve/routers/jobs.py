@@ -8,6 +8,7 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from .. import ab
 from ..context import ServerContext, out_name
 from ..errors import ApiError
 from ..pipeline import Outcome, parse_params, probe, process
@@ -34,7 +35,7 @@ def build(ctx: ServerContext) -> APIRouter:
         upload = await receive_upload(request, ctx.tmp_dir, settings.max_bytes)
         try:
             params = parse_params(upload.fields)
-            name = pool.resolve(params.model)
+            name = pool.resolve(ab.choose_model(request, params.model))
             up = pool.get(name)
             assert upload.path is not None
             # header only, off the event loop: a bomb or a text file is refused now, not as a failed job
@@ -42,6 +43,7 @@ def build(ctx: ServerContext) -> APIRouter:
             job = Job(id=secrets.token_hex(16), model=name, filename=upload.filename, params=params)
             store = ctx.store
             store.add(job)
+            ab.track_job(request, job)
 
             def work(data: bytes) -> Outcome:
                 return process(

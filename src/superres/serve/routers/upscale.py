@@ -9,6 +9,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from .. import ab
 from ..context import ServerContext, out_name
 from ..errors import ApiError
 from ..pipeline import Outcome, WorkControl, parse_params, process
@@ -34,7 +35,7 @@ def build(ctx: ServerContext) -> APIRouter:
         control = WorkControl()
         try:
             params = parse_params(upload.fields)
-            name = pool.resolve(params.model)
+            name = pool.resolve(ab.choose_model(request, params.model))
             up = pool.get(name)
             hint = "; send it to POST /v1/jobs" if settings.sync_max_pixels < settings.max_pixels else ""
             limit = min(settings.sync_max_pixels, settings.max_pixels)
