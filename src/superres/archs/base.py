@@ -32,6 +32,8 @@ _ARCH_MODULES: dict[str, str] = {
     "rrdbnet": "superres.archs.rrdbnet",
     "srvgg": "superres.archs.srvgg",
     "swinir": "superres.archs.swinir",
+    "span": "superres.archs.span",
+    "srmd": "superres.archs.srmd",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

