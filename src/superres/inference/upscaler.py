@@ -383,8 +383,10 @@ def _half_copy(net: SRNet, dtype: torch.dtype, device: torch.device) -> SRNet:
 # ---- loading ---------------------------------------------------------------------------------------------
 
 
-def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> tuple[SRNet, "ModelCard | None"]:
-    """A zoo name or a weights file -> (network with weights, its card or None)."""
+def load_network(name_or_path: str | Path, *, allow_download: bool = False,
+                 hyperparams: dict[str, Any] | None = None) -> tuple[SRNet, "ModelCard | None"]:
+    """A zoo name or a weights file -> (network with weights, its card or None). ``hyperparams`` override
+    ones that are not in the weights (SRMD's ``noise_level``, chosen by :func:`superres.zoo.choose.choose`)."""
     from ..zoo.formats import WEIGHT_SUFFIXES, read_weights_file
     from ..zoo.registry import get_card, resolve_weights
 
@@ -412,6 +414,7 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> t
         )
     else:
         arch, hp = _from_metadata(meta, found)
+    hp.update(hyperparams or {})
     net = build(arch, **hp)
     try:
         net.load_state_dict(sd, strict=True)
@@ -445,12 +448,16 @@ def load_model(
     allow_download: bool = False,
     options: UpscaleOptions | None = None,
     backend: str = "torch",
+    hyperparams: dict[str, Any] | None = None,
 ) -> Upscaler:
     """Load a zoo model by name or a weights file (arch and hyper-parameters detected from the file).
+    ``hyperparams``: see :func:`load_network` (torch backend only).
 
     ``backend`` other than torch (onnxruntime, openvino) runs the tiles through an exported model; it is
     imported only then, so plain torch upscaling never loads the deployment runtimes."""
     if backend != "torch":
+        if hyperparams:
+            raise ModelLoadError(f"hyper-parameters {sorted(hyperparams)} (e.g. a --denoise level) need --backend torch")
         from ..deploy.runtime import load_backend_model
 
         return load_backend_model(name_or_path, backend, precision=precision, allow_download=allow_download,
@@ -458,6 +465,6 @@ def load_model(
     if Path(str(name_or_path)).suffix.lower() in (".onnx", ".xml"):
         raise ModelLoadError(f"'{name_or_path}' is an exported model: run it with --backend onnxruntime "
                              "or openvino")
-    net, card = load_network(name_or_path, allow_download=allow_download)
+    net, card = load_network(name_or_path, allow_download=allow_download, hyperparams=hyperparams)
     name = card.name if card else Path(str(name_or_path)).stem
     return Upscaler(net, name=name, card=card, device=device, precision=precision, options=options)
