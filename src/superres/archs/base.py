@@ -35,6 +35,7 @@ _ARCH_MODULES: dict[str, str] = {
     "span": "superres.archs.span",
     "srmd": "superres.archs.srmd",
     "upconv7": "superres.archs.upconv7",
+    "cugan": "superres.archs.cugan",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

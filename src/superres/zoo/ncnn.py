@@ -236,6 +236,13 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.nd
             out[layer.name] = blobs
         elif layer.type == "PReLU":
             out[layer.name] = [reader.raw_fp32(int(layer.get(0, 0)), layer)]
+        elif layer.type == "InnerProduct":  # same ids as convolutions (Real-CUGAN's SE gates)
+            if layer.get(8, 0):
+                raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
+            blobs = [reader.typed(int(layer.get(2, 0)), layer)]
+            if layer.get(1, 0):
+                blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
+            out[layer.name] = blobs
         elif layer.type == "MemoryData":  # a constant (SPAN's mean): raw fp32, w*h*d*c values
             dims = [max(1, int(layer.get(k, 0))) for k in (0, 1, 11, 2)]
             out[layer.name] = [reader.raw_fp32(math.prod(dims), layer)]
