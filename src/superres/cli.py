@@ -108,7 +108,8 @@ def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
 def upscale(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
-    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or a weights file."),
+    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name, a weights file, or "
+                              "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD)."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height (width follows the aspect)."),

@@ -14,6 +14,12 @@ from ..errors import ModelLoadError
 from .registry import ModelCard, all_cards, get_card
 
 
+# The most faithful (highest Y-PSNR on Set5 + Set14 + BSD100 with bicubic LR, `superres eval`) native model
+# per scale; ``-m fidelity`` picks from here. Measured numbers: README "PSNR-oriented models".
+FIDELITY = {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-x4"}
+FIDELITY_NAME = "fidelity"
+
+
 @dataclass(frozen=True)
 class Choice:
     """The model to load and the hyper-parameters that differ from its card (SRMD's ``noise_level``)."""
@@ -48,6 +54,9 @@ def choose(model: str, outscale: float | None = None, denoise: int | None = None
     A weights file or a card without a family is returned as asked (a denoise level is then an error).
     Within a family, a member whose scale equals an integer ``outscale`` wins over the asked card.
     """
+    if model.lower() == FIDELITY_NAME:
+        scale = int(outscale) if outscale is not None and float(outscale).is_integer() else 4
+        model = FIDELITY.get(scale, FIDELITY[4])
     try:
         card = get_card(model)
     except ModelLoadError:
