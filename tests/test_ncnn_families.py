@@ -233,7 +233,7 @@ def test_tiled_engine_matches_ncnn_whole_image(stem: str, data_dir: Path) -> Non
 
 
 @pytest.mark.parametrize("name", ["span-x2", "span-ch48-x4", "srmd-x3", "srmdnf-x4", "waifu2x-anime-x2-n1",
-                                  "realcugan-x2-conservative"])
+                                  "realcugan-x2-cons"])
 def test_cards_load_offline_and_cache(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from superres.inference.upscaler import load_network
     from superres.zoo.registry import get_card, is_available_offline
@@ -296,7 +296,7 @@ def test_choose_native_scale_and_denoise_level() -> None:
     assert choose("waifu2x-photo-x2-n3", 2).model == "waifu2x-photo-x2-n3"
     assert levels_of(get_card("waifu2x-photo-x2")) == [0, 1, 2, 3]
     assert levels_of(get_card("realcugan-x2")) == [-1, 0, 1, 2, 3]
-    assert choose("realcugan-x2", None, denoise=-1).model == "realcugan-x2-conservative"
+    assert choose("realcugan-x2", None, denoise=-1).model == "realcugan-x2-cons"
     assert [choose("fidelity", s).model for s in (2, 3, 4, None)] == ["span-ch48-x2", "srmdnf-x3", "span-x4", "span-x4"]
     with pytest.raises(ModelLoadError, match="offers levels 0, 1, .*--denoise 11"):
         choose("srmd-x2", None, denoise=11)
@@ -329,3 +329,21 @@ def test_upscale_command_runs_the_native_model(tmp_path: Path, data_dir: Path) -
     assert np.array_equal(got, want)
     plain = load_model("srmd-x2", device="cpu").upscale(np.asarray(Image.open(src)))
     assert not np.array_equal(got, plain)  # the level was applied
+
+
+def test_models_command_lists_families_and_levels() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+
+    r = CliRunner().invoke(app, ["models", "--json"])
+    assert r.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(r.output)}
+    assert rows["srmd-x3"]["family"] == "srmd" and rows["srmd-x3"]["denoise_levels"] == list(range(11))
+    assert rows["realcugan-x2-denoise2"]["denoise"] == 2 and rows["realcugan-x2"]["denoise_levels"] == [-1, 0, 1, 2, 3]
+    assert rows["span-x4"]["denoise_levels"] == [] and rows["span-x4"]["scale"] == 4
+    assert all(rows[n]["licence"] and rows[n]["source"] for n in rows)
+    narrow = CliRunner().invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert "0-10" in narrow.output and "-1..3" in narrow.output

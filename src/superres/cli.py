@@ -337,11 +337,12 @@ def _models_narrow(rows: list[dict[str, Any]]) -> Any:
     table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
                   caption="--wide: architecture, full licence and source; --json: everything")
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    for col in ("scale", "params", "noise", "offline", "licence", "source"):
+    for col in ("scale", "params", "dn", "offline", "licence", "source"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], f"x{r['scale']}", _short_count(r["params"]), _levels(r),
-                      "yes" if r["offline"] else "no", r["licence"].split()[0], _short_source(r["source"]))
+                      "yes" if r["offline"] else "no", r["licence"].split()[0].replace("-Clause", ""),
+                      _short_source(r["source"]))
     return table
 
 
@@ -363,7 +364,7 @@ def _levels(row: dict[str, Any]) -> str:
     if not levels:
         return "-"
     if levels == list(range(levels[0], levels[-1] + 1)) and len(levels) > 2:
-        return f"{levels[0]}-{levels[-1]}"
+        return f"{levels[0]}-{levels[-1]}" if levels[0] >= 0 else f"{levels[0]}..{levels[-1]}"
     return ",".join(map(str, levels))
 
 

