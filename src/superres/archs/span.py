@@ -77,7 +77,8 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
     for out_ch in (in_ch, 3, 1):
         s = shuffle_scale(int(sd["conv_up.weight"].shape[0]), out_ch)
         if s:
-            return dict(in_channels=in_ch, out_channels=out_ch, num_feat=num_feat, scale=s)
+            # img_range is not in the weights: upstream's 255 unless the file's metadata says otherwise
+            return dict(in_channels=in_ch, out_channels=out_ch, num_feat=num_feat, scale=s, img_range=255.0)
     return None
 
 
