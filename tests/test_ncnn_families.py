@@ -347,3 +347,15 @@ def test_models_command_lists_families_and_levels() -> None:
     assert all(rows[n]["licence"] and rows[n]["source"] for n in rows)
     narrow = CliRunner().invoke(app, ["models"], env={"COLUMNS": "80"})
     assert "0-10" in narrow.output and "-1..3" in narrow.output
+
+
+def test_fidelity_default_is_the_best_measured_model_per_scale() -> None:
+    """``-m fidelity`` must name, per scale, the card with the best mean measured Y-PSNR (cards carry the
+    `superres eval` numbers), so a re-measured card that wins takes over only if FIDELITY is updated."""
+    from superres.zoo.choose import FIDELITY
+    from superres.zoo.registry import all_cards
+
+    for scale, name in FIDELITY.items():
+        measured = {c.name: sum(c.metrics[f"{d} PSNR-Y"] for d in ("Set5", "Set14", "BSD100"))
+                    for c in all_cards() if c.scale == scale and "Set5 PSNR-Y" in c.metrics}
+        assert max(measured, key=measured.__getitem__) == name, (scale, measured)

