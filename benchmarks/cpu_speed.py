@@ -179,9 +179,9 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
             planes = np.concatenate([planes, np.broadcast_to(maps_np, (maps_np.shape[0], *planes.shape[1:]))])
         if getattr(net_in, "arch_name", "") == "upconv7":
             planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
-        if getattr(net_in, "arch_name", "") == "cugan":  # 18 px reflected, even size; output cropped below
+        if getattr(net_in, "arch_name", "") == "cugan":  # 18 px replicated, even size; output cropped below
             h, w = planes.shape[1:]
-            planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="reflect")
+            planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:

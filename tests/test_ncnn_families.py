@@ -68,9 +68,9 @@ def _network_input(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     graph is unpadded, upstream feeds it a 7-pixel edge-replicated border."""
     if getattr(net, "arch_name", "") == "upconv7":
         return np.pad(x, ((0, 0), (7, 7), (7, 7)), mode="edge")
-    if getattr(net, "arch_name", "") == "cugan":  # upstream: 18 px reflected, even size (ours: same, inside)
+    if getattr(net, "arch_name", "") == "cugan":  # 18 px edge-replicated, even size (ours: same, inside)
         h, w = x.shape[1:]
-        return np.pad(x, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="reflect")
+        return np.pad(x, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
     if getattr(net, "arch_name", "") != "srmd":
         return x
     maps = net.maps[0, :, :, :].numpy()
@@ -164,19 +164,20 @@ def test_structure_is_verified(stem: str, old: str, new: str, msg: str) -> None:
 
 
 def test_cugan_runs_whole_images_and_any_size(data_dir: Path) -> None:
-    """Real-CUGAN's SE gates average over the whole input, so the engine must not tile it; odd sizes
-    are padded to even inside the network and the output is exactly 2x."""
+    """Real-CUGAN's SE gates average over the whole input, so the engine must not tile it (a 16-px tile
+    request still gives the whole-image result); odd sizes come out exactly 2x."""
     from superres.inference.upscaler import UpscaleOptions, Upscaler
 
     net = _net(CUGAN_STEMS[1])
     assert net.descriptor.tiling == "internal"
     up = Upscaler(net, device="cpu", options=UpscaleOptions(tile=16))
     assert up.plan().tile == 0
-    x = _inputs(data_dir, 48, smooth=True)["real"][:, :37, :45].copy()
+    x = _inputs(data_dir, 48, smooth=True)["real"][:, :36, :44].copy()
     with torch.no_grad():
         whole = net(torch.from_numpy(x)[None])[0].clamp(0, 1).permute(1, 2, 0).numpy()
     got = up.upscale_planes(x)
-    assert got.shape == (74, 90, 3) and float(np.abs(got - whole).max()) < 1e-5
+    assert got.shape == (72, 88, 3) and float(np.abs(got - whole).max()) < 1e-5
+    assert up.upscale_planes(x[:, :35, :43].copy()).shape == (70, 86, 3)
 
 
 def test_family_graphs_are_not_confused() -> None:

@@ -2,9 +2,12 @@
 squeeze-and-excitation gates; the second refines the first one's 2x output.
 
 Why the padding and crop live in ``forward``: the unpadded layers consume 18 LR pixels per side and the
-two stride-2 levels need an even size, so the input is reflect-padded (as upstream does) and the output
-cropped back to exactly 2x. The SE gates average over the *whole* tile, so a tile's output depends on
-the tile: the descriptor says ``tiling="internal"`` and the engine runs whole images.
+two stride-2 levels need an even size, so the input is edge-padded and the output cropped back to exactly
+2x. Edge (replicate) padding, where upstream reflects: a reflect pad of 18 fails on inputs under 19 pixels
+and would make the traced ONNX graph depend on the example size; it changes only the context of border
+pixels. The SE gates average over the *whole* tile, so a tile's output depends on the tile: the
+descriptor says ``tiling="internal"`` (the engine runs whole images) and ``size_multiple=2`` (the engine
+pads odd sizes, so exported graphs need no size-dependent branch).
 """
 
 from __future__ import annotations
@@ -102,9 +105,8 @@ class RealCUGAN2x(SRNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
-        ph, pw = h % 2, w % 2
-        mode = "reflect" if min(h, w) > PAD else "replicate"
-        y = self.core(F.pad(x, (PAD, PAD + pw, PAD, PAD + ph), mode=mode))
+        ph, pw = h % 2, w % 2  # 0 through the engine (size_multiple 2); direct odd-size calls still work
+        y = self.core(F.pad(x, (PAD, PAD + pw, PAD, PAD + ph), mode="replicate"))
         return y[:, :, : 2 * h, : 2 * w]
 
 
@@ -122,5 +124,6 @@ SPEC = register(
         build=RealCUGAN2x,
         detect=_detect,
         tiling="internal",
+        size_multiple=lambda hp: 2,
     )
 )
