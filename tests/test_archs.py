@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from superres.archs import build, detect, get_arch, list_archs
 
-ALL_ARCHS = ["edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "srcnn", "srvgg", "swinir"]
+ALL_ARCHS = ["cugan", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
+             "upconv7"]
 
 # --------------------------------------------------------------------------------------------------
 # Representative small configurations: (case id, arch, hyper-parameters, supported scales,
@@ -50,6 +51,12 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("swinir-real-3conv", "swinir", dict(_SW, depths=[2], num_heads=[2], upsampler="nearest+conv",
                                          num_feat=8, resi_connection="3conv", img_size=12),
      (2, 4), frozenset()),
+    ("span", "span", dict(num_feat=8), (2, 3, 4), frozenset()),  # issue 16: the ncnn-wheel families
+    ("srmd", "srmd", dict(num_feat=8), (2, 3, 4), frozenset()),
+    ("srmdnf", "srmd", dict(num_feat=8, noise_level=None), (2,), frozenset()),
+    ("srmd-noise7", "srmd", dict(num_feat=8, noise_level=7), (3,), frozenset({"noise_level"})),
+    ("upconv7", "upconv7", dict(), (2,), frozenset()),
+    ("cugan", "cugan", dict(), (2,), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
 ]

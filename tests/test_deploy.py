@@ -124,7 +124,14 @@ def test_zoo_models_match_torch(tmp_path: Path, data_dir: Path, model: str) -> N
     if model == "realesr-animevideov3":
         sessions.append(OpenVINOSession(export_openvino(path, tmp_path / "m.xml")))
         assert read_metadata(tmp_path / "m.xml")["weights_sha256"] == meta["weights_sha256"]
-    for x in (_set5_crop(data_dir, channels, side), _rand(channels, side - 8, side)):
+    rand = _rand(channels, side - 8, side)
+    if get_card(model).arch == "span":
+        # SPAN scales its input by 255: on white noise its outputs reach +-1000 and fp32 itself differs
+        # from fp64 by ~0.5 (tests/test_ncnn_families.py), so any two runtimes do; a smooth random field
+        # keeps the check about the export, not about float conditioning.
+        rand = torch.nn.functional.interpolate(_rand(channels, 4, 5), size=(side - 8, side), mode="bicubic",
+                                               align_corners=False).clamp(0, 1)
+    for x in (_set5_crop(data_dir, channels, side), rand):
         ref = _torch(net, x)
         for sess in sessions:
             err = float(np.abs(sess(x).numpy() - ref).max())

@@ -109,7 +109,8 @@ def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
 def upscale(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
-    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or a weights file."),
+    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name, a weights file, or "
+                              "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD)."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height (width follows the aspect)."),
@@ -129,8 +130,11 @@ def upscale(
         help="Refuse (and skip, in a batch) outputs larger than this; 0 = no limit. Default 16384x16384."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
+    denoise: Optional[int] = typer.Option(None, "--denoise", help="Denoise level of the model's family "
+                                          "(superres models --wide lists them), e.g. SRMD 0-10."),
 ) -> None:
-    """Upscale images: files, folders (same tree out) or globs."""
+    """Upscale images: files, folders (same tree out) or globs. With -s 2 or -s 3 a model family that has
+    a native x2/x3 member (SPAN, SRMD) runs that member instead of downscaling a larger scale."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .inference.batch import run_batch
@@ -142,8 +146,14 @@ def upscale(
     single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
     if single_file_out:
         _check_single_output(Path(inputs[0]), output, overwrite)
-    up = load_model(model, device=device, precision=precision, allow_download=download,
-                    options=_options(tile, tile_overlap, alpha), backend=backend)
+    from .zoo.choose import choose
+
+    choice = choose(model, outscale, denoise)
+    if choice.note:
+        typer.echo(choice.note, err=True)
+    up = load_model(choice.model, device=device, precision=precision, allow_download=download,
+                    options=_options(tile, tile_overlap, alpha), backend=backend,
+                    **({"hyperparams": choice.hyperparams} if choice.hyperparams else {}))
     if single_file_out:
         _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels,
                      max_output_pixels, overwrite)
@@ -301,6 +311,7 @@ def models(
     import json
 
     from .archs import build
+    from .zoo.choose import levels_of
     from .zoo.registry import all_cards, is_available_offline
 
     rows = []
@@ -308,7 +319,8 @@ def models(
         params = sum(p.numel() for p in build(card.arch, **card.hyperparams).parameters())
         rows.append(dict(name=card.name, arch=card.arch, scale=card.scale, params=params, licence=card.licence,
                          source=card.source, offline=is_available_offline(card), purpose=card.purpose,
-                         description=card.description))
+                         description=card.description, family=card.family, denoise=card.denoise,
+                         denoise_levels=levels_of(card)))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -326,11 +338,12 @@ def _models_narrow(rows: list[dict[str, Any]]) -> Any:
     table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
                   caption="--wide: architecture, full licence and source; --json: everything")
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    for col in ("scale", "params", "offline", "licence", "source"):
+    for col in ("scale", "params", "dn", "offline", "licence", "source"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], f"x{r['scale']}", _short_count(r["params"]), "yes" if r["offline"] else "no",
-                      r["licence"].split()[0], _short_source(r["source"]))
+        table.add_row(r["name"], f"x{r['scale']}", _short_count(r["params"]), _levels(r),
+                      "yes" if r["offline"] else "no", r["licence"].split()[0].replace("-Clause", ""),
+                      _short_source(r["source"]))
     return table
 
 
@@ -338,12 +351,22 @@ def _models_wide(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="superres model zoo")
-    for col in ("name", "arch", "scale", "params", "offline", "licence", "source"):
+    for col in ("name", "arch", "family", "scale", "params", "denoise", "offline", "licence", "source"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], r["arch"], f"x{r['scale']}", f"{r['params']:,}", "yes" if r["offline"] else "no",
-                      r["licence"], r["source"])
+        table.add_row(r["name"], r["arch"], r["family"], f"x{r['scale']}", f"{r['params']:,}", _levels(r),
+                      "yes" if r["offline"] else "no", r["licence"], r["source"])
     return table
+
+
+def _levels(row: dict[str, Any]) -> str:
+    """The --denoise levels a model's family offers at its scale: '0-10', '0,1,3', or '-'."""
+    levels = row["denoise_levels"]
+    if not levels:
+        return "-"
+    if levels == list(range(levels[0], levels[-1] + 1)) and len(levels) > 2:
+        return f"{levels[0]}-{levels[-1]}" if levels[0] >= 0 else f"{levels[0]}..{levels[-1]}"
+    return ",".join(map(str, levels))
 
 
 def _short_count(n: int) -> str:

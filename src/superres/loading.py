@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelLoadError
 from .plugins import Registry
@@ -75,28 +75,35 @@ def load_model(
     allow_download: bool = False,
     options: "UpscaleOptions | None" = None,
     backend: str = "torch",
+    hyperparams: dict[str, Any] | None = None,
 ) -> "Upscaler":
     """Load a zoo model by name, a weights file (architecture and hyper-parameters detected from it) or an
-    exported model, ready to upscale on ``backend`` (see :func:`backend_names`)."""
+    exported model, ready to upscale on ``backend`` (see :func:`backend_names`). ``hyperparams`` override
+    ones the weights do not hold (SRMD's noise level; torch backend only)."""
     entry = get_backend(backend)
+    extra: dict[str, Any] = {}
+    if hyperparams:
+        if entry.name != "torch":
+            raise ModelLoadError(f"hyper-parameters {sorted(hyperparams)} (e.g. a --denoise level) need --backend torch")
+        extra["hyperparams"] = hyperparams
     suffix = Path(str(name_or_path)).suffix.lower()
     exported = {s for b in _BACKENDS.table().values() for s in b.runs_exported}
     if suffix in exported and suffix not in entry.runs_exported:
         able = [b.name for b in _BACKENDS.table().values() if suffix in b.runs_exported]
         raise ModelLoadError(f"'{name_or_path}' is an exported model: run it with --backend {' or '.join(able)}")
     return entry.load(name_or_path, device=device, precision=precision, allow_download=allow_download,
-                      options=options)
+                      options=options, **extra)
 
 
 # ---- the built-in backends ---------------------------------------------------------------------------------
 
 
 def _torch(name_or_path: str | Path, *, device: str, precision: str, allow_download: bool,
-           options: "UpscaleOptions | None") -> "Upscaler":
+           options: "UpscaleOptions | None", hyperparams: dict[str, Any] | None = None) -> "Upscaler":
     from .inference.upscaler import Upscaler
     from .zoo.loader import load_network
 
-    net, card = load_network(name_or_path, allow_download=allow_download)
+    net, card = load_network(name_or_path, allow_download=allow_download, hyperparams=hyperparams)
     name = card.name if card else Path(str(name_or_path)).stem
     return Upscaler(net, name=name, card=card, device=device, precision=precision, options=options)
 

@@ -35,6 +35,10 @@ _ARCH_MODULES: dict[str, str] = {
     "rrdbnet": "superres.archs.rrdbnet",
     "srvgg": "superres.archs.srvgg",
     "swinir": "superres.archs.swinir",
+    "span": "superres.archs.span",
+    "srmd": "superres.archs.srmd",
+    "upconv7": "superres.archs.upconv7",
+    "cugan": "superres.archs.cugan",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

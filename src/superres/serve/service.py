@@ -55,7 +55,9 @@ class ModelPool:
         self.device, self.precision, self.tile = device, precision, tile
         self.entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
-        chosen = names or [c.name for c in all_cards() if is_available_offline(c)]
+        # Default: the core zoo. The converted families (SPAN, SRMD, waifu2x, Real-CUGAN: 36 cards, one per
+        # scale and denoise level) are served only when named; loading them all would take minutes.
+        chosen = names or [c.name for c in all_cards() if not c.family and is_available_offline(c)]
         if not chosen:
             raise ModelLoadError("no model is available offline; name one with --models")
         for text in chosen:

