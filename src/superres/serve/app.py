@@ -504,6 +504,9 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         forgotten (404 afterwards)."""
         return job_info(state["jobs"].cancel(job_id))
 
+    from .zssr_routes import register as register_zssr  # POST /v1/zssr: zero-shot SR jobs (issue #17)
+
+    register_zssr(app, job_info)
     return app
 
 

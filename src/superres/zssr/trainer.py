@@ -56,6 +56,7 @@ class ZSSRConfig:
     check_every: int = 60
     slope_window: int = 256
     max_time: float | None = None  # seconds of training, all stages together
+    clock: str = "wall"  # "wall", or "cpu" (this process's CPU seconds: a busy shared machine keeps the budget)
     ensemble: bool = True
     back_projection: int = 4
     noise: float = 0.0
@@ -67,6 +68,8 @@ class ZSSRConfig:
             raise SuperresError(f"ZSSR scale must be 2, 3 or 4, got {self.scale}")
         if self.max_time is not None and self.max_time <= 0:
             raise SuperresError(f"--max-time must be positive seconds, got {self.max_time}")
+        if self.clock not in ("wall", "cpu"):
+            raise SuperresError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
 
     @property
     def stages(self) -> tuple[int, ...]:
@@ -127,7 +130,7 @@ def _fingerprint(image: torch.Tensor, kernel: torch.Tensor | None, cfg: ZSSRConf
     h = hashlib.sha256()
     h.update(image.detach().cpu().float().contiguous().numpy().tobytes())
     h.update(b"none" if kernel is None else kernel.detach().cpu().float().contiguous().numpy().tobytes())
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_time", "checkpoint_every")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_time", "checkpoint_every", "clock")}
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -185,6 +188,7 @@ def zssr(
 
     t_start = time.perf_counter()
     cfg = config
+    clock = time.perf_counter if cfg.clock == "wall" else time.process_time
     if image.ndim != 4 or image.shape[0] != 1 or not image.is_floating_point():
         raise SuperresError(f"zssr expects a 1 x C x H x W float image, got {tuple(image.shape)}")
     small = min_image_side(cfg.scale)
@@ -228,7 +232,7 @@ def zssr(
             return None
         state: dict[str, Any] = {
             "iteration": stage * cfg.max_steps + step, "stage": stage, "step": step,
-            "elapsed": elapsed + (time.perf_counter() - t0), "done": final, "fingerprint": fp,
+            "elapsed": elapsed + (clock() - t0), "done": final, "fingerprint": fp,
             "optimizer": opt.state_dict(), "generator": gen.get_state(),
             "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 2),
             "stage_steps": stage_steps, "input": current if stage > 0 else torch.zeros(0),
@@ -237,7 +241,7 @@ def zssr(
                 "scale": str(stages[min(stage, len(stages) - 1)])}
         return save_checkpoint(run_dir, stage * cfg.max_steps + step, {"net": net.state_dict()}, state, meta)
 
-    t0 = time.perf_counter()
+    t0 = clock()
     final_ckpt = None
     while not done:
         s = stages[stage]
@@ -245,7 +249,7 @@ def zssr(
         budget = None if cfg.max_time is None else cfg.max_time * (stage + 1) / len(stages)
         while True:
             lr = opt.param_groups[0]["lr"]
-            spent = elapsed + time.perf_counter() - t0
+            spent = elapsed + clock() - t0
             if step >= cfg.max_steps or lr < cfg.lr_min or (budget is not None and spent >= budget):
                 break
             net.train()
@@ -264,7 +268,7 @@ def zssr(
                 try:
                     progress(ZSSRProgress(stage, len(stages), step, cfg.max_steps, opt.param_groups[0]["lr"],
                                           history[-1][1] if history else None,
-                                          elapsed + time.perf_counter() - t0, cfg.max_time))
+                                          elapsed + clock() - t0, cfg.max_time))
                 except BaseException:
                     save()
                     raise
@@ -282,7 +286,7 @@ def zssr(
             final_ckpt = save(final=True)
     if final_ckpt is None and run_dir is not None:
         final_ckpt = latest_checkpoint(run_dir)
-    train_seconds = elapsed + time.perf_counter() - t0
+    train_seconds = elapsed + clock() - t0
     net.eval()
     out = _apply(net, current, stages[-1], kern, cfg)
     return ZSSRResult(out, stage_steps, train_seconds, time.perf_counter() - t_start, resumed_from, final_ckpt)

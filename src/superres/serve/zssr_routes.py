@@ -1,0 +1,122 @@
+"""``POST /v1/zssr``: zero-shot SR as a background job in the server's existing job store.
+
+ZSSR trains for up to ``max_time`` seconds per image, far too long for a synchronous request, so it is
+only offered as a job: the reply is the usual 202 job record, and ``GET /v1/jobs/{id}``,
+``/v1/jobs/{id}/result`` and ``DELETE /v1/jobs/{id}`` work on it as on any upscale job (progress is the
+share of the training time spent; DELETE stops training at the next step). Kept in its own module so the
+upscale endpoints in :mod:`.app` stay untouched; ``create_app`` calls :func:`register` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, Callable, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ApiError
+from .pipeline import CONTENT_TYPES, Outcome, WorkControl, decode, parse_params, probe
+from .service import Job, JobStore
+from .upload import receive_upload
+
+__all__ = ["MAX_ZSSR_SECONDS", "ZSSRParams", "register"]
+
+#: The longest training a client may ask for (one job holds an inference thread that long).
+MAX_ZSSR_SECONDS = 600.0
+
+
+class ZSSRParams(BaseModel):
+    """Form fields of ``/v1/zssr`` (besides ``format``/``quality``, as for ``/v1/jobs``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scale: Literal[2, 3, 4] = Field(2, description="Upscaling factor (x4 trains two x2 steps).")
+    kernel: Literal["bicubic", "estimate"] = Field("bicubic", description="Assumed blur, or estimated.")
+    max_time: float = Field(60.0, gt=0, le=MAX_ZSSR_SECONDS, description="Seconds of training.")
+    seed: int = Field(0, ge=0)
+
+
+def _parse(fields: dict[str, str]) -> ZSSRParams:
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v != ""}
+    scale = str(data.get("scale", "2")).strip().lstrip("xX")  # "x4" is what people type
+    data["scale"] = int(scale) if scale.isdigit() else scale  # a Literal of ints does not coerce strings
+    try:
+        return ZSSRParams.model_validate(data)
+    except ValidationError as e:
+        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in e.errors()]
+        raise ApiError(422, "invalid_options", "; ".join(msgs)) from None
+
+
+def _work(data: bytes, name: str, zp: ZSSRParams, fmt: str, quality: int, control: WorkControl,
+          max_pixels: int) -> Outcome:
+    """Decode -> ZSSR -> encode, honouring cancel between training steps."""
+    from ..errors import SuperresError
+    from ..io.image import encode_image
+    from ..zssr.image import zssr_image
+    from ..zssr.trainer import ZSSRConfig, ZSSRProgress
+
+    control.check()
+    control.stage = "decoding"
+    img = decode(data, name, max_pixels)
+    if fmt == "auto":
+        fmt = "png"
+    if img.alpha is not None and fmt not in ("png", "webp", "tiff"):
+        raise ApiError(422, "invalid_options", f"{fmt} cannot hold the image's transparency; use png or webp")
+    encoder, content_type, suffix = CONTENT_TYPES[fmt]
+    control.tiles_total = max(1, int(zp.max_time * 10))  # progress counts tenths of a second of training
+    control.stage = "upscaling"
+
+    def step(p: ZSSRProgress) -> None:
+        control.tiles_done = min(control.tiles_total, int(p.elapsed * 10))
+        control.check()
+
+    try:
+        cfg = ZSSRConfig(scale=zp.scale, max_time=zp.max_time, seed=zp.seed)
+        result = zssr_image(img, cfg, "estimate" if zp.kernel == "estimate" else None, progress=step)
+    except SuperresError as e:
+        raise ApiError(422, "upscale_failed", str(e)) from None
+    control.stage = "encoding"
+    control.check()
+    out = encode_image(result.image, encoder, quality=quality)
+    w, h = result.image.size
+    return Outcome(out, content_type, suffix, w, h)
+
+
+def register(app: FastAPI, job_info: Callable[[Job], Any]) -> None:
+    """Add ``POST /v1/zssr`` to ``app`` (jobs go to the store ``create_app`` keeps in ``app.state.runtime``)."""
+
+    @app.post("/v1/zssr", status_code=202, tags=["jobs"])
+    async def submit_zssr(request: Request) -> JSONResponse:
+        """Accept an image for zero-shot SR (trained on the image itself); poll the returned job."""
+        settings, state = app.state.settings, app.state.runtime
+        upload = await receive_upload(request, state["tmp"], settings.max_bytes)
+        try:
+            zp = _parse(upload.fields)
+            params = parse_params({k: v for k, v in upload.fields.items() if k in ("format", "quality")})
+            assert upload.path is not None
+            await asyncio.to_thread(probe, upload.path, upload.filename, settings.max_pixels)
+            job = Job(id=secrets.token_hex(16), model=f"zssr-x{zp.scale}", filename=upload.filename, params=params)
+            store: JobStore = state["jobs"]
+            store.add(job)
+
+            def work(data: bytes) -> Outcome:
+                return _work(data, job.filename, zp, params.format, params.quality, job.control,
+                             settings.max_pixels)
+
+            try:
+                state["sched"].submit(lambda: store.run(job, upload, work)).add_done_callback(
+                    lambda _f: upload.discard()
+                )
+            except ApiError:
+                with store.lock:
+                    store._jobs.pop(job.id, None)
+                raise
+        except BaseException:
+            upload.discard()
+            raise
+        return JSONResponse(
+            job_info(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
