@@ -67,7 +67,7 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 def kernel_error(est: torch.Tensor, true: torch.Tensor) -> float:
     """Relative L2 distance between two kernels (padded to one size)."""
     n = max(est.shape[-1], true.shape[-1])
-    pad = lambda k: torch.nn.functional.pad(k, [(n - k.shape[-1]) // 2] * 4)  # noqa: E731
+    pad = lambda k: torch.nn.functional.pad(k, [(n - k.shape[-1]) // 2] * 4)
     a, b = pad(est.double()), pad(true.double())
     return float((a - b).norm() / b.norm())
 
@@ -86,17 +86,19 @@ class Clock:
         return time.perf_counter() - self.w, time.process_time() - self.c
 
 
-def images(dataset: str, data_dir: Path, limit: int | None) -> list[Path]:
+def images(dataset: str, data_dir: Path, limit: int | None, start: int = 0) -> list[Path]:
     files = sorted((data_dir / dataset / "HR").glob("*.png"))
-    return files[:limit] if limit else files
+    return files[start : start + limit] if limit else files[start:]
 
 
-def run_table(args: argparse.Namespace) -> dict:
+def run_table(args: argparse.Namespace, save: Path) -> dict:
+    """One row per image; the JSON is rewritten after each image, so a run cut short keeps its rows."""
     from superres.inference.upscaler import load_model
 
     s = args.scale
-    files = images(args.dataset, args.data_dir, args.limit)
-    kernels = draw_kernels(len(files), s, args.seed)
+    every = images(args.dataset, args.data_dir, None)
+    files = images(args.dataset, args.data_dir, args.limit, args.start)
+    kernels = draw_kernels(len(every), s, args.seed)[args.start : args.start + len(files)]  # image i: kernel i
     edsr = load_model("edsr-baseline-x4", device="cpu")
     cfg = ZSSRConfig(scale=s, max_time=args.max_time, width=args.width, seed=args.seed, clock=args.clock)
     rows = []
@@ -128,6 +130,7 @@ def run_table(args: argparse.Namespace) -> dict:
                            "theta": round(est.theta, 3), "seconds": round(t_est[1], 1),
                            "rel_l2": round(kernel_error(est.kernel, k), 3)}
         rows.append(row)
+        save.write_text(json.dumps({"rows": rows}, indent=1))
         print(f"{f.stem:>12} k=({sx:.2f},{sy:.2f},{th:.2f}) est=({est.sigma_x:.2f},{est.sigma_y:.2f},"
               f"{est.theta:.2f}) bic {row['bicubic'][0]:.2f}  edsr {row['edsr'][0]:.2f}  "
               f"zssr-known {row['zssr_known'][0]:.2f}  zssr-est {row['zssr_est'][0]:.2f}  "
@@ -139,10 +142,10 @@ def summarise(result: dict, args: argparse.Namespace) -> str:
     rows = result["rows"]
     s = args.scale
     edsr_name = "edsr-baseline-x4" + ("" if s == 4 else f" (x4, then bicubic to x{s})")
-    lines = [f"{args.dataset} x{s}, {len(rows)} images, anisotropic Gaussian kernels (seed {args.seed}), "
-             f"ZSSR --max-time {args.max_time} {args.clock} s, width {args.width}, "
-             f"{torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores shared (load average at the end {os.getloadavg()[0]:.1f})",
+    lines = [(f"{args.dataset} x{s}, {len(rows)} images, anisotropic Gaussian kernels (seed {args.seed}), "
+              f"ZSSR --max-time {args.max_time} {args.clock} s, width {args.width}, "
+              f"{torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores shared (load average at the end {os.getloadavg()[0]:.1f})"),
              f"{'method':<44} {'Y-PSNR':>7} {'Y-SSIM':>7} {'cpu s':>6} {'wall s':>6}  (median per image)"]
     for key, name in (("bicubic", "bicubic"), ("edsr", edsr_name), ("zssr_known", "zssr, true kernel"),
                       ("zssr_est", "zssr, estimated kernel (incl. estimate)")):
@@ -218,6 +221,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="Set14")
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--start", type=int, default=0, help="skip this many images (split a set across runs)")
+    ap.add_argument("--summary", nargs="+", type=Path, default=None, help="merge these JSON row files and print")
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--max-time", type=float, default=20.0)
     ap.add_argument("--width", type=int, default=32)
@@ -229,17 +234,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"zssr_{args.dataset}_x{args.scale}_{args.limit or 'all'}"
+    if args.summary:
+        rows = [r for f in args.summary for r in json.loads(f.read_text())["rows"]]
+        print(summarise({"rows": rows}, args))
+        return
+    tag = f"zssr_{args.dataset}_x{args.scale}_{args.start}+{args.limit or 'all'}"
     if args.curve:
         result = run_curve(args)
         (args.out / f"{tag}_curve.json").write_text(json.dumps(result, indent=1))
         png = plot_curve(result, args.out / f"{tag}_curve.png")
         print(f"curve -> {args.out / (tag + '_curve.json')}" + (f", plot -> {png}" if png else ""))
         return
-    result = run_table(args)
-    text = summarise(result, args)
-    (args.out / f"{tag}_t{args.max_time:g}.json").write_text(json.dumps(result, indent=1))
-    print(text)
+    result = run_table(args, args.out / f"{tag}_t{args.max_time:g}.json")
+    print(summarise(result, args))
 
 
 if __name__ == "__main__":

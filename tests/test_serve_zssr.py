@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ httpx = pytest.importorskip("httpx", reason="httpx is needed to talk to the serv
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, python-multipart) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from superres.serve.launch import ServerProcess  # noqa: E402
+from superres.serve.launch import ServerProcess
 
 
 def _png(arr: np.ndarray) -> bytes:

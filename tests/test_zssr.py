@@ -65,8 +65,9 @@ def test_augment_roundtrip() -> None:
 
 
 def _tiny(**kw: object) -> ZSSRConfig:
-    base = dict(scale=2, width=8, depth=3, crop=24, max_steps=30, min_steps=10, eval_every=5, check_every=10,
-                slope_window=20, checkpoint_every=10, back_projection=1, seed=3)
+    base: dict[str, object] = {"scale": 2, "width": 8, "depth": 3, "crop": 24, "max_steps": 30, "min_steps": 10,
+                               "eval_every": 5, "check_every": 10, "slope_window": 20, "checkpoint_every": 10,
+                               "back_projection": 1, "seed": 3}
     base.update(kw)
     return ZSSRConfig(**base)  # type: ignore[arg-type]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse

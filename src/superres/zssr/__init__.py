@@ -23,7 +23,10 @@ _EXPORTS = {
     "zssr_image": "image",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "InternalPairs", "KernelEstimate", "ZSSRConfig", "ZSSRProgress", "ZSSRResult", "blur_downscale",
+    "estimate_kernel", "load_kernel", "save_kernel", "zssr", "zssr_image",
+]
 
 
 def __getattr__(name: str) -> Any:

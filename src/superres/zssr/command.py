@@ -4,7 +4,7 @@ command so ``superres --help`` stays fast)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -25,12 +25,12 @@ def zssr_command(
     image: Path = typer.Argument(..., help="The image to super-resolve."),
     output: Path = typer.Option(..., "-o", "--output", help="Output image file."),
     scale: int = typer.Option(2, "-s", "--scale", help="2, 3 or 4 (x4 runs as two x2 steps)."),
-    kernel: Optional[str] = typer.Option(
+    kernel: str | None = typer.Option(
         None, "--kernel", help="The image's blur kernel: a .npy/.txt file, or 'estimate'. Default: bicubic."),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="Seconds of training (all steps together)."),
+    max_time: float | None = typer.Option(None, "--max-time", help="Seconds of training (all steps together)."),
     max_steps: int = typer.Option(3000, "--max-steps", help="Training steps per x2/x3 step at most."),
     width: int = typer.Option(32, "--width", help="Network channels (64 = the paper's, ~4x slower on a CPU)."),
-    checkpoint: Optional[Path] = typer.Option(
+    checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Checkpoint folder (default: OUTPUT.zssr next to the output); a rerun resumes."),
     no_ensemble: bool = typer.Option(False, "--no-ensemble", help="Skip the 8-way self-ensemble (8x faster end)."),
     seed: int = typer.Option(0, "--seed"),
