@@ -188,9 +188,9 @@ def estimate_kernel(image: torch.Tensor, scale: int, *, kernel_size: int | None 
     then ``refine`` rounds of a finer local grid around the best. Deterministic for a given ``seed``."""
     s = int(scale)
     size = kernel_size or kernel_size_for(s)
-    if min(image.shape[-2:]) < 4 * s * 5:
+    if min(image.shape[-2:]) < 12 * s:  # the downscale must still hold a few hundred 5x5 patches
         raise SuperresError(f"image of {image.shape[-1]}x{image.shape[-2]} is too small to estimate a x{s} kernel "
-                            f"(need at least {20 * s} pixels per side)")
+                            f"(need at least {12 * s} pixels per side)")
     grid = sigmas or tuple(float(v) for v in np.geomspace(0.3 * s, 1.5 * s, 7))
     score = _Recurrence(image, s, seed=seed)
     best = (math.inf, grid[0], grid[0], 0.0)
