@@ -61,18 +61,21 @@ def zssr_command(
     elif kernel:
         kern = load_kernel(kernel)
     run_dir = checkpoint or default_checkpoint_dir(output)
+    stop = _StopAtStep()
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         total = float(max_time) if max_time else float(max_steps * len(cfg.stages))
         task = bar.add_task("zssr: estimating kernel" if kern == "estimate" else "zssr", total=total, info="")
 
         def on_step(p: Any) -> None:
+            stop.check()  # a Ctrl-C stops here, between steps, where the checkpoint written is consistent
             done = p.elapsed if max_time else p.stage * p.max_steps + p.step
             err = f"  err {p.error:.4f}" if p.error is not None else ""
             bar.update(task, completed=min(done, total), description=f"zssr x{scale} step {p.stage + 1}/{p.stages}",
                        info=f"iter {p.step}  lr {p.lr:.0e}{err}")
 
-        result = zssr_image(img, cfg, kern, checkpoint_dir=run_dir, progress=on_step)
+        with stop:
+            result = zssr_image(img, cfg, kern, checkpoint_dir=run_dir, progress=on_step)
     if result.estimate is not None or (kern is not None and kernel != "estimate"):
         npy, png = kernel_paths(output)
         save_kernel(result.kernel, npy, png)  # type: ignore[arg-type]
@@ -88,6 +91,38 @@ def zssr_command(
     console.print(f"{output}: {result.image.size[0]}x{result.image.size[1]}, {sum(r.steps)} steps, "
                   f"{r.train_seconds:.1f} s training, {r.total_seconds:.1f} s in all{resumed}; "
                   f"image's net: {r.checkpoint or run_dir}")
+
+
+class _StopAtStep:
+    """While active, the first Ctrl-C only asks training to stop at the end of the current step (where the
+    trainer saves a checkpoint); a second one interrupts at once, as usual."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def check(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopAtStep":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def register(app: typer.Typer, friendly: Any) -> None:

@@ -129,7 +129,9 @@ def _fingerprint(image: torch.Tensor, kernel: torch.Tensor | None, cfg: ZSSRConf
     h = hashlib.sha256()
     h.update(image.detach().cpu().float().contiguous().numpy().tobytes())
     h.update(b"none" if kernel is None else kernel.detach().cpu().float().contiguous().numpy().tobytes())
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_time", "checkpoint_every", "clock")}
+    # what changes the training itself; stopping bounds and the final application may differ on a rerun
+    later = ("max_time", "max_steps", "checkpoint_every", "clock", "ensemble", "back_projection")
+    settings = {k: v for k, v in asdict(cfg).items() if k not in later}
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -229,8 +231,9 @@ def zssr(
     def save(final: bool = False) -> Path | None:
         if run_dir is None:
             return None
+        done_steps = sum(stage_steps) + (0 if final else step)  # a finished stage's steps are in stage_steps
         state: dict[str, Any] = {
-            "iteration": stage * cfg.max_steps + step, "stage": stage, "step": step,
+            "iteration": done_steps, "stage": stage, "step": step,
             "elapsed": elapsed + (clock() - t0), "done": final, "fingerprint": fp,
             "optimizer": opt.state_dict(), "generator": gen.get_state(),
             "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 2),
@@ -238,7 +241,8 @@ def zssr(
         }
         meta = {"arch": "zssr", "hyperparams": json.dumps({"width": cfg.width, "depth": cfg.depth}),
                 "scale": str(stages[min(stage, len(stages) - 1)])}
-        return save_checkpoint(run_dir, stage * cfg.max_steps + step, {"net": net.state_dict()}, state, meta)
+        # numbered by steps over all stages, so newer is always larger whatever max_steps a rerun uses
+        return save_checkpoint(run_dir, done_steps, {"net": net.state_dict()}, state, meta)
 
     t0 = clock()
     final_ckpt = None
