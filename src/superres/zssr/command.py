@@ -110,7 +110,7 @@ class _StopAtStep:
         if self.asked:
             raise KeyboardInterrupt
 
-    def __enter__(self) -> "_StopAtStep":
+    def __enter__(self) -> Self:
         import signal
         import threading
 
