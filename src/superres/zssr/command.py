@@ -4,7 +4,7 @@ command so ``superres --help`` stays fast)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import typer
 
