@@ -86,10 +86,27 @@ def _work(data: bytes, name: str, zp: ZSSRParams, fmt: str, quality: int, contro
     return Outcome(out, content_type, suffix, w, h)
 
 
+def _request_body() -> dict[str, Any]:
+    """The multipart body, for the spec (parsed by ``receive_upload``, not FastAPI)."""
+    fields = {
+        "file": {"type": "string", "format": "binary", "description": "The image (PNG, JPEG, WebP, TIFF...)."},
+        "scale": {"type": "integer", "enum": [2, 3, 4], "default": 2},
+        "kernel": {"type": "string", "enum": ["bicubic", "estimate"], "default": "bicubic"},
+        "max_time": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ZSSR_SECONDS, "default": 60},
+        "seed": {"type": "integer", "minimum": 0, "default": 0},
+        "format": {"type": "string", "enum": ["auto", *CONTENT_TYPES], "default": "png"},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
+    }
+    schema = {"type": "object", "required": ["file"], "properties": fields}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def register(app: FastAPI, job_info: Callable[[Job], Any]) -> None:
     """Add ``POST /v1/zssr`` to ``app`` (jobs go to the store ``create_app`` keeps in ``app.state.runtime``)."""
+    from .app import JobInfo, _errors  # create_app's module is loaded by the time it calls this
 
-    @app.post("/v1/zssr", status_code=202, tags=["jobs"])
+    @app.post("/v1/zssr", status_code=202, response_model=JobInfo, tags=["jobs"], openapi_extra=_request_body(),
+              responses=_errors(413, 415, 422, 429, 503))
     async def submit_zssr(request: Request) -> JSONResponse:
         """Accept an image for zero-shot SR (trained on the image itself); poll the returned job."""
         settings, state = app.state.settings, app.state.runtime
