@@ -427,7 +427,7 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
 # typer and the standard library at top level, so ``superres --help`` stays instant and lean.
 _COMMAND_MODULES = (
     "eval.command", "data.command", "train.command", "deploy.command", "compress.command", "serve.command",
-    "study.command",
+    "study.command", "zssr.command",
 )
 
 
