@@ -234,10 +234,11 @@ class Ensemble:
             unc = np.maximum(_resize_hwc(unc[..., None], size, mode="bilinear")[..., 0], 0.0)
         out_dtype = np.dtype(np.uint16 if img.bit_depth == 16 else np.uint8)
         maxv = float(np.iinfo(out_dtype).max)
-        result = replace(img, color=np.floor(cur * maxv + 0.5).astype(out_dtype))
+        alpha = None
         if img.alpha is not None:
             a_up = view._upscale_alpha(as_float(img.alpha), size, opts)
-            result = replace(result, alpha=np.floor(np.clip(a_up, 0, 1) * maxv + 0.5).astype(out_dtype))
+            alpha = np.floor(np.clip(a_up, 0, 1) * maxv + 0.5).astype(out_dtype)
+        result = replace(img, color=np.floor(cur * maxv + 0.5).astype(out_dtype), alpha=alpha)
         return UncertainResult(result, unc.astype(np.float32), self.samples)
 
     def _first_pass(self, color: np.ndarray, opts: "UpscaleOptions") -> tuple[np.ndarray, np.ndarray]:
