@@ -127,8 +127,10 @@ def assess(lr: "ImageData", sr: "ImageData", uncertainty: np.ndarray | None, rul
         report.notes.append(f"NIQE not computed ({str(e).splitlines()[0]})")
     else:
         report.niqe, report.bicubic_niqe, report.niqe_margin = g.sr_niqe, g.bicubic_niqe, g.margin
-        if not math.isfinite(g.sr_niqe):
-            reasons.append("the output has no natural-image statistics (NIQE undefined)")
+        if not math.isfinite(g.bicubic_niqe) and not math.isfinite(g.sr_niqe):
+            report.notes.append("NIQE undefined for both output and bicubic (too few 96x96 blocks)")
+        elif not math.isfinite(g.sr_niqe):
+            reasons.append("the output has no natural-image statistics (NIQE undefined, bicubic's is not)")
         elif math.isfinite(g.bicubic_niqe) and g.worse_than_bicubic:
             reasons.append(f"NIQE {g.sr_niqe:.2f} is worse than bicubic's {g.bicubic_niqe:.2f} by more than "
                            f"{rules.niqe_tolerance:g}")
