@@ -131,3 +131,29 @@ def test_heatmap_scale_is_fixed_not_per_image() -> None:
     assert low.shape == (2, 2, 3) and low.dtype == np.uint8
     assert low.sum() < high.sum() and tuple(high[0, 0]) == (252, 255, 164)  # saturated above vmax
     assert from_array(low).color.shape == (2, 2, 3)
+
+
+def test_batch_command_and_the_ray_actor_apply_the_same_gate(niqe_env: Path, broken_weights: Path,
+                                                             data_dir: Path, tmp_path: Path) -> None:
+    """`superres batch` (local engine) writes the report; the Ray actor (called directly: Ray itself is an
+    optional extra) returns the same verdict for the same image in its ``quality`` column."""
+    from superres.cluster.ray_batch import UpscaleActor
+
+    folder = tmp_path / "in"
+    src = _corner(data_dir, folder, "bird.png")
+    out, rep = tmp_path / "out", tmp_path / "report.json"
+    r = runner.invoke(app, ["batch", str(folder), str(out), "-m", str(broken_weights), "--device", "cpu",
+                            "--self-ensemble", "--report", str(rep), "--fallback", "bicubic"])
+    assert r.exit_code == 0, r.output
+    [local] = json.loads(rep.read_text())["images"]
+    assert local["flagged"] and local["written"] == "bicubic"
+    actor = UpscaleActor(str(broken_weights), str(tmp_path / "ray"), device="cpu",
+                         guard={"self_ensemble": True, "fallback": "bicubic",
+                                "uncertainty_dir": tmp_path / "unc"})
+    row = actor({"src": [str(src)], "rel": ["bird.png"]})
+    assert row["error"][0] == ""
+    remote = json.loads(row["quality"][0])
+    assert remote["flagged"] and remote["written"] == "bicubic"
+    assert remote["uncertainty_p99"] == pytest.approx(local["uncertainty_p99"])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "ray" / "bird.png")), np.asarray(Image.open(out / "bird.png")))
+    assert (tmp_path / "unc" / "bird_uncertainty.png").exists()
