@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['model']:22s} {r['dataset']:8s} {r['n_images']:4d} {r['psnr_y']:7.3f} {r['image_spearman']:8.3f} "
                   f"{r['pixel_spearman']:8.3f} {r['ause']:7.3f} {r['ause_random']:8.3f} {r['seconds']:6.0f}",
                   flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1, default=float))
+            if args.json is not None:  # after every row: a long run keeps what it measured
+                args.json.write_text(json.dumps(results, indent=1, default=float))
     return 0
 
 
