@@ -72,6 +72,10 @@ def test_job_result_carries_the_gate_and_a_heatmap_of_the_output_size(server: Se
     assert plain["quality"] is None and plain["uncertainty_url"] is None
     r = httpx.get(f"{server.url}/v1/jobs/{plain['id']}/uncertainty", timeout=10)
     assert r.status_code == 409 and "without report" in r.json()["detail"]
+    sync = httpx.post(server.url + "/v1/upscale", files={"file": ("in.png", _png(noise), "image/png")},
+                      data={"report": "true"}, timeout=60)  # the direct answer: the verdict in headers
+    assert sync.status_code == 200 and sync.headers["X-Quality-Flagged"] == "true"
+    assert float(sync.headers["X-Uncertainty-P99"]) == pytest.approx(q["uncertainty_p99"], abs=1e-3)
     bad = httpx.post(server.url + "/v1/jobs", files={"file": ("in.png", _png(noise), "image/png")},
                      data={"fallback": "bicubic"}, timeout=30)
     assert bad.status_code == 422 and "report=true" in bad.json()["detail"]
