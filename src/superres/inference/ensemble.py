@@ -139,9 +139,10 @@ class Ensemble:
     def _single_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs: list[torch.Tensor] = []
         if self._mc_net is not None:
-            with self._mc_lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)  # the same input gives the same samples
-                dev = self.base.device
+            dev = self.base.device
+            cuda = [dev.index or 0] if dev.type == "cuda" else []
+            with self._mc_lock, torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.seed)  # the same input gives the same samples; callers' RNG untouched
                 for _ in range(self.mc_dropout):
                     outs.append(self._mc_net(x.to(dev, torch.float32)).float().cpu())
         else:
