@@ -109,7 +109,8 @@ def run(model: str, dataset: str, scale: int, limit: int | None, mode: str, data
         a, a_rand = ause(err, u)
         mse = float(err.mean())
         per_image.append({"image": pair.name, "mse_y": mse, "psnr_y": 10 * np.log10(255.0**2 / mse),
-                          "uncertainty_mean": float(u.mean() * 255), "uncertainty_p99": float(np.percentile(u, 99) * 255),
+                          "uncertainty_mean": float(u.mean() * 255),
+                          "uncertainty_p99": float(np.percentile(u, 99) * 255),
                           "pixel_spearman": spearman(u, err), "ause": a, "ause_random": a_rand})
     seconds = time.perf_counter() - t0
     rows = per_image
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in [d for d in args.datasets.split(",") if d]:
             r = run(model, dataset, args.scale, args.limit, args.ensemble, args.data_root)
             results.append(r)
-            print(f"{r['model']:22s} {r['dataset']:8s} {r['n_images']:4d} {r['psnr_y']:7.3f} {r['image_spearman']:8.3f} "
+            print(f"{r['model']:22s} {r['dataset']:8s} {r['n_images']:4d} {r['psnr_y']:7.3f} "
+                  f"{r['image_spearman']:8.3f} "
                   f"{r['pixel_spearman']:8.3f} {r['ause']:7.3f} {r['ause_random']:8.3f} {r['seconds']:6.0f}",
                   flush=True)
             if args.json is not None:  # after every row: a long run keeps what it measured

@@ -155,5 +155,6 @@ def test_batch_command_and_the_ray_actor_apply_the_same_gate(niqe_env: Path, bro
     remote = json.loads(row["quality"][0])
     assert remote["flagged"] and remote["written"] == "bicubic"
     assert remote["uncertainty_p99"] == pytest.approx(local["uncertainty_p99"])
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "ray" / "bird.png")), np.asarray(Image.open(out / "bird.png")))
+    ray_out, local_out = Image.open(tmp_path / "ray" / "bird.png"), Image.open(out / "bird.png")
+    assert np.array_equal(np.asarray(ray_out), np.asarray(local_out))
     assert (tmp_path / "unc" / "bird_uncertainty.png").exists()

@@ -533,7 +533,8 @@ def _quality_headers(quality: Optional[dict[str, Any]]) -> dict[str, str]:
         return {}
     out = {"X-Quality-Flagged": "true" if quality.get("flagged") else "false",
            "X-Quality-Written": str(quality.get("written"))}
-    for key, header in (("uncertainty_p99", "X-Uncertainty-P99"), ("niqe", "X-NIQE"), ("bicubic_niqe", "X-NIQE-Bicubic")):
+    named = (("uncertainty_p99", "X-Uncertainty-P99"), ("niqe", "X-NIQE"), ("bicubic_niqe", "X-NIQE-Bicubic"))
+    for key, header in named:
         if quality.get(key) is not None:
             out[header] = f"{quality[key]:.3f}"
     return out
