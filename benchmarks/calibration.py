@@ -98,11 +98,11 @@ def run(model: str, dataset: str, scale: int, limit: int | None, mode: str, data
     per_image = []
     t0 = time.perf_counter()
     for pair in iter_pairs(ds):
-        lr = pair.lr if pair.lr.ndim == 3 else np.repeat(pair.lr[..., None], 3, -1)
-        mean, unc = ens.upscale_planes(np.moveaxis(lr.astype(np.float32) / 255.0, -1, 0))
+        lr = pair.lr if pair.lr.ndim == 3 else pair.lr[..., None]
+        mean, unc = ens.upscale_float(lr.astype(np.float32) / 255.0, up.options)
         sr = np.floor(mean * 255.0 + 0.5).astype(np.uint8)
         if pair.hr.ndim == 2:
-            sr = sr.mean(-1).round().astype(np.uint8)
+            sr = sr[..., 0]
         c = scale
         err = ((_y(sr) - _y(pair.hr)) ** 2)[c:-c, c:-c]
         u = unc[c:-c, c:-c].astype(np.float64)

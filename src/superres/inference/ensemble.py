@@ -220,7 +220,7 @@ class Ensemble:
         size = target_size(w, h, self.base.scale, outscale, width, height)
         if img.alpha is not None:
             color = straight_colour_for_network(color, as_float(img.alpha))
-        first, unc = self._first_pass(color, opts)
+        first, unc = self.upscale_float(color, opts)
         cur = first
         s = self.base.scale
         factor = max(size[0] / w, size[1] / h)
@@ -242,8 +242,9 @@ class Ensemble:
         result = replace(img, color=np.floor(cur * maxv + 0.5).astype(out_dtype), alpha=alpha)
         return UncertainResult(result, unc.astype(np.float32), self.samples)
 
-    def _first_pass(self, color: np.ndarray, opts: "UpscaleOptions") -> tuple[np.ndarray, np.ndarray]:
-        """One ensemble pass on H x W x C float colour, adapted to the network's channels as the upscaler does."""
+    def upscale_float(self, color: np.ndarray, opts: "UpscaleOptions") -> tuple[np.ndarray, np.ndarray]:
+        """One ensemble pass on H x W x C (C = 1 or 3) float colour in [0, 1] -> (H' x W' x C mean, H' x W'
+        uncertainty), adapted to the network's channels as the upscaler does (grey via RGB, RGB via Y)."""
         c = color.shape[2]
         need = self.base.descriptor.in_channels
         if need == c:
