@@ -68,8 +68,17 @@ def test_job_result_carries_the_gate_and_a_heatmap_of_the_output_size(server: Se
     heat = httpx.get(server.url + info["uncertainty_url"], timeout=10)
     assert heat.status_code == 200 and heat.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(heat.content)).size == (info["width"], info["height"]) == (256, 256)
-    plain = _job(server.url, _png(noise))  # without report: no fields, no heatmap
-    assert plain["quality"] is None and plain["uncertainty_url"] is None
+    plain = _job(server.url, _png(noise), self_ensemble="true")  # x8 without report: no fields, no heatmap
+    assert plain["status"] == "done" and plain["quality"] is None and plain["uncertainty_url"] is None
+    x8 = httpx.get(server.url + plain["result_url"], timeout=10).content
+    one = httpx.post(server.url + "/v1/upscale", files={"file": ("in.png", _png(noise), "image/png")}, timeout=60)
+    assert one.status_code == 200 and x8 != one.content  # the ensemble changed the pixels
+    from superres.inference.ensemble import Ensemble
+    from superres.inference.upscaler import load_model
+    from superres.io.image import from_array
+
+    local = Ensemble(load_model("realesr-animevideov3", device="cpu"), self_ensemble=True).as_upscaler()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(x8))), local.upscale_image(from_array(noise)).color)
     r = httpx.get(f"{server.url}/v1/jobs/{plain['id']}/uncertainty", timeout=10)
     assert r.status_code == 409 and "without report" in r.json()["detail"]
     sync = httpx.post(server.url + "/v1/upscale", files={"file": ("in.png", _png(noise), "image/png")},

@@ -155,6 +155,8 @@ def _upload_body(models: list[str]) -> dict[str, Any]:
                             "height": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
                             "format": {"type": "string", "enum": ["auto", *CONTENT_TYPES], "default": "png"},
                             "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
+                            "self_ensemble": {"type": "boolean", "default": False,
+                                              "description": "Average the 8 flips/rotations (~8x slower)."},
                             "report": {"type": "boolean", "default": False,
                                        "description": "Quality check: x8 self-ensemble (~8x slower), NIQE "
                                                       "gate, uncertainty heatmap."},

@@ -63,6 +63,7 @@ class UpscaleParams(BaseModel):
     height: Optional[int] = Field(None, ge=1, le=MAX_SIDE, description="Output height (width follows).")
     format: str = Field("png", description="png, jpeg, webp, tiff, bmp, or auto (the input's).")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality.")
+    self_ensemble: bool = Field(False, description="Average the 8 flips/rotations (about 8x slower).")
     report: bool = Field(False, description="Quality check: x8 self-ensemble (about 8x slower), NIQE gate, "
                                             "uncertainty heatmap at /v1/jobs/{id}/uncertainty.")
     fallback: Optional[str] = Field(None, description="With report: 'bicubic' is sent for a flagged image.")
@@ -254,8 +255,8 @@ def process(
             )
     encoder, content_type, suffix = CONTENT_TYPES[fmt]
     calls = 1
-    if params.report:
-        from .quality import ENSEMBLE_CALLS, checked_upscale
+    if params.report or params.self_ensemble:
+        from .quality import ENSEMBLE_CALLS, checked_upscale, ensembled
 
         calls = ENSEMBLE_CALLS
     control.tiles_total = max(1, calls * expected_tiles(up, w, h, (out_w, out_h), img.alpha is not None))
@@ -265,6 +266,8 @@ def process(
     try:
         if params.report:
             result, quality, heat = checked_upscale(_tracked(up, control), img, out_w, out_h, params.fallback)
+        elif params.self_ensemble:
+            result = ensembled(_tracked(up, control)).upscale_image(img, width=out_w, height=out_h)
         else:
             result = _tracked(up, control).upscale_image(img, width=out_w, height=out_h)
     except SuperresError as e:

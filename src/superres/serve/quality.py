@@ -15,13 +15,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..inference.upscaler import Upscaler
     from ..io.image import ImageData
 
-__all__ = ["ENSEMBLE_CALLS", "checked_upscale"]
+__all__ = ["ENSEMBLE_CALLS", "checked_upscale", "ensembled"]
 
 #: network calls per tile with the check on (x8 self-ensemble), for progress
 ENSEMBLE_CALLS = 8
 
 _FIELDS = ("niqe", "bicubic_niqe", "niqe_margin", "uncertainty_mean", "uncertainty_p99", "flagged", "reasons",
            "notes", "ensemble", "fallback", "fallback_used", "written")
+
+
+def ensembled(up: "Upscaler") -> "Upscaler":
+    """``self_ensemble=true`` without the check: the x8 mean through the normal upscale path."""
+    from ..inference.ensemble import Ensemble
+
+    return Ensemble(up, self_ensemble=True).as_upscaler()
 
 
 def checked_upscale(up: "Upscaler", img: "ImageData", width: int, height: int, fallback: Optional[str]
