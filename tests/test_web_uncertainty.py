@@ -79,7 +79,7 @@ def test_job_result_carries_the_gate_and_a_heatmap_of_the_output_size(server: Se
 
     local = Ensemble(load_model("realesr-animevideov3", device="cpu"), self_ensemble=True).as_upscaler()
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(x8))), local.upscale_image(from_array(noise)).color)
-    r = httpx.get(f"{server.url}/v1/jobs/{plain['id']}/uncertainty", timeout=10)
+    r = httpx.get(f"{server.url}/v1/jobs/{plain['id']}/result?variant=uncertainty", timeout=10)
     assert r.status_code == 409 and "without report" in r.json()["detail"]
     sync = httpx.post(server.url + "/v1/upscale", files={"file": ("in.png", _png(noise), "image/png")},
                       data={"report": "true"}, timeout=60)  # the direct answer: the verdict in headers
@@ -106,7 +106,7 @@ def test_uncertainty_overlay_in_chromium(server: ServerProcess, data_dir: Path, 
             def on_request(r: Any) -> None:
                 if not r.url.startswith((server.url, "blob:", "data:")):
                     outside.append(r.url)
-                if r.url.endswith("/uncertainty"):
+                if r.url.endswith("/result?variant=uncertainty"):
                     heat_requests.append(r.url)
 
             page.on("request", on_request)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Literal, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -119,7 +119,18 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _upload_body(models: list[str]) -> dict[str, Any]:
-    """The multipart request body, for the spec (the body is parsed by ``receive_upload``, not FastAPI)."""
+    """The multipart request body, for the spec (the body is parsed by ``receive_upload``, not FastAPI).
+    An empty form field counts as absent (``parse_params``; HTML forms send them), so the spec allows it."""
+    body = _upload_fields(models)
+    props = body["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    for key, prop in props.items():
+        if key != "file":
+            props[key] = {"anyOf": [prop, {"type": "string", "maxLength": 0}],
+                          **({"description": prop["description"]} if "description" in prop else {})}
+    return body
+
+
+def _upload_fields(models: list[str]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
@@ -310,7 +321,8 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
             result_url=f"/v1/jobs/{job.id}/result" if job.status == "done" else None,
             error=ErrorBody(**job.error) if job.error else None,
             quality=job.quality if job.status == "done" else None,
-            uncertainty_url=f"/v1/jobs/{job.id}/uncertainty" if job.status == "done" and job.heatmap else None,
+            uncertainty_url=f"/v1/jobs/{job.id}/result?variant=uncertainty"
+            if job.status == "done" and job.heatmap else None,
         )
 
     def out_name(filename: str, suffix: str, model_scale: str) -> str:
@@ -490,11 +502,17 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         "/v1/jobs/{job_id}/result",
         response_class=Response,
         tags=["jobs"],
-        responses={200: _IMAGE_RESPONSE, **_errors(404, 409)},
+        responses={200: _IMAGE_RESPONSE, **_errors(404, 409, 422)},
     )
-    async def job_result(job_id: str) -> Response:
-        """The finished image (until the job expires or is deleted)."""
+    async def job_result(job_id: str, variant: Literal["image", "uncertainty"] = "image") -> Response:
+        """The finished image (until the job expires or is deleted); ``variant=uncertainty``: the uncertainty
+        heatmap PNG (the output's size) of a job run with ``report=true``."""
         job = state["jobs"].get(job_id)
+        if variant == "uncertainty":
+            if job.status != "done" or job.heatmap is None or not job.heatmap.exists():
+                raise ApiError(409, "no_uncertainty", f"job is {job.status}" if job.status != "done"
+                               else "this job was run without report=true")
+            return FileResponse(job.heatmap, media_type="image/png")
         if job.status != "done" or job.result is None or not job.result.exists():
             detail = f"job is {job.status}"
             if job.error:
@@ -509,16 +527,6 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
                 "X-Image-Size": f"{job.width}x{job.height}",
             },
         )
-
-    @app.get("/v1/jobs/{job_id}/uncertainty", response_class=Response, tags=["jobs"],
-             responses={200: {"content": {"image/png": {}}}, **_errors(404, 409)})
-    async def job_uncertainty(job_id: str) -> Response:
-        """The uncertainty heatmap of a job run with ``report=true`` (PNG, the output's size)."""
-        job = state["jobs"].get(job_id)
-        if job.status != "done" or job.heatmap is None or not job.heatmap.exists():
-            raise ApiError(409, "no_uncertainty", f"job is {job.status}" if job.status != "done"
-                           else "this job was run without report=true")
-        return FileResponse(job.heatmap, media_type="image/png")
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], responses=_errors(404))
     async def cancel_job(job_id: str) -> JobInfo:

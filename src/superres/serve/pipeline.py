@@ -65,7 +65,7 @@ class UpscaleParams(BaseModel):
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality.")
     self_ensemble: bool = Field(False, description="Average the 8 flips/rotations (about 8x slower).")
     report: bool = Field(False, description="Quality check: x8 self-ensemble (about 8x slower), NIQE gate, "
-                                            "uncertainty heatmap at /v1/jobs/{id}/uncertainty.")
+                                            "uncertainty heatmap (job result variant=uncertainty).")
     fallback: Optional[str] = Field(None, description="With report: 'bicubic' is sent for a flagged image.")
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """The quality check of a server request: x8 self-ensemble, NIQE gate, optional bicubic fallback, heatmap.
 
 Asked for with the form field ``report=true``; the job result then carries the gate's numbers (NIQE of
-the output and of bicubic, uncertainty mean/p99, flagged and why) and ``/v1/jobs/{id}/uncertainty``
+the output and of bicubic, uncertainty mean/p99, flagged and why) and ``/v1/jobs/{id}/result?variant=uncertainty``
 serves the uncertainty heatmap as a PNG of the output's size.
 """
 
