@@ -213,7 +213,8 @@ def test_health_ready_models_spec_and_page(srv: ServerProcess) -> None:
         "/readyz",
     } <= set(spec["paths"])
     body = spec["paths"]["/v1/upscale"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert body["required"] == ["file"] and body["properties"]["model"]["enum"] == [MODEL]
+    model_field = body["properties"]["model"]["anyOf"]  # a served name, or empty (= the default)
+    assert body["required"] == ["file"] and model_field[0]["enum"] == [MODEL] and model_field[1]["maxLength"] == 0
     page = httpx.get(srv.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'self'" in page.headers["content-security-policy"]

@@ -132,6 +132,23 @@ def upscale(
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
     denoise: Optional[int] = typer.Option(None, "--denoise", help="Denoise level of the model's family "
                                           "(superres models --wide lists them), e.g. SRMD 0-10."),
+    self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/rotations (~8x slower); "
+                                       "gives an uncertainty map."),
+    mc_dropout: int = typer.Option(0, "--mc-dropout", help="N passes with dropout on (models trained with dropout)."),
+    ensemble_with: Optional[str] = typer.Option(None, "--ensemble-with", help="Comma-separated zoo models of the "
+                                                "same scale averaged with -m."),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="JSON quality report: NIQE vs bicubic, "
+                                               "uncertainty mean/p99, flagged, per image."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help="For flagged images write 'bicubic' or this "
+                                           "model's output instead."),
+    uncertainty_dir: Optional[Path] = typer.Option(None, "--uncertainty-dir", help="Write <name>_uncertainty.png "
+                                                   "heatmaps here (needs an ensemble)."),
+    gate_niqe: float = typer.Option(1.0, "--gate-niqe-tolerance", help="NIQE points the output may be worse "
+                                    "than bicubic before it is flagged."),
+    gate_uncertainty: float = typer.Option(12.0, "--gate-max-uncertainty", help="Flag when the uncertainty p99 "
+                                           "exceeds this many grey levels (0 = off)."),
+    niqe_params: Optional[Path] = typer.Option(None, "--niqe-params", help="niqe_pris_params.npz "
+                                               "(default: $SUPERRES_NIQE_PARAMS)."),
 ) -> None:
     """Upscale images: files, folders (same tree out) or globs. With -s 2 or -s 3 a model family that has
     a native x2/x3 member (SPAN, SRMD) runs that member instead of downscaling a larger scale."""
@@ -154,10 +171,24 @@ def upscale(
     up = load_model(choice.model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, tile_overlap, alpha), backend=backend,
                     **({"hyperparams": choice.hyperparams} if choice.hyperparams else {}))
+    from .inference import guarded
+
+    choices = guarded.GuardChoices(
+        self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
+        report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
+        str(niqe_params) if niqe_params else None)
+    up, guard = guarded.build(up, choices, lambda name: load_model(
+        name, device=device, precision=precision, allow_download=download, options=up.options, backend=backend))
     if single_file_out:
+        if guard is not None:
+            _guarded_one(up, guard, choices, Path(inputs[0]), output, outscale, width, height, quality, max_pixels,
+                         max_output_pixels, overwrite)
+            return
         _upscale_one(up, Path(inputs[0]), output, outscale, width, height, quality, max_pixels,
                      max_output_pixels, overwrite)
         return
+    process = None if guard is None else guarded.batch_process(guard, output, choices, outscale=outscale,
+                                                                   width=width, height=height)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[name]}"), transient=False,
@@ -170,8 +201,10 @@ def upscale(
 
         report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
                            width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress,
-                           max_output_pixels=max_output_pixels)
+                           max_output_pixels=max_output_pixels, process=process)
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
+    if guard is not None:
+        _print_flags(guarded.finish_report(guard, choices, report.failed, guarded.report_meta(up, guard)), choices)
     for src, note in report.warnings:
         typer.echo(f"warning: {src}: {note}", err=True)
     typer.echo(_summary(report, output))
@@ -253,6 +286,36 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
     typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
+
+
+def _guarded_one(up: Any, guard: Any, choices: Any, src: Path, dst: Path, outscale: Optional[float],
+                 width: Optional[int], height: Optional[int], quality: int, max_pixels: int,
+                 max_output_pixels: int, overwrite: bool) -> None:
+    """One file through the quality gate: the output (or its fallback), the heatmap, the report."""
+    from .inference import guarded
+    from .inference.limits import check_output_size, output_size
+    from .io.image import read_image, write_image
+
+    img = read_image(src, max_pixels=max_pixels)
+    h, w = img.color.shape[:2]
+    check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
+    result, rep, unc = guard.upscale_image(img, source=str(src), outscale=outscale, width=width, height=height)
+    write_image(result, dst, quality=quality, overwrite=overwrite)
+    rep.output = str(dst)
+    if unc is not None and choices.uncertainty_dir is not None:
+        guarded.write_heatmap(unc, guarded.uncertainty_path(choices.uncertainty_dir, Path(dst.name)),
+                              choices.max_uncertainty_p99 or 12.0)
+    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
+    _print_flags(guarded.finish_report(guard, choices, [], guarded.report_meta(up, guard)), choices)
+
+
+def _print_flags(reports: list[Any], choices: Any) -> None:
+    for r in reports:
+        if r.flagged:
+            what = f"; wrote the {r.written} output instead" if r.fallback_used else ""
+            typer.echo(f"flagged: {r.input}: {'; '.join(r.reasons)}{what}", err=True)
+    if choices.report is not None:
+        typer.echo(f"report: {choices.report} ({sum(r.flagged for r in reports)} of {len(reports)} flagged)")
 
 
 @app.command()

@@ -35,6 +35,8 @@ class RayBatchReport:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: with a quality gate: one report dict per image (superres.inference.report.ImageReport.to_dict)
+    quality: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,17 +87,23 @@ class UpscaleActor:
         quality: int = 95,
         max_pixels: Optional[int] = None,
         allow_download: bool = False,
+        guard: Optional[dict[str, Any]] = None,
     ) -> None:
+        """``guard``: :class:`superres.inference.guarded.GuardChoices` fields (ensemble, gate, fallback)."""
         from ..inference.upscaler import UpscaleOptions
         from ..loading import load_model
 
-        self.up = load_model(
-            model,
-            device=device,
-            precision=precision,
-            allow_download=allow_download,
-            options=UpscaleOptions(tile=tile),
-        )
+        def load(name: str) -> Any:
+            return load_model(name, device=device, precision=precision, allow_download=allow_download,
+                              options=UpscaleOptions(tile=tile))
+
+        self.up = load(model)
+        self.guard = self.choices = None
+        if guard:
+            from ..inference import guarded
+
+            self.choices = guarded.GuardChoices(**guard)
+            self.up, self.guard = guarded.build(self.up, self.choices, load)
         self.out_root = Path(out_root)
         self.outscale, self.ext, self.suffix, self.quality = outscale, ext, suffix, quality
         self.max_pixels = max_pixels
@@ -106,7 +114,7 @@ class UpscaleActor:
         from ..inference.batch import output_path
         from ..io.image import read_image, write_image
 
-        outs, errors = [], []
+        outs, errors, quality = [], [], []
         kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
         for src, rel in zip(batch["src"], batch["rel"], strict=True):
             try:
@@ -114,21 +122,41 @@ class UpscaleActor:
                 dst = output_path(
                     Path(str(rel)), self.out_root, self.ext, self.suffix, has_alpha=img.alpha is not None
                 )
-                result = self.up.upscale_image(img, outscale=self.outscale)
+                if self.guard is not None:
+                    result, rep = self._guarded(img, str(src), dst, Path(str(rel)))
+                else:
+                    result, rep = self.up.upscale_image(img, outscale=self.outscale), ""
                 write_image(result, dst, quality=self.quality)
                 outs.append(str(dst))
                 errors.append("")
+                quality.append(rep)
             except SuperresError as e:
                 outs.append("")
                 errors.append(str(e))
+                quality.append("")
             except Exception as e:
                 outs.append("")
                 errors.append(f"cannot upscale '{src}': {e}")
+                quality.append("")
         return {
             "src": np.asarray(batch["src"], dtype=object),
             "dst": np.asarray(outs, dtype=object),
             "error": np.asarray(errors, dtype=object),
+            "quality": np.asarray(quality, dtype=object),  # JSON text of the image's report, or ""
         }
+
+    def _guarded(self, img: Any, src: str, dst: Path, rel: Path) -> tuple[Any, str]:
+        import json
+
+        from ..inference import guarded
+
+        assert self.guard is not None and self.choices is not None
+        result, rep, unc = self.guard.upscale_image(img, source=src, outscale=self.outscale)
+        rep.output = str(dst)
+        if unc is not None and self.choices.uncertainty_dir is not None:
+            guarded.write_heatmap(unc, guarded.uncertainty_path(Path(self.choices.uncertainty_dir), rel),
+                                  self.choices.max_uncertainty_p99 or 12.0)
+        return result, json.dumps(rep.to_dict(), allow_nan=False)
 
 
 def run_ray_batch(
@@ -153,12 +181,14 @@ def run_ray_batch(
     max_pixels: Optional[int] = None,
     allow_download: bool = False,
     object_store_memory: Optional[int] = None,
+    guard: Optional[dict[str, Any]] = None,
 ) -> RayBatchReport:
     """Upscale the images under ``src`` into ``dst`` with Ray Data; see the module docstring.
 
     ``address`` None starts a local cluster with ``num_cpus`` CPUs (shut down afterwards); otherwise
     connects to it (``auto``, ``ray://head:10001``, ``head:6379``). ``gpus_per_actor`` None means one GPU
-    per actor when the cluster has GPUs and ``device`` allows CUDA."""
+    per actor when the cluster has GPUs and ``device`` allows CUDA. ``guard`` (GuardChoices fields): every
+    actor runs the ensemble / quality gate / fallback; the per-image reports come back in ``quality``."""
     src_p, dst_p = Path(src).expanduser(), Path(dst).expanduser()
     if not src_p.exists():
         raise SuperresError(f"cannot read '{src_p}': no such file or folder")
@@ -213,6 +243,7 @@ def run_ray_batch(
                 quality=quality,
                 max_pixels=max_pixels,
                 allow_download=allow_download,
+                guard=guard,
             ),
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -225,6 +256,10 @@ def run_ray_batch(
                 report.failed.append((Path(row["src"]), str(row["error"])))
             else:
                 report.done.append(Path(row["dst"]))
+            if row.get("quality"):
+                import json
+
+                report.quality.append(json.loads(str(row["quality"])))
     finally:
         if started_here:
             ray.shutdown()

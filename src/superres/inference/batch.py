@@ -149,6 +149,7 @@ def run_batch(
     options: "UpscaleOptions | None" = None,
     progress: Callable[[int, int, Path], None] | None = None,
     max_output_pixels: int | None = None,
+    process: "Callable[[Path, Path, ImageData], ImageData] | None" = None,
 ) -> BatchReport:
     """Upscale many images. Reading the next image and writing the previous one run in threads beside
     the network; every output is written atomically; failures are collected, never fatal.
@@ -156,7 +157,8 @@ def run_batch(
     Refused before any work (``SuperresError``): bad size options, no images at all, two inputs that
     would share one output. Per file (listed in ``failed``, the batch goes on): an output that would
     replace its own input, an output over ``max_output_pixels`` (None: the default limit, 0: none),
-    running out of memory. Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
+    running out of memory. ``process(src, dst, image)``, when given, replaces the upscaler call (the quality
+    gate with its fallback, superres.inference.report). Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
     with ``interrupted`` set, finished outputs listed and no partial or temporary file left."""
     from ..io.atomic import remove_stale_temps
     from ..io.image import read_image, write_image
@@ -242,8 +244,8 @@ def run_batch(
                 h, w = img.color.shape[:2]
                 try:
                     check_output_size(w, h, *output_size(w, h, upscaler.scale, outscale, width, height), limit)
-                    result = upscaler.upscale_image(img, outscale=outscale, width=width, height=height,
-                                                    options=options)
+                    result = process(src, dst, img) if process is not None else upscaler.upscale_image(
+                        img, outscale=outscale, width=width, height=height, options=options)
                 except SuperresError as e:
                     report.failed.append((src, str(e)))
                     continue

@@ -145,8 +145,20 @@ def batch_command(
     download: bool = typer.Option(
         False, "--download", help="Allow fetching official weights (sha256-pinned)."
     ),
+    self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/rotations (~8x slower)."),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="JSON quality report per image (NIQE vs "
+                                               "bicubic, uncertainty mean/p99, flagged)."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help="For flagged images: bicubic or a model."),
+    uncertainty_dir: Optional[Path] = typer.Option(None, "--uncertainty-dir", help="Uncertainty heatmaps here."),
 ) -> None:
     """Upscale a folder to another folder; skips finished outputs, so an interrupted run resumes."""
+    import dataclasses
+
+    from ..inference import guarded
+
+    choices = guarded.GuardChoices(self_ensemble=self_ensemble, report=report_path, fallback=fallback,
+                                   uncertainty_dir=uncertainty_dir)
+    reports: list[Any] = []
     if engine not in ("local", "ray"):
         raise SuperresError(f"--engine must be 'local' or 'ray', not {engine!r}")
     if engine == "local":
@@ -163,6 +175,10 @@ def batch_command(
             allow_download=download,
             options=UpscaleOptions(tile=tile),
         )
+        up, guard = guarded.build(up, choices, lambda name: load_model(
+            name, device=device, precision=precision, allow_download=download, options=UpscaleOptions(tile=tile)))
+        process = None if guard is None else guarded.batch_process(guard, dst, choices, outscale=outscale,
+                                                                       width=None, height=None)
         report = run_batch(
             up,
             [src],
@@ -173,8 +189,12 @@ def batch_command(
             outscale=outscale,
             quality=quality,
             max_pixels=max_pixels,
+            process=process,
         )
         done, skipped, failed = len(report.done), len(report.skipped), report.failed
+        if guard is not None:
+            reports = [r.to_dict() for r in guarded.finish_report(guard, choices, failed,
+                                                                  guarded.report_meta(up, guard))]
     else:
         from ..cluster.ray_batch import run_ray_batch
 
@@ -197,10 +217,24 @@ def batch_command(
             quality=quality,
             max_pixels=max_pixels,
             allow_download=download,
+            guard=dataclasses.asdict(choices) if choices.wants_guard or choices.wants_ensemble else None,
         )
         done, skipped, failed = len(rr.done), len(rr.skipped), rr.failed
+        reports = rr.quality
+        if report_path is not None:
+            from ..inference.report import ImageReport, write_report
+
+            write_report(report_path, [ImageReport(**r) for r in rr.quality],
+                         {"model": model, "engine": "ray", "ensemble": "x8" if self_ensemble else "none",
+                          "fallback": fallback})
     skip = f", {skipped} skipped (exist; --overwrite to redo)" if skipped else ""  # the hint only when it applies
     typer.echo(f"{done} written{skip}, {len(failed)} failed -> {dst}")
+    for r in reports:
+        if r["flagged"]:
+            typer.echo(f"flagged: {r['input']}: {'; '.join(r['reasons'])}"
+                       + (f"; wrote the {r['written']} output instead" if r["fallback_used"] else ""), err=True)
+    if report_path is not None:
+        typer.echo(f"report: {report_path} ({sum(r['flagged'] for r in reports)} of {len(reports)} flagged)")
     if failed:
         for path, why in failed:
             typer.echo(f"  {path}: {why}", err=True)

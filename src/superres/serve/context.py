@@ -73,6 +73,9 @@ class ServerContext:
             content_type=job.content_type,
             result_url=f"/v1/jobs/{job.id}/result" if job.status == "done" else None,
             error=ErrorBody(**job.error) if job.error else None,
+            quality=job.quality if job.status == "done" else None,
+            uncertainty_url=f"/v1/jobs/{job.id}/result?variant=uncertainty"
+            if job.status == "done" and job.heatmap else None,
         )
 
 

@@ -65,6 +65,10 @@ class UpscaleParams(BaseModel):
     height: Optional[int] = Field(None, ge=1, le=MAX_SIDE, description="Output height (width follows).")
     format: str = Field("png", description="png, jpeg, webp, tiff, bmp, or auto (the input's).")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality.")
+    self_ensemble: bool = Field(False, description="Average the 8 flips/rotations (about 8x slower).")
+    report: bool = Field(False, description="Quality check: x8 self-ensemble (about 8x slower), NIQE gate, "
+                                            "uncertainty heatmap (job result variant=uncertainty).")
+    fallback: Optional[str] = Field(None, description="With report: 'bicubic' is sent for a flagged image.")
 
     @model_validator(mode="after")
     def _check(self) -> "UpscaleParams":
@@ -73,6 +77,8 @@ class UpscaleParams(BaseModel):
             raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
         if self.outscale is not None and (self.width or self.height):
             raise ValueError("give outscale or width/height, not both")
+        if self.fallback is not None and (self.fallback != "bicubic" or not self.report):
+            raise ValueError("fallback takes 'bicubic', together with report=true")
         return self
 
 
@@ -138,6 +144,8 @@ class Outcome:
     suffix: str
     width: int
     height: int
+    quality: Optional[dict[str, Any]] = None  # the quality check's fields (report=true)
+    heatmap: Optional[bytes] = None  # the uncertainty heatmap PNG (report=true)
 
 
 def probe(data: "bytes | Path", name: str, max_pixels: int, limit_hint: str = "") -> None:
@@ -248,11 +256,22 @@ def process(
                 422, "invalid_options", f"{fmt} cannot hold the image's transparency; use png or webp"
             )
     encoder, content_type, suffix = CONTENT_TYPES[fmt]
-    control.tiles_total = max(1, expected_tiles(up, w, h, (out_w, out_h), img.alpha is not None))
+    calls = 1
+    if params.report or params.self_ensemble:
+        from .quality import ENSEMBLE_CALLS, checked_upscale, ensembled
+
+        calls = ENSEMBLE_CALLS
+    control.tiles_total = max(1, calls * expected_tiles(up, w, h, (out_w, out_h), img.alpha is not None))
     control.stage = "upscaling"
     control.check()
+    quality = heat = None
     try:
-        result = _tracked(up, control).upscale_image(img, width=out_w, height=out_h)
+        if params.report:
+            result, quality, heat = checked_upscale(_tracked(up, control), img, out_w, out_h, params.fallback)
+        elif params.self_ensemble:
+            result = ensembled(_tracked(up, control)).upscale_image(img, width=out_w, height=out_h)
+        else:
+            result = _tracked(up, control).upscale_image(img, width=out_w, height=out_h)
     except SuperresError as e:
         raise ApiError(422, "upscale_failed", str(e)) from None
     control.stage = "encoding"
@@ -261,4 +280,4 @@ def process(
         out = encode_image(result, encoder, quality=params.quality)
     except SuperresError as e:
         raise ApiError(422, "invalid_options", str(e)) from None
-    return Outcome(out, content_type, suffix, out_w, out_h)
+    return Outcome(out, content_type, suffix, out_w, out_h, quality, heat)

@@ -56,6 +56,8 @@ class JobInfo(BaseModel):
     content_type: Optional[str] = None
     result_url: Optional[str] = None
     error: Optional[ErrorBody] = None
+    quality: Optional[dict[str, Any]] = None  # report=true: NIQE vs bicubic, uncertainty mean/p99, flagged
+    uncertainty_url: Optional[str] = None  # report=true: the uncertainty heatmap PNG (output size)
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -72,7 +74,18 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def upload_body(models: list[str]) -> dict[str, Any]:
-    """The multipart request body, for the spec (the body is parsed by ``receive_upload``, not FastAPI)."""
+    """The multipart request body, for the spec (the body is parsed by ``receive_upload``, not FastAPI).
+    An empty form field counts as absent (``parse_params``; HTML forms send them), so the spec allows it."""
+    body = _upload_fields(models)
+    props = body["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    for key, prop in props.items():
+        if key != "file":
+            props[key] = {"anyOf": [prop, {"type": "string", "maxLength": 0}],
+                          **({"description": prop["description"]} if "description" in prop else {})}
+    return body
+
+
+def _upload_fields(models: list[str]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
@@ -108,6 +121,13 @@ def upload_body(models: list[str]) -> dict[str, Any]:
                             "height": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
                             "format": {"type": "string", "enum": ["auto", *CONTENT_TYPES], "default": "png"},
                             "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
+                            "self_ensemble": {"type": "boolean", "default": False,
+                                              "description": "Average the 8 flips/rotations (~8x slower)."},
+                            "report": {"type": "boolean", "default": False,
+                                       "description": "Quality check: x8 self-ensemble (~8x slower), NIQE "
+                                                      "gate, uncertainty heatmap."},
+                            "fallback": {"type": "string", "enum": ["bicubic"],
+                                         "description": "With report: send bicubic for a flagged image."},
                         },
                     }
                 }

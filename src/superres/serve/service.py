@@ -219,6 +219,8 @@ class Job:
     height: Optional[int] = None
     error: Optional[dict[str, str]] = None
     error_status: Optional[int] = None
+    quality: Optional[dict[str, Any]] = None  # the quality check's fields (report=true)
+    heatmap: Optional[Path] = None  # its uncertainty heatmap PNG
 
     @property
     def finished_state(self) -> bool:
@@ -279,10 +281,18 @@ class JobStore:
             dest = self.tmp_dir / f"job-{job.id}{outcome.suffix}"
             with atomic_write(dest) as tmp:
                 tmp.write_bytes(outcome.data)
+            heat = None
+            if getattr(outcome, "heatmap", None):
+                heat = self.tmp_dir / f"job-{job.id}-uncertainty.png"
+                with atomic_write(heat) as tmp:
+                    tmp.write_bytes(outcome.heatmap)
             with self.lock:
                 if job.control.cancelled:  # cancelled during the encode: drop the result
                     dest.unlink(missing_ok=True)
+                    if heat is not None:
+                        heat.unlink(missing_ok=True)
                     return
+                job.quality, job.heatmap = getattr(outcome, "quality", None), heat
                 job.result, job.content_type = dest, outcome.content_type
                 job.width, job.height = outcome.width, outcome.height
                 job.control.stage = "done"
@@ -321,8 +331,10 @@ class JobStore:
                 job.status = "cancelled"
                 job.finished = job.finished or time.time()
             result, job.result = job.result, None
-        if result is not None:
-            result.unlink(missing_ok=True)
+            heat, job.heatmap = job.heatmap, None
+        for f in (result, heat):
+            if f is not None:
+                f.unlink(missing_ok=True)
         return job
 
     def expire(self, now: Optional[float] = None) -> int:
@@ -333,8 +345,9 @@ class JobStore:
                 if job.finished is not None and now >= job.finished + self.ttl:
                     gone.append(self._jobs.pop(job.id))
         for job in gone:
-            if job.result is not None:
-                job.result.unlink(missing_ok=True)
+            for f in (job.result, job.heatmap):
+                if f is not None:
+                    f.unlink(missing_ok=True)
         return len(gone)
 
     def cancel_all(self) -> None:
@@ -342,8 +355,9 @@ class JobStore:
             jobs = list(self._jobs.values())
         for job in jobs:
             job.control.cancel()
-            if job.result is not None:
-                job.result.unlink(missing_ok=True)
+            for f in (job.result, job.heatmap):
+                if f is not None:
+                    f.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return len(self._jobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -79,11 +80,17 @@ def build(ctx: ServerContext) -> APIRouter:
         "/v1/jobs/{job_id}/result",
         response_class=Response,
         tags=["jobs"],
-        responses={200: IMAGE_RESPONSE, **errors(404, 409)},
+        responses={200: IMAGE_RESPONSE, **errors(404, 409, 422)},
     )
-    async def job_result(job_id: str) -> Response:
-        """The finished image (until the job expires or is deleted)."""
+    async def job_result(job_id: str, variant: Literal["image", "uncertainty"] = "image") -> Response:
+        """The finished image (until the job expires or is deleted); ``variant=uncertainty``: the uncertainty
+        heatmap PNG (the output's size) of a job run with ``report=true``."""
         job = ctx.store.get(job_id)
+        if variant == "uncertainty":
+            if job.status != "done" or job.heatmap is None or not job.heatmap.exists():
+                raise ApiError(409, "no_uncertainty", f"job is {job.status}" if job.status != "done"
+                               else "this job was run without report=true")
+            return FileResponse(job.heatmap, media_type="image/png")
         if job.status != "done" or job.result is None or not job.result.exists():
             detail = f"job is {job.status}"
             if job.error:

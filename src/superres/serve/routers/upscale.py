@@ -80,11 +80,25 @@ def build(ctx: ServerContext) -> APIRouter:
             "X-Superres-Model": name,
             "X-Image-Size": f"{outcome.width}x{outcome.height}",
             "X-Elapsed-Ms": f"{elapsed * 1000:.1f}",
+            **quality_headers(outcome.quality),
             "Content-Disposition": f'inline; filename="{out_name(upload.filename, outcome.suffix, label)}"',
         }
         return Response(outcome.data, media_type=outcome.content_type, headers=headers)
 
     return router
+
+
+def quality_headers(quality: Optional[dict[str, Any]]) -> dict[str, str]:
+    """report=true on /v1/upscale: the gate's verdict in headers (the body is the image)."""
+    if not quality:
+        return {}
+    out = {"X-Quality-Flagged": "true" if quality.get("flagged") else "false",
+           "X-Quality-Written": str(quality.get("written"))}
+    named = (("uncertainty_p99", "X-Uncertainty-P99"), ("niqe", "X-NIQE"), ("bicubic_niqe", "X-NIQE-Bicubic"))
+    for key, header in named:
+        if quality.get(key) is not None:
+            out[header] = f"{quality[key]:.3f}"
+    return out
 
 
 async def wait_for_worker(fut: Any, control: WorkControl, request: Request, timeout: float) -> Optional[Outcome]:

@@ -88,6 +88,7 @@ function upload(file, node) {
     form.append("model", $("#model").value);
     if ($("#scale").value) form.append("outscale", $("#scale").value);
     form.append("format", $("#format").value);
+    if ($("#report").checked) form.append("report", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/jobs");
     xhr.upload.onprogress = (e) => {
@@ -142,10 +143,33 @@ async function processFile(file) {
     link.download = `${file.name.replace(/\.[^.]+$/, "")}_${done.model}.${ext}`;
     link.hidden = false;
     $(".size", node).textContent = `${done.width} × ${done.height} · ${(blob.size / 1024).toFixed(0)} kB`;
+    if (done.quality) showQuality(node, done);
     setItem(node, "done", "done", 100);
   } catch (err) {
     if (node.dataset.status !== "cancelled") setItem(node, "failed", "failed: " + err.message);
   }
+}
+
+// The quality check's verdict, and the uncertainty heatmap as a toggled overlay on the result.
+function showQuality(node, done) {
+  const q = done.quality;
+  const p = $(".quality", node);
+  const num = (v, d) => (v === null || v === undefined ? "n/a" : v.toFixed(d));
+  let text = `NIQE ${num(q.niqe, 2)} (bicubic ${num(q.bicubic_niqe, 2)}) · uncertainty mean ` +
+    `${num(q.uncertainty_mean, 1)}, p99 ${num(q.uncertainty_p99, 1)} grey levels`;
+  if (q.flagged) {
+    text = "flagged: " + q.reasons.join("; ") + (q.fallback_used ? ` — ${q.written} sent instead` : "") +
+      " · " + text;
+  }
+  p.textContent = text;
+  p.classList.toggle("flagged", !!q.flagged);
+  p.hidden = false;
+  if (!done.uncertainty_url) return;
+  const overlay = $(".uncertainty", node);
+  const toggle = $(".show-uncertainty", node);
+  overlay.src = done.uncertainty_url;
+  $(".overlay-toggle", node).hidden = false;
+  toggle.addEventListener("change", () => { overlay.hidden = !toggle.checked; });
 }
 
 function handleFiles(files) {
