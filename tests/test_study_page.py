@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from browser import ARGS, CHROMIUM  # noqa: E402 - tests/browser.py
 if not CHROMIUM.exists():
     pytest.skip(f"no system Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
@@ -26,15 +26,6 @@ from PIL import Image  # noqa: E402
 
 from superres.serve.launch import ServerProcess  # noqa: E402
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 MODELS = ["espcn-s-x4", "bicubic", "bicubic+blur2"]
 DEGRADED = "bicubic+blur2"
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from browser import ARGS, CHROMIUM  # noqa: E402 - tests/browser.py
 if not CHROMIUM.exists():
     pytest.skip(f"no system Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
@@ -22,15 +22,6 @@ from PIL import Image  # noqa: E402
 from superres.serve.launch import ServerProcess  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "superres" / "serve" / "static"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def test_static_assets_reference_nothing_external() -> None:

@@ -20,9 +20,7 @@ from PIL import Image  # noqa: E402
 
 from superres.serve.launch import ServerProcess  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+from browser import ARGS, CHROMIUM  # noqa: E402 - tests/browser.py
 
 
 @pytest.fixture(scope="module")

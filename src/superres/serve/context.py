@@ -11,10 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from fastapi.responses import JSONResponse
+
 from .errors import ApiError, ErrorBody
 from .schemas import JobInfo
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from .pipeline import Outcome
+    from .upload import Upload
     from .service import Job, JobStore, ModelPool, Scheduler
     from .settings import ServeSettings
 
@@ -54,6 +60,20 @@ class ServerContext:
                 pool.error or f"loading models ({pool.loading or 'starting'})",
                 {"Retry-After": "2"},
             )
+
+    def start_job(self, job: "Job", upload: "Upload", work: "Callable[[bytes], Outcome]") -> JSONResponse:
+        """Queue an accepted job (already in the store) and answer 202 with its record; a full queue
+        forgets the job again and answers 429. The upload is removed once the job has read it."""
+        try:
+            self.scheduler.submit(lambda: self.store.run(job, upload, work)).add_done_callback(
+                lambda _f: upload.discard()
+            )
+        except ApiError:
+            self.store.discard(job.id)
+            raise
+        return JSONResponse(
+            self.job_info(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
 
     def job_info(self, job: "Job") -> JobInfo:
         return JobInfo(

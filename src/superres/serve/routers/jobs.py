@@ -57,19 +57,10 @@ def build(ctx: ServerContext) -> APIRouter:
                     max_output_pixels=settings.max_output_pixels,
                 )
 
-            try:
-                ctx.scheduler.submit(lambda: store.run(job, upload, work)).add_done_callback(
-                    lambda _f: upload.discard()
-                )
-            except ApiError:
-                store.discard(job.id)
-                raise
+            return ctx.start_job(job, upload, work)
         except BaseException:
             upload.discard()
             raise
-        return JSONResponse(
-            ctx.job_info(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
-        )
 
     @router.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], responses=errors(404))
     async def job_status(job_id: str) -> JobInfo:

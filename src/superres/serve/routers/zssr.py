@@ -125,18 +125,9 @@ def build(ctx: ServerContext) -> APIRouter:
                 return _work(data, job.filename, zp, params.format, params.quality, job.control,
                              settings.max_pixels)
 
-            try:
-                ctx.scheduler.submit(lambda: store.run(job, upload, work)).add_done_callback(
-                    lambda _f: upload.discard()
-                )
-            except ApiError:
-                store.discard(job.id)
-                raise
+            return ctx.start_job(job, upload, work)
         except BaseException:
             upload.discard()
             raise
-        return JSONResponse(
-            ctx.job_info(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
-        )
 
     return router
