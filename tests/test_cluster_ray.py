@@ -108,3 +108,31 @@ def test_ray_is_imported_only_for_the_ray_engine() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_ray_plan_follows_the_local_safety_rules(tmp_path: Path) -> None:
+    """The Ray engine plans with the local engine's rule (no Ray needed to check it): two inputs that would
+    share an output are refused before any work, an output that would replace its input is a failure, and
+    an output folder inside the input folder is never read back as input."""
+    from PIL import Image
+
+    from superres.cluster.ray_batch import plan_outputs
+    from superres.errors import SuperresError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("x.png", "x.gif"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(src / name)
+    with pytest.raises(SuperresError, match="2 inputs would be written to"):
+        plan_outputs(src, tmp_path / "out", "png", "", False)
+    (src / "x.gif").unlink()
+    with pytest.raises(SuperresError, match="is the input folder"):
+        plan_outputs(src, src, "auto", "", True)
+    todo, skipped, refused = plan_outputs(src / "x.png", src, "auto", "", True)  # a file onto itself
+    assert todo == [] and skipped == [] and [r[1] for r in refused] == [
+        f"output '{src / 'x.png'}' is the input file itself; choose another -o"]
+    out = src / "results"
+    out.mkdir()
+    Image.new("RGB", (32, 32)).save(out / "x.png")  # a finished output inside the input folder
+    todo, skipped, refused = plan_outputs(src, out, "auto", "", False)
+    assert todo == [] and skipped == [out / "x.png"] and refused == []  # not an input, and already done

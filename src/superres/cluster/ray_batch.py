@@ -43,32 +43,16 @@ class RayBatchReport:
         return not self.failed
 
 
-def _existing(rel: Path, out_root: Path, ext: str, suffix: str) -> Optional[Path]:
-    """An output already there (with ext=auto an alpha image may have become .png): the local rule."""
-    from ..inference.batch import output_path
-
-    for alpha in (False, True):
-        p = output_path(rel, out_root, ext, suffix, has_alpha=alpha)
-        if p.exists():
-            return p
-    return None
-
-
 def plan_outputs(
     src: Path, dst: Path, ext: str, suffix: str, overwrite: bool
-) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(work to do as (file, relative path), outputs already finished)."""
-    from ..inference.batch import expand_inputs
+) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[Path, str]]]:
+    """(work to do as (file, relative path), outputs already finished, inputs refused) by the local
+    engine's rule (:func:`superres.inference.batch.plan_batch`): shared outputs are refused before any
+    work, an output that would replace its input is listed as failed, the output folder is never read."""
+    from ..inference.batch import plan_batch
 
-    todo: list[tuple[Path, Path]] = []
-    skipped: list[Path] = []
-    for f, rel in expand_inputs([src]):
-        existing = None if overwrite else _existing(rel, dst, ext, suffix)
-        if existing is not None:
-            skipped.append(existing)
-        else:
-            todo.append((f, rel))
-    return todo, skipped
+    plan = plan_batch([src], dst, ext, suffix, overwrite)
+    return plan.todo, [job.dst for job in plan.skipped], plan.failed
 
 
 class UpscaleActor:
@@ -194,8 +178,8 @@ def run_ray_batch(
         raise SuperresError(f"cannot read '{src_p}': no such file or folder")
     if concurrency < 1 or batch_size < 1:
         raise SuperresError("--concurrency and --batch-size must be at least 1")
-    todo, skipped = plan_outputs(src_p, dst_p, ext, suffix, overwrite)
-    report = RayBatchReport(skipped=skipped)
+    todo, skipped, refused = plan_outputs(src_p, dst_p, ext, suffix, overwrite)
+    report = RayBatchReport(skipped=skipped, failed=refused)
     if not todo:
         return report
     try:

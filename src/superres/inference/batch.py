@@ -121,6 +121,49 @@ def find_collisions(jobs: list[Job]) -> list[tuple[Path, list[Path]]]:
     return [(dst, srcs) for dst, srcs in by_dst.items() if len(srcs) > 1]
 
 
+@dataclass
+class BatchPlan:
+    """What a batch will do, decided before any image is read."""
+
+    todo: list[tuple[Path, Path]]  # (input file, its path relative to its input folder)
+    skipped: list[Job]  # the output is already there (no --overwrite)
+    failed: list[tuple[Path, str]]  # dangling links, link loops, an output that would replace its input
+    total: int  # input files found
+
+
+def plan_batch(inputs: Iterable[str | Path], out_root: Path, ext: str, suffix: str, overwrite: bool) -> BatchPlan:
+    """The one planning rule of every batch engine (local threads, Ray): inputs found (the output folder
+    excluded), outputs that two inputs would share refused before any work (``SuperresError``), an output
+    that would replace its own input listed as failed, finished outputs skipped unless ``overwrite``."""
+    inputs = list(inputs)
+    for folder in inputs:
+        if Path(folder).is_dir() and _resolved(Path(folder)) == _resolved(out_root):
+            raise SuperresError(f"the output folder '{out_root}' is the input folder: outputs would replace or "
+                                "mix with the inputs; choose another -o")
+    pairs, problems = scan_inputs(inputs, exclude=out_root)
+    if not pairs:
+        where = ", ".join(str(i) for i in inputs) or "(no inputs)"
+        raise SuperresError(f"no images found in {where} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    planned = [Job(src, output_path(rel, out_root, ext, suffix)) for src, rel in pairs]
+    clashes = find_collisions(planned)
+    if clashes:
+        dst, srcs = clashes[0]
+        more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
+        raise SuperresError(f"{len(srcs)} inputs would be written to '{dst}': "
+                            f"{', '.join(str(p) for p in srcs)}{more}; use --suffix or one output folder each")
+    plan = BatchPlan([], [], list(problems), len(pairs))
+    for (src, rel), job in zip(pairs, planned):
+        if same_file(src, job.dst) or same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
+            plan.failed.append((src, f"output '{job.dst}' is the input file itself; choose another -o"))
+            continue
+        existing = None if overwrite else _existing_output(rel, out_root, suffix, ext)
+        if existing is not None:
+            plan.skipped.append(Job(src, existing))
+        else:
+            plan.todo.append((src, rel))
+    return plan
+
+
 def output_path(rel: Path, out_dir: Path, ext: str, suffix: str, has_alpha: bool | None = None) -> Path:
     """Where ``rel`` goes: same relative folder, ``ext`` ("auto" keeps the input's format)."""
     src_ext = rel.suffix.lower()
@@ -166,33 +209,13 @@ def run_batch(
 
     check_size_options(outscale, width, height)
     out_root = Path(out_dir)
-    pairs, problems = scan_inputs(inputs, exclude=out_root)
-    if not pairs:
-        where = ", ".join(str(i) for i in inputs) or "(no inputs)"
-        raise SuperresError(f"no images found in {where} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    planned = [Job(src, output_path(rel, out_root, ext, suffix)) for src, rel in pairs]
-    clashes = find_collisions(planned)
-    if clashes:
-        dst, srcs = clashes[0]
-        more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
-        raise SuperresError(f"{len(srcs)} inputs would be written to '{dst}': "
-                            f"{', '.join(str(p) for p in srcs)}{more}; use --suffix or one output folder each")
-    report = BatchReport(failed=list(problems))
+    plan = plan_batch(inputs, out_root, ext, suffix, overwrite)
+    report = BatchReport(skipped=plan.skipped, failed=plan.failed)
     report.cleaned = remove_stale_temps(out_root)
-    total = len(pairs)
+    todo = plan.todo
+    total = plan.total
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     limit = DEFAULT_MAX_OUTPUT_PIXELS if max_output_pixels is None else (max_output_pixels or None)
-
-    todo: list[tuple[Path, Path]] = []
-    for (src, rel), job in zip(pairs, planned):
-        if same_file(src, job.dst) or same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
-            report.failed.append((src, f"output '{job.dst}' is the input file itself; choose another -o"))
-            continue
-        existing = None if overwrite else _existing_output(rel, out_root, suffix, ext)
-        if existing is not None:
-            report.skipped.append(Job(src, existing))
-        else:
-            todo.append((src, rel))
 
     loaded: queue.Queue[tuple[Path, Path, "ImageData | None", str | None] | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
