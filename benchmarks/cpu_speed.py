@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from superres.archs import build
+from superres.archs.cost import count_macs
 from superres.inference import fast
 from superres.zoo.ncnn import convert, split_post_resize
 from superres.zoo.sources import find_ncnn_package_model
@@ -114,23 +115,9 @@ def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict
 
 
 def conv_macs_per_pixel(net: nn.Module, in_channels: int, size: int = 16) -> float:
-    """Multiply-accumulates of every Conv2d per input pixel, counted with forward hooks on a size x size
-    input (exact for these fully convolutional networks)."""
-    total = 0
-
-    def hook(mod: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = mod.kernel_size
-        total += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * kh * kw
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            net(torch.zeros(1, in_channels, size, size))
-    finally:
-        for h in handles:
-            h.remove()
-    return total / (size * size)
+    """Multiply-accumulates per input pixel (superres.archs.cost: convolutions, transposed convolutions and
+    linear layers, by forward hooks on a size x size input; exact for these fully convolutional networks)."""
+    return count_macs(net, size, size, channels=in_channels) / (size * size)
 
 
 # ---- runners -----------------------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +19,14 @@ import numpy as np
 from superres.deploy.export import export_onnx
 from superres.deploy.runtime import open_session
 from superres.eval.runner import evaluate
+from superres.eval.speed import time_forward
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def ms(sess, x: np.ndarray, repeats: int = 15) -> float:
-    for _ in range(3):
-        sess(x)
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess(x)
-        t.append(time.perf_counter() - t0)
-    return statistics.median(t) * 1e3
+    """Median milliseconds of ``sess(x)`` after 3 untimed calls."""
+    return time_forward(sess, x, repeats, warmup=3) * 1e3
 
 
 def main() -> None:

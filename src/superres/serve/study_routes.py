@@ -22,13 +22,11 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from .errors import ApiError, ErrorBody
-from .routers.page import CSP
+from .routers.page import html_page
 
 __all__ = ["register"]
 
-STATIC = Path(__file__).parent / "static"
 _RATER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # also in the request models' schema
-_CSP = CSP  # the web page's policy: nothing but this server
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
@@ -97,11 +95,7 @@ def register(app: FastAPI, study_dir: Path) -> None:
 
     @router.get("/study", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(
-            STATIC / "study.html",
-            media_type="text/html",
-            headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"},
-        )
+        return html_page("study.html")
 
     @router.get("/v1/study", response_model=StudyInfo)
     async def info() -> StudyInfo:

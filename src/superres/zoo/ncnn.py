@@ -218,6 +218,17 @@ class _Reader:
                         "lookup-table quantised weights are not supported either)")
 
 
+def _weight_and_bias(reader: _Reader, layer: NcnnLayer, *, size_key: int, bias_key: int) -> list[np.ndarray]:
+    """A weighted layer's blobs: the typed weights (``size_key`` values), then the raw fp32 bias when
+    ``bias_key`` is set (one per output, param 0). Param 8 (int8_scale_term) marks int8 weights."""
+    if layer.get(8, 0):
+        raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
+    blobs = [reader.typed(int(layer.get(size_key, 0)), layer)]
+    if layer.get(bias_key, 0):
+        blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
+    return blobs
+
+
 def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.ndarray]]:
     """Decode each layer's weight blobs (flat float32 arrays, in file order) keyed by layer name.
 
@@ -228,21 +239,11 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.nd
     out: dict[str, list[np.ndarray]] = {}
     for layer in graph.layers:
         if layer.type in _CONV_FAMILY:
-            if layer.get(8, 0):
-                raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
-            blobs = [reader.typed(int(layer.get(6, 0)), layer)]
-            if layer.get(5, 0):
-                blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
-            out[layer.name] = blobs
+            out[layer.name] = _weight_and_bias(reader, layer, size_key=6, bias_key=5)
         elif layer.type == "PReLU":
             out[layer.name] = [reader.raw_fp32(int(layer.get(0, 0)), layer)]
-        elif layer.type == "InnerProduct":  # same ids as convolutions (Real-CUGAN's SE gates)
-            if layer.get(8, 0):
-                raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
-            blobs = [reader.typed(int(layer.get(2, 0)), layer)]
-            if layer.get(1, 0):
-                blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
-            out[layer.name] = blobs
+        elif layer.type == "InnerProduct":  # Real-CUGAN's SE gates: 2 weight_data_size, 1 bias_term
+            out[layer.name] = _weight_and_bias(reader, layer, size_key=2, bias_key=1)
         elif layer.type == "MemoryData":  # a constant (SPAN's mean): raw fp32, w*h*d*c values
             dims = [max(1, int(layer.get(k, 0))) for k in (0, 1, 11, 2)]
             out[layer.name] = [reader.raw_fp32(math.prod(dims), layer)]

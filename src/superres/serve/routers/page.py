@@ -16,15 +16,20 @@ CSP = (
 )
 
 
+def html_page(name: str) -> FileResponse:
+    """One of the static HTML pages, under the policy that lets it load nothing but this server."""
+    return FileResponse(
+        STATIC / name,
+        media_type="text/html",
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
+    )
+
+
 def build(_ctx: ServerContext) -> APIRouter:
     router = APIRouter()
 
     @router.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(
-            STATIC / "index.html",
-            media_type="text/html",
-            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
-        )
+        return html_page("index.html")
 
     return router
