@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import SuperresError
 from .tiling import TilePlan, run_tiled
+from .upscaler import _resize_hwc, network_passes
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.image import ImageData
@@ -223,10 +223,7 @@ class Ensemble:
         first, unc = self.upscale_float(color, opts)
         cur = first
         s = self.base.scale
-        factor = max(size[0] / w, size[1] / h)
-        passes = 1
-        while s**passes < factor - 1e-9 and passes < 3:  # the pass rule of Upscaler.upscale_image
-            passes += 1
+        passes = network_passes(s, max(size[0] / w, size[1] / h))
         for _ in range(passes - 1):
             cur = view.upscale_float(cur, opts, np.float32)
         if (cur.shape[1], cur.shape[0]) != size:
@@ -262,12 +259,3 @@ class Ensemble:
             full = np.concatenate([y_up, chroma], -1).astype(np.float64)
             return np.clip(np.asarray(ycbcr_to_rgb(full), np.float32), 0.0, 1.0), unc
         raise SuperresError(f"cannot feed a {c}-channel image to a {need}-channel network")
-
-
-def _resize_hwc(img: np.ndarray, size: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
-    """Resize H x W x C float32 to (width, height); antialiased when shrinking."""
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32))[None]
-    w, h = size
-    aa = w < img.shape[1] or h < img.shape[0]
-    y = F.interpolate(t, size=(h, w), mode=mode, align_corners=False, antialias=aa)
-    return np.moveaxis(y[0].numpy(), 0, -1)

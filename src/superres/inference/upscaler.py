@@ -132,10 +132,7 @@ class Upscaler:
         following the pass and tile logic of :meth:`upscale_image`."""
         opts = options or self.options
         plan = self.plan(opts)
-        factor = max(size[0] / w, size[1] / h)
-        passes = 1
-        while self.scale**passes < factor - 1e-9 and passes < 3:
-            passes += 1
+        passes = network_passes(self.scale, max(size[0] / w, size[1] / h))
         total, cw, ch = 0, w, h
         for _ in range(passes):
             total += len(spans(ch, plan.tile, plan.overlap)) * len(spans(cw, plan.tile, plan.overlap))
@@ -271,10 +268,7 @@ class Upscaler:
         if size is None:
             factor = float(outscale) if outscale else float(self.scale)
             size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-        factor = max(size[0] / w, size[1] / h)
-        passes = 1
-        while self.scale**passes < factor - 1e-9 and passes < 3:
-            passes += 1
+        passes = network_passes(self.scale, max(size[0] / w, size[1] / h))
         cur = img
         for i in range(passes):
             last = i == passes - 1
@@ -347,17 +341,26 @@ def _quantise(x: np.ndarray, dtype: Any, maxv: float) -> np.ndarray:
     return np.floor(np.clip(x, 0.0, 1.0) * maxv + 0.5).astype(dt)
 
 
-def _resize_planes(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of C x H x W float planes to (width, height) with antialiasing."""
+def network_passes(scale: int, factor: float) -> int:
+    """How many times a x``scale`` network runs to reach ``factor`` (then a resize finishes): the fewest
+    passes that reach it, at most 3 (x64 with a x4 model)."""
+    passes = 1
+    while scale**passes < factor - 1e-9 and passes < 3:
+        passes += 1
+    return passes
+
+
+def _resize_planes(planes: np.ndarray, size: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
+    """Resize of C x H x W float planes to (width, height), antialiased when shrinking."""
     t = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
     w, h = size
     aa = w < planes.shape[2] or h < planes.shape[1]
-    y = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False, antialias=aa)
+    y = torch.nn.functional.interpolate(t, size=(h, w), mode=mode, align_corners=False, antialias=aa)
     return y[0].numpy()
 
 
-def _resize_hwc(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.moveaxis(_resize_planes(np.moveaxis(img, -1, 0), size), 0, -1)
+def _resize_hwc(img: np.ndarray, size: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
+    return np.moveaxis(_resize_planes(np.moveaxis(img, -1, 0), size, mode), 0, -1)
 
 
 def _to_dtype(result: "ImageData", like: np.ndarray) -> np.ndarray:
