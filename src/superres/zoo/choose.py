@@ -83,4 +83,8 @@ def choose(model: str, outscale: float | None = None, denoise: int | None = None
     if pick.name != card.name:
         why = f"native x{pick.scale}" if pick.scale != card.scale else f"denoise level {denoise}"
         note = f"using {pick.name} ({why}) instead of {card.name}"
+    picked = card if pick.name == card.name else get_card(pick.name)
+    if picked.research_only:
+        terms = f"{picked.name}'s weights are for research use only (upstream's terms; superres models --wide)"
+        note = f"{note}; {terms}" if note else f"note: {terms}"
     return Choice(pick.name, hp, note)

