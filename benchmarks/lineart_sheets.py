@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
 MODELS = ("bicubic-rgb,waifu2x-anime-x2,waifu2x-anime-x2-n1,waifu2x-photo-x2,realcugan-x2,realcugan-x2-cons,"
-          "span-x2,srmd-x2")
+          "span-x2,srmd-x2,waifu2x-cunet-x2,waifu2x-cunet-x2-n1")
 
 
 def line_art(size: int = 384, seed: int = 16) -> "object":
