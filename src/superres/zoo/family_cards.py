@@ -168,7 +168,7 @@ def _cunet(scale: int, noise: int | None) -> ModelCard:
         source=_CUNET_SOURCE.format(stem=stem),
         description=(("2x for anime illustrations and line art" if scale == 2 else
                       "Denoise at 1x (same size out) for anime illustrations and line art")
-                     + f", cascaded U-Nets with SE gates (1.4M params, waifu2x's best model); {what}."
+                     + f", cascaded U-Nets with SE gates (1.28M params, waifu2x's strongest model); {what}."
                      + " Runs whole images (its SE gates see the whole picture)."),
         purpose="anime",
         ncnn_stem=f"models-cunet/{stem}",
