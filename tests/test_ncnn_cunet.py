@@ -170,7 +170,8 @@ def test_engine_runs_whole_images_of_any_size(stem: str, data_dir: Path) -> None
     pytest.importorskip("ncnn")
     param, bin_path = _model(stem)
     net = _net(stem)
-    assert net.descriptor.tiling == "internal" and net.descriptor.size_multiple == (2 if net.scale == 2 else 4)
+    assert net.descriptor.tiling == "internal"
+    assert net.descriptor.size_multiple == (2 if net.scale == 2 else 4)
     up = Upscaler(net, device="cpu", options=UpscaleOptions(tile=16))
     assert up.plan().tile == 0
     x = _inputs(data_dir, 36, 44)["real"]
@@ -226,15 +227,16 @@ def test_upscale_command_family_and_1x(tmp_path: Path, data_dir: Path) -> None:
     Image.open(data_dir / "Set14" / "HR" / "comic.png").convert("RGB").crop((60, 100, 98, 130)).save(src)
     lr = np.asarray(Image.open(src))
     out2 = tmp_path / "out2.png"
-    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(out2), "-m", "waifu2x-cunet", "--denoise", "2",
-                                 "--device", "cpu"])
+    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(out2), "-m", "waifu2x-cunet",
+                                 "--denoise", "2", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert "using waifu2x-cunet-x2-n2" in r.output
     got = np.asarray(Image.open(out2))
     assert got.shape == (60, 76, 3)
     assert np.array_equal(got, load_model("waifu2x-cunet-x2-n2", device="cpu").upscale(lr))
     out1 = tmp_path / "out1.png"
-    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(out1), "-m", "waifu2x-cunet-x1-n2", "--device", "cpu"])
+    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(out1), "-m", "waifu2x-cunet-x1-n2",
+                                 "--device", "cpu"])
     assert r.exit_code == 0, r.output
     got1 = np.asarray(Image.open(out1))
     assert got1.shape == lr.shape

