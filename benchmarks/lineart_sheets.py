@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPERRES_SHARED", REPO.parent / "shared"))
 MODELS = ("bicubic-rgb,waifu2x-anime-x2,waifu2x-anime-x2-n1,waifu2x-photo-x2,realcugan-x2,realcugan-x2-cons,"
-          "span-x2,srmd-x2")
+          "span-x2,srmd-x2,waifu2x-cunet-x2,waifu2x-cunet-x2-n1")
 # --scale 3 / 4 (and --scale 2 --pro): the other Real-CUGAN models beside a classical and an anime reference.
 MODELS_BY_SCALE = {
     2: MODELS,

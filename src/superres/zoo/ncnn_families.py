@@ -208,6 +208,14 @@ def _cugan_conv(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str, kern
 
 
 def _cugan_se(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str:
+    out = _binary(walk, x, _se_gate(walk, x, sd, key), _OP_MUL, f"{key}: features * gate")
+    walk.channels[out] = walk.channels[x]
+    return out
+
+
+def _se_gate(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str:
+    """Global average pooling of ``x``, fc1 + ReLU, fc2 + Sigmoid: the per-channel gate blob (also waifu2x
+    CUNet's, :mod:`superres.zoo.ncnn_cunet`)."""
     pool = walk.next("Pooling", x)
     if (int(pool.get(0, 0)), int(pool.get(4, 0))) != (1, 1):
         walk.fail(f"{pool!r} must be a global average pooling ({pool.params})")
@@ -225,9 +233,7 @@ def _cugan_se(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str
         sd[f"{key}.fc{i}.weight"] = torch.from_numpy(w.reshape(n_out, n_in).copy())
         sd[f"{key}.fc{i}.bias"] = torch.from_numpy(b.copy())
         y = walk.out(fc)
-    out = _binary(walk, x, y, _OP_MUL, f"{key}: features * gate")
-    walk.channels[out] = c
-    return out
+    return y
 
 
 def _cugan(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -237,7 +243,13 @@ def _cugan(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return convert_cugan(walk)
 
 
-CONVERTERS = {"span": _span, "srmd": _srmd, "upconv7": _upconv7, "cugan": _cugan}
+def _cunet(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from .ncnn_cunet import _cunet as convert_cunet  # its own module; it reuses the helpers above
+
+    return convert_cunet(walk)
+
+
+CONVERTERS = {"span": _span, "srmd": _srmd, "upconv7": _upconv7, "cugan": _cugan, "cunet": _cunet}
 
 
 def detect_family(layer_types: set[str], n_conv: int) -> str | None:
@@ -248,6 +260,8 @@ def detect_family(layer_types: set[str], n_conv: int) -> str | None:
         return "srmd"
     if layer_types == {"Input", "Convolution", "Deconvolution"} and n_conv == 6:
         return "upconv7"
+    if {"Pooling", "InnerProduct", "Crop", "Scale", "Eltwise"} <= layer_types:
+        return "cunet"  # waifu2x CUNet: Real-CUGAN's layers in older ncnn ops (Scale, Eltwise)
     if {"Pooling", "InnerProduct", "Crop", "Deconvolution"} <= layer_types:
         return "cugan"
     if {"Crop", "Deconvolution", "BinaryOp"} <= layer_types <= {"Input", "Split", "Convolution", "Deconvolution",

