@@ -5,8 +5,10 @@ Gaussians (sigmas uniform in [0.35 s, 1.25 s] HR pixels, angle uniform in [0, pi
 LR image is ``round(blur_downscale(HR, k, s))`` (uint8; samples on the MATLAB-bicubic grid). Methods:
 
 * ``bicubic``: MATLAB bicubic upscaling of the LR;
-* ``edsr-baseline-x4``: the zoo's best fidelity model (bicubic-trained). At x2 no zoo model exists, so it
-  runs at x4 and is MATLAB-bicubic resized down to the x2 size (said in the table);
+* ``edsr-baseline-x4``: our own bicubic-trained model. At x2 and x3 it runs at x4 and is MATLAB-bicubic
+  resized down to the target size (said in the table);
+* ``fidelity``: the zoo's best fidelity model at that scale (``-m fidelity``: ``superres.zoo.choose``;
+  SPAN at x2 and x4, SRMDNF at x3), native scale, bicubic-trained;
 * ``zssr-known``: ZSSR with the true kernel; ``zssr-est``: kernel estimated from the LR alone first
   (its time is reported separately and included in the per-image seconds).
 
@@ -39,6 +41,7 @@ from PIL import Image
 from superres.data.degradations import anisotropic_gaussian_kernel
 from superres.metrics.psnr_ssim import psnr, ssim
 from superres.resize import imresize, modcrop
+from superres.zoo.choose import FIDELITY
 from superres.zssr import ZSSRConfig, blur_downscale, estimate_kernel, zssr
 from superres.zssr.kernel import kernel_size_for
 
@@ -100,6 +103,8 @@ def run_table(args: argparse.Namespace, save: Path) -> dict:
     files = images(args.dataset, args.data_dir, args.limit, args.start)
     kernels = draw_kernels(len(every), s, args.seed)[args.start : args.start + len(files)]  # image i: kernel i
     edsr = load_model("edsr-baseline-x4", device="cpu")
+    best_name = FIDELITY.get(s, FIDELITY[4])
+    best = load_model(best_name, device="cpu")
     cfg = ZSSRConfig(scale=s, max_time=args.max_time, width=args.width, seed=args.seed, clock=args.clock)
     rows = []
     for f, (sx, sy, th) in zip(files, kernels):
@@ -117,6 +122,12 @@ def run_table(args: argparse.Namespace, save: Path) -> dict:
         sr = x4 if s == 4 else np.asarray(imresize(x4, size=hr.shape[:2]))
         row["edsr"] = (*score(sr, hr, s), *t())
         t = Clock()
+        sr = best.upscale(lr)
+        if sr.shape[:2] != hr.shape[:2]:
+            sr = np.asarray(imresize(sr, size=hr.shape[:2]))
+        row["fidelity"] = (*score(sr, hr, s), *t())
+        row["fidelity_model"] = best_name
+        t = Clock()
         run = zssr(lr_t, cfg, k)
         row["zssr_known"] = (*score(to_uint8(run.image), hr, s), *t())
         row["steps_known"] = run.steps
@@ -128,11 +139,12 @@ def run_table(args: argparse.Namespace, save: Path) -> dict:
         row["steps_est"] = run.steps
         row["estimate"] = {"sigma_x": round(est.sigma_x, 3), "sigma_y": round(est.sigma_y, 3),
                            "theta": round(est.theta, 3), "seconds": round(t_est[1], 1),
+                           "raw_sigma_x": round(est.raw_sigma_x, 3), "raw_sigma_y": round(est.raw_sigma_y, 3),
                            "rel_l2": round(kernel_error(est.kernel, k), 3)}
         rows.append(row)
         save.write_text(json.dumps({"rows": rows}, indent=1))
         print(f"{f.stem:>12} k=({sx:.2f},{sy:.2f},{th:.2f}) est=({est.sigma_x:.2f},{est.sigma_y:.2f},"
-              f"{est.theta:.2f}) bic {row['bicubic'][0]:.2f}  edsr {row['edsr'][0]:.2f}  "
+              f"{est.theta:.2f}) bic {row['bicubic'][0]:.2f}  edsr {row['edsr'][0]:.2f}  {best_name} {row['fidelity'][0]:.2f}  "
               f"zssr-known {row['zssr_known'][0]:.2f}  zssr-est {row['zssr_est'][0]:.2f}  "
               f"(cpu {row['zssr_known'][3]:.0f}s / {row['zssr_est'][3]:.0f}s, steps {run.steps})", flush=True)
     return {"rows": rows}
@@ -142,14 +154,19 @@ def summarise(result: dict, args: argparse.Namespace) -> str:
     rows = result["rows"]
     s = args.scale
     edsr_name = "edsr-baseline-x4" + ("" if s == 4 else f" (x4, then bicubic to x{s})")
+    has_best = all("fidelity" in r for r in rows)
+    best_name = f"{rows[0]['fidelity_model']} (zoo fidelity pick)" if has_best else ""
     lines = [(f"{args.dataset} x{s}, {len(rows)} images, anisotropic Gaussian kernels (seed {args.seed}), "
               f"ZSSR --max-time {args.max_time} {args.clock} s, width {args.width}, "
               f"{torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores shared"
               + ("" if args.summary else f" (load average at the end {os.getloadavg()[0]:.1f})")),
              f"{'method':<44} {'Y-PSNR':>7} {'Y-SSIM':>7} {'cpu s':>6} {'wall s':>6}  (median per image)"]
-    for key, name in (("bicubic", "bicubic"), ("edsr", edsr_name), ("zssr_known", "zssr, true kernel"),
-                      ("zssr_est", "zssr, estimated kernel (incl. estimate)")):
+    methods = [("bicubic", "bicubic"), ("edsr", edsr_name), ("zssr_known", "zssr, true kernel"),
+               ("zssr_est", "zssr, estimated kernel (incl. estimate)")]
+    if has_best:
+        methods.insert(2, ("fidelity", best_name))
+    for key, name in methods:
         p = statistics.mean(r[key][0] for r in rows)
         q = statistics.mean(r[key][1] for r in rows)
         w = statistics.median(r[key][2] for r in rows)
@@ -165,6 +182,13 @@ def summarise(result: dict, args: argparse.Namespace) -> str:
     wins = sum(r["zssr_known"][0] > r["edsr"][0] for r in rows)
     wins_e = sum(r["zssr_est"][0] > r["edsr"][0] for r in rows)
     lines.append(f"images where zssr beats edsr: true kernel {wins}/{len(rows)}, estimated {wins_e}/{len(rows)}")
+    if has_best:
+        gb = statistics.mean(r["zssr_known"][0] - r["fidelity"][0] for r in rows)
+        ge = statistics.mean(r["zssr_est"][0] - r["fidelity"][0] for r in rows)
+        wb = sum(r["zssr_known"][0] > r["fidelity"][0] for r in rows)
+        we = sum(r["zssr_est"][0] > r["fidelity"][0] for r in rows)
+        lines.append(f"zssr - {rows[0]['fidelity_model']}: true kernel {gb:+.2f} dB ({wb}/{len(rows)} images), "
+                     f"estimated {ge:+.2f} dB ({we}/{len(rows)})")
     errs = [r["estimate"] for r in rows]
     ds = statistics.mean(abs(e["sigma_x"] - r["kernel"][0]) + abs(e["sigma_y"] - r["kernel"][1])
                          for e, r in zip(errs, rows)) / 2

@@ -125,6 +125,23 @@ def test_estimate_orders_blur_widths(bird: torch.Tensor) -> None:
     assert wide.sigma_x > wide.sigma_y and abs(math.cos(wide.theta)) > 0.7  # long axis along x
 
 
+def test_x4_estimate_searches_one_x2_step_and_is_narrowed(bird: torch.Tensor) -> None:
+    """x4 searches the kernel of one x2 step and composes it (sigma * sqrt 5); the calibrated estimate is
+    the raw one times SHRINK[4], and ``calibrated=False`` returns the raw optimum."""
+    from superres.zssr.kernel import SHRINK
+
+    lr = blur_downscale(bird[..., :128, :128], anisotropic_gaussian_kernel(21, 3.0, 2.0, 0.3), 4)  # 32 x 32
+    grid = dict(sigmas=(0.6, 1.2, 2.4), thetas=2, refine=0)
+    step = estimate_kernel(lr, 2, calibrated=False, **grid)
+    raw = estimate_kernel(lr, 4, calibrated=False, **grid)
+    cal = estimate_kernel(lr, 4, **grid)
+    assert raw.shrink == 1.0 and math.isclose(raw.sigma_x, step.sigma_x * math.sqrt(5), rel_tol=1e-6)
+    assert math.isclose(raw.sigma_y, step.sigma_y * math.sqrt(5), rel_tol=1e-6)
+    assert 0.5 < SHRINK[4] < 1.0 and cal.shrink == SHRINK[4]
+    assert math.isclose(cal.sigma_x, raw.sigma_x * SHRINK[4], rel_tol=1e-6) and cal.raw_sigma_x == raw.sigma_x
+    assert cal.kernel.shape == (21, 21) and math.isclose(float(cal.kernel.sum()), 1.0, rel_tol=1e-5)
+
+
 def test_save_kernel_writes_npy_and_png(tmp_path: Path) -> None:
     k = anisotropic_gaussian_kernel(13, 2.0, 0.8, 0.3)
     npy, png = save_kernel(k, tmp_path / "k.npy", tmp_path / "k.png")

@@ -81,7 +81,9 @@ def zssr_command(
         save_kernel(result.kernel, npy, png)  # type: ignore[arg-type]
         if result.estimate is not None:
             e = result.estimate
-            console.print(f"estimated kernel: Gaussian sigma {e.sigma_x:.2f} x {e.sigma_y:.2f} px, "
+            narrowed = (f" (search found {e.raw_sigma_x:.2f} x {e.raw_sigma_y:.2f}, narrowed x{e.shrink:g} for ZSSR)"
+                        if e.shrink != 1.0 else "")
+            console.print(f"estimated kernel: Gaussian sigma {e.sigma_x:.2f} x {e.sigma_y:.2f} px{narrowed}, "
                           f"angle {e.theta * 57.29578:.0f} deg -> {npy} (view: {png})")
         else:
             console.print(f"kernel used -> {npy} (view: {png})")
