@@ -398,11 +398,13 @@ def _models_narrow(rows: list[dict[str, Any]]) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
+    table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 0),
                   caption="--wide: architecture, full licence and source; --json: everything")
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    for col in ("scale", "params", "dn", "offline", "licence", "source"):
-        table.add_column(col, overflow="fold")
+    for col in ("scale", "params", "dn", "offline"):
+        table.add_column(col, no_wrap=True, min_width=len(col))
+    table.add_column("licence", no_wrap=True, min_width=10)  # "Apache-2.0" / "research" whole
+    table.add_column("source", no_wrap=True, overflow="ellipsis", min_width=10)  # "Real-ESRGAN" needs 11
     for r in rows:
         table.add_row(r["name"], f"x{r['scale']}", _short_count(r["params"]), _levels(r),
                       "yes" if r["offline"] else "no", r["licence"].split()[0].replace("-Clause", ""),
