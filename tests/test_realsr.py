@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ncnn_helpers import run_ncnn as _run_ncnn  # tests/ncnn_helpers.py
 
 from superres.cache import cache_dir
 from superres.errors import ModelLoadError
@@ -162,25 +163,6 @@ def _net(stem: str) -> torch.nn.Module:
         net.load_state_dict(sd, strict=True)
         _NETS[stem] = net
     return _NETS[stem]
-
-
-def _run_ncnn(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
-    from superres.zoo.ncnn import read_param
-
-    ncnn = pytest.importorskip("ncnn")
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute = False
-    opt.num_threads = 2
-    opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
-    opt.use_bf16_packed = opt.use_bf16_storage = False
-    assert net.load_param(str(param)) == 0 and net.load_model(str(bin_path)) == 0
-    graph = read_param(param)
-    ex = net.create_extractor()
-    assert ex.input(graph.input_names[0], ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))) == 0
-    ret, out = ex.extract(graph.output_names[0])
-    assert ret == 0
-    return np.array(out)
 
 
 def _inputs(data_dir: Path, h: int, w: int) -> dict[str, np.ndarray]:
