@@ -4,10 +4,6 @@ documented, no traceback in the server log."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -16,11 +12,8 @@ import pytest
 pytest.importorskip("schemathesis", reason="schemathesis (test extra) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
+from schema_fuzz import run_schemathesis  # noqa: E402 - tests/schema_fuzz.py
 from superres.serve.launch import ServerProcess  # noqa: E402
-
-ARGS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance", "-n", "8", "--seed", "1",
-        "--workers", "1", "--request-timeout", "60", "--no-color"]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
@@ -44,18 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
 
 
 def test_schemathesis_finds_no_error_in_study_and_ab_endpoints(server: ServerProcess, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", server.url + "/openapi.json", *ARGS]
-    run = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
-    )
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-6000:]
-    assert "No issues found" in out and re.search(r"(\d+) generated, \1 passed", out), out[-3000:]
+    run_schemathesis(server.url, tmp_path, 8)
     import json
     import urllib.request
 
