@@ -178,15 +178,12 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
         if getattr(net_in, "arch_name", "") == "upconv7":
             planes = np.pad(planes, ((0, 0), (7, 7), (7, 7)), mode="edge")
         cugan = getattr(net_in, "arch_name", "") == "cugan"
-        if cugan:  # the runtime's prepadding (18/14/19 px, replicated here) to the size multiple; cropped below
+        if getattr(net_in, "arch_name", "") in ("cugan", "cunet"):
+            # the runtimes' prepadding (Real-CUGAN 18/14/19 px, CUNet 18/28 px; replicated here) to the
+            # size multiple; cropped below
             h, w = planes.shape[1:]
             p, m = net_in.pad, net_in.multiple
             planes = np.pad(planes, ((0, 0), (p, p + -h % m), (p, p + -w % m)), mode="edge")
-        if getattr(net_in, "arch_name", "") == "cunet":  # upstream's prepadding (18 / 28 px), size multiple
-            from superres.archs.cunet import MULTIPLE, PAD
-
-            p, m, (h, w) = PAD[net_in.scale], MULTIPLE[net_in.scale], planes.shape[1:]
-            planes = np.pad(planes, ((0, 0), (p, p + (-h) % m), (p, p + (-w) % m)), mode="edge")
         ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
         ret, out = ex.extract(blob_out)
         if ret != 0:

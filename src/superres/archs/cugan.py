@@ -28,6 +28,7 @@ engine pads odd sizes, so exported graphs need no size-dependent branch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,6 +66,15 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 
 def _crop(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[:, :, n:-n, n:-n]
+
+
+def run_padded(core: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, pad: int, multiple: int, scale: int) -> torch.Tensor:
+    """What the ncnn runtimes do around these unpadded graphs: edge-pad ``pad`` pixels a side (plus the
+    bottom/right rows that make the size a multiple of ``multiple``; 0 through the engine, which pads to
+    ``size_multiple`` itself), run ``core``, crop the output to ``scale`` x the input."""
+    h, w = x.shape[2:]
+    ph, pw = -h % multiple, -w % multiple
+    return core(F.pad(x, (pad, pad + pw, pad, pad + ph), mode="replicate"))[:, :, : scale * h, : scale * w]
 
 
 # The first U-Net's last layer per scale: (out channels or None for RGB, kernel, stride, padding).
@@ -147,19 +157,13 @@ class RealCUGAN(SRNet):
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
-        m, s, p = self.multiple, self.scale, self.pad
-        ph, pw = -h % m, -w % m  # 0 through the engine (size_multiple); direct calls of any size still work
         z = x * PRO_GAIN + PRO_OFFSET if self.pro else x
-        y = self.core(F.pad(z, (p, p + pw, p, p + ph), mode="replicate"))[:, :, : s * h, : s * w]
+        y = run_padded(self.core, z, self.pad, self.multiple, self.scale)
         if self.pro:
             y = (y - PRO_OFFSET) / PRO_GAIN
-        if s == 4:
+        if self.scale == 4:
             y = y + F.interpolate(x, scale_factor=4, mode="nearest")
         return y
-
-
-RealCUGAN2x = RealCUGAN  # the name this module had when it held only the 2x network
 
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:

@@ -21,11 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import ArchSpec, SRNet, StateDict, has_all, register
-from .cugan import UNet1, UNet2, _crop
+from .cugan import UNet1, UNet2, _crop, run_padded
 
 PAD = {1: 28, 2: 18}  # LR pixels each side (upstream's prepadding)
 MULTIPLE = {1: 4, 2: 2}  # the input size (before padding) must be a multiple of this
@@ -38,6 +37,7 @@ class CUNet(SRNet):
         if scale not in PAD:
             raise ValueError(f"waifu2x CUNet exists at 1x (denoise only) and 2x, not x{scale}")
         super().__init__(in_channels=in_channels, out_channels=out_channels, scale=scale)
+        self.pad, self.multiple = PAD[scale], MULTIPLE[scale]
         self.stage1 = UNet1(in_channels, out_channels)
         if scale == 1:
             self.stage1.out = nn.Conv2d(64, out_channels, 3)  # type: ignore[assignment]
@@ -49,12 +49,7 @@ class CUNet(SRNet):
         return self.stage2(y1) + _crop(y1, 20)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.scale
-        h, w = x.shape[2:]
-        m, p = MULTIPLE[s], PAD[s]
-        ph, pw = (-h) % m, (-w) % m  # 0 through the engine (size_multiple); direct calls still work
-        y = self.core(F.pad(x, (p, p + pw, p, p + ph), mode="replicate"))
-        return y[:, :, : s * h, : s * w]
+        return run_padded(self.core, x, self.pad, self.multiple, self.scale)
 
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
