@@ -170,9 +170,10 @@ def test_a_browser_without_id_gets_a_cookie_and_keeps_its_version(server: Server
             assert "set-cookie" not in r.headers
             versions.add(r.headers["x-superres-version"])
         assert len(versions) == 1
-        rated = c.post("/v1/ab/rating", json={"rating": 5}).json()
+        token = r.headers["x-superres-rating-token"]  # the last upscale's: rates the version that served it
+        rated = c.post("/v1/ab/rating", json={"rating": 5, "token": token}).json()
         assert rated["version"] == versions.pop()
-        assert c.post("/v1/ab/rating", json={"rating": 9}).status_code == 422
+        assert c.post("/v1/ab/rating", json={"rating": 9, "token": token}).status_code == 422
 
 
 def test_bad_ab_fails_at_start_with_one_line(tmp_path: Path) -> None:

@@ -93,15 +93,15 @@ def test_a_pair_is_voted_once_and_csv_round_trips(tmp_path: Path) -> None:
     v = store.vote(p.token, "right", 812, rater="r1")
     assert v.winner == "y"
     with pytest.raises(StudyError, match="already voted"):
-        store.vote(p.token, "left", 5)
+        store.vote(p.token, "left", 5, "r1")
     with pytest.raises(StudyError, match="unknown pair"):
-        store.vote("nope", "left", 5)
+        store.vote("nope", "left", 5, "r1")
     with pytest.raises(StudyError, match="choice must be"):
-        store.vote(store.issue("r1", "bird", "x", "y").token, "up", 5)
+        store.vote(store.issue("r1", "bird", "x", "y").token, "up", 5, "r1")
     q = store.issue("r2", "head", "y", "x")
     with pytest.raises(StudyError, match="another rater"):
         store.vote(q.token, "same", 100, rater="r1")
-    store.vote(q.token, "same", None)
+    store.vote(q.token, "same", None, "r2")
     text = store.export_csv()
     other = VoteStore(tmp_path / "b.sqlite")
     assert other.import_csv(text, models=["x", "y"], images=["bird", "head"]) == (2, 0)
@@ -166,10 +166,10 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
     store = VoteStore(folder / "votes.sqlite")
     for image in study.images:
         for _ in range(3):
-            store.vote(store.issue("r1", image, "bicubic+blur2", "bicubic").token, "right", 900)
-            store.vote(store.issue("r2", image, "bicubic+jpeg10", "bicubic+blur2").token, "left", 1200)
+            store.vote(store.issue("r1", image, "bicubic+blur2", "bicubic").token, "right", 900, "r1")
+            store.vote(store.issue("r2", image, "bicubic+jpeg10", "bicubic+blur2").token, "left", 1200, "r2")
         for choice in ("right", "right", "right", "left"):
-            store.vote(store.issue("r1", image, "bicubic+jpeg10", "bicubic").token, choice, 700)
+            store.vote(store.issue("r1", image, "bicubic+jpeg10", "bicubic").token, choice, 700, "r1")
     plot = tmp_path / "report.png"
     r = runner.invoke(
         app,
@@ -183,9 +183,11 @@ def test_study_folder_report_ranks_the_degraded_entry_last(data_dir: Path, tmp_p
             str(tmp_path / "r.json"),
             "--samples",
             "100",
+            "--include-flagged",  # these votes were cast microseconds after their pairs: flagged as fast
         ],
     )
     assert r.exit_code == 0, r.output
+    assert "| r1 | fast: median" in r.output and "| r2 | fast: median" in r.output, r.output
     ranking = [
         line.split("|")[2].strip()
         for line in r.output.splitlines()

@@ -14,6 +14,14 @@ errors (5xx, 429 and timeouts: the server's fault), rejected requests (other 4xx
 latency p50/p95 from request to last byte, and optional ratings (``POST /v1/ab/rating``, 1-5). Jobs
 (``POST /v1/jobs``, what the web page uses) are routed by the same split and counted apart: jobs,
 job errors, cancelled, and p50/p95 from submission to the finished result.
+
+A rating is tied to a request that served that client that version: every answer the split served
+(200 from ``/v1/upscale``, 202 from ``/v1/jobs``) carries ``X-Superres-Rating-Token``, a random
+single-use token for its version, and ``POST /v1/ab/rating`` counts a rating only with a token that
+was issued, is unused and not older than :data:`RATING_TTL`; the rating goes to the token's version.
+So a rating costs a served upscale, and nobody rates a version they were not served. At most
+:data:`MAX_OPEN_TOKENS` unused tokens are kept (the oldest are dropped first), and ratings are kept as
+counts per star, so memory stays bounded however many arrive.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -34,13 +42,18 @@ from pydantic import BaseModel, Field
 from ..errors import SuperresError
 from .errors import ApiError, ErrorBody
 
-__all__ = ["ABMetrics", "ABSplit", "Variant", "choose_model", "parse_ab", "register", "track_job"]
+__all__ = [
+    "ABMetrics", "ABSplit", "RATING_HEADER", "Variant", "choose_model", "parse_ab", "register", "track_job"
+]
 
 CLIENT_HEADER = "x-client-id"
 COOKIE = "superres_client"
 STATE_KEY = "superres_ab"
 ROUTED = ("/v1/upscale", "/v1/jobs")
 TIMED = "/v1/upscale"
+RATING_HEADER = "x-superres-rating-token"
+RATING_TTL = 24 * 3600.0  # seconds a rating token stays valid
+MAX_OPEN_TOKENS = 100_000  # unused rating tokens kept; the oldest are dropped first
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]{1,40})=(?P<model>.+):(?P<share>[0-9.]+%?)$")
 
@@ -81,7 +94,11 @@ def ab_models(items: Sequence[str]) -> list[str]:
 
 class Rating(BaseModel):
     rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (excellent)")
-    version: Optional[str] = Field(None, description="default: the caller's assigned version")
+    token: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the X-Superres-Rating-Token of the response that served the result (single use)",
+    )
+    version: Optional[str] = Field(None, description="if given, the version that token was issued for")
 
 
 class ABSplit:
@@ -121,15 +138,23 @@ def _quantile(sorted_values: list[float], q: float) -> Optional[float]:
 class ABMetrics:
     """Per-version counters and latencies; thread-safe (recorded from the event loop, read anywhere)."""
 
-    def __init__(self, names: Sequence[str], keep: int = 100_000) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        keep: int = 100_000,
+        max_tokens: int = MAX_OPEN_TOKENS,
+        ttl: float = RATING_TTL,
+    ) -> None:
         self._lock = threading.Lock()
+        self._tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token -> (version, issued)
+        self._max_tokens, self._ttl = max_tokens, ttl
         self._data = {
             n: {
                 "requests": 0,
                 "errors": 0,
                 "rejected": 0,
                 "lat": deque(maxlen=keep),
-                "ratings": [],
+                "stars": [0, 0, 0, 0, 0],  # how many ratings of 1..5
                 "jobs": 0,
                 "job_errors": 0,
                 "job_rejected": 0,
@@ -187,9 +212,34 @@ class ABMetrics:
         with self._lock:
             self.excluded += 1
 
-    def rate(self, name: str, rating: int) -> None:
+    def rating_token(self, name: str) -> str:
+        """A new single-use token to rate ``name`` (issued with a response that served ``name``)."""
+        token = secrets.token_urlsafe(16)
         with self._lock:
-            self._data[name]["ratings"].append(int(rating))
+            self._tokens[token] = (name, time.monotonic())
+            while len(self._tokens) > self._max_tokens:
+                self._tokens.popitem(last=False)
+        return token
+
+    def rate(self, token: str, rating: int, version: Optional[str] = None) -> str:
+        """Count ``rating`` for the version ``token`` was issued for, using the token up; returns the
+        version. :class:`ApiError` (403) for an unknown, used or expired token or another version."""
+        with self._lock:
+            entry = self._tokens.get(token)
+            if entry is None or time.monotonic() - entry[1] > self._ttl:
+                self._tokens.pop(token, None)
+                raise ApiError(
+                    403,
+                    "bad_rating_token",
+                    "a rating needs the unused X-Superres-Rating-Token of a response that served you a "
+                    "version (tokens are single use and expire after a day)",
+                )
+            name = entry[0]
+            if version is not None and version != name:
+                raise ApiError(403, "bad_rating_token", f"this token rates version {name!r}, not {version!r}")
+            del self._tokens[token]
+            self._data[name]["stars"][int(rating) - 1] += 1
+        return name
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -198,7 +248,8 @@ class ABMetrics:
             for n, d in self._data.items():
                 lat, job_lat = sorted(d["lat"]), sorted(d["job_lat"])
                 p50, p95 = _quantile(lat, 0.5), _quantile(lat, 0.95)
-                r = d["ratings"]
+                stars = d["stars"]
+                n_rated = sum(stars)
                 out[n] = {
                     "requests": d["requests"],
                     "errors": d["errors"],
@@ -207,8 +258,10 @@ class ABMetrics:
                     "p50_ms": None if p50 is None else round(p50 * 1000, 2),
                     "p95_ms": None if p95 is None else round(p95 * 1000, 2),
                     "mean_ms": round(sum(lat) / len(lat) * 1000, 2) if lat else None,
-                    "ratings": len(r),
-                    "rating_mean": round(sum(r) / len(r), 3) if r else None,
+                    "ratings": n_rated,
+                    "rating_mean": (
+                        round(sum(k * c for k, c in enumerate(stars, 1)) / n_rated, 3) if n_rated else None
+                    ),
                     "jobs": d["jobs"],
                     "job_errors": d["job_errors"],
                     "job_rejected": d["job_rejected"],
@@ -270,6 +323,9 @@ class _SplitMiddleware:
                 headers = list(message.get("headers", []))
                 if st["used"]:
                     headers.append((b"x-superres-version", variant.name.encode()))
+                    if not st["excluded"] and status in (200, 202):
+                        token = self.metrics.rating_token(variant.name)
+                        headers.append((RATING_HEADER.encode(), token.encode()))
                 if new:
                     headers.append(
                         (b"set-cookie", f"{COOKIE}={client}; Path=/; Max-Age=31536000; SameSite=Lax".encode())
@@ -349,16 +405,16 @@ def register(app: Any, items: Sequence[str], pool: Any) -> Optional[ABSplit]:
         "/v1/ab/rating",
         responses={
             400: {"model": ErrorBody, "description": "Body is not JSON"},
+            403: {"model": ErrorBody, "description": "No valid, unused rating token for that version"},
             422: {"model": ErrorBody, "description": "Bad rating or version"},
         },
     )
-    async def ab_rating(r: Rating, request: Request) -> dict[str, Any]:
-        """A client's rating (1-5) of a result, counted for its version."""
-        st = request.scope.get("state", {}).get(STATE_KEY)
-        name = r.version or (st["variant"].name if st else "control")
-        if name not in {v.name for v in split.variants}:
-            raise ApiError(422, "unknown_version", f"no version {name!r}")
-        metrics.rate(name, r.rating)
+    async def ab_rating(r: Rating) -> dict[str, Any]:
+        """A rating (1-5) of a result, with the single-use ``X-Superres-Rating-Token`` of the response that
+        served it; counted for the version that response came from."""
+        if r.version is not None and r.version not in {v.name for v in split.variants}:
+            raise ApiError(422, "unknown_version", f"no version {r.version!r}")
+        name = metrics.rate(r.token, r.rating, r.version)
         return {"ok": True, "version": name}
 
     app.include_router(router)

@@ -100,6 +100,12 @@ def serve_command(
 
     settings = load_settings(overrides)
     app = create_app(settings)  # resolves model names now: a typo fails before the port is opened
+    if settings.study is not None:
+        typer.echo(
+            f"study: raters open /study; the vote export (GET /v1/study/votes.csv) needs "
+            f"Authorization: Bearer <the token in {Path(settings.study) / 'owner.token'}>",
+            err=True,
+        )
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(
             f"warning: listening on {settings.host}; anyone who can reach it can use this server", err=True

@@ -3,9 +3,16 @@ and its API under ``/v1/study``.
 
 Blindness: the page asks for a pair and gets a random token and three image URLs built from it
 (``/v1/study/image/<token>/left|right|lr``); which model is behind a side is known only to the server
-(the SQLite ``pairs`` table) and is never sent to the page, not even after the vote. Which pair comes
-next balances the design: an (image, model, model) combination with the fewest votes so far, picked at
-random among those, and the two sides swapped at random.
+(the SQLite ``pairs`` table) and is never sent to the page, not even after the vote. Every image is
+served as a fresh PNG (``study.unlinkable``), so equal bytes never tie two pairs to one model. Which pair
+comes next balances the design: an (image, model, model) combination with the fewest votes so far,
+picked at random among those, and the two sides swapped at random.
+
+Who may do what: a rater is a server-issued secret token (``POST /v1/study/rater``, capped per study and
+per client address); ``next`` and ``vote`` need it, a rater has at most one open pair (asking again
+returns the same pair, so nobody can shop for pairs with a given model) and votes only on their own
+pairs, up to the study's votes-per-rater cap. The vote export names the models, so it needs the study
+owner's token (``owner.token`` in the study folder) as ``Authorization: Bearer``.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import itertools
 import random
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
@@ -26,15 +33,18 @@ from .routers.page import html_page
 
 __all__ = ["register"]
 
-_RATER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # also in the request models' schema
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # also in the request models' schema
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
     words = {
         400: "Body is not JSON",
+        401: "The study owner's token is missing or wrong",
+        403: "Unknown rater token, or this rater's vote cap is reached",
         404: "Unknown pair or side",
         409: "Already voted, or another rater's pair",
         422: "Invalid input",
+        429: "No more rater tokens for this study or this address",
     }
     return {c: {"model": ErrorBody, "description": words[c]} for c in codes}
 
@@ -45,13 +55,21 @@ class StudyInfo(BaseModel):
     models: int  # how many, never which
     show_lr: bool
     votes: int
+    max_votes: int  # per rater
 
 
-_RATER_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_TOKEN_FIELD = "the rater token from POST /v1/study/rater"
+
+
+class RaterOut(BaseModel):
+    rater: str = Field(description="secret: send it with every next and vote; keep it (the page does)")
+    id: str = Field(description="public id the votes and the report carry")
+    max_votes: int
 
 
 class NextRequest(BaseModel):
-    rater: str = Field(pattern=_RATER_PATTERN)
+    rater: str = Field(pattern=_TOKEN_PATTERN, description=_TOKEN_FIELD)
 
 
 class PairOut(BaseModel):
@@ -67,28 +85,39 @@ class VoteIn(BaseModel):
     ms: Optional[int] = Field(
         None, ge=0, le=86_400_000, description="milliseconds from both images shown to the choice"
     )
-    rater: Optional[str] = Field(None, pattern=_RATER_PATTERN)
+    rater: str = Field(pattern=_TOKEN_PATTERN, description=_TOKEN_FIELD)
 
 
 class VoteOut(BaseModel):
     ok: bool
     votes: int
     rater_votes: int
+    max_votes: int
 
 
-def _rater(text: str) -> str:
-    if not _RATER.match(text or ""):
-        raise ApiError(422, "invalid_rater", "rater id must be 1-64 letters, digits, '.', '_' or '-'")
-    return text
+_RATER_STATUS = {"unknown_rater": 403, "vote_limit": 403, "not_yours": 409, "rater_limit": 429}
+
+
+def _bearer(request: Request) -> Optional[str]:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def register(app: FastAPI, study_dir: Path) -> None:
     """Mount the study page and API for the study in ``study_dir`` (refused at start when it is not one)."""
     from ..study.create import load_study
-    from ..study.store import StudyError, VoteStore
+    from ..study.owner import is_owner, owner_token
+    from ..study.store import RaterError, StudyError, VoteStore
+    from ..study.unlinkable import fresh_png
 
     study = load_study(Path(study_dir))
+    owner_token(study.root)  # an older study folder gets its owner token now
     store = VoteStore(study.root / "votes.sqlite")
+    limits = study.limits
+
+    def refused(e: RaterError) -> ApiError:
+        return ApiError(_RATER_STATUS.get(e.kind, 403), e.kind, str(e))
+
     combos = [(img, a, b) for img in study.images for a, b in itertools.combinations(sorted(study.models), 2)]
     rng = random.SystemRandom()
     router = APIRouter(tags=["study"])
@@ -107,15 +136,33 @@ def register(app: FastAPI, study_dir: Path) -> None:
             models=len(study.models),
             show_lr=study.show_lr,
             votes=n,
+            max_votes=limits.votes_per_rater,
         )
 
-    def choose(rater: str) -> PairOut:
-        counts = store.pair_counts()
-        least = min(counts.get(c, 0) for c in combos)
-        image, a, b = rng.choice([c for c in combos if counts.get(c, 0) == least])
-        if rng.random() < 0.5:
-            a, b = b, a
-        p = store.issue(rater, image, a, b)
+    @router.post("/v1/study/rater", status_code=201, response_model=RaterOut, responses=_errors(429))
+    async def new_rater(request: Request) -> RaterOut:
+        """A new rater: a secret token for this browser (the page stores it) and a public id. At most the
+        study's cap of raters in all and per client address."""
+        address = request.client.host if request.client else "unknown"
+        try:
+            token, rid = await asyncio.to_thread(store.add_rater, address, limits)
+        except RaterError as e:
+            raise refused(e) from None
+        return RaterOut(rater=token, id=rid, max_votes=limits.votes_per_rater)
+
+    def choose(token: str) -> PairOut:
+        rater = store.rater(token)
+        p = store.open_pair(rater)
+        if p is None:
+            if store.count(rater) >= limits.votes_per_rater:
+                raise RaterError("vote_limit", f"this rater has cast the study's maximum of "
+                                 f"{limits.votes_per_rater} votes; thank you")
+            counts = store.pair_counts()
+            least = min(counts.get(c, 0) for c in combos)
+            image, a, b = rng.choice([c for c in combos if counts.get(c, 0) == least])
+            if rng.random() < 0.5:
+                a, b = b, a
+            p = store.issue(rater, image, a, b)
         base = f"/v1/study/image/{p.token}"
         return PairOut(
             pair=p.token,
@@ -124,18 +171,22 @@ def register(app: FastAPI, study_dir: Path) -> None:
             lr=f"{base}/lr" if study.show_lr else None,
         )
 
-    @router.post("/v1/study/next", response_model=PairOut, responses=_errors(400, 422))
+    @router.post("/v1/study/next", response_model=PairOut, responses=_errors(400, 403, 422))
     async def next_pair(req: NextRequest) -> PairOut:
-        """A new blind pair for this rater: a token and the URLs of its images."""
-        return await asyncio.to_thread(choose, _rater(req.rater))
+        """This rater's blind pair: a token and the URLs of its images (the same pair until it is voted)."""
+        try:
+            return await asyncio.to_thread(choose, req.rater)
+        except RaterError as e:
+            raise refused(e) from None
 
     @router.get(
         "/v1/study/image/{token}/{side}",
         response_class=Response,
         responses={200: {"content": {"image/png": {}}, "description": "The image."}, **_errors(404)},
     )
-    async def image(token: str, side: str) -> FileResponse:
-        """One image of an issued pair (``left``, ``right`` or ``lr``)."""
+    async def image(token: str, side: str) -> Response:
+        """One image of an issued pair (``left``, ``right`` or ``lr``), as a PNG made fresh for this
+        request (its bytes differ from every other serve of the same output)."""
         if side not in ("left", "right", "lr"):
             raise ApiError(404, "not_found", "side must be left, right or lr")
         try:
@@ -147,15 +198,20 @@ def register(app: FastAPI, study_dir: Path) -> None:
             if side == "lr"
             else study.output(p.left if side == "left" else p.right, p.image)
         )
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+        data = await asyncio.to_thread(fresh_png, path, rng)
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
-    @router.post("/v1/study/vote", response_model=VoteOut, responses=_errors(400, 404, 409, 422))
+    def cast_vote(v: VoteIn) -> Any:
+        rater = store.rater(v.rater)
+        return store.vote(v.pair, v.choice, v.ms, rater, max_votes=limits.votes_per_rater)
+
+    @router.post("/v1/study/vote", response_model=VoteOut, responses=_errors(400, 403, 404, 409, 422))
     async def vote(v: VoteIn) -> VoteOut:
-        """Record a vote on an issued pair (once per pair)."""
-        if v.rater is not None:
-            _rater(v.rater)
+        """Record this rater's vote on the pair they were handed (once per pair, up to the study's cap)."""
         try:
-            cast = await asyncio.to_thread(store.vote, v.pair, v.choice, v.ms, v.rater)
+            cast = await asyncio.to_thread(cast_vote, v)
+        except RaterError as e:
+            raise refused(e) from None
         except StudyError as e:
             text = str(e)
             status = (
@@ -168,15 +224,24 @@ def register(app: FastAPI, study_dir: Path) -> None:
             raise ApiError(status, "bad_vote", text) from None
         total = await asyncio.to_thread(store.count)
         mine = await asyncio.to_thread(store.count, cast.rater)
-        return VoteOut(ok=True, votes=total, rater_votes=mine)
+        return VoteOut(ok=True, votes=total, rater_votes=mine, max_votes=limits.votes_per_rater)
 
     @router.get(
         "/v1/study/votes.csv",
         response_class=Response,
-        responses={200: {"content": {"text/csv": {}}, "description": "Every vote."}},
+        responses={200: {"content": {"text/csv": {}}, "description": "Every vote."}, **_errors(401)},
     )
-    async def export() -> Response:
-        """Every vote as CSV (the same columns ``superres study import`` reads)."""
+    async def export(request: Request) -> Response:
+        """Every vote as CSV (the same columns ``superres study import`` reads). The votes name the
+        models, so only the study owner gets them: ``Authorization: Bearer <owner.token of the folder>``."""
+        if not await asyncio.to_thread(is_owner, study.root, _bearer(request)):
+            raise ApiError(
+                401,
+                "owner_only",
+                "the vote export needs the study owner's token (Authorization: Bearer, from owner.token "
+                "in the study folder), or use superres study export on the server",
+                {"WWW-Authenticate": 'Bearer realm="study owner"'},
+            )
         text = await asyncio.to_thread(store.export_csv)
         return Response(
             text, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="votes.csv"'}

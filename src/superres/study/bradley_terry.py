@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Comparison", "BTFit", "fit_bradley_terry", "bootstrap_intervals", "win_matrix"]
+__all__ = ["Comparison", "BTFit", "fit_bradley_terry", "fit_counts", "bootstrap_intervals", "win_matrix"]
 
 #: (index of the left model, index of the right model, outcome: 1 left won, 0 right won, 0.5 same)
 Comparison = tuple[int, int, float]
@@ -108,6 +108,14 @@ def fit_bradley_terry(
         raise ValueError("Bradley-Terry needs at least two models")
     wins, games = win_matrix(comparisons, n_models)
     return _fit_counts(wins, games, l2, max_iter, tol)
+
+
+def fit_counts(wins: np.ndarray, games: np.ndarray, *, l2: float = 0.01) -> BTFit:
+    """The same fit from a win matrix and a games matrix (as :func:`win_matrix` makes them), for callers
+    that add and subtract vote counts, e.g. leaving one rater out."""
+    if wins.shape[0] < 2:
+        raise ValueError("Bradley-Terry needs at least two models")
+    return _fit_counts(wins, games, l2, 200, 1e-8)
 
 
 def bootstrap_intervals(

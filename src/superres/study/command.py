@@ -33,9 +33,16 @@ def create(
     no_lr: bool = typer.Option(False, "--no-lr", help="Do not offer raters the low-resolution input."),
     title: str = typer.Option("Which image looks better?", "--title", help="Question shown to raters."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    max_votes: int = typer.Option(100, "--max-votes", min=1, help="Votes one rater may cast."),
+    max_raters: int = typer.Option(500, "--max-raters", min=1, help="Rater tokens the server issues."),
+    raters_per_address: int = typer.Option(
+        3, "--raters-per-address", min=1, help="Rater tokens per client IP address (raise it behind a proxy)."
+    ),
 ) -> None:
-    """Compute every model's output for every image once into FOLDER (kept on reruns)."""
+    """Compute every model's output for every image once into FOLDER (kept on reruns; the caps are
+    written anew)."""
     from .create import create_study
+    from .store import Limits
 
     entries = [m.strip() for m in models.split(",") if m.strip()]
     study = create_study(
@@ -47,9 +54,14 @@ def create(
         title=title,
         device=device,
         progress=lambda msg: typer.echo(f"  {msg}", err=True),
+        limits=Limits(max_votes, max_raters, raters_per_address),
     )
     typer.echo(f"{len(study.models)} models x {len(study.images)} images (x{study.scale}) -> {study.root}")
     typer.echo(f"rate with: superres serve --study {study.root}  (then open /study)")
+    typer.echo(
+        f"caps: {max_votes} votes per rater, {max_raters} raters, {raters_per_address} per address; "
+        f"the vote export over HTTP needs the token in {study.root / 'owner.token'}"
+    )
 
 
 @study_app.command("report")
@@ -62,15 +74,21 @@ def report(
     l2: float = typer.Option(
         0.01, "--l2", min=1e-6, help="Gaussian prior on scores (keeps undefeated finite)."
     ),
+    include_flagged: bool = typer.Option(
+        False, "--include-flagged", help="Rank the votes of flagged raters too (fast, one key, contrarian)."
+    ),
 ) -> None:
-    """Bradley-Terry ranking with bootstrap intervals, win matrix and per-image agreement."""
+    """Bradley-Terry ranking with bootstrap intervals, win matrix and per-image agreement; flagged raters
+    are listed and left out unless --include-flagged."""
     from .create import load_study
     from .report import build_report, format_table, plot_report, write_json
     from .store import StudyError, VoteStore
 
     study = load_study(folder)
     votes = VoteStore(study.root / "votes.sqlite").votes()
-    rep = build_report(votes, study.models, l2=l2, samples=samples, seed=seed)
+    rep = build_report(
+        votes, study.models, l2=l2, samples=samples, seed=seed, include_flagged=include_flagged
+    )
     typer.echo(format_table(rep))
     for target, write in ((plot, plot_report), (json_out, write_json)):
         if target is None:

@@ -5,7 +5,11 @@ Layout of the folder::
     study.json                 the manifest: models (spec, label), images (name, size), file paths
     lr/<image>.png             the inputs, as shown to raters when the LR is displayed
     out/<m0, m1, ...>/<image>.png   outputs; folders are numbered, so a file path reveals no model
+    owner.token                the owner's secret for exporting votes over HTTP (mode 0600)
     votes.sqlite               created by the server on the first vote
+
+The manifest also holds the study's caps (votes per rater, raters, raters per client address), which
+``superres serve --study`` enforces.
 
 A model entry is a zoo name or weights file, or ``bicubic`` (MATLAB-exact bicubic upscaling), optionally
 followed by deliberate degradations: ``+jpegQ`` (JPEG at quality Q) and ``+blurS`` (Gaussian blur of
@@ -25,7 +29,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .store import StudyError
+from .store import Limits, StudyError
 
 __all__ = ["MANIFEST", "ModelSpec", "Study", "create_study", "load_study", "parse_model_spec"]
 
@@ -75,6 +79,7 @@ class Study:
     title: str
     files: dict[str, dict[str, str]]  # label -> image -> path relative to root
     lr_files: dict[str, str]  # image -> path relative to root
+    limits: Limits = Limits()
 
     def output(self, model: str, image: str) -> Path:
         return self.root / self.files[model][image]
@@ -152,11 +157,17 @@ def create_study(
     title: str = "Which image looks better?",
     device: str = "cpu",
     progress: Optional[Callable[[str], None]] = None,
+    limits: Optional[Limits] = None,
 ) -> Study:
     """Compute ``models x images`` outputs into ``root`` (kept if already there) and write the manifest.
 
     ``scale`` defaults to the first network model's scale (4 when every entry is ``bicubic``-based);
-    every output of an image must have the same size, so models of another scale are refused."""
+    every output of an image must have the same size, so models of another scale are refused.
+    ``limits`` (default: :class:`Limits`'s) are the caps the server enforces on raters."""
+    limits = limits or Limits()
+    for name, value in vars(limits).items():
+        if not isinstance(value, int) or value < 1:
+            raise StudyError(f"{name.replace('_', ' ')} must be a positive integer, not {value!r}")
     specs = [parse_model_spec(m) for m in models]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
@@ -232,9 +243,22 @@ def create_study(
             for k, s in enumerate(specs)
         ],
         "images": entries,
+        "limits": vars(limits),
     }
     _write(root / MANIFEST, json.dumps(manifest, indent=2).encode())
+    from .owner import owner_token
+
+    owner_token(root)
     return load_study(root)
+
+
+def _limits(entry: dict[str, object]) -> Limits:
+    """The manifest's caps; a study made before caps existed gets the defaults."""
+    names = {"votes_per_rater", "raters", "raters_per_address"}
+    known = {k: int(v) for k, v in entry.items() if k in names}
+    if any(v < 1 for v in known.values()):
+        raise ValueError(f"limits must be positive: {known}")
+    return Limits(**known)
 
 
 def load_study(root: Path) -> Study:
@@ -257,6 +281,7 @@ def load_study(root: Path) -> Study:
             str(m.get("title", "")),
             files,
             {i: f"lr/{i}.png" for i in images},
+            _limits(m.get("limits") or {}),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise StudyError(f"{path}: broken manifest ({e})") from None

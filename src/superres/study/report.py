@@ -4,6 +4,8 @@ Bradley-Terry scores (sum-zero log-strengths; a difference of 1 means the better
 of the time) with bootstrap intervals over votes, the win matrix, and per-image agreement: for every
 image and pair of models shown at least twice, the share of votes that went with the majority choice
 (1.0 = raters agree, near 0.5 = a coin flip; low agreement marks images where the models look alike).
+Raters flagged by :mod:`superres.study.flags` (too fast, one key, contrarian) are listed with their
+reasons and their votes are left out of everything unless ``include_flagged``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .bradley_terry import bootstrap_intervals, fit_bradley_terry, win_matrix
+from .flags import flag_raters
 from .store import StudyError, Vote
 
 __all__ = ["ModelRow", "StudyReport", "build_report", "format_table", "plot_report"]
@@ -49,9 +52,13 @@ class StudyReport:
     l2: float
     level: float
     extra: dict[str, object] = field(default_factory=dict)
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # rater -> reasons
+    excluded_votes: int = 0  # votes of flagged raters left out (0 with include_flagged)
 
     def to_json(self) -> dict[str, object]:
         return {
+            "flagged_raters": self.flagged,
+            "excluded_votes": self.excluded_votes,
             "votes": self.votes,
             "raters": self.raters,
             "median_ms": self.median_ms,
@@ -95,10 +102,21 @@ def build_report(
     samples: int = 500,
     level: float = 0.95,
     seed: int = 0,
+    include_flagged: bool = False,
 ) -> StudyReport:
-    """Fit, bootstrap and tabulate ``votes`` over ``models`` (the study's labels)."""
+    """Fit, bootstrap and tabulate ``votes`` over ``models`` (the study's labels), without the votes of
+    flagged raters unless ``include_flagged``."""
     if not votes:
         raise StudyError("no votes yet: nothing to report")
+    flagged = flag_raters(votes, models) if votes else {}
+    kept = list(votes) if include_flagged else [v for v in votes if v.rater not in flagged]
+    if not kept:
+        raise StudyError(
+            f"all {len(votes)} votes are from flagged raters ({'; '.join(flagged)}); "
+            "--include-flagged ranks them anyway"
+        )
+    excluded = len(votes) - len(kept)
+    votes = kept
     index = {m: k for k, m in enumerate(models)}
     unknown = sorted({m for v in votes for m in (v.left, v.right)} - set(index))
     if unknown:
@@ -134,6 +152,8 @@ def build_report(
         float(np.median(ms)) if ms else None,
         l2,
         level,
+        flagged=flagged,
+        excluded_votes=excluded,
     )
 
 
@@ -153,6 +173,13 @@ def format_table(rep: StudyReport) -> str:
             f"| {k} | {r.model} | {r.score:+.2f} | [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
             f"{r.win_rate:.0%} | {r.votes} |"
         )
+    if rep.flagged:
+        verb = (
+            f"left out: {rep.excluded_votes} votes" if rep.excluded_votes else "included (--include-flagged)"
+        )
+        lines += ["", f"Flagged raters ({verb}):", "", "| rater | why |", "|---|---|"]
+        for rater, reasons in sorted(rep.flagged.items()):
+            lines.append(f"| {rater} | {'; '.join(reasons)} |")
     lines += ["", "Wins of the row model over the column model (ties count half):", ""]
     lines.append("| | " + " | ".join(rep.models) + " |")
     lines.append("|---" * (len(rep.models) + 1) + "|")

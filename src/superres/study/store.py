@@ -1,9 +1,16 @@
 """The study's votes in SQLite (one file in the study folder), and their CSV import/export.
 
 Every vote keeps who (rater id), what (image, the model shown left and right, the choice), how long the
-rater looked (ms from both images shown to the key press) and when. A pair handed to a rater is
-recorded first under a random token; the vote names only the token, so the page never learns which
-model is which, and a pair can be voted once (a resubmitted vote is refused, not counted twice).
+rater looked (ms from both images shown to the key press, as the page measured it), how long the server
+saw between handing out the pair and the vote (``served_ms``: what a script cannot shorten) and when.
+A pair handed to a rater is recorded first under a random token; the vote names only the token, so the
+page never learns which model is which, and a pair can be voted once (a resubmitted vote is refused,
+not counted twice).
+
+Raters are issued by the server (:meth:`VoteStore.add_rater`): a secret token (``secrets``, 128 bits)
+that the page keeps and sends with every request, and a public random id (``r-1a2b3c4d``) that the votes, the
+CSV and the report carry. Self-chosen ids are not accepted, so one client cannot become many raters
+beyond the study's caps (raters per study, raters per client address), and votes per rater are capped.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from typing import Iterable, Iterator, Optional
 
 from ..errors import SuperresError
 
-__all__ = ["CHOICES", "CSV_COLUMNS", "Pair", "Vote", "VoteStore", "StudyError"]
+__all__ = ["CHOICES", "CSV_COLUMNS", "Limits", "Pair", "RaterError", "Vote", "VoteStore", "StudyError"]
 
 CHOICES = ("left", "right", "same")
 CSV_COLUMNS = ("pair", "rater", "image", "left", "right", "choice", "ms", "timestamp")
+OPTIONAL_COLUMNS = ("served_ms",)  # written by export; older CSVs without it still import
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pairs (
@@ -36,11 +44,34 @@ CREATE TABLE IF NOT EXISTS votes (
     image TEXT NOT NULL, left_model TEXT NOT NULL, right_model TEXT NOT NULL,
     choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'same')), ms INTEGER, ts REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS raters (
+    token TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, address TEXT NOT NULL, created REAL NOT NULL
+);
 """
 
 
 class StudyError(SuperresError):
     """Bad study input: a broken manifest, an unknown pair, a malformed CSV row."""
+
+
+class RaterError(StudyError):
+    """A request a rater may not make: unknown token, another rater's pair, a cap reached.
+
+    ``kind`` says which, for the HTTP layer's status: ``unknown_rater``, ``not_yours``, ``vote_limit``,
+    ``rater_limit``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The study's caps (stored in its manifest; ``superres study create --max-votes`` ...)."""
+
+    votes_per_rater: int = 100
+    raters: int = 500
+    raters_per_address: int = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +94,7 @@ class Vote:
     choice: str  # left | right | same
     ms: Optional[int]
     timestamp: float
+    served_ms: Optional[int] = None  # server clock: pair handed out -> vote received
 
     @property
     def winner(self) -> Optional[str]:
@@ -77,6 +109,9 @@ class VoteStore:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(votes)")}
+            if "served_ms" not in columns:  # a votes.sqlite from before served_ms
+                db.execute("ALTER TABLE votes ADD COLUMN served_ms INTEGER")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -86,6 +121,45 @@ class VoteStore:
                 yield db
         finally:
             db.close()
+
+    # ---- raters ----
+    def add_rater(self, address: str, limits: Limits) -> tuple[str, str]:
+        """A new rater for a client at ``address``: (secret token, public id); refused past the caps."""
+        token = secrets.token_urlsafe(16)
+        with self._lock, self._connect() as db:
+            total = int(db.execute("SELECT COUNT(*) FROM raters").fetchone()[0])
+            if total >= limits.raters:
+                raise RaterError("rater_limit", f"this study has its maximum of {limits.raters} raters")
+            mine = int(db.execute("SELECT COUNT(*) FROM raters WHERE address = ?", (address,)).fetchone()[0])
+            if mine >= limits.raters_per_address:
+                raise RaterError(
+                    "rater_limit",
+                    f"this address already has {limits.raters_per_address} rater token(s) for this study; "
+                    "keep using the one your browser stored",
+                )
+            rater = f"r-{secrets.token_hex(4)}"  # random, so raters of merged studies (import) stay apart
+            db.execute("INSERT INTO raters VALUES (?, ?, ?, ?)", (token, rater, address, time.time()))
+        return token, rater
+
+    def rater(self, token: Optional[str]) -> str:
+        """The public id of the rater holding ``token``; :class:`RaterError` for anything else."""
+        if not token:
+            raise RaterError("unknown_rater", "a rater token is required; get one from POST /v1/study/rater")
+        with self._connect() as db:
+            row = db.execute("SELECT id FROM raters WHERE token = ?", (token,)).fetchone()
+        if row is None:
+            raise RaterError("unknown_rater", "unknown rater token; get one from POST /v1/study/rater")
+        return str(row[0])
+
+    def open_pair(self, rater: str) -> Optional[Pair]:
+        """The pair this rater was handed and has not voted on yet (at most one is open at a time)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM pairs WHERE rater = ? AND token NOT IN (SELECT pair FROM votes) "
+                "ORDER BY issued LIMIT 1",
+                (rater,),
+            ).fetchone()
+        return None if row is None else Pair(*row)
 
     # ---- pairs and votes ----
     def issue(self, rater: str, image: str, left: str, right: str) -> Pair:
@@ -104,19 +178,37 @@ class VoteStore:
             raise StudyError(f"unknown pair {token!r}")
         return Pair(*row)
 
-    def vote(self, token: str, choice: str, ms: Optional[int], rater: Optional[str] = None) -> Vote:
-        """Record the vote on an issued pair; refuses an unknown pair, a bad choice, or a second vote."""
+    def vote(
+        self, token: str, choice: str, ms: Optional[int], rater: str, *, max_votes: Optional[int] = None
+    ) -> Vote:
+        """Record ``rater``'s vote on the pair they were handed; refuses an unknown pair, another rater's
+        pair, a bad choice, a second vote, and a vote past ``max_votes`` for this rater."""
         if choice not in CHOICES:
             raise StudyError(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
         if ms is not None and not 0 <= int(ms) <= 86_400_000:
             raise StudyError(f"ms must be between 0 and 86400000, not {ms}")
         p = self.pair(token)
-        if rater is not None and rater != p.rater:
-            raise StudyError("this pair was handed to another rater")
+        if rater != p.rater:
+            raise RaterError("not_yours", "this pair was handed to another rater")
+        now = time.time()
         v = Vote(
-            p.token, p.rater, p.image, p.left, p.right, choice, None if ms is None else int(ms), time.time()
+            p.token,
+            p.rater,
+            p.image,
+            p.left,
+            p.right,
+            choice,
+            None if ms is None else int(ms),
+            now,
+            max(0, round((now - p.issued) * 1000)),
         )
         with self._lock, self._connect() as db:
+            if max_votes is not None:
+                cast = int(db.execute("SELECT COUNT(*) FROM votes WHERE rater = ?", (rater,)).fetchone()[0])
+                if cast >= max_votes:
+                    raise RaterError(
+                        "vote_limit", f"this rater has cast the study's maximum of {max_votes} votes"
+                    )
             try:
                 self._insert(db, v)
             except sqlite3.IntegrityError:
@@ -127,16 +219,17 @@ class VoteStore:
     def _insert(db: sqlite3.Connection, v: Vote, ignore: bool = False) -> int:
         verb = "INSERT OR IGNORE" if ignore else "INSERT"
         cur = db.execute(
-            f"{verb} INTO votes (pair, rater, image, left_model, right_model, choice, ms, ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (v.pair, v.rater, v.image, v.left, v.right, v.choice, v.ms, v.timestamp),
+            f"{verb} INTO votes (pair, rater, image, left_model, right_model, choice, ms, ts, served_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (v.pair, v.rater, v.image, v.left, v.right, v.choice, v.ms, v.timestamp, v.served_ms),
         )
         return cur.rowcount
 
     def votes(self) -> list[Vote]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT pair, rater, image, left_model, right_model, choice, ms, ts FROM votes ORDER BY id"
+                "SELECT pair, rater, image, left_model, right_model, choice, ms, ts, served_ms "
+                "FROM votes ORDER BY id"
             ).fetchall()
         return [Vote(*r) for r in rows]
 
@@ -167,7 +260,7 @@ class VoteStore:
     def export_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(CSV_COLUMNS)
+        w.writerow(CSV_COLUMNS + OPTIONAL_COLUMNS)
         for v in self.votes():
             w.writerow(
                 [
@@ -179,6 +272,7 @@ class VoteStore:
                     v.choice,
                     "" if v.ms is None else v.ms,
                     repr(v.timestamp),
+                    "" if v.served_ms is None else v.served_ms,
                 ]
             )
         return buf.getvalue()
@@ -201,8 +295,12 @@ class VoteStore:
             try:
                 ms = int(row["ms"]) if row["ms"] not in ("", None) else None
                 ts = float(row["timestamp"])
+                served = row.get("served_ms")
+                served_ms = int(served) if served not in ("", None) else None
             except (TypeError, ValueError):
-                raise StudyError(f"CSV line {line}: ms must be an integer and timestamp a number") from None
+                raise StudyError(
+                    f"CSV line {line}: ms and served_ms must be integers and timestamp a number"
+                ) from None
             v = Vote(
                 row["pair"] or "",
                 row["rater"] or "",
@@ -212,6 +310,7 @@ class VoteStore:
                 row["choice"] or "",
                 ms,
                 ts,
+                served_ms,
             )
             if not all((v.pair, v.rater, v.image, v.left, v.right)):
                 raise StudyError(f"CSV line {line}: pair, rater, image, left and right must not be empty")

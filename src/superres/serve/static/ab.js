@@ -1,6 +1,7 @@
 // A/B panel of the web page, active only when the server runs with --ab: adds "A/B split" to the model
 // choice (the server then picks this browser's sticky version), shows each version's measured share,
-// latency, errors and ratings from /v1/ab, and lets the user rate what they got (1-5).
+// latency, errors and ratings from /v1/ab, and lets the user rate what they got (1-5) with the rating
+// token that came with the upload.
 "use strict";
 
 (() => {
@@ -72,12 +73,19 @@
       b.className = "rate";
       b.textContent = String(r);
       b.addEventListener("click", async () => {
+        // a rating needs the token of the upload that served this browser its version (app.js keeps it)
+        const token = document.body.dataset.ratingToken;
+        if (!token) {
+          panel.querySelector(".rated").textContent = "upscale an image first, then rate it";
+          return;
+        }
         const res = await fetch("/v1/ab/rating", {
           method: "POST",
           headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ rating: r }),
+          body: JSON.stringify({ rating: r, token }),
         });
         const data = await res.json();
+        if (res.ok) delete document.body.dataset.ratingToken; // single use: the next upload brings another
         panel.querySelector(".rated").textContent = res.ok ? `thanks (${data.version})` : data.detail;
         refresh();
       });

@@ -94,8 +94,13 @@ function upload(file, node) {
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) setItem(node, "uploading", "uploading", (30 * e.loaded) / e.total);
     };
-    xhr.onload = () => (xhr.status === 202 ? resolve(JSON.parse(xhr.responseText))
-      : reject(new Error(errorText(xhr, xhr.responseText))));
+    xhr.onload = () => {
+      if (xhr.status !== 202) return reject(new Error(errorText(xhr, xhr.responseText)));
+      // with --ab: the single-use token that lets this browser rate the version that served it (ab.js)
+      const token = xhr.getResponseHeader("X-Superres-Rating-Token");
+      if (token) document.body.dataset.ratingToken = token;
+      resolve(JSON.parse(xhr.responseText));
+    };
     xhr.onerror = () => reject(new Error("network error"));
     node._abort = () => xhr.abort();
     xhr.send(form);

@@ -8,19 +8,25 @@ let shownAt = null; // performance.now() when both images finished loading
 let busy = false;
 let mine = 0;
 
-function raterId() {
-  const fromUrl = new URLSearchParams(location.search).get("rater");
-  if (fromUrl) return fromUrl;
-  let id = localStorage.getItem("superres-rater");
-  if (!id) {
-    const bytes = new Uint8Array(8);
-    crypto.getRandomValues(bytes);
-    id = "r-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    localStorage.setItem("superres-rater", id);
+// The rater is a token the server issues (POST /v1/study/rater); this browser keeps it, so a reload
+// continues as the same rater. Ids chosen by the page are not accepted by the server.
+const TOKEN_KEY = "superres-study-rater";
+let rater = null; // {rater: secret token, id: public id}
+
+async function getRater(renew) {
+  if (!renew) {
+    try {
+      const kept = JSON.parse(localStorage.getItem(TOKEN_KEY) || "null");
+      if (kept && kept.rater && kept.id) return kept;
+    } catch (_) { /* unreadable: ask for a new one */ }
   }
-  return id;
+  const res = await fetch("/v1/study/rater", { method: "POST" });
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.detail || res.statusText);
+  const kept = { rater: data.rater, id: data.id };
+  localStorage.setItem(TOKEN_KEY, JSON.stringify(kept));
+  return kept;
 }
-const rater = raterId();
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -41,14 +47,25 @@ async function postJson(url, body) {
     body: JSON.stringify(body),
   });
   const data = await res.json();
-  if (!res.ok) throw new Error(data.detail || res.statusText);
+  if (!res.ok) {
+    const err = new Error(data.detail || res.statusText);
+    err.code = data.error;
+    throw err;
+  }
   return data;
 }
 
 async function nextPair() {
   setState("loading");
   shownAt = null;
-  current = await postJson("/v1/study/next", { rater });
+  try {
+    current = await postJson("/v1/study/next", { rater: rater.rater });
+  } catch (e) {
+    if (e.code !== "unknown_rater") throw e;
+    rater = await getRater(true); // the server no longer knows this browser's token (a new study)
+    document.body.dataset.rater = rater.id;
+    current = await postJson("/v1/study/next", { rater: rater.rater });
+  }
   const waits = [loaded($("#left"), current.left), loaded($("#right"), current.right)];
   if (current.lr) waits.push(loaded($("#lr"), current.lr));
   await Promise.all(waits);
@@ -64,15 +81,15 @@ async function vote(choice) {
   busy = true;
   const ms = Math.round(performance.now() - shownAt);
   try {
-    const res = await postJson("/v1/study/vote", { pair: current.pair, choice, ms, rater });
+    const res = await postJson("/v1/study/vote", { pair: current.pair, choice, ms, rater: rater.rater });
     mine = res.rater_votes;
     $("#progress").textContent = `${mine} vote(s) by you, ${res.votes} in all`;
     document.body.dataset.votes = String(mine);
     $("#message").textContent = "";
     await nextPair();
   } catch (e) {
-    $("#message").textContent = `error: ${e.message}`;
-    setState("error");
+    $("#message").textContent = e.code === "vote_limit" ? `Done: ${e.message}` : `error: ${e.message}`;
+    setState(e.code === "vote_limit" ? "done" : "error");
   } finally {
     busy = false;
   }
@@ -98,15 +115,17 @@ async function start() {
     if (!res.ok) throw new Error("no study is served here (start the server with --study DIR)");
     const info = await res.json();
     $("#title").textContent = info.title;
-    $("#progress").textContent = `${info.models} versions × ${info.images} images; rater ${rater}`;
+    rater = await getRater(false);
+    document.body.dataset.rater = rater.id;
+    $("#progress").textContent = `${info.models} versions × ${info.images} images; rater ${rater.id}`;
     if (info.show_lr) {
       $("#lr-box").hidden = false;
       $("#show-lr").addEventListener("change", (e) => { $("#lr-figure").hidden = !e.target.checked; });
     }
     await nextPair();
   } catch (e) {
-    $("#message").textContent = `error: ${e.message}`;
-    setState("error");
+    $("#message").textContent = e.code === "vote_limit" ? `Done: ${e.message}` : `error: ${e.message}`;
+    setState(e.code === "vote_limit" ? "done" : "error");
   }
 }
 
