@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 
 def schemathesis_args(examples: int) -> list[str]:
@@ -18,10 +19,12 @@ def schemathesis_args(examples: int) -> list[str]:
             "--seed", "1", "--workers", "1", "--request-timeout", "60", "--no-color"]
 
 
-def run_schemathesis(url: str, cwd: Path, examples: int) -> str:
+def run_schemathesis(url: str, cwd: Path, examples: int, extra: Sequence[str] = ()) -> str:
     """Coverage, fuzzing and stateful phases against ``url``/openapi.json; asserts exit 0, "No issues
-    found" and every generated case passed. Returns the output's summary (printed too)."""
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", url + "/openapi.json", *schemathesis_args(examples)]
+    found" and every generated case passed. Returns the output's summary (printed too). ``extra``: more
+    CLI arguments, e.g. ``["-H", "Authorization: Bearer ..."]``."""
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", url + "/openapi.json",
+           *schemathesis_args(examples), *extra]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     out = run.stdout + run.stderr

@@ -176,6 +176,56 @@ def test_a_browser_without_id_gets_a_cookie_and_keeps_its_version(server: Server
         assert c.post("/v1/ab/rating", json={"rating": 9, "token": token}).status_code == 422
 
 
+def test_ratings_need_the_token_of_a_response_that_served_that_version(server: ServerProcess) -> None:
+    """Issue 24 item 3: 500 x 5 for one version and 500 x 1 for the other, without any upscale, set the
+    means to 5.0 and 1.0. Now a rating needs the single-use token of a response that served its version."""
+    split = ABSplit(CONTROL, [Variant("candidate", CANDIDATE, 0.3)])
+    cid = next(f"rating-{i}" for i in range(100) if split.assign(f"rating-{i}").name == "candidate")
+
+    def versions(c: httpx.Client) -> dict[str, dict[str, object]]:
+        return {v["name"]: v for v in c.get("/v1/ab").json()["versions"]}
+
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-Client-Id": cid}) as c:
+        before = versions(c)
+        for k in range(500):
+            no_token = c.post("/v1/ab/rating", json={"rating": 5, "version": "candidate"})
+            assert no_token.status_code == 422, no_token.text
+            forged = c.post("/v1/ab/rating", json={"rating": 1, "version": "control", "token": f"forged{k}"})
+            assert forged.status_code == 403 and forged.json()["error"] == "bad_rating_token", forged.text
+        assert versions(c) == before  # nothing counted
+        img = {"file": ("x.png", _png(11), "image/png")}
+        named = c.post("/v1/upscale", files=img, data={"model": CANDIDATE})
+        assert named.status_code == 200 and "x-superres-rating-token" not in named.headers  # not in the test
+        served = c.post("/v1/upscale", files={"file": ("x.png", _png(12), "image/png")})
+        assert served.headers["x-superres-version"] == "candidate"
+        token = served.headers["x-superres-rating-token"]
+        other = c.post("/v1/ab/rating", json={"rating": 1, "version": "control", "token": token})
+        assert other.status_code == 403  # a token rates only the version that served it
+        ok = c.post("/v1/ab/rating", json={"rating": 4, "token": token})
+        assert ok.status_code == 200 and ok.json()["version"] == "candidate"
+        assert c.post("/v1/ab/rating", json={"rating": 5, "token": token}).status_code == 403  # single use
+        after = versions(c)
+    assert after["control"]["ratings"] == before["control"]["ratings"]
+    assert after["candidate"]["ratings"] == before["candidate"]["ratings"] + 1  # type: ignore[operator]
+
+
+def test_rating_tokens_and_counts_stay_bounded() -> None:
+    from superres.serve.ab import ABMetrics
+    from superres.serve.errors import ApiError
+
+    metrics = ABMetrics(["a", "b"], max_tokens=5)
+    tokens = [metrics.rating_token("a") for _ in range(10)]
+    for t in tokens[:5]:  # the oldest unused tokens were dropped, not kept without bound
+        with pytest.raises(ApiError, match="unused X-Superres-Rating-Token"):
+            metrics.rate(t, 5)
+    for k, t in enumerate(tokens[5:], 1):
+        assert metrics.rate(t, k) == "a"
+    snap = metrics.snapshot()["a"]
+    assert snap["ratings"] == 5 and snap["rating_mean"] == 3.0
+    with pytest.raises(ApiError):
+        metrics.rate(tokens[-1], 5)  # used up
+
+
 def test_bad_ab_fails_at_start_with_one_line(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "superres.serve", "--models", CONTROL, "--ab", "candidate:0.2", "--port", "0"],

@@ -32,12 +32,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
     }
     args = ["--models", "espcn-s-x4", "--study", str(base / "study"), "--ab", "candidate=espcn-m-x4:0.3"]
     with ServerProcess(args, env=env, log_path=base / "server.log") as s:
+        s.study = base / "study"  # type: ignore[attr-defined]
         yield s
         assert s.alive(), s.log()
 
 
 def test_schemathesis_finds_no_error_in_study_and_ab_endpoints(server: ServerProcess, tmp_path: Path) -> None:
-    run_schemathesis(server.url, tmp_path, 8)
+    # as the study owner, so the vote export is exercised too (without the token: 401, see
+    # test_study_security.py)
+    owner = (Path(server.study) / "owner.token").read_text().strip()  # type: ignore[attr-defined]
+    run_schemathesis(server.url, tmp_path, 8, extra=["-H", f"Authorization: Bearer {owner}"])
     import json
     import urllib.request
 

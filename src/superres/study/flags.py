@@ -15,7 +15,7 @@ Three signs, each with a threshold a person comparing images does not come near:
   fit without this rater), on at least :data:`MIN_VOTES` decided votes where the others' scores differ
   by :data:`CLEAR_GAP` or more, more often than chance allows: binomial p < :data:`CONTRARIAN_P` against
   a coin toss. This catches a slow rater who always picks the degraded control; it needs honest votes
-  from other raters to compare against.
+  from other raters to compare against, and only raters not flagged fast or one-key count as others.
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def flag_raters(votes: Sequence[Vote], models: Sequence[str]) -> dict[str, list[
                 share = sum(v.choice == key for v in mine) / len(mine)
                 if share >= ONE_KEY_SHARE:
                     flags[rater].append(f"one key: {share:.0%} of {len(mine)} votes '{key}'")
-    for rater, reason in _contrarians(by_rater, list(models)).items():
+    # the consensus is that of the raters not already flagged: a bot's votes must not make honest raters
+    # look contrarian
+    trusted = {r: mine for r, mine in by_rater.items() if r not in flags}
+    for rater, reason in _contrarians(trusted, list(models)).items():
         flags[rater].append(reason)
     return dict(flags)
 
