@@ -225,3 +225,41 @@ def test_bad_model_entry_is_one_line(tmp_path: Path, data_dir: Path) -> None:
     )
     assert r.exit_code == 2 and "unknown degradation 'sharpen3'" in r.output
     assert not (tmp_path / "s").exists()
+
+
+def test_flags_mark_fast_one_key_and_contrarian_raters_but_not_careful_ones() -> None:
+    from superres.study.flags import flag_raters
+    from superres.study.report import build_report
+    from superres.study.store import Vote
+
+    models = ["good", "fair", "bad"]
+    rank = {m: k for k, m in enumerate(models)}
+    rng = np.random.default_rng(24)
+    votes: list[Vote] = []
+
+    def cast(rater: str, n: int, pick: str, served_ms: int) -> None:
+        for k in range(n):
+            a, b = (str(m) for m in rng.choice(models, 2, replace=False))  # sides at random, as served
+            if pick == "honest":  # the better one 85% of the time
+                better = a if rank[a] < rank[b] else b
+                win = better if rng.random() < 0.85 else (b if better == a else a)
+                choice = "left" if win == a else "right"
+            elif pick == "worst":
+                choice = "left" if rank[a] > rank[b] else "right"
+            else:
+                choice = pick
+            votes.append(Vote(f"{rater}-{k}", rater, "img", a, b, choice, served_ms - 300, 1e9 + k, served_ms))
+
+    for r in ("careful-1", "careful-2", "careful-3", "careful-4"):
+        cast(r, 30, "honest", 2400)
+    cast("bot", 30, "honest", 60)  # right answers, but faster than anyone can look
+    cast("lazy", 30, "left", 2000)  # a person's pace, always the same key
+    cast("saboteur", 30, "worst", 2200)  # a person's pace, always the worst image
+    flags = flag_raters(votes, models)
+    assert set(flags) == {"bot", "lazy", "saboteur"}, flags
+    assert flags["bot"][0].startswith("fast: median 60 ms")
+    assert any(f.startswith("one key: 100% of 30 votes 'left'") for f in flags["lazy"])
+    assert flags["saboteur"][0].startswith("contrarian: agrees with the other raters' ranking on 0 of")
+    rep = build_report(votes, models, samples=50)
+    assert rep.excluded_votes == 90 and rep.raters == 4 and [r.model for r in rep.rows] == models
+    assert build_report(votes, models, samples=50, include_flagged=True).excluded_votes == 0

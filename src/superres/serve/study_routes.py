@@ -18,6 +18,7 @@ owner's token (``owner.token`` in the study folder) as ``Authorization: Bearer``
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import random
 import re
@@ -98,6 +99,19 @@ class VoteOut(BaseModel):
 _RATER_STATUS = {"unknown_rater": 403, "vote_limit": 403, "not_yours": 409, "rater_limit": 429}
 
 
+def _address(request: Request) -> str:
+    """The client's address for the per-address rater cap; an IPv6 client counts as its /64 (one host
+    usually holds a whole /64 and could otherwise rotate addresses at will)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
 def _bearer(request: Request) -> Optional[str]:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else None
@@ -143,9 +157,8 @@ def register(app: FastAPI, study_dir: Path) -> None:
     async def new_rater(request: Request) -> RaterOut:
         """A new rater: a secret token for this browser (the page stores it) and a public id. At most the
         study's cap of raters in all and per client address."""
-        address = request.client.host if request.client else "unknown"
         try:
-            token, rid = await asyncio.to_thread(store.add_rater, address, limits)
+            token, rid = await asyncio.to_thread(store.add_rater, _address(request), limits)
         except RaterError as e:
             raise refused(e) from None
         return RaterOut(rater=token, id=rid, max_votes=limits.votes_per_rater)

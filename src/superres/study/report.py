@@ -111,8 +111,9 @@ def build_report(
     flagged = flag_raters(votes, models) if votes else {}
     kept = list(votes) if include_flagged else [v for v in votes if v.rater not in flagged]
     if not kept:
+        why = sorted({reason.split(":")[0] for reasons in flagged.values() for reason in reasons})
         raise StudyError(
-            f"all {len(votes)} votes are from flagged raters ({'; '.join(flagged)}); "
+            f"all {len(votes)} votes are from {len(flagged)} flagged rater(s) ({', '.join(why)}); "
             "--include-flagged ranks them anyway"
         )
     excluded = len(votes) - len(kept)
