@@ -7,6 +7,7 @@ let current = null; // {pair, left, right, lr}
 let shownAt = null; // performance.now() when both images finished loading
 let busy = false;
 let mine = 0;
+let maxVotes = null; // this study's cap of votes per rater
 
 // The rater is a token the server issues (POST /v1/study/rater); this browser keeps it, so a reload
 // continues as the same rater. Ids chosen by the page are not accepted by the server.
@@ -26,6 +27,10 @@ async function getRater(renew) {
   const kept = { rater: data.rater, id: data.id };
   localStorage.setItem(TOKEN_KEY, JSON.stringify(kept));
   return kept;
+}
+
+function doneText() {
+  return `Done: you have rated the ${maxVotes ?? "maximum number of"} pairs this study asks for. Thank you!`;
 }
 
 function setState(state) {
@@ -88,7 +93,7 @@ async function vote(choice) {
     $("#message").textContent = "";
     await nextPair();
   } catch (e) {
-    $("#message").textContent = e.code === "vote_limit" ? `Done: ${e.message}` : `error: ${e.message}`;
+    $("#message").textContent = e.code === "vote_limit" ? doneText() : `error: ${e.message}`;
     setState(e.code === "vote_limit" ? "done" : "error");
   } finally {
     busy = false;
@@ -115,6 +120,7 @@ async function start() {
     if (!res.ok) throw new Error("no study is served here (start the server with --study DIR)");
     const info = await res.json();
     $("#title").textContent = info.title;
+    maxVotes = info.max_votes;
     rater = await getRater(false);
     document.body.dataset.rater = rater.id;
     $("#progress").textContent = `${info.models} versions × ${info.images} images; rater ${rater.id}`;
@@ -124,7 +130,7 @@ async function start() {
     }
     await nextPair();
   } catch (e) {
-    $("#message").textContent = e.code === "vote_limit" ? `Done: ${e.message}` : `error: ${e.message}`;
+    $("#message").textContent = e.code === "vote_limit" ? doneText() : `error: ${e.message}`;
     setState(e.code === "vote_limit" ? "done" : "error");
   }
 }
