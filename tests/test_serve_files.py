@@ -300,3 +300,40 @@ def test_cli_seed_out_of_range_is_one_line(tmp_path: Path) -> None:
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --seed must be between 0 and 2^63-1"), r.stderr
     assert not out.exists() and not (tmp_path / "out.png.zssr").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["zssr", "{img}", "-o", "{out}/z.png"],
+    ["degrade", "{img}", "{out}"],
+    ["distill", "--cache", "{out}/cache", "-o", "{out}"],
+    ["prune", "espcn-s-x4", "-o", "{out}/p.safetensors"],
+])
+@pytest.mark.parametrize("seed", [2**64, 2**63, -1])
+def test_every_seed_option_has_one_range(tmp_path: Path, argv: list[str], seed: int) -> None:
+    """Every ``--seed`` on the command line: out of 0..2^63-1 is one ``error:`` line, exit 2, nothing
+    written (in-process through the real typer app, so it is quick)."""
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+
+    img = tmp_path / "in.png"
+    img.write_bytes(png(noise(24, 24, seed=10)))
+    out = tmp_path / "out"
+    args = [a.format(img=img, out=out) for a in argv] + ["--seed", str(seed)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --seed must be between 0 and 2^63-1"), r.output
+    assert not out.exists()
+
+
+def test_training_config_seed_has_the_same_range() -> None:
+    from pydantic import ValidationError
+
+    from superres.seeds import MAX_SEED
+    from superres.train.config import TrainSection
+
+    assert TrainSection(iterations=1, seed=MAX_SEED).seed == MAX_SEED
+    for bad in (MAX_SEED + 1, -1):
+        with pytest.raises(ValidationError, match="seed"):
+            TrainSection(iterations=1, seed=bad)
