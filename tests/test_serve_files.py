@@ -280,7 +280,7 @@ def test_side_limit_is_named(srv: ServerProcess) -> None:
     url = srv.url + r.headers["location"]
     job = wait_for(lambda: (j := httpx.get(url).json())["status"] not in ("queued", "running") and j, 60, "job")
     assert job["status"] == "failed" and job["error"]["error"] == "invalid_options", job
-    assert "16,383" in job["error"]["detail"] and "WEBP" in job["error"]["detail"], job
+    assert "16,383" in job["error"]["detail"] and "WebP" in job["error"]["detail"], job
     assert job["started"] is not None and job["progress"] == 0.0  # refused before the first tile
 
 

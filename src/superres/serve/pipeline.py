@@ -208,7 +208,7 @@ def check_output(out_w: int, out_h: int, fmt: str, max_output_pixels: int) -> No
     limit. Checked before any inference, so a refusal costs nothing."""
     side = min(MAX_SIDE, _FORMAT_MAX_SIDE.get(fmt, MAX_SIDE))
     if max(out_w, out_h) > side:
-        whose = f"{fmt.upper()} images" if side < MAX_SIDE else "an image"
+        whose = f"{'WebP' if fmt == 'webp' else 'JPEG'} images" if side < MAX_SIDE else "an image"
         raise ApiError(
             422,
             "invalid_options",
