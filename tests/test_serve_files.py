@@ -160,9 +160,14 @@ def test_sweep_needs_proof(tmp_path: Path) -> None:
     (target / OWNER_FILE).write_text(json.dumps({**me.__dict__, "started": "1"}))
     (target / "job-2.png").write_bytes(b"z")
     (tmp_path / f"{PREFIX}link").symlink_to(target, target_is_directory=True)
+    container = tmp_path / f"{PREFIX}container"  # same host name, another pid namespace: pids mean nothing
+    container.mkdir()
+    (container / OWNER_FILE).write_text(json.dumps({**me.__dict__, "pid": 2**22 + 7, "pidns": "pid:[1]"}))
+    (container / "job-3.png").write_bytes(b"w")
     assert sweep_dead(tmp_path) == [reused]
     assert not reused.exists()
     assert (unmarked / "job-1.png").exists() and (target / "job-2.png").exists()
+    assert (container / "job-3.png").exists()
 
 
 def test_bad_tmp_dir_is_one_line(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ if that left it empty. Nothing else in DIR is ever touched.
 
 A server killed with ``kill -9`` cannot clean up. Its folder carries an owner marker (host, boot id,
 pid and the process's start time); a later server starting on the same DIR sweeps a folder only when
-the marker proves its owner dead: same host, and another boot, or no such pid, or a pid since reused by
-a process that started at another time. A folder without a readable marker, of another user, or of
-another host is left alone.
+the marker proves its owner dead: same host and pid namespace, and another boot, or no such pid, or a
+pid since reused by a process that started at another time. A folder without a readable marker, of
+another user, of another host or of another container's pid namespace is left alone.
 """
 
 from __future__ import annotations
@@ -45,15 +45,16 @@ class Owner:
     boot: Optional[str]
     pid: int
     started: Optional[str]  # the process's start time in clock ticks since boot (Linux), if known
+    pidns: Optional[str] = None  # the pid namespace: containers sharing a host name and a volume differ here
 
     @classmethod
     def me(cls) -> "Owner":
         pid = os.getpid()
-        return cls(socket.gethostname(), _boot_id(), pid, _start_time(pid))
+        return cls(socket.gethostname(), _boot_id(), pid, _start_time(pid), _pid_namespace())
 
     def is_dead(self) -> bool:
-        """True only when it can be proved: a marker of another host never is."""
-        if self.host != socket.gethostname():
+        """True only when it can be proved: a marker of another host or pid namespace never is."""
+        if self.host != socket.gethostname() or self.pidns != _pid_namespace():
             return False
         boot = _boot_id()
         if self.boot and boot and self.boot != boot:
@@ -77,6 +78,13 @@ def _boot_id() -> Optional[str]:
         return None
 
 
+def _pid_namespace() -> Optional[str]:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return None
+
+
 def _start_time(pid: int) -> Optional[str]:
     """Field 22 of ``/proc/<pid>/stat`` (start time since boot); None where there is no /proc."""
     try:
@@ -91,7 +99,7 @@ def _read_owner(folder: Path) -> Optional[Owner]:
     try:
         with open(folder / OWNER_FILE, "rb") as f:
             raw = json.loads(f.read(4096))
-        return Owner(str(raw["host"]), raw.get("boot"), int(raw["pid"]), raw.get("started"))
+        return Owner(str(raw["host"]), raw.get("boot"), int(raw["pid"]), raw.get("started"), raw.get("pidns"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
