@@ -149,8 +149,15 @@ def _cases() -> list[Case]:
         Case("video of a still image", lambda d: (_photo().save(d / "p.png"), [str(d / "p.png"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
         Case("video: missing file", lambda d: [str(d / "nope.mp4"), "-o", str(d / "out" / "v.mp4")], verb="video"),
         Case("video: garbage .mp4", lambda d: ((d / "g.mp4").write_bytes(_rng().bytes(4000)), [str(d / "g.mp4"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
+        Case("zssr --seed 2^64", lambda d: _zssr_seed(d, 2**64), verb="zssr"),
+        Case("zssr --seed 2^63", lambda d: _zssr_seed(d, 2**63), verb="zssr"),
     ]
     return cases
+
+
+def _zssr_seed(d: Path, seed: int) -> list[str]:
+    _photo().save(d / "p.png")
+    return [str(d / "p.png"), "-o", str(d / "out" / "z.png"), "--seed", str(seed), "--max-time", "1"]
 
 
 def _folder_with(d: Path, dangling: bool = False, loop: bool = False, junk: bool = False) -> list[str]:
@@ -229,7 +236,7 @@ def run(keep: Path | None) -> int:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         args = case.make(d)
-        extra = [] if "-m" in args else ["-m", MODEL]
+        extra = [] if "-m" in args or case.verb == "zssr" else ["-m", MODEL]  # zssr trains its own network
         cmd = [sys.executable, "-m", "superres.cli", case.verb, *args, *extra]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         err_lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -87,7 +87,9 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def temp_files(tmp: Path) -> list[str]:
-    return sorted(p.name for p in tmp.iterdir() if p.name.startswith(("upload-", "job-", ".job-")))
+    """The server's files: in its private folder inside --tmp-dir (serve/workdir.py), or beside it."""
+    found = list(tmp.iterdir()) + list(tmp.glob("superres-serve-*/*"))
+    return sorted(p.name for p in found if p.name.startswith(("upload-", "job-", ".job-")))
 
 
 def assert_error(r: Any, status: int, error: str | None = None) -> dict[str, str]:

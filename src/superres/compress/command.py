@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from ..errors import SuperresError
+from ..seeds import SEED_HELP, check_seed
 
 __all__ = ["distill_command", "prune_command", "register"]
 
@@ -39,7 +40,7 @@ def distill_command(
     num_feat: int = typer.Option(64, "--num-feat", help="Student width (only with --init scratch)."),
     num_conv: int = typer.Option(16, "--num-conv", help="Student depth (only with --init scratch)."),
     variants: int = typer.Option(2, "--variants", help="Degraded copies of each HR image."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     teacher_budget: float = typer.Option(660.0, "--teacher-budget", help="Seconds of teacher time for the cache."),
     max_time: float = typer.Option(900.0, "--max-time", help="Training wall-clock budget in seconds."),
     iterations: int | None = typer.Option(None, "--iterations", help="Stop after this many iterations."),
@@ -55,6 +56,7 @@ def distill_command(
     """Cache teacher outputs on degraded images, train a compact SRVGG student on them, write a zoo card."""
     from .distill import distill, load_pairs, make_student, prepare_pairs, save_model, save_student
 
+    check_seed(seed)
     if iterations is None and max_time <= 0:
         raise SuperresError("give --max-time > 0 or --iterations")
     dirs = [d.strip() for d in data.split(",") if d.strip()]
@@ -115,7 +117,7 @@ def prune_command(
     batch: int = typer.Option(16, "--batch"),
     patch: int = typer.Option(48, "--patch"),
     lr: float = typer.Option(2e-4, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
 ) -> None:
     """Remove the lowest-L1 filters of every layer, optionally fine-tune, and save a smaller model."""
     from ..zoo.loader import load_network
@@ -123,6 +125,7 @@ def prune_command(
     from ..archs.cost import count_macs, count_params
     from .prune import check_ratio, prune
 
+    check_seed(seed)
     check_ratio(ratio)
     out = Path(out_file)
     if out.suffix.lower() != ".safetensors":

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..archs import SRNet, build
 from ..errors import DatasetError, SuperresError
+from ..seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def prepare_pairs(
                 break
             hr = _read_rgb(path)
             h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + v * 10_007 + i)
+            gen = torch.Generator().manual_seed(derive_seed(seed * 1_000_003 + v * 10_007 + i))
             lr = degrade(_to_tensor(hr[:h, :w])[None], gen)[0]
             lr8 = _to_uint8(lr)
             ts = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from ..errors import SuperresError
+from ..seeds import SEED_HELP, check_seed, derive_seed
 
 __all__ = ["degrade_command", "parse_params", "register"]
 
@@ -39,7 +40,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def _image_seed(seed: int, rel: str) -> int:
     """Each image's generator depends on the seed and its own relative path, not on which other files are
     in the folder, so one image's LR is reproducible on its own."""
-    return (int(seed) * 1_000_003 + zlib.crc32(rel.encode("utf-8"))) % (2**63)
+    return derive_seed(int(seed) * 1_000_003 + zlib.crc32(rel.encode("utf-8")))
 
 
 def degrade_command(
@@ -49,7 +50,7 @@ def degrade_command(
         "realesrgan", "-p", "--pipeline", help="bicubic, classical, realesrgan or bsrgan."
     ),
     scale: int = typer.Option(4, "-s", "--scale", help="Downscaling factor (HR is cropped to a multiple)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same images."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     param: list[str] = typer.Option(
         [],
         "--param",
@@ -59,6 +60,7 @@ def degrade_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Degrade HR images with a training pipeline and write the LR images (for inspection)."""
+    check_seed(seed)
     import torch
 
     from ..io.image import from_array, read_image, to_uint, write_image

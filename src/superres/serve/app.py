@@ -8,7 +8,7 @@ answers), ``/readyz`` (models loaded and capacity left), and the web page at ``/
 image or not multipart, 422 bad options or a broken image, 429 queue full, 503 not ready or timed out.
 
 This module assembles the app: the shared :class:`~superres.serve.context.ServerContext`, its lifespan
-(job store, scheduler, temporary folder), error rendering, headers, and the routers of
+(job store, scheduler, the private work folder of :mod:`superres.serve.workdir`), error rendering, headers, and the routers of
 :mod:`superres.serve.routers`, one module per group of endpoints.
 """
 
@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Optional
 
 from fastapi import FastAPI, Request
@@ -37,6 +34,7 @@ from .errors import ApiError
 from .routers import health, jobs, page, upscale, zssr
 from .service import JobStore, ModelPool, Scheduler
 from .settings import ServeSettings
+from .workdir import WorkDir
 
 __all__ = ["create_app"]
 
@@ -70,13 +68,9 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
 
         # Our own pixel limits decide (413); Pillow's warning for large headers would only add log noise.
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-        if settings.tmp_dir is not None:
-            tmp = Path(settings.tmp_dir)
-            tmp.mkdir(parents=True, exist_ok=True)
-            owned = False
-        else:
-            tmp, owned = Path(tempfile.mkdtemp(prefix="superres-serve-")), True
-        ctx.tmp = tmp
+        # A private folder inside --tmp-dir (or the system temp): the server writes and deletes only there.
+        work = await asyncio.to_thread(WorkDir.create, settings.tmp_dir)
+        tmp = ctx.tmp = work.path
         ctx.jobs = JobStore(tmp, settings.job_ttl, settings.max_jobs)
         ctx.sched = Scheduler(settings.concurrent_jobs, settings.queue_length)
         pool.start()
@@ -87,11 +81,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
             cleaner.cancel()
             ctx.jobs.cancel_all()
             await asyncio.to_thread(ctx.sched.shutdown)
-            if owned:
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                for f in list(tmp.glob("upload-*.part")) + list(tmp.glob("job-*")):
-                    f.unlink(missing_ok=True)
+            work.remove()
 
     app = FastAPI(
         title="superres",

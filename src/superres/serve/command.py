@@ -55,7 +55,8 @@ def serve_command(
     job_ttl: Optional[float] = typer.Option(
         None, "--job-ttl", help="Seconds a finished job's result is kept."
     ),
-    tmp_dir: Optional[Path] = typer.Option(None, "--tmp-dir", help="Folder for uploads and job results."),
+    tmp_dir: Optional[Path] = typer.Option(None, "--tmp-dir", help="Where the server makes its private work folder "
+                                          "(uploads, job results); nothing else in it is touched."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     study: Optional[Path] = typer.Option(
         None, "--study", help="Serve this study folder (superres study create) for blind rating at /study."
@@ -99,6 +100,11 @@ def serve_command(
     from .settings import load_settings
 
     settings = load_settings(overrides)
+    if settings.tmp_dir is not None:  # checked now: a bad folder is one line, not a failed startup
+        try:
+            settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SuperresError(f"--tmp-dir {settings.tmp_dir}: cannot use it as a folder ({e.strerror})") from None
     app = create_app(settings)  # resolves model names now: a typo fails before the port is opened
     if settings.study is not None:
         typer.echo(

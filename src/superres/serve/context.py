@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from fastapi.responses import JSONResponse
 
 from .errors import ApiError, ErrorBody
+from .filenames import out_name  # noqa: F401  (kept importable from here)
 from .schemas import JobInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,10 +98,3 @@ class ServerContext:
             uncertainty_url=f"/v1/jobs/{job.id}/result?variant=uncertainty"
             if job.status == "done" and job.heatmap else None,
         )
-
-
-def out_name(filename: str, suffix: str, model_scale: str) -> str:
-    """A safe download name: the upload's stem, the model or scale, the output suffix."""
-    stem = Path(filename).stem or "image"
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
-    return f"{safe}_{model_scale}{suffix}"

@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "UpscaleParams",
     "WorkControl",
+    "check_output",
     "parse_params",
     "probe",
     "process",
@@ -52,6 +53,8 @@ _ALPHA_OK = {"png", "webp", "tiff"}
 # request must not be able to ask for 64x the pixels of an already large upload.
 MAX_OUTSCALE = 16.0
 MAX_SIDE = limits.MAX_SIDE
+# Formats whose side limit is below MAX_SIDE: WebP stores 14-bit sizes, libjpeg refuses more than 65,500.
+_FORMAT_MAX_SIDE = {"webp": 16_383, "jpeg": 65_500, "jpg": 65_500}
 
 
 class UpscaleParams(BaseModel):
@@ -199,6 +202,28 @@ def decode(data: bytes, name: str, max_pixels: int, limit_hint: str = "") -> "Im
         raise ApiError(422, "corrupt_image", str(e)) from None
 
 
+def check_output(out_w: int, out_h: int, fmt: str, max_output_pixels: int) -> None:
+    """Refuse (422) an output that cannot be written, naming the limit that was hit: the side limit of
+    every image (65,535 px) or of the chosen format (WebP 16,383, JPEG 65,500), or the server's pixel
+    limit. Checked before any inference, so a refusal costs nothing."""
+    side = min(MAX_SIDE, _FORMAT_MAX_SIDE.get(fmt, MAX_SIDE))
+    if max(out_w, out_h) > side:
+        whose = f"{'WebP' if fmt == 'webp' else 'JPEG'} images" if side < MAX_SIDE else "an image"
+        raise ApiError(
+            422,
+            "invalid_options",
+            f"output {out_w}x{out_h} has a side over {side:,} pixels, the most {whose} can have; "
+            "ask for a smaller scale" + (" or another format" if side < MAX_SIDE else ""),
+        )
+    if out_w * out_h > max_output_pixels:
+        raise ApiError(
+            422,
+            "invalid_options",
+            f"output {out_w}x{out_h} = {out_w * out_h:,} pixels is over the server's limit of "
+            f"{max_output_pixels:,} pixels; ask for a smaller scale",
+        )
+
+
 def expected_tiles(up: "Upscaler", w: int, h: int, size: tuple[int, int], alpha: bool) -> int:
     """Network calls an upscale will make (for progress)."""
     return up.count_tiles(w, h, size, alpha)
@@ -238,13 +263,6 @@ def process(
         raise ApiError(
             422, "invalid_options", f"a {w}x{h} image at this scale would be {out_w}x{out_h}: nothing left"
         )
-    if out_w * out_h > max_output_pixels or max(out_w, out_h) > MAX_SIDE:
-        raise ApiError(
-            422,
-            "invalid_options",
-            f"output {out_w}x{out_h} is over the limit of "
-            f"{max_output_pixels:,} pixels; ask for a smaller scale",
-        )
     fmt = params.format
     if fmt == "auto":
         fmt = _BY_PIL_FORMAT.get(img.format or "", "png")
@@ -255,6 +273,7 @@ def process(
             raise ApiError(
                 422, "invalid_options", f"{fmt} cannot hold the image's transparency; use png or webp"
             )
+    check_output(out_w, out_h, fmt, max_output_pixels)
     encoder, content_type, suffix = CONTENT_TYPES[fmt]
     calls = 1
     if params.report or params.self_ensemble:

@@ -44,7 +44,7 @@ class ServeSettings(BaseModel):
     max_jobs: int = Field(256, ge=1)  # job records kept (finished ones until their TTL) -> 429
     request_timeout: float = Field(120.0, gt=0)  # synchronous upscale -> 503
     job_ttl: float = Field(600.0, gt=0)  # finished job results are deleted after this
-    tmp_dir: Optional[Path] = None  # uploads and job results; None = a private folder in the system temp
+    tmp_dir: Optional[Path] = None  # where the private work folder is made (serve/workdir.py); None = system temp
     log_level: str = "info"
     study: Optional[Path] = None  # a study folder (superres study create): the rating page at /study
     ab: list[str] = Field(default_factory=list)  # NAME=MODEL:SHARE candidate versions (serve/ab.py)

@@ -12,18 +12,21 @@ fields are kept in memory with their own caps.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ApiError
+from .filenames import parse_ext_value
 
 __all__ = ["FILE_FIELD", "Upload", "receive_upload"]
 
 FILE_FIELD = "file"
 _MAX_FIELD_BYTES = 1024
 _MAX_PARTS = 16
+_EXT_FILENAME = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;\s]+)", re.IGNORECASE)
 _DRAIN_EXTRA = 16 << 20  # read (and drop) this much of an oversize body so the client sees the 413
 
 
@@ -82,12 +85,17 @@ class _Collector:
     def on_headers_finished(self) -> None:
         from python_multipart.multipart import parse_options_header
 
-        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        raw = self.headers.get(b"content-disposition", b"")
+        _, params = parse_options_header(raw)
         name = params.get(b"name", b"").decode("utf-8", "replace")
         self.name, self.value = name, bytearray()
         if name == FILE_FIELD and self.upload.path is None:
             self.kind = "file"
-            filename = params.get(b"filename", b"upload").decode("utf-8", "replace")
+            # browsers send the name as raw UTF-8; some clients send RFC 5987 filename*=UTF-8''%..
+            # (python-multipart drops that parameter), which wins when present
+            ext = _EXT_FILENAME.search(raw.decode("latin-1"))
+            filename = (parse_ext_value(ext.group(1)) if ext
+                        else params.get(b"filename", b"upload").decode("utf-8", "replace"))
             self.upload.filename = Path(filename.replace("\\", "/")).name or "upload"
             self.upload.content_type = self.headers.get(b"content-type", b"").decode("latin-1")
             path = self.tmp_dir / f"upload-{secrets.token_hex(8)}.part"

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SuperresError
+from ..seeds import MAX_SEED
 
 __all__ = [
     "ConfigError",
@@ -113,7 +114,7 @@ class TrainSection(_Strict):
     ema_decay: float = Field(0.999, ge=0, lt=1)  # 0 = no EMA copy
     grad_clip: float = Field(0.0, ge=0)  # max global grad norm; 0 = off
     amp: Literal["none", "bf16", "fp16"] = "none"  # mixed precision, CUDA only (ignored on CPU)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # superres.seeds: one range everywhere
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     val_every: int = Field(1000, ge=0)  # 0 = only at the end

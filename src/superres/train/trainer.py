@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import SuperresError
+from ..seeds import derive_seed
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -553,7 +554,7 @@ class _Run:
             lr = batch["lr"].to(self.device, non_blocking=nb)
         else:
             gen = torch.Generator(device=self.device)
-            gen.manual_seed((self.cfg.train.seed * 1_000_003 + iteration) * 4099 + self.dist.rank)
+            gen.manual_seed(derive_seed((self.cfg.train.seed * 1_000_003 + iteration) * 4099 + self.dist.rank))
             lr = self.degradation(hr, gen)
         if self.y_mode:
             hr, lr = _to_y(hr), _to_y(lr)

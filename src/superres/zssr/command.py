@@ -8,6 +8,8 @@ from typing import Any, Self
 
 import typer
 
+from ..seeds import SEED_HELP, check_seed
+
 __all__ = ["register", "zssr_command"]
 
 
@@ -33,7 +35,7 @@ def zssr_command(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Checkpoint folder (default: OUTPUT.zssr next to the output); a rerun resumes."),
     no_ensemble: bool = typer.Option(False, "--no-ensemble", help="Skip the 8-way self-ensemble (8x faster end)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Zero-shot SR: train a small network on the image itself (no pretrained weights), then upscale it."""
@@ -46,6 +48,7 @@ def zssr_command(
     from .kernel import load_kernel, save_kernel
     from .trainer import ZSSRConfig
 
+    check_seed(seed)
     console = Console(stderr=True, highlight=False)
     if output.suffix.lower() not in WRITABLE_SUFFIXES:
         raise SuperresError(f"cannot write '{output}': unknown image format {output.suffix or '(no suffix)'}")

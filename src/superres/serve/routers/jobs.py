@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import ab
-from ..context import ServerContext, out_name
+from ..context import ServerContext
 from ..errors import ApiError
+from ..filenames import content_disposition, out_name
 from ..pipeline import Outcome, parse_params, probe, process
 from ..schemas import IMAGE_RESPONSE, JobInfo, errors, upload_body
 from ..service import Job
@@ -92,7 +93,7 @@ def build(ctx: ServerContext) -> APIRouter:
             job.result,
             media_type=job.content_type,
             headers={
-                "Content-Disposition": f'attachment; filename="{name}"',
+                "Content-Disposition": content_disposition(name, "attachment"),
                 "X-Image-Size": f"{job.width}x{job.height}",
             },
         )

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import ab
-from ..context import ServerContext, out_name
+from ..context import ServerContext
 from ..errors import ApiError
+from ..filenames import content_disposition, out_name
 from ..pipeline import Outcome, WorkControl, parse_params, process
 from ..schemas import IMAGE_RESPONSE, errors, upload_body
 from ..upload import receive_upload
@@ -81,7 +82,7 @@ def build(ctx: ServerContext) -> APIRouter:
             "X-Image-Size": f"{outcome.width}x{outcome.height}",
             "X-Elapsed-Ms": f"{elapsed * 1000:.1f}",
             **quality_headers(outcome.quality),
-            "Content-Disposition": f'inline; filename="{out_name(upload.filename, outcome.suffix, label)}"',
+            "Content-Disposition": content_disposition(out_name(upload.filename, outcome.suffix, label), "inline"),
         }
         return Response(outcome.data, media_type=outcome.content_type, headers=headers)
 

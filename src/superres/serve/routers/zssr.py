@@ -17,9 +17,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ...seeds import MAX_SEED
 from ..context import ServerContext
 from ..errors import ApiError
-from ..pipeline import CONTENT_TYPES, Outcome, WorkControl, decode, parse_params, probe
+from ..pipeline import CONTENT_TYPES, Outcome, WorkControl, check_output, decode, parse_params, probe
 from ..schemas import JobInfo, errors
 from ..service import Job
 from ..upload import receive_upload
@@ -38,7 +39,7 @@ class ZSSRParams(BaseModel):
     scale: Literal[2, 3, 4] = Field(2, description="Upscaling factor (x4 trains two x2 steps).")
     kernel: Literal["bicubic", "estimate"] = Field("bicubic", description="Assumed blur, or estimated.")
     max_time: float = Field(60.0, gt=0, le=MAX_ZSSR_SECONDS, description="Seconds of training.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed, 0 to 2^63-1 (superres.seeds).")
 
 
 def _parse(fields: dict[str, str]) -> ZSSRParams:
@@ -48,12 +49,14 @@ def _parse(fields: dict[str, str]) -> ZSSRParams:
     try:
         return ZSSRParams.model_validate(data)
     except ValidationError as e:
-        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in e.errors()]
+        seed_range = f"must be an integer from 0 to 2^63-1 ({MAX_SEED})"  # the same words for every bound
+        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'options'}: "
+                f"{seed_range if tuple(err['loc']) == ('seed',) else err['msg']}" for err in e.errors()]
         raise ApiError(422, "invalid_options", "; ".join(msgs)) from None
 
 
 def _work(data: bytes, name: str, zp: ZSSRParams, fmt: str, quality: int, control: WorkControl,
-          max_pixels: int) -> Outcome:
+          max_pixels: int, max_output_pixels: int) -> Outcome:
     """Decode -> ZSSR -> encode, honouring cancel between training steps."""
     from ...errors import SuperresError
     from ...io.image import encode_image
@@ -68,6 +71,8 @@ def _work(data: bytes, name: str, zp: ZSSRParams, fmt: str, quality: int, contro
     if img.alpha is not None and fmt not in ("png", "webp", "tiff"):
         raise ApiError(422, "invalid_options", f"{fmt} cannot hold the image's transparency; use png or webp")
     encoder, content_type, suffix = CONTENT_TYPES[fmt]
+    w, h = img.size
+    check_output(w * zp.scale, h * zp.scale, fmt, max_output_pixels)  # before minutes of training
     control.tiles_total = max(1, int(zp.max_time * 10))  # progress counts tenths of a second of training
     control.stage = "upscaling"
 
@@ -94,7 +99,7 @@ def _request_body() -> dict[str, Any]:
         "scale": {"type": "integer", "enum": [2, 3, 4], "default": 2},
         "kernel": {"type": "string", "enum": ["bicubic", "estimate"], "default": "bicubic"},
         "max_time": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ZSSR_SECONDS, "default": 60},
-        "seed": {"type": "integer", "minimum": 0, "default": 0},
+        "seed": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SEED, "default": 0},
         "format": {"type": "string", "enum": ["auto", *CONTENT_TYPES], "default": "png"},
         "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 95},
     }
@@ -123,7 +128,7 @@ def build(ctx: ServerContext) -> APIRouter:
 
             def work(data: bytes) -> Outcome:
                 return _work(data, job.filename, zp, params.format, params.quality, job.control,
-                             settings.max_pixels)
+                             settings.max_pixels, settings.max_output_pixels)
 
             return ctx.start_job(job, upload, work)
         except BaseException:
