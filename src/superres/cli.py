@@ -27,8 +27,10 @@ DEFAULT_MODEL = "realesrgan-x4plus"
 
 def _err(msg: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {msg}", markup=True)
+    # the message is plain text: brackets in it ("superres[video]", paths) must reach the user as typed
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(msg)}", markup=True)
 
 
 def friendly(fn: F) -> F:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 
 __all__ = ["RayBatchReport", "UpscaleActor", "plan_outputs", "run_ray_batch"]
 
@@ -187,7 +187,7 @@ def run_ray_batch(
         import ray.data
     except ImportError as e:
         raise SuperresError(
-            f"--engine ray needs the 'cluster' extra: pip install 'superres[cluster]' ({e})"
+            f"--engine ray needs the 'cluster' extra ({e}): {install_hint('cluster')}"
         ) from None
 
     started_here = False

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 
 __all__ = ["batch_command", "register", "serve_command"]
 
@@ -93,7 +93,7 @@ def serve_command(
         import uvicorn
     except ImportError as e:
         raise SuperresError(
-            f"superres serve needs the 'serve' extra: pip install 'superres[serve]' ({e})"
+            f"superres serve needs the 'serve' extra ({e}): {install_hint('serve')}"
         ) from None
     from .app import create_app
     from .settings import load_settings
