@@ -278,7 +278,6 @@ def run_batch(
     from ..io.atomic import remove_stale_temps
     from ..io.image import read_image, write_image
     from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size, check_size_options, output_size
-
     from .provenance import settings_of
 
     check_size_options(outscale, width, height)
