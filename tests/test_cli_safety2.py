@@ -296,3 +296,27 @@ def test_palette_and_cmyk_conversions_are_said(tmp_path: Path, bird: Image.Image
                and "written as PNG: GIF is not an output format" in w for w in warnings)
     assert any("print.jpg: CMYK image: converted to RGB" in w for w in warnings)
     assert Image.open(out / "pal.png").mode == "RGB" and Image.open(out / "print.jpg").mode == "RGB"
+
+
+def test_settings_record_is_bounded_and_never_followed(tmp_path: Path, tree: Path) -> None:
+    """The record in the output folder: compacted when reruns pile lines up; a link in its place (to an
+    input) is neither read nor written through; an oversized one is not read at all."""
+    from superres.inference import provenance
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = provenance.OutputRecords(out)
+    for i in range(3000):  # 3000 reruns of one output with --overwrite
+        rec.add(out / "a.png", {"model": "m", "scale": 4, "run": i})
+    assert provenance.OutputRecords(out).recorded(out / "a.png") == {"model": "m", "scale": 4, "run": 2999}
+    assert len((out / RECORD_NAME).read_text().splitlines()) == 1  # compacted on the next read
+    before = (tree / "a.png").read_bytes()
+    (out / RECORD_NAME).unlink()
+    (out / RECORD_NAME).symlink_to(tree / "a.png")
+    rec = provenance.OutputRecords(out)
+    rec.add(out / "a.png", {"model": "m"})
+    assert (tree / "a.png").read_bytes() == before
+    (out / RECORD_NAME).unlink()
+    with open(out / RECORD_NAME, "wb") as f:
+        f.truncate(provenance.MAX_RECORD_BYTES + 1)
+    assert provenance.OutputRecords(out).recorded(out / "a.png") is None

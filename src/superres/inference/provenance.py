@@ -125,8 +125,10 @@ class OutputRecords:
         try:
             if not self.path.is_file() or self.path.is_symlink() or self.path.stat().st_size > MAX_RECORD_BYTES:
                 return
+            lines = 0
             with open(self.path, "rb") as f:
                 while line := f.readline(_MAX_LINE):
+                    lines += 1
                     try:
                         entry = json.loads(line)
                         self._by_output[str(entry["output"])] = dict(entry["settings"])
@@ -134,6 +136,22 @@ class OutputRecords:
                         continue  # a torn last line (kill -9), or a line too long: that output is unknown
         except OSError:
             return
+        if lines > 2 * len(self._by_output) + 1000:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the record with one line per output (reruns with --overwrite append a line each time), so
+        it never grows past what :data:`MAX_RECORD_BYTES` reads. A line another batch appends meanwhile may
+        be lost: its output then has unknown settings, which is never taken as current."""
+        from ..io.atomic import atomic_write
+
+        text = "".join(json.dumps({"output": k, "settings": v}, default=str) + "\n"
+                       for k, v in sorted(self._by_output.items()))
+        try:
+            with atomic_write(self.path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        except OSError:
+            pass
 
     def _key(self, dst: Path) -> str:
         try:
