@@ -53,7 +53,7 @@ def expand_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) 
     """Files, folders (recursive) and globs -> (file, path relative to its root) pairs, in sorted order.
 
     A name that exists nowhere is kept so that it is reported as a failure, not silently dropped."""
-    return scan_inputs(inputs, exclude=exclude)[0]
+    return scan_inputs(inputs, exclude=exclude).pairs
 
 
 @dataclass
@@ -64,12 +64,6 @@ class Scan:
     pairs: list[tuple[Path, Path]]
     problems: list[tuple[Path, str]]
     excluded: int = 0
-
-    def __iter__(self):  # type: ignore[no-untyped-def] - ``pairs, problems = scan_inputs(...)`` still works
-        return iter((self.pairs, self.problems))
-
-    def __getitem__(self, i: int) -> object:
-        return (self.pairs, self.problems)[i]
 
 
 def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) -> Scan:
@@ -221,6 +215,8 @@ class _InputGuard:
     def refusal(self, dst: Path) -> str | None:
         real = _resolved(dst)
         if real in self.files:
+            if real == dst.expanduser().absolute():
+                return f"output '{dst}' would replace the input '{real}'; choose another -o"
             return (f"output '{dst}' leads through a link to the input '{real}'; remove the link or "
                     "choose another -o")
         if real.is_relative_to(self.out_root):
