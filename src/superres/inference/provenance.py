@@ -21,7 +21,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["RECORD_NAME", "OutputRecords", "describe", "fingerprint", "guard_settings", "settings_of",
            "weights_digest"]
