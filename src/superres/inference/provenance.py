@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["RECORD_NAME", "OutputRecords", "describe", "fingerprint", "guard_settings", "settings_of",
