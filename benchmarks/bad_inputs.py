@@ -4,7 +4,9 @@ and what was left in the output folder (partial or temporary files).
 
 A case passes when it ends either with a correct output (exit 0, the expected files present and
 decodable) or with a one-line error (non-zero exit, one `error:` line per failure, no traceback), and
-in both cases leaves no temporary or partial file.
+in both cases leaves no temporary or partial file and every file that existed outside the output
+folder before the run (the inputs) byte-identical after it. Some cases also name text the answer must
+contain (the reason, not just any error) and files that must not exist afterwards.
 
     python benchmarks/bad_inputs.py            # the table; exit status 1 if any case fails
     python benchmarks/bad_inputs.py --keep DIR # keep the corpus and outputs for a look
@@ -39,6 +41,11 @@ class Case:
     expect_ok: bool = False
     verb: str = "upscale"
     outputs: list[str] = field(default_factory=list)  # files that must exist (relative to out/) when ok
+    says: str = ""  # text the answer (stdout + stderr) must contain
+    absent: list[str] = field(default_factory=list)  # paths (relative to the case folder) that must not exist
+    keeps: str = ""  # a file name pattern (glob, in out/) that must still exist afterwards
+    model: bool = True  # add "-m MODEL" (off: the case names its model its own way)
+    prelude: str = ""  # Python run before the command in its process (e.g. hide an installed extra)
 
 
 def _rng() -> np.random.Generator:
@@ -149,8 +156,41 @@ def _cases() -> list[Case]:
         Case("video of a still image", lambda d: (_photo().save(d / "p.png"), [str(d / "p.png"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
         Case("video: missing file", lambda d: [str(d / "nope.mp4"), "-o", str(d / "out" / "v.mp4")], verb="video"),
         Case("video: garbage .mp4", lambda d: ((d / "g.mp4").write_bytes(_rng().bytes(4000)), [str(d / "g.mp4"), "-o", str(d / "out" / "v.mp4")])[1], verb="video"),
-        Case("zssr --seed 2^64", lambda d: _zssr_seed(d, 2**64), verb="zssr"),
-        Case("zssr --seed 2^63", lambda d: _zssr_seed(d, 2**63), verb="zssr"),
+        Case("zssr --seed 2^64", lambda d: _zssr_seed(d, 2**64), verb="zssr", model=False),
+        Case("zssr --seed 2^63", lambda d: _zssr_seed(d, 2**63), verb="zssr", model=False),
+        # issue 24, round two
+        Case("link in output tree onto inputs", lambda d: _link_into_inputs(d), says="leads through a link"),
+        Case("link in output tree, --overwrite", lambda d: _link_into_inputs(d, "--overwrite"),
+             says="leads through a link"),
+        Case("live batch's temporary file in out/", lambda d: _live_temp(d), expect_ok=True, outputs=["p.png"],
+             keeps=f".q.png{TEMP_MARKER}*-live.tmp"),
+        Case("README: weights.pth in/ -o out/", lambda d: _weights_first(d), expect_ok=True,
+             outputs=["a.png", "sub/b.png"], model=False),
+        Case("weights file among inputs", lambda d: _weights_first(d, last=True), model=False,
+             says="is a weights file, not an image"),
+        Case("two inputs -o out.png", lambda d: _same_name(d)[:-1] + [str(d / "out.png")], says="give a folder",
+             absent=["out.png"]),
+        Case("folder -o out.png", lambda d: _folder_with(d)[:-1] + [str(d / "out.png")], says="give a folder",
+             absent=["out.png"]),
+        Case("-o existing.txt", lambda d: (_photo().save(d / "p.png"), (d / "n.txt").write_text("keep"),
+                                           [str(d / "p.png"), "-o", str(d / "n.txt")])[2],
+             says=".txt is not an image format"),
+        Case("rerun with another scale", lambda d: _made_with(d, "-s", "2"), expect_ok=True, outputs=["p.png"],
+             says="made with other settings"),
+        Case("output made by something else", lambda d: _made_with(d), expect_ok=True, outputs=["p.png"],
+             says="unknown settings"),
+        Case("JPEG wider than 65,500 at x4", _save("w.jpg", lambda: _photo(16_376, 2)), says="too large for JPEG"),
+        Case("WebP wider than 16,383 at x4", _save("w.webp", lambda: _photo(4_096, 2)), says="too large for WebP"),
+        Case("photos/2024 -o photos", lambda d: _inside_output(d), says="lie inside the output folder"),
+        Case("palette GIF", _save("pal.gif", lambda: _photo().convert("P")), expect_ok=True, outputs=["pal.png"],
+             says="written as PNG: GIF is not an output format"),
+        Case("CMYK JPEG (said)", _save("c.jpg", lambda: _photo(mode="CMYK")), expect_ok=True, outputs=["c.jpg"],
+             says="CMYK image: converted to RGB"),
+        Case("same stem: a hint that works", lambda d: _same_stem(d), says="rename one of them"),
+        Case("video without PyAV", lambda d: [str(_clip(d)), "-o", str(d / "out" / "v.mp4")], verb="video",
+             prelude="import sys; sys.modules['av'] = None", says="pip install 'superres[video]'"),
+        Case("serve without fastapi", lambda d: ["--port", "1"], verb="serve", model=False,
+             prelude="import sys; sys.modules['fastapi'] = None", says="bash scripts/setup.sh serve"),
     ]
     return cases
 
@@ -158,6 +198,71 @@ def _cases() -> list[Case]:
 def _zssr_seed(d: Path, seed: int) -> list[str]:
     _photo().save(d / "p.png")
     return [str(d / "p.png"), "-o", str(d / "out" / "z.png"), "--seed", str(seed), "--max-time", "1"]
+
+
+_LIVE: list[subprocess.Popen[bytes]] = []  # processes a case keeps alive while the command runs
+
+
+def _link_into_inputs(d: Path, *opts: str) -> list[str]:
+    (d / "in" / "sub").mkdir(parents=True)
+    _photo().save(d / "in" / "a.png")
+    _photo().rotate(90).save(d / "in" / "sub" / "a.png")
+    (d / "out").mkdir()
+    (d / "out" / "sub").symlink_to(d / "in")  # out/sub/a.png is in/a.png
+    return [str(d / "in"), "-o", str(d / "out"), *opts]
+
+
+def _live_temp(d: Path) -> list[str]:
+    """Another batch, still running, is writing into the same folder: its temporary file must survive."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from superres.io.atomic import owner_tag
+
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    _LIVE.append(live)
+    (d / "out").mkdir()
+    (d / "out" / f".q.png{TEMP_MARKER}{owner_tag(live.pid)}-live.tmp").write_bytes(b"half")
+    _photo().save(d / "p.png")
+    return [str(d / "p.png"), "-o", str(d / "out")]
+
+
+def _weights_first(d: Path, last: bool = False) -> list[str]:
+    """A real weights file (the bundled espcn-s-x4, saved as a plain .pth state dict)."""
+    import torch
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import superres
+
+    bundled = Path(superres.__file__).parent / "zoo" / "weights" / f"{MODEL}.safetensors"
+    torch.save(load_file(str(bundled)), d / "my_weights.pth")
+    (d / "in" / "sub").mkdir(parents=True)
+    _photo().save(d / "in" / "a.png")
+    _photo().save(d / "in" / "sub" / "b.png")
+    if last:
+        return [str(d / "in"), str(d / "my_weights.pth"), "-o", str(d / "out")]
+    return [str(d / "my_weights.pth"), str(d / "in"), "-o", str(d / "out")]
+
+
+def _made_with(d: Path, *opts: str) -> list[str]:
+    _photo().save(d / "p.png")
+    (d / "out").mkdir()
+    if opts:  # a first run with other settings
+        subprocess.run([sys.executable, "-m", "superres.cli", "upscale", str(d / "p.png"), "-o", str(d / "out"),
+                        "-m", MODEL, *opts], check=True, capture_output=True)
+    else:  # a file that superres did not record
+        _photo(192, 128).save(d / "out" / "p.png")
+    return [str(d / "p.png"), "-o", str(d / "out")]
+
+
+def _inside_output(d: Path) -> list[str]:
+    (d / "photos" / "2024").mkdir(parents=True)
+    _photo().save(d / "photos" / "2024" / "p.png")
+    return [str(d / "photos" / "2024"), "-o", str(d / "photos")]
+
+
+def _clip(d: Path) -> Path:
+    (d / "clip.mp4").write_bytes(_rng().bytes(4000))
+    return d / "clip.mp4"
 
 
 def _folder_with(d: Path, dangling: bool = False, loop: bool = False, junk: bool = False) -> list[str]:
@@ -216,7 +321,21 @@ def _garbage_weights(d: Path, name: str) -> list[str]:
 
 
 def _leftovers(d: Path) -> list[str]:
-    return [str(p.relative_to(d)) for p in d.rglob("*") if TEMP_MARKER in p.name or p.name.endswith(".tmp")]
+    return [str(p.relative_to(d)) for p in d.rglob("*") if (TEMP_MARKER in p.name and "-live." not in p.name)
+            or p.name.endswith(".tmp") and "-live." not in p.name]
+
+
+def _inputs(d: Path, args: list[str]) -> dict[str, str]:
+    """sha256 of every file outside the output folder (not through links): what must not change."""
+    import hashlib
+
+    out = Path(args[args.index("-o") + 1]).resolve() if "-o" in args else d / "out"
+    found = {}
+    for p in d.rglob("*"):
+        if p.is_file() and not p.is_symlink() and not p.resolve().is_relative_to(out) \
+                and not p.resolve().is_relative_to((d / "out").resolve()):
+            found[str(p.relative_to(d))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
 
 
 def _decodes(p: Path) -> bool:
@@ -236,9 +355,20 @@ def run(keep: Path | None) -> int:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         args = case.make(d)
-        extra = [] if "-m" in args or case.verb == "zssr" else ["-m", MODEL]  # zssr trains its own network
-        cmd = [sys.executable, "-m", "superres.cli", case.verb, *args, *extra]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        before = _inputs(d, args)
+        extra = [] if "-m" in args or not case.model else ["-m", MODEL]
+        start = ["-m", "superres.cli"] if not case.prelude else [
+            "-c", f"{case.prelude}; import sys; from superres.cli import main; sys.argv[0] = 'superres'; main()"]
+        cmd = [sys.executable, *start, case.verb, *args, *extra]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        finally:
+            for live in _LIVE:
+                live.stdin.close()  # type: ignore[union-attr]
+                live.wait()
+            _LIVE.clear()
+        after = _inputs(d, args)
+        changed = sorted(k for k in before if after.get(k) != before[k])
         err_lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         tb = "Traceback" in r.stderr or "Traceback" in r.stdout
         left = _leftovers(d)
@@ -254,7 +384,14 @@ def run(keep: Path | None) -> int:
             if r.returncode == 1:  # a batch: the per-file reason follows the count
                 reasons = [ln.strip() for ln in err_lines if ln.startswith("  ")]
                 message = reasons[0] if reasons else message
-        ok = ok and not tb and not left
+        if case.says and case.says not in r.stdout + r.stderr:
+            ok = False
+            message = f"(expected: {case.says}) {message}"
+        present = [a for a in case.absent if (d / a).exists()]
+        if case.keeps and not list((d / "out").glob(case.keeps)):
+            present.append(f"out/{case.keeps} was removed; it")
+        ok = ok and not tb and not left and not changed and not present
+        left = left + [f"{c} (input changed)" for c in changed] + [f"{a} (must not exist)" for a in present]
         bad += not ok
         rows.append((case.name, r.returncode, message, len(err_lines), tb, left, ok))
     print(f"| # | input | exit | message | stderr lines | traceback | leftovers | ok |")
@@ -263,8 +400,10 @@ def run(keep: Path | None) -> int:
         msg = msg.replace("|", "\\|").replace(str(root), "…")[:150]
         print(f"| {i} | {name} | {code} | {msg} | {n} | {'YES' if tb else 'no'} | {', '.join(left) or '-'} | "
               f"{'ok' if ok else '**FAIL**'} |")
+    changed = sum(1 for r in rows if any("(input changed)" in x for x in r[5]))
     print(f"\n{len(rows) - bad}/{len(rows)} cases answered by a correct output or a one-line error, "
-          f"{sum(1 for r in rows if r[5])} with leftovers, {sum(1 for r in rows if r[4])} with tracebacks")
+          f"{sum(1 for r in rows if r[5])} with leftovers, {sum(1 for r in rows if r[4])} with tracebacks, "
+          f"{changed} with inputs changed")
     if keep is None:
         shutil.rmtree(root, ignore_errors=True)
     return 1 if bad else 0

@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from superres.cli import app
+from superres.inference.provenance import RECORD_NAME
 
 runner = CliRunner()
 
@@ -33,7 +34,8 @@ def images(tmp_path: Path, data_dir: Path) -> Path:
 
 
 def _no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    return not [p for p in folder.rglob("*")
+                if (p.name.startswith(".") and p.name != RECORD_NAME) or p.suffix == ".tmp"]
 
 
 def test_upscale_folder_keeps_tree_and_skips_existing(images: Path, tmp_path: Path, model_file: str) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from superres.cli import app
+from superres.inference.provenance import RECORD_NAME
 from superres.io.atomic import TEMP_MARKER
 
 MODEL = "espcn-s-x4"  # bundled, 7.8K parameters: fast enough for many runs
@@ -92,7 +93,7 @@ def test_output_folder_inside_input_is_not_read_back(photo: Path, tmp_path: Path
         r = upscale(str(src), "-o", str(out), "--overwrite")
         assert r.exit_code == 0, r.output
         assert "1 written" in r.output
-    assert sorted(p.name for p in out.rglob("*")) == ["bird.png"]
+    assert sorted(p.name for p in out.rglob("*")) == [RECORD_NAME, "bird.png"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -119,7 +120,7 @@ def test_oversized_output_is_listed_and_the_batch_goes_on(photo: Path, tmp_path:
     r = upscale(str(src), "-o", str(out))
     assert r.exit_code == 1
     assert "b_huge.png" in r.output and "--max-output-pixels" in r.output and "Traceback" not in r.output
-    assert sorted(p.name for p in out.iterdir()) == ["a_small.png", "c_small.png"]
+    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, "a_small.png", "c_small.png"]
     r = upscale(str(photo), "-o", str(tmp_path / "x.png"), "--max-output-pixels", "1000")
     assert r.exit_code == 2 and "exceeds --max-output-pixels" in r.output
 
@@ -185,7 +186,7 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple
     base = tmp_path_factory.mktemp("clean")
     _make_batch(base / "in", data_dir)
     subprocess.run(_cli(base / "in", base / "out"), check=True, capture_output=True)
-    return base / "in", {p.name: p.read_bytes() for p in sorted((base / "out").iterdir())}
+    return base / "in", {p.name: p.read_bytes() for p in sorted((base / "out").glob("*.png"))}
 
 
 @pytest.mark.slow
@@ -207,7 +208,8 @@ def test_signal_mid_batch_loses_nothing(clean_run: tuple[Path, dict[str, bytes]]
     r = subprocess.run(_cli(src, out), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert temp_files(out) == []  # the rerun removed whatever kill -9 left
-    assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == reference
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))} == reference
+    assert sorted(p.name for p in out.iterdir()) == sorted([RECORD_NAME, *reference])
 
 
 def test_silent_losses_are_warned(tmp_path: Path, photo: Path) -> None:

@@ -183,7 +183,7 @@ def test_missing_runtime_names_what_to_install(
     monkeypatch.setitem(sys.modules, module, None)  # import now fails as if not installed
     cls = OnnxRuntimeSession if module == "onnxruntime" else OpenVINOSession
     with pytest.raises(
-        MissingRuntimeError, match=rf"needs the '{module}' package.*pip install superres\[{extra}\]"
+        MissingRuntimeError, match=rf"needs the '{module}' package.*pip install 'superres\[{extra}\]'.*scripts/setup.sh {extra}"
     ):
         cls(path)
 

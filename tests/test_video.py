@@ -236,7 +236,7 @@ def test_probe_video(tmp_path: Path) -> None:
 
 def test_missing_pyav_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` fail
-    with pytest.raises(SuperresError, match=r'pip install "superres\[video\]"'):
+    with pytest.raises(SuperresError, match=r"pip install 'superres\[video\]'.*scripts/setup.sh video"):
         probe_video(tmp_path / "x.mp4")
 
 

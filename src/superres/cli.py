@@ -27,8 +27,10 @@ DEFAULT_MODEL = "realesrgan-x4plus"
 
 def _err(msg: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {msg}", markup=True)
+    # the message is plain text: brackets in it ("superres[video]", paths) must reach the user as typed
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(msg)}", markup=True)
 
 
 def friendly(fn: F) -> F:
@@ -109,8 +111,9 @@ def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
 def upscale(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
-    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name, a weights file, or "
-                              "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD)."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help=f"Zoo model name, a weights file, or "
+                                        "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD); "
+                                        f"default {DEFAULT_MODEL}, or a weights file given as the first input."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height (width follows the aspect)."),
@@ -160,7 +163,8 @@ def upscale(
 
     check_size_options(outscale, width, height, tile)
     _check_ext(ext)
-    single_file_out = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix != ""
+    inputs, model = _weights_among_inputs(inputs, model)
+    single_file_out = _is_single_file_out(inputs, output)
     if single_file_out:
         _check_single_output(Path(inputs[0]), output, overwrite)
     from .zoo.choose import choose
@@ -177,6 +181,12 @@ def upscale(
         self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
         report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
         str(niqe_params) if niqe_params else None)
+    import dataclasses
+
+    from .inference.provenance import guard_settings, settings_of
+
+    settings = settings_of(up, outscale=outscale, width=width, height=height, quality=quality, alpha=alpha,
+                           extra={"denoise": denoise, **guard_settings(**dataclasses.asdict(choices))})
     up, guard = guarded.build(up, choices, lambda name: load_model(
         name, device=device, precision=precision, allow_download=download, options=up.options, backend=backend))
     if single_file_out:
@@ -201,12 +211,16 @@ def upscale(
 
         report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
                            width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress,
-                           max_output_pixels=max_output_pixels, process=process)
+                           max_output_pixels=max_output_pixels, process=process, settings=settings)
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
     if guard is not None:
         _print_flags(guarded.finish_report(guard, choices, report.failed, guarded.report_meta(up, guard)), choices)
-    for src, note in report.warnings:
-        typer.echo(f"warning: {src}: {note}", err=True)
+    for src, notes in _by_file(report.warnings).items():
+        typer.echo(f"warning: {src}: {'; '.join(notes)}", err=True)
+    for job, why in report.kept[:_KEPT_SHOWN]:
+        typer.echo(f"kept: {job.dst}: {why}", err=True)
+    if len(report.kept) > _KEPT_SHOWN:
+        typer.echo(f"kept: ... and {len(report.kept) - _KEPT_SHOWN} more", err=True)
     typer.echo(_summary(report, output))
     if report.failed:
         _err(f"{len(report.failed)} file(s) failed:")
@@ -218,6 +232,59 @@ def upscale(
         raise typer.Exit(_interrupt_status())
     if report.failed:
         raise typer.Exit(1)
+
+
+_KEPT_SHOWN = 20  # per-file "kept" lines before a count: a rerun over 10,000 old outputs stays readable
+
+
+def _by_file(warnings: list[tuple[Path, str]]) -> dict[Path, list[str]]:
+    """One warning line per input, whatever number of things were said about it."""
+    grouped: dict[Path, list[str]] = {}
+    for src, note in warnings:
+        grouped.setdefault(src, []).append(note)
+    return grouped
+
+
+def _weights_among_inputs(inputs: list[str], model: Optional[str]) -> tuple[list[str], str]:
+    """``superres upscale my_weights.pth in/ -o out/``: a weights file given first is the model (as -m).
+    Anywhere else, or with -m too, it is refused in one line instead of being read as an image."""
+    from .errors import SuperresError
+    from .zoo.formats import WEIGHT_SUFFIXES
+
+    suffixes = (*WEIGHT_SUFFIXES, ".onnx")
+
+    def is_weights(item: str) -> bool:
+        return Path(item).suffix.lower() in suffixes and Path(item).is_file()
+
+    if model is None and len(inputs) > 1 and is_weights(inputs[0]):
+        typer.echo(f"model: {inputs[0]} (a weights file given as the first input, as with -m)", err=True)
+        model, inputs = inputs[0], inputs[1:]
+    stray = [i for i in inputs if is_weights(i)]
+    if stray:
+        why = "-m already names the model" if model is not None else "give it as the first input or with -m"
+        if not model and len(inputs) == 1:
+            why = "give the images after it: superres upscale WEIGHTS IMAGES... -o OUT"
+        raise SuperresError(f"'{stray[0]}' is a weights file, not an image; {why}")
+    return inputs, model or DEFAULT_MODEL
+
+
+def _is_single_file_out(inputs: list[str], output: Path) -> bool:
+    """``-o out.png`` names a file for one input file; with a folder, a glob or several inputs it is refused
+    (before anything is created) rather than made into a folder named ``out.png``."""
+    from .errors import SuperresError
+    from .inference.batch import IMAGE_SUFFIXES
+    from .io.image import WRITABLE_SUFFIXES
+
+    if output.is_dir():
+        return False
+    one_file = len(inputs) == 1 and not Path(inputs[0]).is_dir() and not any(ch in inputs[0] for ch in "*?[")
+    if one_file:
+        return output.suffix != ""
+    if output.suffix.lower() in (*IMAGE_SUFFIXES, *WRITABLE_SUFFIXES):
+        what = (f"{len(inputs)} inputs" if len(inputs) > 1
+                else f"'{inputs[0]}' is a {'folder' if Path(inputs[0]).is_dir() else 'glob'}")
+        raise SuperresError(f"-o '{output}' names one image file, but {what}: give a folder (-o out/)")
+    return False
 
 
 def _check_ext(ext: str) -> None:
@@ -234,6 +301,8 @@ def _summary(report: Any, output: Path) -> str:
     parts = [f"{len(report.done)} written"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped (exist; --overwrite to redo)")
+    if report.kept:
+        parts.append(f"{len(report.kept)} kept that other or unknown settings made (--overwrite to redo them)")
     parts.append(f"{len(report.failed)} failed")
     line = ", ".join(parts) + f" -> {output}"
     if report.cleaned:
@@ -259,7 +328,11 @@ def _check_single_output(src: Path, dst: Path, overwrite: bool) -> None:
     """A single-file ``-o`` follows the folder rule: never replace the input, never overwrite silently."""
     from .errors import SuperresError
     from .inference.batch import same_file
+    from .io.image import WRITABLE_SUFFIXES
 
+    if dst.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise SuperresError(f"-o '{dst}': {dst.suffix} is not an image format this can write "
+                            f"({', '.join(WRITABLE_SUFFIXES)}); for a folder, give a name without a suffix")
     if same_file(src, dst):
         raise SuperresError(f"output '{dst}' is the input file itself; choose another -o")
     if dst.exists() or dst.is_symlink():
@@ -281,7 +354,7 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
         typer.echo(f"warning: {src}: {note}", err=True)
     h, w = img.color.shape[:2]
     size = output_size(w, h, up.scale, outscale, width, height)
-    check_output_size(w, h, *size, max_output_pixels or None)
+    check_output_size(w, h, *size, max_output_pixels or None, dst.suffix)
     result = _with_tile_bar(up, img, size, outscale, width, height)
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
@@ -298,7 +371,10 @@ def _guarded_one(up: Any, guard: Any, choices: Any, src: Path, dst: Path, outsca
 
     img = read_image(src, max_pixels=max_pixels)
     h, w = img.color.shape[:2]
-    check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None)
+    for note in img.notes:
+        typer.echo(f"warning: {src}: {note}", err=True)
+    check_output_size(w, h, *output_size(w, h, up.scale, outscale, width, height), max_output_pixels or None,
+                      dst.suffix)
     result, rep, unc = guard.upscale_image(img, source=str(src), outscale=outscale, width=width, height=height)
     write_image(result, dst, quality=quality, overwrite=overwrite)
     rep.output = str(dst)

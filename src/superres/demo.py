@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SuperresError
+from .errors import SuperresError, install_hint
 
 
 def demo_photo() -> np.ndarray:
@@ -18,7 +18,7 @@ def demo_photo() -> np.ndarray:
     try:
         from matplotlib import cbook
     except ImportError:
-        raise SuperresError('the demo photo ships with matplotlib: pip install "superres[plot]"') from None
+        raise SuperresError(f"the demo photo ships with matplotlib: {install_hint('plot')}") from None
     from .io.image import read_image
 
     img = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))

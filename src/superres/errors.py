@@ -36,3 +36,11 @@ def did_you_mean(word: str, choices: "Iterable[str]") -> str:
     lowered = {c.lower(): c for c in pool}
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
+
+
+def install_hint(extra: str) -> str:
+    """How to get an optional part: the released package and, in a source checkout, the project's setup
+    script or an editable install. The brackets are literal text (the CLI prints messages without rich
+    markup), so ``[video]`` reaches the user intact."""
+    return (f"pip install 'superres[{extra}]' (in a checkout: bash scripts/setup.sh {extra}, "
+            f"or pip install -e '.[{extra}]')")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 
 __all__ = ["RayBatchReport", "UpscaleActor", "plan_outputs", "run_ray_batch"]
 
@@ -35,6 +35,8 @@ class RayBatchReport:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: outputs that exist but other (or unknown) settings made: kept, with the reason (overwrite redoes them)
+    kept: list[tuple[Path, str]] = field(default_factory=list)
     #: with a quality gate: one report dict per image (superres.inference.report.ImageReport.to_dict)
     quality: list[dict[str, Any]] = field(default_factory=list)
 
@@ -44,15 +46,39 @@ class RayBatchReport:
 
 
 def plan_outputs(
-    src: Path, dst: Path, ext: str, suffix: str, overwrite: bool
+    src: Path, dst: Path, ext: str, suffix: str, overwrite: bool, settings: Optional[dict[str, Any]] = None
 ) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[Path, str]]]:
     """(work to do as (file, relative path), outputs already finished, inputs refused) by the local
     engine's rule (:func:`superres.inference.batch.plan_batch`): shared outputs are refused before any
-    work, an output that would replace its input is listed as failed, the output folder is never read."""
+    work, an output that would replace an input (also through a link) is listed as failed, the output
+    folder is never read. With ``settings``, outputs other settings made are kept: see :func:`plan_with_records`."""
+    todo, skipped, refused, _, _ = plan_with_records(src, dst, ext, suffix, overwrite, settings)
+    return todo, skipped, refused
+
+
+def plan_with_records(src: Path, dst: Path, ext: str, suffix: str, overwrite: bool,
+                      settings: Optional[dict[str, Any]]) -> tuple[Any, ...]:
+    """:func:`plan_outputs` plus (outputs kept with the reason, the folder's output records or None)."""
     from ..inference.batch import plan_batch
 
-    plan = plan_batch([src], dst, ext, suffix, overwrite)
-    return plan.todo, [job.dst for job in plan.skipped], plan.failed
+    plan = plan_batch([src], dst, ext, suffix, overwrite, settings)
+    return (plan.todo, [job.dst for job in plan.skipped], plan.failed,
+            [(job.dst, why) for job, why in plan.kept], plan.records)
+
+
+def _settings(model: str, outscale: Optional[float], quality: int, allow_download: bool,
+              guard: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The same output settings the local engine records (:mod:`superres.inference.provenance`): the driver
+    loads the network once, on the CPU, for its name, scale and weights digest."""
+    from types import SimpleNamespace
+
+    from ..inference.provenance import guard_settings, settings_of
+    from ..zoo.loader import load_network
+
+    net, card = load_network(model, allow_download=allow_download)
+    name = card.name if card else Path(str(model)).stem
+    probe = SimpleNamespace(name=name, descriptor=net.descriptor, network=net, options=None)
+    return settings_of(probe, outscale=outscale, quality=quality, extra=guard_settings(**(guard or {})))
 
 
 class UpscaleActor:
@@ -96,6 +122,7 @@ class UpscaleActor:
         import numpy as np
 
         from ..inference.batch import output_path
+        from ..inference.limits import check_output_size, output_size
         from ..io.image import read_image, write_image
 
         outs, errors, quality = [], [], []
@@ -106,6 +133,9 @@ class UpscaleActor:
                 dst = output_path(
                     Path(str(rel)), self.out_root, self.ext, self.suffix, has_alpha=img.alpha is not None
                 )
+                w, h = img.size
+                check_output_size(w, h, *output_size(w, h, self.up.scale, self.outscale, None, None), None,
+                                  dst.suffix)  # before the model runs: JPEG/WebP side limits
                 if self.guard is not None:
                     result, rep = self._guarded(img, str(src), dst, Path(str(rel)))
                 else:
@@ -178,8 +208,9 @@ def run_ray_batch(
         raise SuperresError(f"cannot read '{src_p}': no such file or folder")
     if concurrency < 1 or batch_size < 1:
         raise SuperresError("--concurrency and --batch-size must be at least 1")
-    todo, skipped, refused = plan_outputs(src_p, dst_p, ext, suffix, overwrite)
-    report = RayBatchReport(skipped=skipped, failed=refused)
+    settings = _settings(model, outscale, quality, allow_download, guard)
+    todo, skipped, refused, kept, records = plan_with_records(src_p, dst_p, ext, suffix, overwrite, settings)
+    report = RayBatchReport(skipped=skipped, failed=refused, kept=kept)
     if not todo:
         return report
     try:
@@ -187,7 +218,7 @@ def run_ray_batch(
         import ray.data
     except ImportError as e:
         raise SuperresError(
-            f"--engine ray needs the 'cluster' extra: pip install 'superres[cluster]' ({e})"
+            f"--engine ray needs the 'cluster' extra ({e}): {install_hint('cluster')}"
         ) from None
 
     started_here = False
@@ -240,6 +271,8 @@ def run_ray_batch(
                 report.failed.append((Path(row["src"]), str(row["error"])))
             else:
                 report.done.append(Path(row["dst"]))
+                if records is not None:
+                    records.add(Path(row["dst"]), settings)
             if row.get("quality"):
                 import json
 

@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -44,7 +44,7 @@ def require(package: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         how = (
-            f"pip install superres[{extra}] (or: pip install {module})" if extra else f"pip install {module}"
+            f"{install_hint(extra)}, or just pip install {module}" if extra else f"pip install {module}"
         )
         raise MissingRuntimeError(
             f"{purpose} needs the '{module}' package, which is not installed: {how}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 from ..metrics.psnr_ssim import psnr, ssim
 from .runner import EvalResult, Sample, SummaryRow, bicubic_upscale
 
@@ -38,7 +38,7 @@ def require_matplotlib() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise SuperresError('figures need matplotlib: pip install "superres[plot]"') from None
+        raise SuperresError(f"figures need matplotlib: {install_hint('plot')}") from None
     return Figure
 
 

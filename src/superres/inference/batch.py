@@ -11,12 +11,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from ..errors import SuperresError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.image import ImageData
+    from .provenance import OutputRecords
     from .upscaler import UpscaleOptions, Upscaler
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif", ".tga", ".ppm", ".pgm")
@@ -40,6 +41,8 @@ class BatchReport:
     interrupted: bool = False
     #: (input, what was lost on reading it): extra frames, clipped float samples
     warnings: list[tuple[Path, str]] = field(default_factory=list)
+    #: outputs that exist but other (or unknown) settings made: kept, with the reason (--overwrite redoes them)
+    kept: list[tuple[Job, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,11 +53,20 @@ def expand_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) 
     """Files, folders (recursive) and globs -> (file, path relative to its root) pairs, in sorted order.
 
     A name that exists nowhere is kept so that it is reported as a failure, not silently dropped."""
-    return scan_inputs(inputs, exclude=exclude)[0]
+    return scan_inputs(inputs, exclude=exclude).pairs
 
 
-def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
-                ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+@dataclass
+class Scan:
+    """What :func:`scan_inputs` found: inputs, what a folder walk would otherwise drop silently (dangling
+    links, link loops) and how many images were left out for lying inside the output folder."""
+
+    pairs: list[tuple[Path, Path]]
+    problems: list[tuple[Path, str]]
+    excluded: int = 0
+
+
+def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None) -> Scan:
     """:func:`expand_inputs` plus what a folder walk would otherwise drop silently: dangling links.
 
     Files under ``exclude`` (the output folder, when it lies inside an input folder) are never taken
@@ -63,9 +75,12 @@ def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
     pairs: list[tuple[Path, Path]] = []
     problems: list[tuple[Path, str]] = []
     skip_root = _resolved(exclude) if exclude is not None else None
+    left_out = [0]
 
     def excluded(f: Path) -> bool:
-        return skip_root is not None and _resolved(f).is_relative_to(skip_root)
+        out = skip_root is not None and _resolved(f).is_relative_to(skip_root)
+        left_out[0] += out
+        return out
 
     for item in inputs:
         p = Path(item).expanduser()
@@ -84,7 +99,7 @@ def scan_inputs(inputs: Iterable[str | Path], *, exclude: Path | None = None
             pairs += [(m, Path(m.name)) for m in matches if m.is_file() and not excluded(m)]
         else:
             pairs.append((p, Path(p.name)))
-    return pairs, problems
+    return Scan(pairs, problems, left_out[0])
 
 
 def _broken_link_reason(link: Path) -> str:
@@ -126,23 +141,36 @@ class BatchPlan:
     """What a batch will do, decided before any image is read."""
 
     todo: list[tuple[Path, Path]]  # (input file, its path relative to its input folder)
-    skipped: list[Job]  # the output is already there (no --overwrite)
-    failed: list[tuple[Path, str]]  # dangling links, link loops, an output that would replace its input
+    skipped: list[Job]  # the output is already there, made by the same settings (no --overwrite)
+    failed: list[tuple[Path, str]]  # dangling links, link loops, an output that would replace an input
     total: int  # input files found
+    #: the output is there but other (or unknown) settings made it: kept, not redone without --overwrite
+    kept: list[tuple[Job, str]] = field(default_factory=list)
+    records: "OutputRecords | None" = None
 
 
-def plan_batch(inputs: Iterable[str | Path], out_root: Path, ext: str, suffix: str, overwrite: bool) -> BatchPlan:
+def plan_batch(inputs: Iterable[str | Path], out_root: Path, ext: str, suffix: str, overwrite: bool,
+               settings: "Mapping[str, Any] | None" = None) -> BatchPlan:
     """The one planning rule of every batch engine (local threads, Ray): inputs found (the output folder
     excluded), outputs that two inputs would share refused before any work (``SuperresError``), an output
-    that would replace its own input listed as failed, finished outputs skipped unless ``overwrite``."""
+    that would replace an input or land in an input folder (through any link) listed as failed, finished
+    outputs skipped unless ``overwrite``. With ``settings`` (:mod:`.provenance`), only outputs that the same
+    settings made are skipped; the others are listed in ``kept`` with the reason."""
+    from .provenance import OutputRecords
+
     inputs = list(inputs)
     for folder in inputs:
         if Path(folder).is_dir() and _resolved(Path(folder)) == _resolved(out_root):
             raise SuperresError(f"the output folder '{out_root}' is the input folder: outputs would replace or "
                                 "mix with the inputs; choose another -o")
-    pairs, problems = scan_inputs(inputs, exclude=out_root)
+    scan = scan_inputs(inputs, exclude=out_root)
+    pairs, problems = scan.pairs, scan.problems
     if not pairs:
         where = ", ".join(str(i) for i in inputs) or "(no inputs)"
+        if scan.excluded:
+            raise SuperresError(f"no images to upscale in {where}: its {scan.excluded} image(s) lie inside the "
+                                f"output folder '{out_root}', whose files are never read back as inputs; "
+                                "choose an -o outside the inputs")
         raise SuperresError(f"no images found in {where} (looked for {', '.join(IMAGE_SUFFIXES)})")
     planned = [Job(src, output_path(rel, out_root, ext, suffix)) for src, rel in pairs]
     clashes = find_collisions(planned)
@@ -150,18 +178,54 @@ def plan_batch(inputs: Iterable[str | Path], out_root: Path, ext: str, suffix: s
         dst, srcs = clashes[0]
         more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
         raise SuperresError(f"{len(srcs)} inputs would be written to '{dst}': "
-                            f"{', '.join(str(p) for p in srcs)}{more}; use --suffix or one output folder each")
+                            f"{', '.join(str(p) for p in srcs)}{more}; rename one of them, or upscale them in "
+                            "separate runs with a different -o each")
     plan = BatchPlan([], [], list(problems), len(pairs))
+    guard = _InputGuard(inputs, [src for src, _ in pairs], out_root)
+    records = plan.records = OutputRecords(out_root) if settings is not None else None
     for (src, rel), job in zip(pairs, planned):
-        if same_file(src, job.dst) or same_file(src, output_path(rel, out_root, ext, suffix, has_alpha=True)):
+        alpha_dst = output_path(rel, out_root, ext, suffix, has_alpha=True)
+        if same_file(src, job.dst) or same_file(src, alpha_dst):
             plan.failed.append((src, f"output '{job.dst}' is the input file itself; choose another -o"))
             continue
+        refusal = guard.refusal(job.dst) or guard.refusal(alpha_dst)
+        if refusal:
+            plan.failed.append((src, refusal))
+            continue
         existing = None if overwrite else _existing_output(rel, out_root, suffix, ext)
-        if existing is not None:
+        if existing is None:
+            plan.todo.append((src, rel))
+        elif records is None or settings is None or records.matches(existing, settings):
             plan.skipped.append(Job(src, existing))
         else:
-            plan.todo.append((src, rel))
+            plan.kept.append((Job(src, existing), records.why_not(existing, settings)))
     return plan
+
+
+class _InputGuard:
+    """Where an output must never land once every link is followed: on an input file, or inside an input
+    folder (unless inside the output folder itself, which may lie in an input folder: its files are never
+    read back). A link inside the output tree (``out/sub -> in``) is what this catches."""
+
+    def __init__(self, inputs: list[str | Path], files: list[Path], out_root: Path) -> None:
+        self.files = {_resolved(f) for f in files}
+        self.folders = [_resolved(Path(i)) for i in inputs if Path(i).is_dir()]
+        self.out_root = _resolved(out_root)
+
+    def refusal(self, dst: Path) -> str | None:
+        real = _resolved(dst)
+        if real in self.files:
+            if real == dst.expanduser().absolute():
+                return f"output '{dst}' would replace the input '{real}'; choose another -o"
+            return (f"output '{dst}' leads through a link to the input '{real}'; remove the link or "
+                    "choose another -o")
+        if real.is_relative_to(self.out_root):
+            return None
+        for folder in self.folders:
+            if real.is_relative_to(folder):
+                return (f"output '{dst}' leads through a link into the input folder '{folder}'; remove "
+                        "the link or choose another -o")
+        return None
 
 
 def output_path(rel: Path, out_dir: Path, ext: str, suffix: str, has_alpha: bool | None = None) -> Path:
@@ -193,6 +257,7 @@ def run_batch(
     progress: Callable[[int, int, Path], None] | None = None,
     max_output_pixels: int | None = None,
     process: "Callable[[Path, Path, ImageData], ImageData] | None" = None,
+    settings: "Mapping[str, Any] | None" = None,
 ) -> BatchReport:
     """Upscale many images. Reading the next image and writing the previous one run in threads beside
     the network; every output is written atomically; failures are collected, never fatal.
@@ -201,16 +266,24 @@ def run_batch(
     would share one output. Per file (listed in ``failed``, the batch goes on): an output that would
     replace its own input, an output over ``max_output_pixels`` (None: the default limit, 0: none),
     running out of memory. ``process(src, dst, image)``, when given, replaces the upscaler call (the quality
-    gate with its fallback, superres.inference.report). Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
+    gate with its fallback, superres.inference.report). ``settings``: what decides the outputs
+    (:func:`.provenance.settings_of`, computed from ``upscaler`` and the options when not given); each output
+    is recorded with them, and an existing output that other settings made is kept and listed in ``kept``
+    (redone with ``overwrite``). Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
     with ``interrupted`` set, finished outputs listed and no partial or temporary file left."""
     from ..io.atomic import remove_stale_temps
     from ..io.image import read_image, write_image
     from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size, check_size_options, output_size
+    from .provenance import settings_of
 
     check_size_options(outscale, width, height)
     out_root = Path(out_dir)
-    plan = plan_batch(inputs, out_root, ext, suffix, overwrite)
-    report = BatchReport(skipped=plan.skipped, failed=plan.failed)
+    if settings is None:
+        settings = settings_of(upscaler, outscale=outscale, width=width, height=height, quality=quality,
+                               alpha=options.alpha if options is not None else None)
+    plan = plan_batch(inputs, out_root, ext, suffix, overwrite, settings)
+    records = plan.records
+    report = BatchReport(skipped=plan.skipped, failed=plan.failed, kept=plan.kept)
     report.cleaned = remove_stale_temps(out_root)
     todo = plan.todo
     total = plan.total
@@ -237,7 +310,7 @@ def run_batch(
 
     threading.Thread(target=reader, name="superres-reader", daemon=True).start()
     pending: list[tuple[Job, Future[Path]]] = []
-    count = len(report.skipped)
+    count = len(report.skipped) + len(report.kept)
 
     def settle(job: Job, fut: Future[Path]) -> None:
         if fut.cancelled():
@@ -245,6 +318,8 @@ def run_batch(
         try:
             fut.result()
             report.done.append(job)
+            if records is not None and settings is not None:
+                records.add(job.dst, settings)
         except SuperresError as e:
             report.failed.append((job.src, str(e)))
         except MemoryError:
@@ -264,9 +339,13 @@ def run_batch(
                     continue
                 report.warnings += [(src, note) for note in img.notes]
                 dst = output_path(rel, out_root, ext, suffix, has_alpha=img.alpha is not None)
+                changed = _format_change(src, dst, ext)
+                if changed:
+                    report.warnings.append((src, changed))
                 h, w = img.color.shape[:2]
                 try:
-                    check_output_size(w, h, *output_size(w, h, upscaler.scale, outscale, width, height), limit)
+                    check_output_size(w, h, *output_size(w, h, upscaler.scale, outscale, width, height), limit,
+                                      dst.suffix)
                     result = process(src, dst, img) if process is not None else upscaler.upscale_image(
                         img, outscale=outscale, width=width, height=height, options=options)
                 except SuperresError as e:
@@ -292,6 +371,17 @@ def run_batch(
             except KeyboardInterrupt:
                 report.interrupted = True
     return report
+
+
+def _format_change(src: Path, dst: Path, ext: str) -> str:
+    """A note when ``--ext auto`` could not keep the input's format (GIF, AVIF...; transparency in JPEG)."""
+    was, now = src.suffix.lower(), dst.suffix.lower()
+    if ext != "auto" or was == now or {was, now} <= {".jpg", ".jpeg"} or {was, now} <= {".tif", ".tiff"}:
+        return ""
+    name = now.lstrip(".").upper()
+    if was in (".jpg", ".jpeg", ".bmp") and now == ".png":
+        return f"written as {name}: {was.lstrip('.').upper()} cannot store its transparency"
+    return f"written as {name}: {was.lstrip('.').upper()} is not an output format"
 
 
 def _existing_output(rel: Path, out_root: Path, suffix: str, ext: str) -> Path | None:

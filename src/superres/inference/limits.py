@@ -16,6 +16,8 @@ MAX_OUTSCALE = 64.0
 DEFAULT_MAX_OUTPUT_PIXELS = 16384 * 16384
 #: Largest output side: PNG/TIFF allow more, but JPEG and WebP stop at 65,535 and 16,383.
 MAX_SIDE = 65_535
+#: What the encoders themselves refuse: checked before a model runs, not found after the whole inference.
+FORMAT_MAX_SIDE = {".jpg": ("JPEG", 65_500), ".jpeg": ("JPEG", 65_500), ".webp": ("WebP", 16_383)}
 
 
 def check_size_options(outscale: float | None = None, width: int | None = None, height: int | None = None,
@@ -35,12 +37,18 @@ def check_size_options(outscale: float | None = None, width: int | None = None, 
         raise SuperresError(f"--tile must be 0 (no tiling) or a positive LR tile size, not {tile}")
 
 
-def check_output_size(src_w: int, src_h: int, out_w: int, out_h: int, max_output_pixels: int | None) -> None:
-    """Refuse an output that is empty or larger than ``max_output_pixels`` (None: no limit)."""
+def check_output_size(src_w: int, src_h: int, out_w: int, out_h: int, max_output_pixels: int | None,
+                      suffix: str = "") -> None:
+    """Refuse an output that is empty, larger than ``max_output_pixels`` (None: no limit) or wider than its
+    format (``suffix``: ".jpg", ".webp", ...) can store."""
     if out_w < 1 or out_h < 1:
         raise SuperresError(f"a {src_w}x{src_h} image at this scale would be {out_w}x{out_h}: nothing left")
     if max(out_w, out_h) > MAX_SIDE:
         raise SuperresError(f"output {out_w}x{out_h} is wider or taller than {MAX_SIDE} pixels")
+    fmt = FORMAT_MAX_SIDE.get(suffix.lower())
+    if fmt is not None and max(out_w, out_h) > fmt[1]:
+        raise SuperresError(f"output {out_w}x{out_h} is too large for {fmt[0]} (at most {fmt[1]:,} pixels a "
+                            "side); write PNG or TIFF (--ext png) or use a smaller scale")
     if max_output_pixels is not None and out_w * out_h > max_output_pixels:
         raise SuperresError(
             f"output {out_w}x{out_h} ({out_w * out_h / 1e6:.0f} MP) exceeds --max-output-pixels "

@@ -89,6 +89,11 @@ class Upscaler:
     def scale(self) -> int:
         return self.descriptor.scale
 
+    @property
+    def network(self) -> SRNet:
+        """The fp32 network (on 'meta' when a runtime session runs it): what the weights are, for records."""
+        return self._net32
+
     def __repr__(self) -> str:
         d = self.descriptor
         return f"Upscaler({self.name!r}, arch={d.arch}, x{d.scale}, params={d.params:,}, device={self.device}, dtype={self.dtype})"

@@ -11,14 +11,19 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_path", "remove_stale_temps", "TEMP_MARKER"]
+__all__ = ["atomic_write", "fsync_path", "owner_tag", "remove_stale_temps", "TEMP_MARKER"]
 
 #: Every temporary name contains this, so a rerun can find what a killed run (kill -9) left behind.
 TEMP_MARKER = ".superres-tmp-"
+#: Leftovers of another machine (a shared folder) whose owner cannot be asked are removed after this long.
+FOREIGN_STALE_S = 24 * 3600
 
 
 @contextlib.contextmanager
@@ -31,8 +36,8 @@ def atomic_write(
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.
 
-    The temporary file is named ``.<name>.superres-tmp-<random><tmp_suffix>`` so it is hidden and
-    recognisable (``remove_stale_temps``);
+    The temporary file is named ``.<name>.superres-tmp-<owner>-<random><tmp_suffix>`` so it is hidden,
+    recognisable and tells whose it is (:func:`owner_tag`, :func:`remove_stale_temps`);
     callers whose writer picks a format from the suffix (video muxers) pass e.g. ``".tmp.mp4"``.
     If the block raises (anything, KeyboardInterrupt included) the temporary file is removed and the
     exception propagates unchanged; the target is then untouched. Errors are plain ``OSError``s
@@ -47,7 +52,7 @@ def atomic_write(
     if created:
         parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARKER}", suffix=tmp_suffix, dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARKER}{owner_tag()}-", suffix=tmp_suffix, dir=parent)
     except BaseException:
         _remove_empty(created)
         raise
@@ -68,12 +73,59 @@ def atomic_write(
     fsync_path(parent)
 
 
+def owner_tag(pid: int | None = None) -> str:
+    """``<host>.<pid>.<start time>``: who owns a temporary file. The start time (from /proc) tells a live
+    owner from a later process that reused its pid; the host keeps machines sharing a folder apart."""
+    pid = os.getpid() if pid is None else pid
+    return f"{_host()}.{pid}.{_start_time(pid) or 0}"
+
+
+def _host() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+        return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22; the name may contain spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_OWNER = re.compile(r"^([0-9a-f]{6})\.(\d{1,10})\.(\d{1,20})-")
+
+
+def _owner_alive(name: str, marker_at: int, mtime: float) -> bool:
+    """Whether the process that made temporary file ``name`` may still be writing it."""
+    m = _OWNER.match(name[marker_at + len(TEMP_MARKER):])
+    if m is None:  # made before owners were recorded: only a killed run of an older version leaves these
+        return False
+    host, pid, started = m.group(1), int(m.group(2)), int(m.group(3))
+    if host != _host():  # another machine on a shared folder: its processes cannot be asked
+        return time.time() - mtime < FOREIGN_STALE_S
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists, someone else's
+        pass
+    now = _start_time(pid)
+    return now is None or started == 0 or now == started
+
+
 def remove_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = True, name: str = "") -> list[Path]:
     """Delete temporary files that an earlier, killed run left in ``folder``; returns what was removed.
 
-    Only names made by ``atomic_write`` (hidden, with ``TEMP_MARKER``) are touched, and never through
-    a symbolic link. A run still writing into the same folder would lose its temporary file, so call
-    this once, before a batch starts writing. ``name`` limits it to the temporaries of one target."""
+    Only names made by ``atomic_write`` (hidden, with ``TEMP_MARKER``) are touched, never through a
+    symbolic link, and only when their owner (:func:`owner_tag`) is gone: a batch still writing into the
+    same folder keeps its temporary files. ``name`` limits it to the temporaries of one target."""
     root = Path(folder)
     if not root.is_dir():
         return []
@@ -81,10 +133,15 @@ def remove_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = True
     found = root.rglob(pattern) if recursive else root.glob(pattern)
     removed = []
     for p in sorted(found):
-        if p.is_file() and not p.is_symlink():
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or _owner_alive(p.name, p.name.index(TEMP_MARKER), st.st_mtime):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
     return removed
 
 

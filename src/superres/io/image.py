@@ -262,6 +262,10 @@ def _losses(im: Image.Image) -> tuple[str, ...]:
     frames = getattr(im, "n_frames", 1) or 1
     if frames > 1:
         notes.append(f"has {frames} frames; only the first is upscaled (use 'superres video' for animations)")
+    if im.mode in ("P", "PA"):  # an upscale has far more than 256 colours: a palette would band it
+        notes.append("palette image: upscaled and written in full colour (RGB), not as a palette")
+    elif im.mode == "CMYK":
+        notes.append("CMYK image: converted to RGB; the output is an RGB file")
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))

@@ -56,7 +56,9 @@ def _require_av() -> Any:
     try:
         import av
     except ImportError:
-        raise SuperresError('video needs PyAV: pip install "superres[video]"') from None
+        from ..errors import install_hint
+
+        raise SuperresError(f"video needs PyAV: {install_hint('video')}") from None
     return av
 
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
 
 __all__ = ["batch_command", "register", "serve_command"]
 
@@ -94,7 +94,7 @@ def serve_command(
         import uvicorn
     except ImportError as e:
         raise SuperresError(
-            f"superres serve needs the 'serve' extra: pip install 'superres[serve]' ({e})"
+            f"superres serve needs the 'serve' extra ({e}): {install_hint('serve')}"
         ) from None
     from .app import create_app
     from .settings import load_settings
@@ -187,6 +187,10 @@ def batch_command(
             allow_download=download,
             options=UpscaleOptions(tile=tile),
         )
+        from ..inference.provenance import guard_settings, settings_of
+
+        settings = settings_of(up, outscale=outscale, quality=quality,
+                               extra=guard_settings(**dataclasses.asdict(choices)))
         up, guard = guarded.build(up, choices, lambda name: load_model(
             name, device=device, precision=precision, allow_download=download, options=UpscaleOptions(tile=tile)))
         process = None if guard is None else guarded.batch_process(guard, dst, choices, outscale=outscale,
@@ -202,8 +206,10 @@ def batch_command(
             quality=quality,
             max_pixels=max_pixels,
             process=process,
+            settings=settings,
         )
         done, skipped, failed = len(report.done), len(report.skipped), report.failed
+        kept = [(job.dst, why) for job, why in report.kept]
         if guard is not None:
             reports = [r.to_dict() for r in guarded.finish_report(guard, choices, failed,
                                                                   guarded.report_meta(up, guard))]
@@ -232,6 +238,7 @@ def batch_command(
             guard=dataclasses.asdict(choices) if choices.wants_guard or choices.wants_ensemble else None,
         )
         done, skipped, failed = len(rr.done), len(rr.skipped), rr.failed
+        kept = rr.kept
         reports = rr.quality
         if report_path is not None:
             from ..inference.report import ImageReport, write_report
@@ -240,6 +247,10 @@ def batch_command(
                          {"model": model, "engine": "ray", "ensemble": "x8" if self_ensemble else "none",
                           "fallback": fallback})
     skip = f", {skipped} skipped (exist; --overwrite to redo)" if skipped else ""  # the hint only when it applies
+    if kept:
+        skip += f", {len(kept)} kept that other or unknown settings made (--overwrite to redo them)"
+        for path, why in kept[:20]:
+            typer.echo(f"kept: {path}: {why}", err=True)
     typer.echo(f"{done} written{skip}, {len(failed)} failed -> {dst}")
     for r in reports:
         if r["flagged"]:

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import install_hint
 from .bradley_terry import bootstrap_intervals, fit_bradley_terry, win_matrix
 from .flags import flag_raters
 from .store import StudyError, Vote
@@ -208,7 +209,7 @@ def plot_report(rep: StudyReport, path: Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise StudyError(f"the plot needs matplotlib: pip install 'superres[plot]' ({e})") from None
+        raise StudyError(f"the plot needs matplotlib ({e}): {install_hint('plot')}") from None
     from ..io.atomic import atomic_write
 
     path = Path(path)
