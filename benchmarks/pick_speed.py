@@ -49,8 +49,8 @@ def main() -> None:
     from superres import load_model
     from superres.archs import build
     from superres.archs.cost import count_macs
-    from superres.zoo.registry import get_card
     from superres.inference.upscaler import UpscaleOptions
+    from superres.zoo.registry import get_card
 
     rng = np.random.default_rng(0)
     img = (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
@@ -76,18 +76,21 @@ def main() -> None:
                              spread_ms=[round(min(times[name]) * 1000, 1), round(max(times[name]) * 1000, 1)],
                              kmac_per_px=round(macs / 1000, 1)))
     load_after = os.getloadavg()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
     print(f"{cpu}, {os.cpu_count()} CPUs, {args.threads} thread(s), {args.size}x{args.size} input, torch "
-          f"{torch.__version__}, medians of {args.repeats}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+          f"{torch.__version__}, medians of {args.repeats}; "
+          f"load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
     print("| scale | model | mean Y-PSNR (Set5/14/B100) | ms / image (min-max) | kMAC / LR px |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
         print(f"| x{r['scale']} | {r['model']} | {r['mean_psnr_y']:.3f} | {r['ms']:.0f} "
               f"({r['spread_ms'][0]:.0f}-{r['spread_ms'][1]:.0f}) | {r['kmac_per_px']:.1f} |")
     if args.json:
-        args.json.write_text(json.dumps(dict(cpu=cpu, threads=args.threads, size=args.size, repeats=args.repeats,
-                                             load=[load_before, load_after], rows=rows), indent=1))
+        meta = dict(cpu=cpu, threads=args.threads, size=args.size, repeats=args.repeats)
+        args.json.write_text(json.dumps(dict(meta, load=[load_before, load_after], rows=rows), indent=1))
 
 
 if __name__ == "__main__":

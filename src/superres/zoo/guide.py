@@ -10,7 +10,7 @@ picks against the numbers on the cards).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import ModelCard
@@ -56,16 +56,16 @@ PICKS: dict[str, dict[int, str]] = {
     "fidelity": {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-x4"},
     "fast": {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-ch48-x4"},
 }
-ALIASES = ("fidelity", "fast")  # -m words that pick per scale (-s); the others are purposes to read, not to run
+ALIASES = ("fidelity", "fast")  # -m words that pick per scale (-s); the other purposes are read, not run
 
 
-def purpose_of(card: "ModelCard") -> str:
+def purpose_of(card: ModelCard) -> str:
     """The card's purpose in the words of :data:`PURPOSES`."""
     return _SYNONYMS.get(card.purpose, card.purpose)
 
 
-def pick(alias: str, outscale: Optional[float]) -> Optional[str]:
-    """The model ``-m ALIAS -s OUTSCALE`` runs (x4 when the scale is not a native one), None if not an alias."""
+def pick(alias: str, outscale: float | None) -> str | None:
+    """The model ``-m ALIAS -s OUTSCALE`` runs (x4 when the scale is not native), None if not an alias."""
     table = PICKS.get(alias.lower()) if alias.lower() in ALIASES else None
     if table is None:
         return None
@@ -87,7 +87,7 @@ def marks(name: str) -> list[str]:
 
 
 def picked_names() -> list[str]:
-    """Every model the guide names, the shared default first (the models ``superres serve`` serves unasked)."""
+    """Every model the guide names, the shared default first (what ``superres serve`` starts from)."""
     names = [COMMAND_DEFAULTS["serve"], *COMMAND_DEFAULTS.values()]
     names += [m for p in PURPOSES for _, m in sorted(PICKS[p].items())]
     return list(dict.fromkeys(names))
@@ -108,14 +108,14 @@ def served_by_default() -> list[str]:
             and build(c.arch, **c.hyperparams).descriptor.tiling != "internal"]
 
 
-def short_aliases(card: "ModelCard") -> list[str]:
-    """Aliases a person types (family names like ``realcugan``), not upstream file names (``RealESRGAN_x4plus``,
-    ``spanx2_ch52``) or long spellings of the name; all of them are in ``--wide``."""
+def short_aliases(card: ModelCard) -> list[str]:
+    """Aliases a person types (family names like ``realcugan``), not upstream file names
+    (``RealESRGAN_x4plus``, ``spanx2_ch52``) or long spellings of the name; ``--wide`` lists them all."""
     return [a for a in card.aliases if a.lower() == a and "_" not in a and not a.startswith(card.name)]
 
 
-def mean_psnr(card: "ModelCard") -> Optional[float]:
-    """Mean Y-PSNR over Set5, Set14 and BSD100 at the card's scale, from its measured metrics (None: not measured)."""
+def mean_psnr(card: ModelCard) -> float | None:
+    """Mean Y-PSNR over Set5, Set14 and BSD100 at the card's scale from its metrics (None: not measured)."""
     sets = ("Set5", "Set14", "BSD100")
     m = card.metrics
     try:

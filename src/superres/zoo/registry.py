@@ -35,7 +35,7 @@ class ModelCard:
     licence: str
     source: str  # where the weights come from, in words, with a link a user can follow
     description: str = ""
-    purpose: str = "general"  # photo | anime | video | fidelity | fast (zoo.guide.PURPOSES; general, classical: older words)
+    purpose: str = "general"  # photo|anime|video|fidelity|fast (zoo.guide; "general", "classical": old words)
     ncnn_stem: str | None = None
     url: str | None = None
     sha256: str | None = None  # of the file at ``url``
