@@ -491,7 +491,8 @@ def _models_notes(rows: list[dict[str, Any]], wide: bool) -> str:
         + "; a purpose = the pick for it at that scale (the grid; -: no native model, an x4 one resizes).",
         "-m also takes: fidelity, fast (the grid's picks for -s)"
         + "".join(f", {a}={r['name']}" for r in rows for a in r["short_aliases"])
-        + " (a family name with -s / --denoise runs the member of that scale and level).",
+        + ("; a family name with -s / --denoise runs the member of that scale and level"
+           if any(r["short_aliases"] for r in rows) else "") + ".",
     ]
     missing = [r["name"] for r in rows if not r["offline"]]
     if missing:
