@@ -130,6 +130,10 @@ def test_fidelity_and_fast_picks_per_scale() -> None:
         "span-ch48-x2", "srmdnf-x3", "span-ch48-x4", "span-ch48-x4", "span-ch48-x4"]
     assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["span-ch48-x2", "srmdnf-x3", "span-x4"]
     assert choose("FAST", 4).model == "span-ch48-x4"
+    typo = runner.invoke(app, ["upscale", "x.png", "-m", "fsat", "-s", "2"])
+    lines = [ln for ln in typo.output.splitlines() if ln.strip()]
+    assert typo.exit_code == 2 and len(lines) == 1 and "did you mean 'fast'?" in lines[0]
+    assert "superres models lists them" in lines[0]
     for scale in (2, 3, 4):
         measured = {c.name: m for c in all_cards()
                     if c.scale == scale and (m := guide.mean_psnr(c)) is not None}
@@ -158,3 +162,21 @@ def test_batch_runs_the_fast_pick_for_the_scale(tmp_path: Path, data_dir: Path) 
     got = np.asarray(Image.open(out / "a.png"))
     want = load_model("span-ch48-x2", device="cpu").upscale(np.asarray(lr))
     assert got.shape == (64, 80, 3) and np.array_equal(got, want)
+
+
+def test_a_real_server_without_models_serves_the_guide_default(tmp_path: Path) -> None:
+    """``superres serve`` with no -m on loopback: GET /v1/models lists what the help promises, default first."""
+    pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, python-multipart) is not installed")
+    pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+    import urllib.request
+
+    from superres.serve.launch import ServerProcess
+
+    served = guide.served_by_default()
+    env = {"SUPERRES_SERVE_TMP_DIR": str(tmp_path / "tmp"), "SUPERRES_SERVE_LOG_LEVEL": "warning"}
+    with ServerProcess([], env=env, log_path=tmp_path / "server.log", ready_timeout=300) as srv:
+        with urllib.request.urlopen(srv.url + "/v1/models", timeout=30) as r:
+            listed = json.loads(r.read())
+    assert [m["name"] for m in listed["models"]] == served
+    assert listed["default"] == guide.COMMAND_DEFAULTS["serve"]
+    assert {m["purpose"] for m in listed["models"]} <= set(guide.PURPOSES)

@@ -148,8 +148,11 @@ def get_card(name: str) -> ModelCard:
     for card in cards.values():
         if low == card.name.lower() or low in (a.lower() for a in card.aliases):
             return card
-    hint = did_you_mean(name, [*list_models(), *(a for c in cards.values() for a in c.aliases)])
-    raise ModelLoadError(f"unknown model {name!r}{hint}; expected a weights file or one of: {', '.join(list_models())}")
+    from .guide import ALIASES  # -m fidelity / fast are resolved before a card is looked up; a typo lands here
+
+    hint = did_you_mean(name, [*list_models(), *(a for c in cards.values() for a in c.aliases), *ALIASES])
+    raise ModelLoadError(f"unknown model {name!r}{hint}; expected a weights file, 'fidelity', 'fast' or one of the "
+                         f"{len(cards)} zoo names (superres models lists them by purpose)")
 
 
 def is_available_offline(card: ModelCard) -> bool:
