@@ -174,9 +174,9 @@ def test_a_real_server_without_models_serves_the_guide_default(tmp_path: Path) -
 
     served = guide.served_by_default()
     env = {"SUPERRES_SERVE_TMP_DIR": str(tmp_path / "tmp"), "SUPERRES_SERVE_LOG_LEVEL": "warning"}
-    with ServerProcess([], env=env, log_path=tmp_path / "server.log", ready_timeout=300) as srv:
-        with urllib.request.urlopen(srv.url + "/v1/models", timeout=30) as r:
-            listed = json.loads(r.read())
+    with ServerProcess([], env=env, log_path=tmp_path / "server.log", ready_timeout=300) as srv, \
+            urllib.request.urlopen(srv.url + "/v1/models", timeout=30) as r:
+        listed = json.loads(r.read())
     assert [m["name"] for m in listed["models"]] == served
     assert listed["default"] == guide.COMMAND_DEFAULTS["serve"]
     assert {m["purpose"] for m in listed["models"]} <= set(guide.PURPOSES)

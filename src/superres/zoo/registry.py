@@ -148,11 +148,12 @@ def get_card(name: str) -> ModelCard:
     for card in cards.values():
         if low == card.name.lower() or low in (a.lower() for a in card.aliases):
             return card
-    from .guide import ALIASES  # -m fidelity / fast are resolved before a card is looked up; a typo lands here
+    from .guide import ALIASES  # -m fidelity / fast are resolved before a card is looked up: a typo lands here
 
-    hint = did_you_mean(name, [*list_models(), *(a for c in cards.values() for a in c.aliases), *ALIASES])
-    raise ModelLoadError(f"unknown model {name!r}{hint}; expected a weights file, 'fidelity', 'fast' or one of the "
-                         f"{len(cards)} zoo names (superres models lists them by purpose)")
+    known = [*list_models(), *(a for c in cards.values() for a in c.aliases), *ALIASES]
+    raise ModelLoadError(f"unknown model {name!r}{did_you_mean(name, known)}; expected a weights file, "
+                         f"'fidelity', 'fast' or one of the {len(cards)} zoo names (superres models lists them "
+                         "by purpose)")
 
 
 def is_available_offline(card: ModelCard) -> bool:
