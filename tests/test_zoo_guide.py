@@ -71,6 +71,7 @@ def test_purpose_and_scale_filters() -> None:
     assert "fast      span-ch48-x4" not in out and "fast     span-ch48-x4" in out  # the grid keeps to x4
     js = json.loads(runner.invoke(app, ["models", "--json", "--purpose", "video"]).output)
     assert [r["name"] for r in js] == ["realesr-animevideov3"] and js[0]["marks"] == ["video"]
+    assert js[0]["default_for"] == ["video"]
     none = runner.invoke(app, ["models", "--purpose", "video", "--scale", "3"])
     assert none.exit_code == 0 and "-m realesr-animevideov3 -s 3 runs x4 and resizes" in none.output
     bad = runner.invoke(app, ["models", "--purpose", "aninme"])

@@ -403,6 +403,7 @@ def models(
         params = sum(p.numel() for p in build(card.arch, **card.hyperparams).parameters())
         rows.append(dict(name=card.name, arch=card.arch, scale=card.scale, params=params, licence=card.licence,
                          source=card.source, offline=is_available_offline(card), purpose=use, marks=marks,
+                         default_for=[c for c, m in guide.COMMAND_DEFAULTS.items() if m == card.name],
                          aliases=list(card.aliases), short_aliases=guide.short_aliases(card),
                          description=card.description, family=card.family, denoise=card.denoise,
                          denoise_levels=levels_of(card)))
