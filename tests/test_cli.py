@@ -179,10 +179,11 @@ def test_models_table_reads_at_80_columns_and_wide_shows_everything() -> None:
     assert r.exit_code == 0
     lines = r.output.splitlines()
     assert max(len(ln) for ln in lines) <= 80
-    firsts = [ln.split()[0] for ln in lines if ln.strip()]
+    rule = next(i for i, ln in enumerate(lines) if ln.startswith("─"))
+    body = lines[rule + 1:lines.index("", rule)]  # the table's rows end at the first blank line
+    firsts = [ln.split()[0] for ln in body]
     assert all(c.name in firsts for c in cards)  # each name whole, at the start of its own row
-    # title, header, rule, one line per model (nothing folded onto a second line), caption
-    assert len([ln for ln in lines if ln.strip()]) == len(cards) + 4
+    assert len(body) == len(cards)  # one line per model: nothing folded onto a second line
     wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "80"})
     assert wide.exit_code == 0
     assert all(c.source in wide.output and c.licence in wide.output for c in cards)

@@ -95,7 +95,7 @@ def test_bad_weights_files_give_one_line_errors(tmp_path: Path, content: bytes) 
 def test_missing_file_and_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not found"):
         load_network(tmp_path / "nope.safetensors")
-    with pytest.raises(ModelLoadError, match="unknown model 'no-such-model'.*realesrgan-x4plus"):
+    with pytest.raises(ModelLoadError, match="unknown model 'no-such-model'.*superres models lists them"):
         load_network("no-such-model")
 
 

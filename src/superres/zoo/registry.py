@@ -35,7 +35,7 @@ class ModelCard:
     licence: str
     source: str  # where the weights come from, in words, with a link a user can follow
     description: str = ""
-    purpose: str = "general"  # general | photo | anime | video | classical
+    purpose: str = "general"  # photo|anime|video|fidelity|fast (zoo.guide; "general", "classical": old words)
     ncnn_stem: str | None = None
     url: str | None = None
     sha256: str | None = None  # of the file at ``url``
@@ -148,8 +148,12 @@ def get_card(name: str) -> ModelCard:
     for card in cards.values():
         if low == card.name.lower() or low in (a.lower() for a in card.aliases):
             return card
-    hint = did_you_mean(name, [*list_models(), *(a for c in cards.values() for a in c.aliases)])
-    raise ModelLoadError(f"unknown model {name!r}{hint}; expected a weights file or one of: {', '.join(list_models())}")
+    from .guide import ALIASES  # -m fidelity / fast are resolved before a card is looked up: a typo lands here
+
+    known = [*list_models(), *(a for c in cards.values() for a in c.aliases), *ALIASES]
+    raise ModelLoadError(f"unknown model {name!r}{did_you_mean(name, known)}; expected a weights file, "
+                         f"'fidelity', 'fast' or one of the {len(cards)} zoo names (superres models lists them "
+                         "by purpose)")
 
 
 def is_available_offline(card: ModelCard) -> bool:
