@@ -242,16 +242,66 @@ def test_lr_made_on_the_fly_equals_the_shipped_files(tmp_path: Path, data_dir: P
 
 
 def test_selfexsr_layout(tmp_path: Path, data_dir: Path) -> None:
-    """image_SRF_<s>/img_NNN_SRF_<s>_{HR,LR}.png, as published by SelfExSR, is read with its own LR files."""
+    """image_SRF_<s>/img_NNN_SRF_<s>_{HR,LR}.png, as published by SelfExSR, is read with its own LR files;
+    a scale without a folder is made from the HR (exact bicubic), not refused."""
     hr = np.asarray(Image.open(data_dir / "Set5" / "HR" / "bird.png"))
     lr = np.asarray(Image.open(data_dir / "Set5" / "LR_bicubic" / "X2" / "birdx2.png"))
-    _write(tmp_path / "Urban100" / "image_SRF_2" / "img_001_SRF_2_HR.png", hr)
-    _write(tmp_path / "Urban100" / "image_SRF_2" / "img_001_SRF_2_LR.png", lr)
-    (pair,) = load_dataset("Urban100", 2, root=tmp_path)
+    _write(tmp_path / "Set5" / "image_SRF_2" / "img_001_SRF_2_HR.png", hr)
+    _write(tmp_path / "Set5" / "image_SRF_2" / "img_001_SRF_2_LR.png", lr)
+    (pair,) = load_dataset("Set5", 2, root=tmp_path)
     assert pair.name == "img_001" and np.array_equal(pair.lr, lr)
-    assert resolve_dataset("Urban100", 2, tmp_path).lr_source == "files"
-    with pytest.raises(DatasetError, match="no image_SRF_3 folder"):
-        load_dataset("Urban100", 3, root=tmp_path)
+    assert resolve_dataset("Set5", 2, tmp_path).lr_source == "files"
+    (pair3,) = load_dataset("Set5", 3, root=tmp_path)
+    shipped = {p.name: p for p in load_dataset("Set5", 3, root=data_dir)}
+    assert np.array_equal(pair3.lr, shipped["bird"].lr) and np.array_equal(pair3.hr, shipped["bird"].hr)
+    assert resolve_dataset("Set5", 3, tmp_path).lr_source.startswith("made: made from the largest HR")
+
+
+def _urban_layout(root: Path, hr: np.ndarray, scales: tuple[int, ...] = (2, 4)) -> None:
+    """SelfExSR's Urban100 as published: image_SRF_4 holds the true HR; image_SRF_2 holds
+    imresize(HR, 1/2) as its "HR" and the x2 LR of that."""
+    from superres.resize import imresize, modcrop
+
+    for k in scales:
+        folder_hr = modcrop(hr, 4) if k == 4 else np.asarray(imresize(modcrop(hr, 4), 0.5))
+        _write(root / "Urban100" / f"image_SRF_{k}" / f"img_001_SRF_{k}_HR.png", folder_hr)
+        _write(root / "Urban100" / f"image_SRF_{k}" / f"img_001_SRF_{k}_LR.png",
+               np.asarray(imresize(folder_hr, 1.0 / k)))
+
+
+def test_urban100_x2_uses_the_true_hr_not_the_half_size_copy(tmp_path: Path, data_dir: Path) -> None:
+    hr = np.asarray(Image.open(data_dir / "Set14" / "HR" / "lenna.png").convert("RGB"))
+    _urban_layout(tmp_path, hr)
+    from superres.resize import modcrop
+
+    true_hr = modcrop(hr, 4)
+    for s in (2, 3, 4):
+        (pair,) = load_dataset("Urban100", s, root=tmp_path)
+        assert np.array_equal(pair.hr, modcrop(true_hr, s)), s
+        assert pair.lr.shape[:2] == (pair.hr.shape[0] // s, pair.hr.shape[1] // s)
+    assert resolve_dataset("Urban100", 4, tmp_path).lr_source == "files"
+    assert "image_SRF_2 holds reduced HR" in resolve_dataset("Urban100", 2, tmp_path).lr_source
+    # through the CLI: the x2 score is the one of the true HR (the half-size copy scores differently)
+    out = tmp_path / "r.json"
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-d", "Urban100", "-s", "2", "--data-root",
+                               str(tmp_path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())["summary"][0]["psnr_y"]
+    from superres.eval.runner import bicubic_upscale
+    from superres.metrics.psnr_ssim import psnr
+    from superres.resize import imresize
+
+    ref = modcrop(true_hr, 2)
+    assert got == pytest.approx(psnr(bicubic_upscale(np.asarray(imresize(ref, 0.5)), 2), ref, crop=2), abs=1e-9)
+
+
+def test_urban100_with_only_the_half_size_folder_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    hr = np.asarray(Image.open(data_dir / "Set14" / "HR" / "lenna.png").convert("RGB"))
+    _urban_layout(tmp_path, hr, scales=(2,))
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-d", "Urban100", "-s", "2", "--data-root",
+                               str(tmp_path)])
+    assert r.exit_code != 0 and "reduced copies" in r.output and "image_SRF_4" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_b100_alias_and_limit(data_dir: Path) -> None:
