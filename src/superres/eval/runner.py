@@ -407,7 +407,7 @@ def evaluate(
         datasets: names (Set5, Set14, BSD100/B100, Urban100, Manga109, DIV2K-valid) or folders of HR images.
         scales: integer factors; a network is only evaluated at its own scale (others go to ``skipped``).
             ``None``: the networks' own scales (2, 3, 4 when only baselines are given).
-        metrics: any of psnr, ssim, lpips, niqe.
+        metrics: any registered metric (psnr, ssim, lpips, niqe, brisque, ...).
         self_ensemble: x8 geometric self-ensemble for networks (baselines are unaffected).
         precision / tile: passed to the upscaler; ``tile=0`` runs whole images (the exact protocol).
         limit: only the first N images of each dataset (quick checks; recorded in ``meta``).
