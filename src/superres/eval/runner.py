@@ -334,10 +334,14 @@ class _Scorer:
         self.fns: tuple[Scorer, ...] = tuple(spec.setup(ctx) for spec in self.specs)
 
     def score(self, sr: np.ndarray, ref: np.ndarray, s: int, rgb_output: bool,
-              notes: set[str], label: str) -> dict[str, float | None]:
+              notes: set[str], label: str, group: tuple[str, str, int] | None = None) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for spec, fn in zip(self.specs, self.fns):
             value = None
+            if spec.set_level:
+                if group is not None:
+                    fn.add(group, sr, ref, s)  # type: ignore[attr-defined]
+                continue
             if spec.rgb_only and not rgb_output:
                 notes.add(f"{label}: no {spec.header} (the output is a Y image)")
             else:
@@ -479,7 +483,8 @@ def evaluate(
     samples: list[Sample] = []
     total = sum(len(ds) * sum(1 for m in per_scale[ds.scale] if m.scale in (None, ds.scale)) for ds in resolved)
     done = 0
-    columns = [get_metric(n).column for n in metrics]
+    columns = [get_metric(n).column for n in metrics if not get_metric(n).set_level]
+    set_level = any(get_metric(n).set_level for n in metrics)  # needs every output again: no reuse
     log = RowLog.open(rows_path, _settings(self_ensemble, precision, tile, backend, device), columns) \
         if rows_path is not None else None
     for ds in resolved:
@@ -499,7 +504,7 @@ def evaluate(
             for m in active:
                 label = f"{m.name} {ds.name} x{ds.scale}"
                 kept = log.get(m.name, ds.name, ds.scale, pair.name) if log is not None else None
-                if kept is not None and sample is None:  # finished by an earlier run: not redone
+                if kept is not None and sample is None and not set_level:  # finished earlier: not redone
                     rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, *kept))
                     done += 1
                     if progress is not None:
@@ -511,7 +516,7 @@ def evaluate(
                 t0 = time.perf_counter()
                 sr, ref = m.run(pair, ds.scale)
                 seconds = time.perf_counter() - t0
-                scores = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label)
+                scores = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label, (m.name, ds.name, ds.scale))
                 rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, scores, seconds))
                 if log is not None:
                     log.append(m.name, ds.name, ds.scale, pair.name, scores, seconds)
@@ -528,6 +533,11 @@ def evaluate(
     if not rows and skipped:
         raise SuperresError("nothing to evaluate: " + "; ".join(dict.fromkeys(k.reason for k in skipped)))
     summary = _summarise(rows, {m.name: m.params for m in methods}, scorer.specs)
+    for spec, fn in zip(scorer.specs, scorer.fns):
+        if spec.set_level:
+            for r in summary:
+                r.scores[spec.column] = fn.value((r.model, r.dataset, r.scale))  # type: ignore[attr-defined]
+            notes.add(f"{spec.header} is set-level: one value per model, set and scale (per-image rows have none)")
     if self_ensemble:
         notes.add("self-ensemble (x8 flips/rotations, averaged in float) applied to networks only")
     meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit)
