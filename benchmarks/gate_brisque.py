@@ -66,7 +66,7 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a broken output's margin < a real output's margin): margins are bicubic - output (low = bad)."""
-    diff = neg[:, None] - pos[None, :]
+    diff = pos[None, :] - neg[:, None]
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
