@@ -7,13 +7,15 @@ Data from ../shared/data (or $SUPERRES_DATA).
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 from PIL import Image
-from superres.resize import imresize, modcrop
+
 from superres.metrics.color import rgb_to_y
 from superres.metrics.psnr_ssim import _ssim_plane, gaussian_window_1d
+from superres.resize import imresize, modcrop
+
 g = gaussian_window_1d()
 PUB = {('Set5',2):(33.66,.9299),('Set5',3):(30.39,.8682),('Set5',4):(28.42,.8104),
        ('Set14',2):(30.24,.8688),('Set14',3):(27.55,.7742),('Set14',4):(26.00,.7027),

@@ -11,8 +11,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from superres.metrics.fid import (FidInception, features, fid_from_features, frechet_distance, load_fid_inception,
-                                  prepare, sqrtm_psd)
+from superres.metrics.fid import (
+    FidInception,
+    features,
+    fid_from_features,
+    frechet_distance,
+    load_fid_inception,
+    prepare,
+    sqrtm_psd,
+)
 
 
 def _spd(n: int, seed: int) -> np.ndarray:

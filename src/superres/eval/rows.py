@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import SuperresError
 
@@ -35,7 +36,7 @@ class RowLog:
         self._columns = list(columns)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], settings: dict[str, Any], columns: Sequence[str]) -> "RowLog":
+    def open(cls, path: str | os.PathLike[str], settings: dict[str, Any], columns: Sequence[str]) -> RowLog:
         """Open (or create) the file; rows of an earlier run with the same ``settings`` become reusable."""
         p = Path(path)
         header = {"format": _FORMAT, "settings": settings}
