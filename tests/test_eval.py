@@ -346,7 +346,7 @@ def test_lr_file_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
 
 def test_bad_arguments(data_dir: Path) -> None:
     with pytest.raises(SuperresError, match="unknown metric"):
-        evaluate(["bicubic-rgb"], ["Set5"], [2], metrics=["psnr", "fid"], data_root=data_dir)
+        evaluate(["bicubic-rgb"], ["Set5"], [2], metrics=["psnr", "musiq"], data_root=data_dir)
     with pytest.raises(ValueError):
         load_dataset("Set5", 0, root=data_dir)
     with pytest.raises(SuperresError, match="no models"):
