@@ -170,15 +170,16 @@ def upscale(
     choice = choose(model, outscale, denoise)
     if choice.note:
         typer.echo(choice.note, err=True)
+    from .inference import guarded
+
+    choices = guarded.preflight(guarded.GuardChoices(
+        self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
+        report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
+        str(niqe_params) if niqe_params else None, download, report_optional),
+        notify=lambda note: typer.echo(f"warning: {note}", err=True))
     up = load_model(choice.model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, tile_overlap, alpha), backend=backend,
                     **({"hyperparams": choice.hyperparams} if choice.hyperparams else {}))
-    from .inference import guarded
-
-    choices = guarded.GuardChoices(
-        self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
-        report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
-        str(niqe_params) if niqe_params else None, download, report_optional)
     up, guard = guarded.build(up, choices, lambda name: load_model(
         name, device=device, precision=precision, allow_download=download, options=up.options, backend=backend),
         notify=lambda note: typer.echo(f"warning: {note}", err=True))

@@ -7,7 +7,7 @@ rules: an ensemble alone changes only the pixels; a report, a fallback or an unc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -67,6 +67,23 @@ def gate_model(choices: GuardChoices) -> "NiqeModel":
     except DownloadError as e:
         raise SuperresError(f"the quality report needs NIQE, and fetching it failed: {e}") from None
     return load_niqe_model(choices.niqe_params)
+
+
+def preflight(choices: GuardChoices, notify: Callable[[str], None] | None = None) -> GuardChoices:
+    """Check (or fetch) the NIQE model before any weights are loaded or images read, so a missing model
+    costs a second, not a model load. With ``report_optional`` (and no fallback) a missing model turns the
+    report and heatmaps off, with one ``notify`` line; otherwise the one-line error is raised."""
+    if not choices.wants_guard:
+        return choices
+    try:
+        gate_model(choices)
+    except SuperresError as e:
+        if not choices.report_optional or choices.fallback is not None:
+            raise
+        if notify is not None:
+            notify(f"no quality report written ({e}); the upscale goes on without it (--report-optional)")
+        return replace(choices, report=None, uncertainty_dir=None)
+    return choices
 
 
 def build(up: "Upscaler", choices: GuardChoices, load: Callable[[str], "Upscaler"],
