@@ -451,3 +451,11 @@ def test_without_a_terminal_progress_is_printed_and_o_resumes(tmp_path: Path, da
     assert r.exit_code == 0, r.output
     assert "eval 1/2 bicubic-rgb set x2 bird" in r.output and "eval 2/2" in r.output
     assert out.is_file() and not (tmp_path / "r.json.rows.jsonl").exists()  # removed once the report is whole
+
+
+def test_images_selects_by_name(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 3)
+    res = evaluate(["bicubic-rgb"], [str(folder)], [2], images=["head", "bird"])
+    assert [r.image for r in res.images] == ["bird", "head"]  # the set's order
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-s", "2", "-d", str(folder), "--images", "bird,lena"])
+    assert r.exit_code == 2 and "no image 'lena'" in r.output and len(r.output.strip().splitlines()) == 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,10 +273,12 @@ def _lr_source(items: list[_Item]) -> str:
 
 
 def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: str | os.PathLike[str] | None = None,
-                    *, limit: int | None = None) -> ResolvedDataset:
+                    *, limit: int | None = None, images: Sequence[str] | None = None) -> ResolvedDataset:
     """Find a dataset's files for one scale. A known name (case-insensitive, aliases such as B100) is looked
     up under ``root``; anything else is taken as a folder of HR images (with an optional ``HR/`` and
-    ``LR_bicubic/X<s>/`` inside). Raises :class:`DatasetError` naming the path (and where to download)."""
+    ``LR_bicubic/X<s>/`` inside). ``images``: only these image names (file stems), in the set's order; a
+    name the set does not have is an error. Raises :class:`DatasetError` naming the path (and where to
+    download)."""
     s = _check_scale(scale)
     text = os.fspath(name_or_folder)
     key = _ALIASES.get(text.lower())
@@ -295,7 +297,7 @@ def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: st
             else:
                 items, note = found
             if items:
-                return _finish(info.name, s, cand, items, info, limit, note)
+                return _finish(info.name, s, cand, items, info, limit, note, images)
             raise DatasetError(f"no images in '{cand}' (expected {info.images} as .png); {_where(info)}")
         expect = base / info.folders[0]
         raise DatasetError(f"{info.name} not found: no folder '{expect}' (data root '{base}' comes from "
@@ -319,11 +321,19 @@ def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: st
     if not items:
         raise DatasetError(f"no images in '{folder}' (expected {', '.join(IMAGE_SUFFIXES)} files)")
     label = folder.parent.name if folder.name == "HR" else folder.name
-    return _finish(label, s, folder, items, None, limit, note)
+    return _finish(label, s, folder, items, None, limit, note, images)
 
 
 def _finish(name: str, s: int, folder: Path, items: list[_Item], info: DatasetInfo | None,
-            limit: int | None, note: str = "") -> ResolvedDataset:
+            limit: int | None, note: str = "", images: Sequence[str] | None = None) -> ResolvedDataset:
+    if images is not None:
+        have = {it.name for it in items}
+        missing = [n for n in images if n not in have]
+        if missing:
+            raise DatasetError(f"{name} has no image {missing[0]!r} (--images takes file stems, e.g. "
+                               f"{', '.join(sorted(have)[:3])})")
+        wanted = set(images)
+        items = [it for it in items if it.name in wanted]
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")

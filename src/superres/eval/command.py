@@ -75,6 +75,8 @@ def eval_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 (the protocol), fp16 or bf16."),
     tile: int = typer.Option(0, "--tile", help="LR tile size; 0 = whole images (exact protocol)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images of each dataset."),
+    images: Optional[str] = typer.Option(None, "--images", help="Only these images (comma-separated file stems, "
+                                         "e.g. baboon,comic)."),
     per_image: bool = typer.Option(False, "--per-image", help="Per-image rows instead of means (table/markdown/csv)."),
     layout: str = typer.Option("long", "--layout", help="Markdown layout: long, or paper (a table per scale)."),
     lpips_dir: Optional[Path] = typer.Option(None, "--lpips-dir", help="LPIPS weights folder (default: $SUPERRES_LPIPS_DIR)."),
@@ -131,6 +133,7 @@ def eval_command(
             keep_samples=figure_count if figures is not None else 0,
             lpips_dir=str(lpips_dir) if lpips_dir else None, niqe_params=str(niqe_params) if niqe_params else None,
             allow_download=download, progress=on_progress, backend=backend, rows_path=rows_path,
+            images=parse_list(images, "--images") if images is not None else None,
         )
 
     kwargs: dict[str, Any] = {"per_image": per_image, "layout": layout}

@@ -403,6 +403,7 @@ def evaluate(
     progress: Progress | None = None,
     backend: str = "torch",
     rows_path: str | os.PathLike[str] | None = None,
+    images: Sequence[str] | None = None,
 ) -> EvalResult:
     """Evaluate each model on each dataset at each scale.
 
@@ -415,6 +416,7 @@ def evaluate(
         self_ensemble: x8 geometric self-ensemble for networks (baselines are unaffected).
         precision / tile: passed to the upscaler; ``tile=0`` runs whole images (the exact protocol).
         limit: only the first N images of each dataset (quick checks; recorded in ``meta``).
+        images: only these image names (file stems) of each dataset, e.g. ``["baboon", "comic"]``.
         keep_samples: keep the HR, LR and outputs of the first N images of each dataset/scale for figures.
         lpips_dir / niqe_params: metric weights; default: ``$SUPERRES_LPIPS_DIR`` / ``$SUPERRES_NIQE_PARAMS``.
         allow_download: let zoo models fetch their official (hash-pinned) weights if not installed.
@@ -445,7 +447,7 @@ def evaluate(
             raise SuperresError(f"scales must be positive integers, got {s}")
     if scales is not None:  # datasets first: a typo in a name fails before any weights are read
         for d in dict.fromkeys(datasets):
-            resolve_dataset(d, int(scales[0]), data_root, limit=limit)
+            resolve_dataset(d, int(scales[0]), data_root, limit=limit, images=images)
     loaded: dict[str, _Method] = {}
 
     def method(spec: str) -> _Method:
@@ -471,7 +473,7 @@ def evaluate(
             if m not in per_scale[s]:
                 per_scale[s].append(m)
     methods = list(loaded.values())
-    resolved: list[ResolvedDataset] = [resolve_dataset(d, s, data_root, limit=limit)
+    resolved: list[ResolvedDataset] = [resolve_dataset(d, s, data_root, limit=limit, images=images)
                                        for d in dict.fromkeys(datasets) for s in scales]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
