@@ -69,10 +69,20 @@ def gate_model(choices: GuardChoices) -> "NiqeModel":
     return load_niqe_model(choices.niqe_params)
 
 
+def _check_choices(choices: GuardChoices) -> None:
+    """Contradictory options, one line each (before anything is loaded)."""
+    if choices.uncertainty_dir is not None and not choices.wants_ensemble:
+        raise SuperresError("an uncertainty map needs an ensemble: add --self-ensemble, --mc-dropout N or "
+                            "--ensemble-with MODEL")
+    if choices.fallback is not None and not choices.fallback.strip():
+        raise SuperresError("--fallback takes 'bicubic' or a model name")
+
+
 def preflight(choices: GuardChoices, notify: Callable[[str], None] | None = None) -> GuardChoices:
     """Check (or fetch) the NIQE model before any weights are loaded or images read, so a missing model
     costs a second, not a model load. With ``report_optional`` (and no fallback) a missing model turns the
     report and heatmaps off, with one ``notify`` line; otherwise the one-line error is raised."""
+    _check_choices(choices)
     if not choices.wants_guard:
         return choices
     try:
@@ -93,11 +103,7 @@ def build(up: "Upscaler", choices: GuardChoices, load: Callable[[str], "Upscaler
     With ``report_optional`` and no NIQE model (and no fallback, which needs the gate), the plain upscaler
     is returned and ``notify`` gets the one-line reason: no report is written rather than one without a
     verdict (a report saying "0 flagged" would read as a pass)."""
-    if choices.uncertainty_dir is not None and not choices.wants_ensemble:
-        raise SuperresError("an uncertainty map needs an ensemble: add --self-ensemble, --mc-dropout N or "
-                            "--ensemble-with MODEL")
-    if choices.fallback is not None and not choices.fallback.strip():
-        raise SuperresError("--fallback takes 'bicubic' or a model name")
+    _check_choices(choices)
     ens = None
     if choices.wants_ensemble:
         members = [load(name) for name in choices.ensemble_with]
