@@ -72,7 +72,8 @@ def load_niqe_model(path: str | os.PathLike[str] | None = None) -> NiqeModel:
         from .assets import missing_hint
 
         given = path is not None or os.environ.get("SUPERRES_NIQE_PARAMS")
-        where = f"NIQE pristine model not found at {p}" if given else "NIQE pristine model not fetched"
+        what = f"NIQE pristine model ({NIQE_PARAMS_FILENAME})"
+        where = f"{what} not found at {p}" if given else f"{what} not fetched"
         raise FileNotFoundError(f"{where}: {missing_hint('niqe')}")
     with np.load(p, allow_pickle=False) as z:
         mu = np.asarray(z["mu_pris_param"], dtype=np.float64).reshape(-1)
