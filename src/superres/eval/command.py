@@ -49,7 +49,10 @@ def _parse_box(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 
 def eval_command(
     models: str = typer.Option("bicubic-rgb", "-m", "--models", "--model",
-                               help="Comma-separated: bicubic (the published protocol), bicubic-rgb, zoo names or weights files."),
+                               help="Comma-separated: bicubic (the published protocol), bicubic-rgb, zoo names, "
+                                    "fidelity (the most faithful native model per scale) or weights files; a zoo "
+                                    "model runs its family's native member at each scale (span-x4 at -s 2: "
+                                    "span-ch48-x2)."),
     scales: Optional[str] = typer.Option(None, "-s", "--scales", "--scale",
                                          help="Comma-separated scales, e.g. 2,3,4 (default: the models' own)."),
     datasets: str = typer.Option("Set5,Set14,BSD100", "-d", "--datasets", "--dataset",
@@ -72,6 +75,8 @@ def eval_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 (the protocol), fp16 or bf16."),
     tile: int = typer.Option(0, "--tile", help="LR tile size; 0 = whole images (exact protocol)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images of each dataset."),
+    images: Optional[str] = typer.Option(None, "--images", help="Only these images (comma-separated file stems, "
+                                         "e.g. baboon,comic)."),
     per_image: bool = typer.Option(False, "--per-image", help="Per-image rows instead of means (table/markdown/csv)."),
     layout: str = typer.Option("long", "--layout", help="Markdown layout: long, or paper (a table per scale)."),
     lpips_dir: Optional[Path] = typer.Option(None, "--lpips-dir", help="LPIPS weights folder (default: $SUPERRES_LPIPS_DIR)."),
@@ -79,6 +84,9 @@ def eval_command(
                                                help="niqe_pris_params.npz (default: $SUPERRES_NIQE_PARAMS)."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official zoo weights (hash-pinned)."),
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
+    rows: Optional[Path] = typer.Option(None, "--rows", help="Append each image's scores to this JSON-lines "
+                                        "file as they finish; rerun with the same file to resume (default with "
+                                        "-o: <output>.rows.jsonl, removed once the report is written)."),
 ) -> None:
     """Benchmark models on Set5/Set14/BSD100/... with the literature's protocol (PSNR/SSIM on Y, crop = scale)."""
     from .report import FORMATS, format_for_path, render, rich_table, write_report
@@ -109,21 +117,31 @@ def eval_command(
                   console=Console(stderr=True), disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("", total=None)
 
+        plain = not sys.stderr.isatty()
+
         def on_progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=label)
+            if plain:  # a log file or a pipe: one line per image instead of a bar
+                typer.echo(f"eval {done}/{total} {label}", err=True)
+
+        rows_path = rows if rows is not None else (
+            output.with_name(output.name + ".rows.jsonl") if output is not None else None)
 
         result = evaluate(
             model_list, dataset_list, scale_list, metrics=metric_list, self_ensemble=self_ensemble, device=device,
             precision=precision, tile=tile, data_root=data_root, limit=limit,
             keep_samples=figure_count if figures is not None else 0,
             lpips_dir=str(lpips_dir) if lpips_dir else None, niqe_params=str(niqe_params) if niqe_params else None,
-            allow_download=download, progress=on_progress, backend=backend,
+            allow_download=download, progress=on_progress, backend=backend, rows_path=rows_path,
+            images=parse_list(images, "--images") if images is not None else None,
         )
 
     kwargs: dict[str, Any] = {"per_image": per_image, "layout": layout}
     if output is not None:
         write_report(result, output, chosen, **kwargs)
         typer.echo(f"wrote {output} ({chosen})")
+        if rows is None and rows_path is not None:
+            rows_path.unlink(missing_ok=True)  # the report holds every row now
     elif chosen == "table":
         # A pipe or file gets the whole table; a terminal its own width.
         Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(

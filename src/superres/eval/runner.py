@@ -21,8 +21,9 @@ Two baselines are models too (no parameters, any scale):
   Set5/Set14/BSD100 x2/x3/x4 cells within 0.007 dB PSNR and 0.0008 SSIM (Set5/Set14 in tests/test_eval.py).
   Its output is a Y image, so LPIPS is not computed for it.
 
-A network of scale ``s`` asked for scale ``t != s`` is skipped with a note in ``result.skipped``; no number
-is made up by resizing. Self-ensemble (``x8``) averages the 8 flips/rotations in float before rounding.
+A zoo model asked at another scale runs its family's native member of that scale (as ``superres upscale``
+does); a network with no such member is skipped with a note in ``result.skipped`` (no number is made up by
+resizing), and a run where every combination is skipped is an error. Self-ensemble (``x8``) averages the 8 flips/rotations in float before rounding.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 
 from ..errors import SuperresError
 from .metrics import MetricContext, MetricSpec, MetricUnavailable, Scorer, get_metric, metrics
+from .rows import RowLog
 from ..resize import imresize
 from ..data.catalogue import Pair, ResolvedDataset, iter_pairs, resolve_dataset
 
@@ -294,6 +296,26 @@ def _make_method(spec: str, **kw: Any) -> _Method:
     return _Network(spec.strip(), **kw)
 
 
+def _native(spec: str, scale: int | None) -> tuple[str, str]:
+    """(what to load for ``spec`` at ``scale``, a note when it is another model): the family's native member."""
+    if spec.strip().lower() in (*BASELINES, "bicubic_literature"):
+        return spec, ""
+    from ..errors import ModelLoadError
+    from ..zoo.choose import choose
+
+    try:
+        c = choose(spec.strip(), scale)
+    except ModelLoadError:  # a weights file, or an unknown name: _make_method says what is wrong
+        return spec, ""
+    return c.model, c.note.removeprefix("note: ")
+
+
+def _settings(self_ensemble: bool, precision: str, tile: int | None, backend: str, device: str) -> dict[str, Any]:
+    """What makes a row comparable with another run's (the resume check)."""
+    return {"self_ensemble": self_ensemble, "precision": precision, "tile": tile, "backend": backend,
+            "device": "cpu" if device == "cpu" else "accelerator"}
+
+
 def _tiny(pair: Pair, s: int) -> Pair:
     """A 32x32 LR corner of a pair (and its HR), for an untimed warm-up call."""
     n = min(32, pair.lr.shape[0], pair.lr.shape[1])
@@ -312,10 +334,14 @@ class _Scorer:
         self.fns: tuple[Scorer, ...] = tuple(spec.setup(ctx) for spec in self.specs)
 
     def score(self, sr: np.ndarray, ref: np.ndarray, s: int, rgb_output: bool,
-              notes: set[str], label: str) -> dict[str, float | None]:
+              notes: set[str], label: str, group: tuple[str, str, int] | None = None) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for spec, fn in zip(self.specs, self.fns):
             value = None
+            if spec.set_level:
+                if group is not None:
+                    fn.add(group, sr, ref, s)  # type: ignore[attr-defined]
+                continue
             if spec.rgb_only and not rgb_output:
                 notes.add(f"{label}: no {spec.header} (the output is a Y image)")
             else:
@@ -376,6 +402,8 @@ def evaluate(
     allow_download: bool = False,
     progress: Progress | None = None,
     backend: str = "torch",
+    rows_path: str | os.PathLike[str] | None = None,
+    images: Sequence[str] | None = None,
 ) -> EvalResult:
     """Evaluate each model on each dataset at each scale.
 
@@ -384,15 +412,24 @@ def evaluate(
         datasets: names (Set5, Set14, BSD100/B100, Urban100, Manga109, DIV2K-valid) or folders of HR images.
         scales: integer factors; a network is only evaluated at its own scale (others go to ``skipped``).
             ``None``: the networks' own scales (2, 3, 4 when only baselines are given).
-        metrics: any of psnr, ssim, lpips, niqe.
+        metrics: any registered metric (psnr, ssim, lpips, niqe, brisque, ...).
         self_ensemble: x8 geometric self-ensemble for networks (baselines are unaffected).
         precision / tile: passed to the upscaler; ``tile=0`` runs whole images (the exact protocol).
         limit: only the first N images of each dataset (quick checks; recorded in ``meta``).
+        images: only these image names (file stems) of each dataset, e.g. ``["baboon", "comic"]``.
         keep_samples: keep the HR, LR and outputs of the first N images of each dataset/scale for figures.
         lpips_dir / niqe_params: metric weights; default: ``$SUPERRES_LPIPS_DIR`` / ``$SUPERRES_NIQE_PARAMS``.
         allow_download: let zoo models fetch their official (hash-pinned) weights if not installed.
         backend: torch, onnxruntime or openvino (networks run through an exported model; same tiling).
         progress: called as ``progress(done, total, label)`` after each model/image step.
+        rows_path: a JSON-lines file that gets each image's row as soon as it is scored (flushed and
+            synced); rows already in it for the same settings are reused, not redone, so a killed run is
+            resumed by running it again with the same file (:class:`superres.eval.rows.RowLog`).
+
+    A zoo model asked at another scale than its own runs its family's native member (``span-x4`` at
+    ``-s 2`` is ``span-ch48-x2``; ``fidelity`` picks the most faithful native model per scale), as
+    ``superres upscale`` does; a model with no member of that scale is skipped with a note, and a run where
+    everything is skipped is an error, not an empty table.
 
     Datasets and models are all resolved before any work starts, so a typo fails in a second, not after an
     hour. Seconds per image count only the super-resolution step (no decoding, no metrics), after one
@@ -410,13 +447,33 @@ def evaluate(
             raise SuperresError(f"scales must be positive integers, got {s}")
     if scales is not None:  # datasets first: a typo in a name fails before any weights are read
         for d in dict.fromkeys(datasets):
-            resolve_dataset(d, int(scales[0]), data_root, limit=limit)
-    methods = [_make_method(m, device=device, precision=precision, tile=tile, self_ensemble=self_ensemble,
-                            allow_download=allow_download, backend=backend) for m in dict.fromkeys(models)]
+            resolve_dataset(d, int(scales[0]), data_root, limit=limit, images=images)
+    loaded: dict[str, _Method] = {}
+
+    def method(spec: str) -> _Method:
+        if spec not in loaded:
+            loaded[spec] = _make_method(spec, device=device, precision=precision, tile=tile,
+                                        self_ensemble=self_ensemble, allow_download=allow_download, backend=backend)
+        return loaded[spec]
+
+    notes: set[str] = set()
+    specs = list(dict.fromkeys(models))
     if scales is None:
-        scales = sorted({m.scale for m in methods if m.scale is not None}) or [2, 3, 4]
+        first = [method(_native(sp, None)[0]) for sp in specs]
+        scales = sorted({m.scale for m in first if m.scale is not None}) or [2, 3, 4]
     scales = [int(s) for s in dict.fromkeys(scales)]
-    resolved: list[ResolvedDataset] = [resolve_dataset(d, s, data_root, limit=limit)
+    per_scale: dict[int, list[_Method]] = {}
+    for s in scales:
+        per_scale[s] = []
+        for sp in specs:
+            name, note = _native(sp, s)
+            if note:
+                notes.add(f"x{s}: {note}")
+            m = method(name)
+            if m not in per_scale[s]:
+                per_scale[s].append(m)
+    methods = list(loaded.values())
+    resolved: list[ResolvedDataset] = [resolve_dataset(d, s, data_root, limit=limit, images=images)
                                        for d in dict.fromkeys(datasets) for s in scales]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -425,31 +482,46 @@ def evaluate(
 
     rows: list[ImageRow] = []
     skipped: list[Skip] = []
-    notes: set[str] = set()
     samples: list[Sample] = []
-    total = sum(len(ds) * sum(1 for m in methods if m.scale in (None, ds.scale)) for ds in resolved)
+    total = sum(len(ds) * sum(1 for m in per_scale[ds.scale] if m.scale in (None, ds.scale)) for ds in resolved)
     done = 0
+    columns = [get_metric(n).column for n in metrics if not get_metric(n).set_level]
+    set_level = any(get_metric(n).set_level for n in metrics)  # needs every output again: no reuse
+    log = RowLog.open(rows_path, _settings(self_ensemble, precision, tile, backend, device), columns) \
+        if rows_path is not None else None
     for ds in resolved:
         active = []
-        for m in methods:
+        for m in per_scale[ds.scale]:
             if m.scale is not None and m.scale != ds.scale:
                 skipped.append(Skip(m.name, ds.name, ds.scale,
-                                    f"{m.name} is a x{m.scale} model; not evaluated at x{ds.scale}"))
+                                    f"{m.name} is a x{m.scale} model with no native x{ds.scale} member; "
+                                    f"not evaluated at x{ds.scale} (no number is made by resizing)"))
             else:
                 active.append(m)
         if not active:
             continue
         for i, pair in enumerate(iter_pairs(ds)):
             sample = Sample(ds.name, ds.scale, pair.name, pair.hr, pair.lr) if i < keep_samples else None
+            warmed: set[str] = set()
             for m in active:
-                if i == 0:  # untimed first call: allocator, thread pool and kernel set-up
+                label = f"{m.name} {ds.name} x{ds.scale}"
+                kept = log.get(m.name, ds.name, ds.scale, pair.name) if log is not None else None
+                if kept is not None and sample is None and not set_level:  # finished earlier: not redone
+                    rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, *kept))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, f"{label} {pair.name} (kept)")
+                    continue
+                if m.name not in warmed and i == 0:  # untimed first call: allocator, threads, kernels
                     m.run(_tiny(pair, ds.scale), ds.scale)
+                    warmed.add(m.name)
                 t0 = time.perf_counter()
                 sr, ref = m.run(pair, ds.scale)
                 seconds = time.perf_counter() - t0
-                label = f"{m.name} {ds.name} x{ds.scale}"
-                scores = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label)
+                scores = scorer.score(sr, ref, ds.scale, m.rgb_output, notes, label, (m.name, ds.name, ds.scale))
                 rows.append(ImageRow(m.name, ds.name, ds.scale, pair.name, scores, seconds))
+                if log is not None:
+                    log.append(m.name, ds.name, ds.scale, pair.name, scores, seconds)
                 if sample is not None:
                     sample.outputs[m.name] = sr
                 done += 1
@@ -458,7 +530,16 @@ def evaluate(
             if sample is not None:
                 samples.append(sample)
 
+    if log is not None:
+        log.close()
+    if not rows and skipped:
+        raise SuperresError("nothing to evaluate: " + "; ".join(dict.fromkeys(k.reason for k in skipped)))
     summary = _summarise(rows, {m.name: m.params for m in methods}, scorer.specs)
+    for spec, fn in zip(scorer.specs, scorer.fns):
+        if spec.set_level:
+            for r in summary:
+                r.scores[spec.column] = fn.value((r.model, r.dataset, r.scale))  # type: ignore[attr-defined]
+            notes.add(f"{spec.header} is set-level: one value per model, set and scale (per-image rows have none)")
     if self_ensemble:
         notes.add("self-ensemble (x8 flips/rotations, averaged in float) applied to networks only")
     meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit)

@@ -7,7 +7,7 @@ rules: an ensemble alone changes only the pixels; a report, a fallback or an unc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -17,6 +17,7 @@ from .report import GateRules, Guard, ImageReport, heatmap, write_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.image import ImageData
+    from ..metrics.niqe import NiqeModel
     from .upscaler import UpscaleOptions, Upscaler
 
 __all__ = ["GuardChoices", "build", "uncertainty_path", "write_heatmap", "finish_report"]
@@ -35,6 +36,8 @@ class GuardChoices:
     niqe_tolerance: float = 1.0
     max_uncertainty_p99: float | None = 12.0
     niqe_params: str | None = None
+    download: bool = False  # fetch the NIQE model (pinned) when it is missing
+    report_optional: bool = False  # NIQE missing and not fetchable: upscale without a report instead of failing
 
     @property
     def wants_ensemble(self) -> bool:
@@ -45,25 +48,81 @@ class GuardChoices:
         return self.report is not None or self.fallback is not None or self.uncertainty_dir is not None
 
 
-def build(up: "Upscaler", choices: GuardChoices, load: Callable[[str], "Upscaler"]
-          ) -> tuple["Upscaler", Guard | None]:
-    """(the upscaler to run when no guard is needed, the guard or None). ``load`` loads a zoo model by name."""
+def gate_model(choices: GuardChoices) -> "NiqeModel":
+    """The NIQE pristine model for the gate: found, or fetched when ``choices.download``; a one-line
+    :class:`SuperresError` naming ``superres fetch niqe`` otherwise (raised before any image is read)."""
+    from ..files import DownloadError
+    from ..metrics.assets import fetch_metric_asset
+    from ..metrics.niqe import load_niqe_model
+
+    try:
+        return load_niqe_model(choices.niqe_params)
+    except FileNotFoundError as e:
+        if choices.niqe_params is not None:
+            raise SuperresError(f"the quality report needs NIQE: {e}") from None
+        if not choices.download:
+            raise SuperresError(f"the quality report needs NIQE: {e} or add --download") from None
+    try:
+        fetch_metric_asset("niqe")
+    except DownloadError as e:
+        raise SuperresError(f"the quality report needs NIQE, and fetching it failed: {e}") from None
+    return load_niqe_model(choices.niqe_params)
+
+
+def _check_choices(choices: GuardChoices) -> None:
+    """Contradictory options, one line each (before anything is loaded)."""
     if choices.uncertainty_dir is not None and not choices.wants_ensemble:
         raise SuperresError("an uncertainty map needs an ensemble: add --self-ensemble, --mc-dropout N or "
                             "--ensemble-with MODEL")
     if choices.fallback is not None and not choices.fallback.strip():
         raise SuperresError("--fallback takes 'bicubic' or a model name")
+
+
+def preflight(choices: GuardChoices, notify: Callable[[str], None] | None = None) -> GuardChoices:
+    """Check (or fetch) the NIQE model before any weights are loaded or images read, so a missing model
+    costs a second, not a model load. With ``report_optional`` (and no fallback) a missing model turns the
+    report and heatmaps off, with one ``notify`` line; otherwise the one-line error is raised."""
+    _check_choices(choices)
+    if not choices.wants_guard:
+        return choices
+    try:
+        gate_model(choices)
+    except SuperresError as e:
+        if not choices.report_optional or choices.fallback is not None:
+            raise
+        if notify is not None:
+            notify(f"no quality report written ({e}); the upscale goes on without it (--report-optional)")
+        return replace(choices, report=None, uncertainty_dir=None)
+    return choices
+
+
+def build(up: "Upscaler", choices: GuardChoices, load: Callable[[str], "Upscaler"],
+          notify: Callable[[str], None] | None = None) -> tuple["Upscaler", Guard | None]:
+    """(the upscaler to run when no guard is needed, the guard or None). ``load`` loads a zoo model by name.
+
+    With ``report_optional`` and no NIQE model (and no fallback, which needs the gate), the plain upscaler
+    is returned and ``notify`` gets the one-line reason: no report is written rather than one without a
+    verdict (a report saying "0 flagged" would read as a pass)."""
+    _check_choices(choices)
     ens = None
     if choices.wants_ensemble:
         members = [load(name) for name in choices.ensemble_with]
         ens = Ensemble(up, self_ensemble=choices.self_ensemble, mc_dropout=choices.mc_dropout, members=members)
     if not choices.wants_guard:
         return (ens.as_upscaler() if ens is not None else up), None
+    try:
+        niqe_model = gate_model(choices)
+    except SuperresError as e:
+        if not choices.report_optional or choices.fallback is not None:
+            raise
+        if notify is not None:
+            notify(f"no quality report written ({e}); the upscale goes on without it (--report-optional)")
+        return (ens.as_upscaler() if ens is not None else up), None
     fb_up = None
     if choices.fallback not in (None, "bicubic"):
         fb_up = load(str(choices.fallback))
     rules = GateRules(choices.niqe_tolerance, choices.max_uncertainty_p99)
-    guard = Guard(up, ensemble=ens, rules=rules, niqe_params=choices.niqe_params, fallback=choices.fallback,
+    guard = Guard(up, ensemble=ens, rules=rules, niqe_model=niqe_model, fallback=choices.fallback,
                   fallback_upscaler=fb_up)
     return up, guard
 

@@ -19,8 +19,9 @@ it gives the MATLAB numbers (e.g. 5.72957 on ``shared/weights/niqe/baboon_492x48
    pseudo-inverse of the averaged covariances.
 
 The pristine model file (``niqe_pris_params.npz``: ``mu_pris_param``, ``cov_pris_param``, ``gaussian_window``)
-is found from an explicit path, the ``SUPERRES_NIQE_PARAMS`` environment variable, or
-``$SUPERRES_CACHE_DIR/niqe/niqe_pris_params.npz`` / the user cache directory.
+is found from an explicit path, the ``SUPERRES_NIQE_PARAMS`` environment variable,
+``<cache>/niqe/niqe_pris_params.npz`` (put there by hand), or where ``superres fetch niqe`` puts it: the
+member of the pinned ``basicsr==1.4.2`` sdist (:mod:`superres.metrics.assets`).
 """
 
 from __future__ import annotations
@@ -58,18 +59,22 @@ def default_niqe_params_path() -> Path:
     if env:
         return Path(env)
     from ..cache import cache_dir
+    from .assets import METRIC_ASSETS, asset_folder
 
-    return cache_dir("niqe", NIQE_PARAMS_FILENAME)
+    by_hand = cache_dir("niqe", NIQE_PARAMS_FILENAME)
+    return by_hand if by_hand.is_file() else asset_folder(METRIC_ASSETS["niqe"]) / NIQE_PARAMS_FILENAME
 
 
 def load_niqe_model(path: str | os.PathLike[str] | None = None) -> NiqeModel:
     """Load ``niqe_pris_params.npz`` (no pickles). A missing file raises a one-line ``FileNotFoundError``."""
     p = Path(path) if path is not None else default_niqe_params_path()
     if not p.is_file():
-        raise FileNotFoundError(
-            f"NIQE pristine model not found at {p}: put {NIQE_PARAMS_FILENAME} there, "
-            "set SUPERRES_NIQE_PARAMS to its path, or pass params_path="
-        )
+        from .assets import missing_hint
+
+        given = path is not None or os.environ.get("SUPERRES_NIQE_PARAMS")
+        what = f"NIQE pristine model ({NIQE_PARAMS_FILENAME})"
+        where = f"{what} not found at {p}" if given else f"{what} not fetched"
+        raise FileNotFoundError(f"{where}: {missing_hint('niqe')}")
     with np.load(p, allow_pickle=False) as z:
         mu = np.asarray(z["mu_pris_param"], dtype=np.float64).reshape(-1)
         cov = np.asarray(z["cov_pris_param"], dtype=np.float64)

