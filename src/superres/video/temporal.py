@@ -1,0 +1,123 @@
+"""Temporal stabilisation of upscaled video (``--temporal off|flow|model``).
+
+Single-image networks invent texture independently in every frame, so GAN detail and thin edges shimmer. A
+filter here sees each decoded LR frame with its upscaled frame and returns stabilised frames in order:
+
+- ``flow``: a motion-compensated recursive filter. DIS flow between consecutive LR frames (cheap: LR is 16x
+  fewer pixels), carried to the output size; the previous *stabilised* output is warped onto the current
+  frame and blended in where it can be trusted. Trust is the product of (1) the forward-backward check,
+  (2) the LR photometric error after warping (both mask occlusions and wrong flow), and (3) a gate on the
+  difference between the warped previous output and the new SR frame: shimmer is a small difference and is
+  averaged away, a large one is real change (or a flow error the LR could not show) and the new frame wins.
+  The blend weight is ``strength`` at full trust, so older frames fade geometrically and warping blur
+  cannot accumulate. Lag 0.
+- ``model``: the temporalfix networks (:mod:`superres.video.temporalfix`), a 7-frame window, lag 3.
+
+A filter is stateful and belongs to one segment (the engine makes a new one per segment); a scene cut seen
+on the LR frames resets it. Frames are ``HxWx3`` float32 RGB in [0, 1]; the output size need not be an exact
+multiple of the LR size.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .flow import SceneCutDetector, consistent, dis_flow, gray_u8, make_dis, resize_flow, resize_map, warp
+
+__all__ = ["TemporalFilter", "FlowFilter", "make_temporal", "TEMPORAL_MODES"]
+
+TEMPORAL_MODES = ("off", "flow", "model")
+
+
+class TemporalFilter(Protocol):
+    def push(self, lr: np.ndarray, sr: np.ndarray) -> list[np.ndarray]:
+        """Finished frames in order; may lag behind the frames pushed."""
+        ...
+
+    def flush(self) -> list[np.ndarray]:
+        """End of a segment: the frames still held."""
+        ...
+
+
+def _blur(a: np.ndarray, k: int) -> np.ndarray:
+    from .flow import require_cv2
+
+    cv2 = require_cv2()
+    return cv2.blur(a, (k, k)) if k > 1 else a
+
+
+class FlowFilter:
+    """Motion-compensated recursive blend of the SR output (see the module docstring)."""
+
+    def __init__(self, *, strength: float = 0.6, photo_tau: float = 0.04, gate: float = 0.12,
+                 cut: SceneCutDetector | None = None) -> None:
+        if not 0.0 <= strength < 1.0:
+            raise ValueError(f"flow strength must be in [0, 1), got {strength}")
+        self.strength = strength
+        self.photo_tau = photo_tau  # LR error (0..1) at which trust has fallen to exp(-1)
+        self.gate = gate  # SR difference (0..1, local mean) at which trust has fallen to exp(-1)
+        self._cut = cut or SceneCutDetector()
+        self._dis = make_dis("medium")
+        self._prev_gray: np.ndarray | None = None
+        self._prev_lr: np.ndarray | None = None
+        self._prev_out: np.ndarray | None = None
+        self.cuts = 0  # scene cuts seen (for reports and tests)
+
+    def reset(self) -> None:
+        self._prev_gray = self._prev_lr = self._prev_out = None
+
+    def trust(self, lr: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """LR flow (current -> previous), LR trust map in [0, 1] and the mean compensated error; None when
+        there is no previous frame."""
+        if self._prev_gray is None or self._prev_lr is None:
+            return None
+        fwd = dis_flow(gray, self._prev_gray, self._dis)
+        bwd = dis_flow(self._prev_gray, gray, self._dis)
+        ok = consistent(fwd, bwd).astype(np.float32)
+        err = np.abs(warp(self._prev_lr, fwd) - lr).mean(axis=2)
+        photo = np.exp(-((err / self.photo_tau) ** 2))
+        conf = _blur(ok, 3) * photo  # soften the mask edges: no seams where trust switches
+        return fwd, conf.astype(np.float32), float(err.mean())
+
+    def push(self, lr: np.ndarray, sr: np.ndarray) -> list[np.ndarray]:
+        lr = np.asarray(lr, dtype=np.float32)
+        sr = np.asarray(sr, dtype=np.float32)
+        gray = gray_u8(lr)
+        got = self.trust(lr, gray)
+        cut = self._cut.is_cut(gray, got[2] if got is not None else None)
+        if got is None or cut or self._prev_out is None or self._prev_out.shape != sr.shape:
+            self.cuts += int(cut)
+            out = sr
+        else:
+            fwd, conf, _ = got
+            h, w = sr.shape[:2]
+            warped = warp(self._prev_out, resize_flow(fwd, (h, w)))
+            k = max(1, round(2 * w / lr.shape[1]) | 1)  # about two LR pixels: shimmer is local, change is not
+            diff = _blur(np.abs(warped - sr).mean(axis=2), k)
+            weight = self.strength * resize_map(conf, (h, w))
+            weight = weight * np.exp(-((diff / self.gate) ** 2))
+            out = sr + weight[:, :, None] * (warped - sr)
+        self._prev_gray, self._prev_lr, self._prev_out = gray, lr, out
+        return [out]
+
+    def flush(self) -> list[np.ndarray]:
+        self.reset()
+        return []
+
+
+def make_temporal(mode: str, *, scale: int, strength: float | None = None) -> TemporalFilter | None:
+    """A new filter for one segment: ``off`` -> None, ``flow`` -> :class:`FlowFilter`, ``model`` -> the
+    temporalfix runner. ``strength``: the flow blend weight in [0, 1) (default 0.6), or the model's level in
+    [0, 3] (default 2, fractional levels interpolate the weights as the upstream wheel does). ``scale`` is
+    the upscale factor (for the record; the filters read sizes from the frames)."""
+    if mode == "off":
+        return None
+    if mode == "flow":
+        return FlowFilter(strength=0.6 if strength is None else strength)
+    if mode == "model":
+        from .temporalfix import TemporalFixFilter
+
+        return TemporalFixFilter(strength=2.0 if strength is None else strength)
+    raise ValueError(f"unknown temporal mode {mode!r}; choose one of {', '.join(TEMPORAL_MODES)}")

@@ -1,0 +1,149 @@
+"""``--temporal model``: pifroggi's temporalfix networks (``vs-temporalfix==2.4.1``, Apache-2.0) on ONNX Runtime.
+
+Model card
+    source   PyPI wheel ``vs-temporalfix==2.4.1`` (github.com/pifroggi/vs_temporalfix), sha256-pinned with each
+             member (``superres.zoo.sdists``); fetched once by ``superres fetch temporalfix``. The wheel needs
+             Python >= 3.12 and VapourSynth, so it is read as data, never installed.
+    licence  Apache-2.0 (the wheel's LICENSE, fetched beside the networks; the wheel's metadata agrees).
+    networks ``temporalfix_s{0,1,2,3}_v1*_op18_fp16.onnx``: strength levels 0 (mildest) to 3 (strongest); the
+             upstream default is 2. Higher suppresses more shimmer and may smooth small real motion.
+             Fractional levels interpolate the two neighbouring networks' weights (as upstream does).
+    purpose  a post filter on the output of any single-image upscaler: removes frame-to-frame shimmer.
+
+How the network is fed (read from the wheel's own runner, not copied): input ``1 x 21 x H x W`` float16 = the 7
+RGB frames t-3 .. t+3 stacked on channels, values in [0, 1] (clamped), H and W even; output ``1 x 3 x H x W``,
+the stabilised frame t. At the ends of a clip the window is mirrored (frame -1 is frame 1). Here a segment or a
+scene cut (detected on the LR frames) is such an end, so the filter lags 3 frames and :meth:`flush` drains it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SuperresError
+from .flow import SceneCutDetector, gray_u8
+
+__all__ = ["TemporalFixFilter", "temporalfix_paths", "load_session", "RADIUS"]
+
+RADIUS = 3  # frames each side of the one being fixed
+_DISTRIBUTION = "vs-temporalfix"
+_MEMBERS = {
+    0: "vs_temporalfix/models/temporalfix_s0_v1_op18_fp16.onnx",
+    1: "vs_temporalfix/models/temporalfix_s1_v1.1_op18_fp16.onnx",
+    2: "vs_temporalfix/models/temporalfix_s2_v1_op18_fp16.onnx",
+    3: "vs_temporalfix/models/temporalfix_s3_v1_op18_fp16.onnx",
+}
+
+
+def temporalfix_paths(root: Path | None = None) -> dict[int, Path]:
+    """The fetched networks by level; a one-line error naming ``superres fetch temporalfix`` when absent."""
+    from ..zoo.sdists import SDISTS, is_fetched
+
+    source = SDISTS[_DISTRIBUTION]
+    if not is_fetched(source, root):
+        raise SuperresError("--temporal model needs the temporalfix networks: " + source.fetch_hint("temporalfix"))
+    folder = source.folder(root)
+    return {level: folder / member for level, member in _MEMBERS.items()}
+
+
+def _model_bytes(strength: float, root: Path | None) -> bytes:
+    if not 0.0 < strength <= 3.0:
+        raise SuperresError(f"temporalfix strength must be in (0, 3], got {strength}")
+    paths = temporalfix_paths(root)
+    lower, upper = int(np.floor(strength)), int(np.ceil(strength))
+    if lower == upper:
+        return paths[lower].read_bytes()
+    import onnx
+    from onnx import numpy_helper
+
+    lo, hi = onnx.load(str(paths[lower])), onnx.load(str(paths[upper]))
+    t = strength - lower
+    by_name = {init.name: init for init in hi.graph.initializer}
+    for init in lo.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if not np.issubdtype(a.dtype, np.floating) or init.name not in by_name:
+            continue
+        b = numpy_helper.to_array(by_name[init.name])
+        mixed = (a.astype(np.float32) * (1 - t) + b.astype(np.float32) * t).astype(a.dtype)
+        init.CopyFrom(numpy_helper.from_array(mixed, init.name))
+    return lo.SerializeToString()
+
+
+def load_session(strength: float = 2.0, *, threads: int = 0, root: Path | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``strength`` (``threads`` 0: ONNX Runtime's default)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SuperresError('--temporal model needs ONNX Runtime: pip install "superres[onnx]"') from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(_model_bytes(strength, root), opts, providers=["CPUExecutionProvider"])
+
+
+def _reflect(j: int, n: int) -> int:
+    """Index ``j`` mirrored into ``0 .. n-1`` (frame -1 is frame 1), for any ``n >= 1``."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    j %= period
+    return j if j < n else period - j
+
+
+class TemporalFixFilter:
+    """The 7-frame network as a :class:`~superres.video.temporal.TemporalFilter` (lag 3)."""
+
+    def __init__(self, *, strength: float = 2.0, session: Any | None = None, root: Path | None = None) -> None:
+        self.session = session if session is not None else load_session(strength, root=root)
+        self._input = self.session.get_inputs()[0].name
+        self._cut = SceneCutDetector()
+        self._frames: dict[int, np.ndarray] = {}  # index in the current shot -> SR frame
+        self._count = 0  # frames pushed in the current shot
+        self._next = 0  # next index of the current shot to return
+        self.cuts = 0
+
+    def _run(self, i: int, n: int | None) -> np.ndarray:
+        """Frame ``i`` fixed; ``n``: the shot's length when known (at its end), else the window is whole."""
+        idx = [j if n is None and j >= 0 else _reflect(j, n if n is not None else self._count)
+               for j in range(i - RADIUS, i + RADIUS + 1)]
+        centre = self._frames[i]
+        h, w = centre.shape[:2]
+        ph, pw = h % 2, w % 2  # the network wants even sizes: pad one edge row/column, crop it after
+        stack = np.concatenate([self._frames[j] for j in idx], axis=2)
+        if ph or pw:
+            stack = np.pad(stack, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        x = np.clip(stack, 0.0, 1.0).transpose(2, 0, 1)[None].astype(np.float16)
+        y = self.session.run(None, {self._input: x})[0][0]
+        return np.clip(y.transpose(1, 2, 0)[:h, :w].astype(np.float32), 0.0, 1.0)
+
+    def _drop_old(self) -> None:
+        """Keep only the window of the next frame (memory bounded by 7 frames whatever the shot's length);
+        the mirrored start (-j -> j) and end fall inside that window too."""
+        for j in [j for j in self._frames if j < self._next - RADIUS]:
+            del self._frames[j]
+
+    def _drain(self) -> list[np.ndarray]:
+        n = self._count
+        out = [self._run(i, n) for i in range(self._next, n)]
+        self._frames.clear()
+        self._count = self._next = 0
+        return out
+
+    def push(self, lr: np.ndarray, sr: np.ndarray) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        if self._cut.is_cut(gray_u8(lr)) and self._count:
+            self.cuts += 1
+            out = self._drain()
+        self._frames[self._count] = np.asarray(sr, dtype=np.float32)
+        self._count += 1
+        while self._next + RADIUS < self._count:  # the window of _next is complete
+            out.append(self._run(self._next, None))
+            self._next += 1
+            self._drop_old()
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        return self._drain()
