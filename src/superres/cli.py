@@ -522,6 +522,7 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
 _COMMAND_MODULES = (
     "eval.command", "data.command", "train.command", "deploy.command", "compress.command", "serve.command",
     "study.command", "zssr.command",
+    "eval.video_command",  # superres eval-video (issue 29)
 )
 
 
