@@ -43,12 +43,18 @@ def gray_u8(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(f[:, :, :3]), cv2.COLOR_RGB2GRAY)
 
 
-def make_dis(preset: str = "medium") -> Any:
-    """A DIS flow object; not thread-safe, so one per filter or metric accumulator."""
+def make_dis(preset: str = "fine") -> Any:
+    """A DIS flow object; not thread-safe, so one per filter or metric accumulator.
+
+    ``fine`` is OpenCV's medium preset refined down to full resolution (finest scale 0): the presets stop at
+    half resolution, which on an LR frame means flow 8x coarser than the output it is carried to."""
     cv2 = require_cv2()
     presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-    return cv2.DISOpticalFlow_create(presets[preset])
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fine": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    dis = cv2.DISOpticalFlow_create(presets[preset])
+    if preset == "fine":
+        dis.setFinestScale(0)
+    return dis
 
 
 def dis_flow(a: np.ndarray, b: np.ndarray, dis: Any | None = None) -> np.ndarray:

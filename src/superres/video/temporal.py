@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .flow import SceneCutDetector, consistent, dis_flow, gray_u8, make_dis, resize_flow, resize_map, warp
+from .flow import SceneCutDetector, require_cv2, consistent, dis_flow, gray_u8, make_dis, resize_flow, resize_map, warp
 
 __all__ = ["TemporalFilter", "FlowFilter", "make_temporal", "TEMPORAL_MODES"]
 
@@ -52,14 +52,16 @@ class FlowFilter:
     """Motion-compensated recursive blend of the SR output (see the module docstring)."""
 
     def __init__(self, *, strength: float = 0.6, photo_tau: float = 0.04, gate: float = 0.12,
-                 cut: SceneCutDetector | None = None) -> None:
+                 cut: SceneCutDetector | None = None, cubic: bool = True, detail_only: bool = True) -> None:
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"flow strength must be in [0, 1), got {strength}")
         self.strength = strength
         self.photo_tau = photo_tau  # LR error (0..1) at which trust has fallen to exp(-1)
         self.gate = gate  # SR difference (0..1, local mean) at which trust has fallen to exp(-1)
+        self.detail_only = detail_only  # blend only what the LR frame cannot pin down (above its Nyquist)
+        self.cubic = cubic  # bicubic warp: a recursive filter re-samples its output every frame, bilinear blurs
         self._cut = cut or SceneCutDetector()
-        self._dis = make_dis("medium")
+        self._dis = make_dis("fine")
         self._prev_gray: np.ndarray | None = None
         self._prev_lr: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None
@@ -93,12 +95,17 @@ class FlowFilter:
         else:
             fwd, conf, _ = got
             h, w = sr.shape[:2]
-            warped = warp(self._prev_out, resize_flow(fwd, (h, w)))
+            warped = warp(self._prev_out, resize_flow(fwd, (h, w)), cubic=self.cubic)
             k = max(1, round(2 * w / lr.shape[1]) | 1)  # about two LR pixels: shimmer is local, change is not
             diff = _blur(np.abs(warped - sr).mean(axis=2), k)
             weight = self.strength * resize_map(conf, (h, w))
             weight = weight * np.exp(-((diff / self.gate) ** 2))
-            out = sr + weight[:, :, None] * (warped - sr)
+            delta = weight[:, :, None] * (warped - sr)
+            if self.detail_only:  # the LR pins the low frequencies: take those from the current frame
+                cv2 = require_cv2()
+                sigma = 0.6 * w / lr.shape[1]
+                delta = delta - cv2.GaussianBlur(delta, (0, 0), sigma)
+            out = np.clip(sr + delta, 0.0, 1.0)
         self._prev_gray, self._prev_lr, self._prev_out = gray, lr, out
         return [out]
 
