@@ -73,7 +73,7 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
 def test_flow_filter_static_scene_settles_and_does_not_drift() -> None:
     rng = np.random.default_rng(0)
     lrs, clean, noisy = _clip(rng, 24)
-    out = _run(FlowFilter(strength=0.6), lrs, noisy)
+    out = _run(FlowFilter(), lrs, noisy)
     assert len(out) == len(noisy) and out[0].shape == noisy[0].shape and out[0].dtype == np.float32
     assert np.array_equal(out[0], noisy[0])  # nothing to blend with yet
     # shimmer: frame-to-frame change falls well below the input's
@@ -87,7 +87,7 @@ def test_flow_filter_static_scene_settles_and_does_not_drift() -> None:
 def test_flow_filter_follows_motion_without_ghosting() -> None:
     rng = np.random.default_rng(1)
     lrs, clean, noisy = _clip(rng, 16, shift=2)
-    out = _run(FlowFilter(strength=0.6), lrs, noisy)
+    out = _run(FlowFilter(), lrs, noisy)
     for t in range(4, 16):
         err = _mad(out[t], clean[t])
         ghost = _mad(clean[t - 1], clean[t])  # what an unaligned blend would drag in
@@ -103,7 +103,7 @@ def test_flow_filter_resets_at_a_scene_cut() -> None:
     a_lr, _, a_sr = _clip(rng, 6)
     b_lr, _, b_sr = _clip(rng, 4)
     b_lr = [0.05 + 0.3 * x for x in b_lr]  # another shot, another tone
-    filt = FlowFilter(strength=0.6)
+    filt = FlowFilter()
     out = _run(filt, a_lr + b_lr, a_sr + b_sr)
     assert filt.cuts == 1
     assert np.array_equal(out[6], b_sr[0])  # the first frame of the new shot owes nothing to the old one

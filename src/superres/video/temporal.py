@@ -51,15 +51,17 @@ def _blur(a: np.ndarray, k: int) -> np.ndarray:
 class FlowFilter:
     """Motion-compensated recursive blend of the SR output (see the module docstring)."""
 
-    def __init__(self, *, strength: float = 0.6, photo_tau: float = 0.04, gate: float = 0.12,
-                 cut: SceneCutDetector | None = None, cubic: bool = True, detail_only: bool = True) -> None:
+    def __init__(self, *, strength: float = 0.85, photo_tau: float = 0.08, gate: float = 0.3,
+                 cut: SceneCutDetector | None = None, cubic: bool = True, detail_only: bool = True,
+                 flow_zoom: int = 2) -> None:
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"flow strength must be in [0, 1), got {strength}")
         self.strength = strength
         self.photo_tau = photo_tau  # LR error (0..1) at which trust has fallen to exp(-1)
         self.gate = gate  # SR difference (0..1, local mean) at which trust has fallen to exp(-1)
         self.detail_only = detail_only  # blend only what the LR frame cannot pin down (above its Nyquist)
-        self.cubic = cubic  # bicubic warp: a recursive filter re-samples its output every frame, bilinear blurs
+        self.cubic = cubic
+        self.flow_zoom = flow_zoom  # flow on the LR upscaled this much (finer sub-pixel motion, 4x the cost)  # bicubic warp: a recursive filter re-samples its output every frame, bilinear blurs
         self._cut = cut or SceneCutDetector()
         self._dis = make_dis("fine")
         self._prev_gray: np.ndarray | None = None
@@ -75,9 +77,15 @@ class FlowFilter:
         there is no previous frame."""
         if self._prev_gray is None or self._prev_lr is None:
             return None
-        fwd = dis_flow(gray, self._prev_gray, self._dis)
-        bwd = dis_flow(self._prev_gray, gray, self._dis)
-        ok = consistent(fwd, bwd).astype(np.float32)
+        a, b = gray, self._prev_gray
+        if self.flow_zoom > 1:
+            cv2 = require_cv2()
+            size = (gray.shape[1] * self.flow_zoom, gray.shape[0] * self.flow_zoom)
+            a, b = (cv2.resize(g, size, interpolation=cv2.INTER_CUBIC) for g in (a, b))
+        fwd = dis_flow(a, b, self._dis)
+        bwd = dis_flow(b, a, self._dis)
+        ok = resize_map(consistent(fwd, bwd).astype(np.float32), lr.shape[:2])
+        fwd = resize_flow(fwd, lr.shape[:2])
         err = np.abs(warp(self._prev_lr, fwd) - lr).mean(axis=2)
         photo = np.exp(-((err / self.photo_tau) ** 2))
         conf = _blur(ok, 3) * photo  # soften the mask edges: no seams where trust switches
@@ -116,13 +124,13 @@ class FlowFilter:
 
 def make_temporal(mode: str, *, scale: int, strength: float | None = None) -> TemporalFilter | None:
     """A new filter for one segment: ``off`` -> None, ``flow`` -> :class:`FlowFilter`, ``model`` -> the
-    temporalfix runner. ``strength``: the flow blend weight in [0, 1) (default 0.6), or the model's level in
+    temporalfix runner. ``strength``: the flow blend weight in [0, 1) (default 0.85), or the model's level in
     [0, 3] (default 2, fractional levels interpolate the weights as the upstream wheel does). ``scale`` is
     the upscale factor (for the record; the filters read sizes from the frames)."""
     if mode == "off":
         return None
     if mode == "flow":
-        return FlowFilter(strength=0.6 if strength is None else strength)
+        return FlowFilter() if strength is None else FlowFilter(strength=strength)
     if mode == "model":
         from .temporalfix import TemporalFixFilter
 
