@@ -86,10 +86,14 @@ def upscale_frames(model: str, lrs: list[np.ndarray], cache: Path) -> tuple[np.n
     return sr, per
 
 
-def run_filter(mode: str, lrs: list[np.ndarray], srs: np.ndarray, strength: float | None) -> tuple[list[np.ndarray], float]:
-    from superres.video.temporal import make_temporal
+def run_filter(mode: str, lrs: list[np.ndarray], srs: np.ndarray, strength: float | None,
+               flow_zoom: int | None = None) -> tuple[list[np.ndarray], float]:
+    from superres.video.temporal import FlowFilter, make_temporal
 
-    filt = make_temporal(mode, scale=SCALE, strength=strength)
+    if mode == "flow" and flow_zoom is not None:  # the filter's own knob, not one of make_temporal's
+        filt = FlowFilter(flow_zoom=flow_zoom, **({} if strength is None else {"strength": strength}))
+    else:
+        filt = make_temporal(mode, scale=SCALE, strength=strength)
     if filt is None:
         return list(srs), 0.0
     out: list[np.ndarray] = []
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=192, help="HR centre crop side (0: whole frame)")
     ap.add_argument("--flow-strength", type=float, default=None)
     ap.add_argument("--model-strength", type=float, default=None)
+    ap.add_argument("--flow-zoom", type=int, default=None, help="flow on the LR upscaled this much (default: auto)")
     ap.add_argument("--out", type=Path, default=Path("video_temporal_out"))
     args = ap.parse_args()
 
@@ -138,7 +143,7 @@ def main() -> None:
             results, base = {}, None
             strip = []
             for mode in modes:
-                outs, per = run_filter(mode, lrs, srs, strengths.get(mode))
+                outs, per = run_filter(mode, lrs, srs, strengths.get(mode), args.flow_zoom)
                 vm = VideoMetrics(crop=SCALE)
                 for o, h in zip(outs, hr):
                     vm.add(o, h)

@@ -167,6 +167,10 @@ def test_model_runner_on_the_fetched_networks() -> None:
     assert np.mean([_mad(out[t], out[t - 1]) for t in range(2, 8)]) < 0.6 * np.mean(
         [_mad(a_sr[t], a_sr[t - 1]) for t in range(2, 8)])
     assert np.mean([_mad(out[t], a_clean[t]) for t in range(8)]) < np.mean([_mad(a_sr[t], a_clean[t]) for t in range(8)])
+    # big frames run in tiles (bounded memory); the seams cost little
+    tiled = TemporalFixFilter(strength=2.0, root=USER_CACHE, tile=48)
+    t_out = _run(tiled, a_lr, a_sr)
+    assert len(t_out) == 8 and np.mean([_mad(x, y) for x, y in zip(t_out, out[:8])]) < 0.01
 
 
 def _fake_wheel(tmp_path: Path, payload: bytes) -> tuple[Path, ModelSdist]:
@@ -267,13 +271,9 @@ def test_eval_video_cli(tmp_path: Path) -> None:
     data = json.loads(js.read_text())
     assert len(data["frames"]) == 5 and data["frames"][0]["tof"] is None and data["summary"]["tof"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = _cli("eval-video", str(hr), "--hr", str(hr))
-    assert r.returncode == 0 and "tOF 0.000" in r.stdout, r.stdout + r.stderr
     # bad input: one line, nothing written
     small = tmp_path / "small.mkv"
     _write_clip(small, [f[:-8, :-8] for f in _u8(clean)])
     r = _cli("eval-video", str(small), "--hr", str(hr), "--json", str(tmp_path / "no.json"))
     assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert "one size" in r.stderr and not (tmp_path / "no.json").exists()
-    r = _cli("eval-video", str(tmp_path / "absent.mp4"), "--hr", str(hr))
-    assert r.returncode != 0 and r.stderr.strip() == f"error: {tmp_path / 'absent.mp4'}: no such file"

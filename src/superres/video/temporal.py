@@ -29,6 +29,7 @@ from .flow import SceneCutDetector, require_cv2, consistent, dis_flow, gray_u8, 
 __all__ = ["TemporalFilter", "FlowFilter", "make_temporal", "TEMPORAL_MODES"]
 
 TEMPORAL_MODES = ("off", "flow", "model")
+_ZOOM_MAX_PIXELS = 32_000  # LR frames up to about 200x160
 
 
 class TemporalFilter(Protocol):
@@ -53,7 +54,7 @@ class FlowFilter:
 
     def __init__(self, *, strength: float = 0.85, photo_tau: float = 0.08, gate: float = 0.3,
                  cut: SceneCutDetector | None = None, cubic: bool = True, detail_only: bool = True,
-                 flow_zoom: int = 2) -> None:
+                 flow_zoom: int | None = None) -> None:
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"flow strength must be in [0, 1), got {strength}")
         self.strength = strength
@@ -61,7 +62,9 @@ class FlowFilter:
         self.gate = gate  # SR difference (0..1, local mean) at which trust has fallen to exp(-1)
         self.detail_only = detail_only  # blend only what the LR frame cannot pin down (above its Nyquist)
         self.cubic = cubic
-        self.flow_zoom = flow_zoom  # flow on the LR upscaled this much (finer sub-pixel motion, 4x the cost)  # bicubic warp: a recursive filter re-samples its output every frame, bilinear blurs
+        # flow on the LR upscaled this much: finer sub-pixel motion at 4x the cost. None: 2 for LR frames up to
+        # _ZOOM_MAX_PIXELS (there it is cheap and helps most), else 1 (DIS at 640x360 costs ~0.15 s a call).
+        self.flow_zoom = flow_zoom  # bicubic warp: a recursive filter re-samples its output every frame, bilinear blurs
         self._cut = cut or SceneCutDetector()
         self._dis = make_dis("fine")
         self._prev_gray: np.ndarray | None = None
@@ -78,9 +81,10 @@ class FlowFilter:
         if self._prev_gray is None or self._prev_lr is None:
             return None
         a, b = gray, self._prev_gray
-        if self.flow_zoom > 1:
+        zoom = self.flow_zoom or (2 if gray.size <= _ZOOM_MAX_PIXELS else 1)
+        if zoom > 1:
             cv2 = require_cv2()
-            size = (gray.shape[1] * self.flow_zoom, gray.shape[0] * self.flow_zoom)
+            size = (gray.shape[1] * zoom, gray.shape[0] * zoom)
             a, b = (cv2.resize(g, size, interpolation=cv2.INTER_CUBIC) for g in (a, b))
         fwd = dis_flow(a, b, self._dis)
         bwd = dis_flow(b, a, self._dis)

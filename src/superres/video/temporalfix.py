@@ -84,6 +84,25 @@ def load_session(strength: float = 2.0, *, threads: int = 0, root: Path | None =
     return ort.InferenceSession(_model_bytes(strength, root), opts, providers=["CPUExecutionProvider"])
 
 
+_OVERLAP = 32  # context each side of a tile, cropped away (the network's motion search reaches this far)
+
+
+def _spans(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(start, end) of each tile with its context, and (start, end) of the part it owns, along one axis."""
+    if n <= tile:
+        return [(0, n, 0, n)]
+    core = max(tile - 2 * overlap, 16)
+    count = -(-n // core)
+    edges = [round(k * n / count) for k in range(count + 1)]
+    return [(max(0, a - overlap), min(n, b + overlap), a, b) for a, b in zip(edges, edges[1:])]
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """Tiles over an h x w frame: ((y0, y1, x0, x1) with context, (y0, y1, x0, x1) owned)."""
+    return [((y0, y1, x0, x1), (cy0, cy1, cx0, cx1))
+            for y0, y1, cy0, cy1 in _spans(h, tile, overlap) for x0, x1, cx0, cx1 in _spans(w, tile, overlap)]
+
+
 def _reflect(j: int, n: int) -> int:
     """Index ``j`` mirrored into ``0 .. n-1`` (frame -1 is frame 1), for any ``n >= 1``."""
     if n == 1:
@@ -96,7 +115,9 @@ def _reflect(j: int, n: int) -> int:
 class TemporalFixFilter:
     """The 7-frame network as a :class:`~superres.video.temporal.TemporalFilter` (lag 3)."""
 
-    def __init__(self, *, strength: float = 2.0, session: Any | None = None, root: Path | None = None) -> None:
+    def __init__(self, *, strength: float = 2.0, session: Any | None = None, root: Path | None = None,
+                 tile: int = 512) -> None:
+        self.tile = tile  # largest side run at once: the network's memory grows with the pixels, frames do not
         self.session = session if session is not None else load_session(strength, root=root)
         self._input = self.session.get_inputs()[0].name
         self._cut = SceneCutDetector()
@@ -109,10 +130,16 @@ class TemporalFixFilter:
         """Frame ``i`` fixed; ``n``: the shot's length when known (at its end), else the window is whole."""
         idx = [j if n is None and j >= 0 else _reflect(j, n if n is not None else self._count)
                for j in range(i - RADIUS, i + RADIUS + 1)]
-        centre = self._frames[i]
-        h, w = centre.shape[:2]
+        stack = np.concatenate([self._frames[j] for j in idx], axis=2)  # H x W x 21
+        h, w = stack.shape[:2]
+        out = np.empty((h, w, 3), np.float32)
+        for (y0, y1, x0, x1), (cy0, cy1, cx0, cx1) in _tiles(h, w, self.tile, _OVERLAP):
+            out[cy0:cy1, cx0:cx1] = self._run_tile(stack[y0:y1, x0:x1])[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        return out
+
+    def _run_tile(self, stack: np.ndarray) -> np.ndarray:
+        h, w = stack.shape[:2]
         ph, pw = h % 2, w % 2  # the network wants even sizes: pad one edge row/column, crop it after
-        stack = np.concatenate([self._frames[j] for j in idx], axis=2)
         if ph or pw:
             stack = np.pad(stack, ((0, ph), (0, pw), (0, 0)), mode="edge")
         x = np.clip(stack, 0.0, 1.0).transpose(2, 0, 1)[None].astype(np.float16)
