@@ -43,6 +43,9 @@ def register(app: typer.Typer, friendly: Any) -> None:
             from .figures import require_matplotlib
 
             require_matplotlib()  # fail before the run, not after it
+        for out in (plot, json_out):
+            if out is not None and not out.parent.is_dir():
+                raise SuperresError(f"{out}: its folder {out.parent} does not exist")
         scores = score_videos(iter_rgb_frames(sr, limit=frames), iter_rgb_frames(hr, limit=frames), crop=crop)
         s = scores.summary()
         typer.echo(f"frames {s['frames']}  PSNR-Y {s['psnr_y']:.3f} dB  SSIM-Y {s['ssim_y']:.4f}  "

@@ -128,7 +128,8 @@ def iter_rgb_frames(path: str | os.PathLike[str], *, limit: int | None = None) -
     try:
         container = av.open(str(p))
     except (OSError, av.error.FFmpegError) as e:  # type: ignore[attr-defined]
-        raise SuperresError(f"{p}: cannot open as a video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise SuperresError(f"{p}: cannot open as a video ({why})") from None
     with container:
         if not container.streams.video:
             raise SuperresError(f"{p}: has no video stream")
@@ -138,7 +139,8 @@ def iter_rgb_frames(path: str | os.PathLike[str], *, limit: int | None = None) -
                     return
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-            raise SuperresError(f"{p}: cannot decode frame {i if 'i' in dir() else 0}: {e}") from None
+            why = getattr(e, "strerror", None) or type(e).__name__
+            raise SuperresError(f"{p}: cannot decode its frames ({why})") from None
 
 
 def score_videos(sr_frames: Iterable[np.ndarray], hr_frames: Iterable[np.ndarray], *, crop: int = 0) -> VideoScores:
