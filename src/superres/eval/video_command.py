@@ -28,7 +28,9 @@ def register(app: typer.Typer, friendly: Any) -> None:
         plot: Optional[Path] = typer.Option(None, "--plot", help="Write the per-frame flicker plot (PNG) here."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-frame scores as JSON here."),
     ) -> None:
-        """PSNR-Y / SSIM-Y per frame, TecoGAN tOF and the warping error (Lai et al. 2018) beside the HR clip's
+        """Score an upscaled clip against its ground truth: fidelity and flicker.
+
+        PSNR-Y / SSIM-Y per frame, TecoGAN tOF and the warping error (Lai et al. 2018) beside the HR clip's
         own; lower tOF and warping error mean less flicker."""
         from ..errors import SuperresError
         from ..io.atomic import atomic_write
