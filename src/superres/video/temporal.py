@@ -4,13 +4,16 @@ Single-image networks invent texture independently in every frame, so GAN detail
 filter here sees each decoded LR frame with its upscaled frame and returns stabilised frames in order:
 
 - ``flow``: a motion-compensated recursive filter. DIS flow between consecutive LR frames (cheap: LR is 16x
-  fewer pixels), carried to the output size; the previous *stabilised* output is warped onto the current
-  frame and blended in where it can be trusted. Trust is the product of (1) the forward-backward check,
-  (2) the LR photometric error after warping (both mask occlusions and wrong flow), and (3) a gate on the
-  difference between the warped previous output and the new SR frame: shimmer is a small difference and is
-  averaged away, a large one is real change (or a flow error the LR could not show) and the new frame wins.
-  The blend weight is ``strength`` at full trust, so older frames fade geometrically and warping blur
-  cannot accumulate. Lag 0.
+  fewer pixels; refined to full LR resolution, and on the LR upscaled x2 when it is small), carried to the
+  output size; the previous *stabilised* output is warped (bicubic) onto the current frame and blended in
+  where it can be trusted. Trust is the product of (1) the forward-backward check, (2) the LR photometric
+  error after warping (both mask occlusions and wrong flow), and (3) a gate on the difference between the
+  warped previous output and the new SR frame: shimmer is a small difference and is averaged away, a large
+  one is real change (or a flow error the LR could not show) and the new frame wins. Only the blend's detail
+  above the LR's Nyquist frequency is kept: the LR pins the low frequencies, so they come from the current
+  frame (blending them drifted brightness on a moving flat wall and cost up to 0.8 dB). The blend weight is
+  ``strength`` at full trust, so older frames fade geometrically and warping blur cannot accumulate. Lag 0.
+  Defaults tuned with ``benchmarks/video_temporal.py`` (README, "Video: temporal stability").
 - ``model``: the temporalfix networks (:mod:`superres.video.temporalfix`), a 7-frame window, lag 3.
 
 A filter is stateful and belongs to one segment (the engine makes a new one per segment); a scene cut seen
