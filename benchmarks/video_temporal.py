@@ -131,7 +131,7 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     strengths = {"flow": args.flow_strength, "model": args.model_strength}
     print(f"window: frames {args.start}..{args.start + args.frames - 1}, HR centre crop {args.crop or 'none'}, x{SCALE}; "
-          f"load {open('/proc/loadavg').read().split()[:3]}")
+          f"load {Path('/proc/loadavg').read_text().split()[:3]}")
     print("| clip | model | temporal | PSNR-Y | SSIM-Y | tOF | warp err x1e-3 (HR) | d tOF | d warp | d PSNR | filter s/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for clip in [c.strip() for c in args.clips.split(",") if c.strip()]:
@@ -150,7 +150,8 @@ def main() -> None:
                 s = vm.scores.summary()
                 results[mode] = vm.scores
                 base = base or s
-                d = (lambda k: 100.0 * (s[k] - base[k]) / base[k]) if mode != "off" else (lambda k: 0.0)
+                def d(k: str, s: dict = s, base: dict = base) -> float:
+                    return 100.0 * (s[k] - base[k]) / base[k]
                 print(f"| {clip} | {model} | {mode} | {s['psnr_y']:.3f} | {s['ssim_y']:.4f} | {s['tof']:.3f} | "
                       f"{s['warp_error'] * 1e3:.3f} ({s['warp_error_hr'] * 1e3:.3f}) | {d('tof'):+.1f} % | "
                       f"{d('warp_error'):+.1f} % | {s['psnr_y'] - base['psnr_y']:+.3f} | {per:.3f} |", flush=True)

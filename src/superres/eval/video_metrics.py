@@ -28,7 +28,7 @@ from ..errors import SuperresError
 from ..metrics.psnr_ssim import psnr, ssim
 from ..video.flow import consistent, dis_flow, farneback_flow, gray_u8, make_dis, warp
 
-__all__ = ["FrameScores", "VideoScores", "VideoMetrics", "score_videos", "flicker_plot", "iter_rgb_frames"]
+__all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos"]
 
 
 @dataclass(frozen=True)

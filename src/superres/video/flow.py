@@ -17,8 +17,16 @@ import numpy as np
 from ..errors import SuperresError
 
 __all__ = [
-    "require_cv2", "gray_u8", "make_dis", "dis_flow", "farneback_flow", "resize_flow", "resize_map", "warp", "consistent",
     "SceneCutDetector",
+    "consistent",
+    "dis_flow",
+    "farneback_flow",
+    "gray_u8",
+    "make_dis",
+    "require_cv2",
+    "resize_flow",
+    "resize_map",
+    "warp",
 ]
 
 

@@ -27,9 +27,19 @@ from typing import Protocol
 
 import numpy as np
 
-from .flow import SceneCutDetector, require_cv2, consistent, dis_flow, gray_u8, make_dis, resize_flow, resize_map, warp
+from .flow import (
+    SceneCutDetector,
+    consistent,
+    dis_flow,
+    gray_u8,
+    make_dis,
+    require_cv2,
+    resize_flow,
+    resize_map,
+    warp,
+)
 
-__all__ = ["TemporalFilter", "FlowFilter", "make_temporal", "TEMPORAL_MODES"]
+__all__ = ["TEMPORAL_MODES", "FlowFilter", "TemporalFilter", "make_temporal"]
 
 TEMPORAL_MODES = ("off", "flow", "model")
 _ZOOM_MAX_PIXELS = 32_000  # LR frames up to about 200x160

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import SuperresError
 from .flow import SceneCutDetector, gray_u8
 
-__all__ = ["TemporalFixFilter", "temporalfix_paths", "load_session", "RADIUS"]
+__all__ = ["RADIUS", "TemporalFixFilter", "load_session", "temporalfix_paths"]
 
 RADIUS = 3  # frames each side of the one being fixed
 _DISTRIBUTION = "vs-temporalfix"
