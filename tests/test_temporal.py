@@ -231,6 +231,18 @@ def test_metrics_of_identical_clips_and_of_a_flickering_clip() -> None:
     assert flick["frames"] == 6
 
 
+def test_metrics_skip_the_pair_across_a_scene_cut() -> None:
+    rng = np.random.default_rng(8)
+    _, a, _ = _clip(rng, 3, shift=1)
+    _, b, _ = _clip(rng, 3, shift=1)
+    hr = _u8(a + [0.05 + 0.3 * x for x in b])
+    metrics = VideoMetrics(crop=SCALE)
+    frames = [metrics.add(f, f) for f in hr]
+    assert metrics.cut_frames == [3]
+    assert frames[3].tof is None and frames[3].warp_error is None
+    assert all(frames[t].warp_error is not None for t in (1, 2, 4, 5))
+
+
 def test_metrics_refuse_clips_of_different_size_or_length() -> None:
     rng = np.random.default_rng(6)
     _, clean, _ = _clip(rng, 3)

@@ -9,6 +9,8 @@ Per frame t (SR and HR of one size, uint8 RGB):
   [0, 1]) between X[t] and X[t-1] warped onto it. The flow and the occlusion mask (forward-backward check) come
   from the *HR* clip for every X, so all methods are judged on the same motion; HR's own value is the floor a
   perfect result reaches (lighting changes, flow error) and is reported beside it.
+A frame that starts a new shot in HR (a scene cut, :class:`~superres.video.flow.SceneCutDetector`) has no
+tOF or warping error: there is no motion across a cut, and one such pair would outweigh a whole shot.
 
 Streaming: :class:`VideoMetrics` keeps one previous frame pair, so memory does not grow with the clip.
 """
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..errors import SuperresError
 from ..metrics.psnr_ssim import psnr, ssim
-from ..video.flow import consistent, dis_flow, farneback_flow, gray_u8, make_dis, warp
+from ..video.flow import SceneCutDetector, consistent, dis_flow, farneback_flow, gray_u8, make_dis, warp
 
 __all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos"]
 
@@ -92,6 +94,8 @@ class VideoMetrics:
         self.scores = VideoScores()
         self._dis = make_dis("medium")
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._cuts = SceneCutDetector()
+        self.cut_frames: list[int] = []  # frames that start a new shot in HR: no tOF / warping error for them
 
     def _crop(self, a: np.ndarray) -> np.ndarray:
         c = self.crop
@@ -103,7 +107,9 @@ class VideoMetrics:
             raise SuperresError(f"frame {len(self.scores.frames)}: SR is {sr.shape[1]}x{sr.shape[0]}, HR is "
                                 f"{hr.shape[1]}x{hr.shape[0]}; the clips must have one size")
         t_of = w_sr = w_hr = None
-        if self._prev is not None:
+        cut = self._cuts.is_cut(gray_u8(hr))
+        self.cut_frames += [len(self.scores.frames)] if cut else []
+        if self._prev is not None and not cut:  # across a scene cut there is no motion to follow
             sr_p, hr_p = self._prev
             g, gp = gray_u8(self._crop(hr)), gray_u8(self._crop(hr_p))
             fwd, bwd = dis_flow(g, gp, self._dis), dis_flow(gp, g, self._dis)
