@@ -27,3 +27,9 @@ case ",$extras," in
     *,test,*) superres fetch realsr-df2k-x4 realsr-df2k-jpeg-x4 ||
         echo "setup: RealSR fetch failed (no network?); tests/test_realsr.py will skip its parity tests" ;;
 esac
+# The --temporal model networks (vs-temporalfix wheel, 11 MB, sha256-pinned, read as data); without them
+# tests/test_temporal.py skips its runner test, saying so.
+case ",$extras," in
+    *,test,*) superres fetch temporalfix ||
+        echo "setup: temporalfix fetch failed (no network?); tests/test_temporal.py will skip its model test" ;;
+esac

