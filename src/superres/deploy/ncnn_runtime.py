@@ -339,3 +339,20 @@ def load_ncnn_model(name_or_path: str | os.PathLike[str], *, device: str = "auto
     session, net, card, name = ncnn_session_for(name_or_path, device=device, precision=precision,
                                                 threads=threads, allow_download=allow_download)
     return Upscaler(net, name=name, card=card, options=options, forward=session)
+
+
+def export_ncnn_model(model: "str | os.PathLike[str] | SRNet", out: str | os.PathLike[str], *,
+                      allow_download: bool = False) -> Path:
+    """``superres export MODEL out.param``: our writer's .param/.bin/.json for a zoo name or weights file."""
+    from torch import nn
+
+    from .ncnn_export import export_ncnn
+
+    if isinstance(model, nn.Module):
+        net, name = model.eval(), model.arch_name
+    else:
+        from ..zoo.loader import load_network
+
+        net, card = load_network(model, allow_download=allow_download)
+        name = card.name if card else Path(str(model)).stem
+    return export_ncnn(net, Path(out), _meta_for(net, name, weights_digest(net)))

@@ -27,8 +27,11 @@ def serve_command(
         "-m",
         help="Comma-separated zoo names or weights files (default: every zoo model available offline).",
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; vulkan or "
+                                         "vulkan:N with --backend ncnn."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, fp16 or bf16."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch (default) or another row of the "
+                                          "backend table, e.g. ncnn for a Vulkan GPU of any vendor."),
     tile: Optional[int] = typer.Option(
         None, "--tile", help="LR tile size (0 = none; default from free memory)."
     ),
@@ -72,6 +75,7 @@ def serve_command(
         models=models,
         device=device,
         precision=precision,
+        backend=backend,
         tile=tile,
         max_bytes=max_bytes,
         max_pixels=max_pixels,
