@@ -285,3 +285,42 @@ def test_server_upscales_on_vulkan(server: str, data_dir: Path) -> None:
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
     ref = torch_model(VIDEO_MODEL).upscale(img).astype(int)
     assert got.shape == (80, 80, 3) and int(np.abs(got - ref).max()) <= 1
+
+
+def test_out_of_memory_on_vulkan_halves_the_tile(vulkan: None, data_dir: Path) -> None:
+    """A failed Vulkan extract (what ncnn returns when the device is out of memory) becomes
+    torch.OutOfMemoryError, and the Upscaler retries with half the tile and gets the same image."""
+    import torch
+
+    up = ncnn_model(VIDEO_MODEL)
+    session = up._forward  # noqa: SLF001 - the real Vulkan session, wrapped below
+    real_net = session._net  # noqa: SLF001
+
+    class SmallDevice:
+        """The real net, but an extract on an input over 90 px fails like an exhausted device."""
+
+        def create_extractor(self) -> object:
+            ex = real_net.create_extractor()
+
+            class Extractor:
+                side = 0
+
+                def input(self, name: str, mat: object) -> int:
+                    Extractor.side = max(mat.w, mat.h)  # type: ignore[attr-defined]
+                    return ex.input(name, mat)
+
+                def extract(self, name: str) -> tuple[int, object]:
+                    return (-100, None) if Extractor.side > 90 else ex.extract(name)
+
+            return Extractor()
+
+    img = crop(data_dir, "Set14/HR/flowers.png", (50, 50, 96, 12))
+    whole = up.upscale_float(img)
+    small = ncnn_runtime.NcnnSession.__new__(ncnn_runtime.NcnnSession)
+    small.__dict__.update(session.__dict__, _net=SmallDevice())
+    with pytest.raises(torch.OutOfMemoryError):
+        small.run(np.zeros((1, 3, 12, 96), np.float32))
+    tight = Upscaler(up._net32, name=up.name, forward=small)  # noqa: SLF001
+    got = tight.upscale_float(img, UpscaleOptions(tile=96, context=18))
+    assert tight.plan().tile == 48  # halved once (48 + 2 x 18 px of context fits) and remembered
+    assert float(np.abs(got - whole).max()) < FP32_TOL
