@@ -64,7 +64,7 @@ def backend_help() -> str:
         extra = f"; extra: {b.extra}" if b.extra else ""
         parts.append(f"{b.name} ({b.summary}{extra})")
     return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache; -m may be " \
-        "an exported .onnx/.xml/.param."
+        "an exported .onnx/.xml (ncnn: a .param)."
 
 
 def load_model(
@@ -136,7 +136,7 @@ def _builtins() -> None:
     register_backend(Backend("tensorrt", "NVIDIA TensorRT via ONNX Runtime's TensorRT provider, GPU only",
                              _runtime("tensorrt"), runs_exported=(".onnx",)))
     register_backend(Backend("ncnn", "ncnn on a Vulkan GPU of any vendor (--device vulkan[:N]) or its CPU path "
-                             "(--device cpu)", _ncnn, extra="ncnn", runs_exported=(".param",)))
+                             "(--device cpu)", _ncnn, extra="ncnn"))  # .param: ours (with .json) or any ncnn model the zoo reads
 
 
 _builtins()

