@@ -201,6 +201,26 @@ def test_export_from_other_weights_is_refused(tmp_path: Path) -> None:
     ncnn_session_for("espcn-s-x4", file=param, device="cpu")
 
 
+def test_a_hostile_export_is_refused_before_ncnn_reads_it(tmp_path: Path) -> None:
+    """A .param whose .json vouches for it (hashes recomputed) but which declares 8 GB of weights, or an
+    up-scale of 10^6, never reaches the ncnn runtime."""
+    import json
+
+    from superres.deploy.ncnn_runtime import export_ncnn_model
+    from superres.files import sha256_file
+
+    param = export_ncnn_model("espcn-s-x4", tmp_path / "e.param")
+    text = param.read_text()
+    for old, new, msg in (("6=800", "6=2000000000", "declares"), ("0=4", "0=1000000", "not what superres")):
+        assert old in text
+        param.write_text(text.replace(old, new, 1))
+        meta = json.loads(param.with_suffix(".json").read_text())
+        meta["param_sha256"] = sha256_file(param)
+        param.with_suffix(".json").write_text(json.dumps(meta))
+        with pytest.raises(DeployError, match=msg):
+            load_model(str(param), backend="ncnn", device="cpu")
+
+
 def test_unexportable_architecture_gives_one_line_and_no_file(tmp_path: Path) -> None:
     out = tmp_path / "cugan.param"
     r = runner.invoke(app, ["export", "realcugan-x2", str(out)])

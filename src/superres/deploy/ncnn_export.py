@@ -413,4 +413,52 @@ def read_ncnn_metadata(param: str | Path, *, check_files: bool = True) -> dict[s
             if not f.is_file() or sha256_file(f) != meta.get(key):
                 raise DeployError(f"'{f}' does not match its metadata '{js.name}' (changed or truncated); "
                                   "export it again")
+        check_export_files(p, p.with_suffix(".bin"))  # the .json is the file's word, not proof: check the shape
     return meta
+
+
+# Layer types this writer emits, and what each stores in the .bin. A file claiming to be one of our exports is
+# checked against this before the ncnn runtime reads it: its .bin must be exactly what the .param declares (so
+# ncnn never allocates for weights that are not there) and no layer may grow the image without bound.
+_WRITTEN_WEIGHTLESS = frozenset({"Input", "Split", "ReLU", "Sigmoid", "Swish", "TanH", "Clip", "PixelShuffle",
+                                 "Interp", "Padding", "Concat", "BinaryOp"})
+_MAX_GROWTH = 16  # the largest up-scale one Interp or PixelShuffle may apply
+_MAX_PAD = 1024
+
+
+def check_export_files(param: str | Path, bin_path: str | Path) -> None:
+    """Refuse a .param/.bin pair that is not shaped like this writer's output (see the comment above)."""
+    from ..zoo.ncnn import NcnnError, read_param
+
+    try:
+        graph = read_param(param)
+    except NcnnError as e:
+        raise DeployError(str(e)) from None
+    want = 0
+    for layer in graph.layers:
+        t, g = layer.type, layer.get
+        bad = f"'{param}': {layer!r} is not what superres's ncnn writer makes"
+        if t in ("Convolution", "ConvolutionDepthWise", "Deconvolution"):
+            n, cout = int(g(6, 0)), int(g(0, 0))
+            if n <= 0 or cout <= 0 or g(8, 0):
+                raise DeployError(bad)
+            want += 4 + 4 * n + (4 * cout if g(5, 0) else 0)
+        elif t == "PReLU":
+            want += 4 * max(0, int(g(0, 0)))
+        elif t == "MemoryData":
+            dims = [int(g(k, 0)) for k in (0, 1, 2)]
+            if dims[0] != 1 or dims[1] != 1 or dims[2] <= 0:
+                raise DeployError(bad)
+            want += 4 * dims[2]
+        elif t in _WRITTEN_WEIGHTLESS:
+            growth = {"Interp": max(float(g(1, 1.0)), float(g(2, 1.0))) if not (g(3, 0) or g(4, 0)) else 1e9,
+                      "PixelShuffle": float(g(0, 1))}.get(t, 1.0)
+            pads = [int(g(k, 0)) for k in (0, 1, 2, 3)] if t == "Padding" else [0]
+            if not 0 < growth <= _MAX_GROWTH or max(pads) > _MAX_PAD or min(pads) < 0 or \
+                    (t == "Padding" and g(6, 0)):
+                raise DeployError(bad)
+        else:
+            raise DeployError(f"'{param}': layer type {t!r} is not one superres's ncnn writer makes")
+    size = Path(bin_path).stat().st_size if Path(bin_path).is_file() else -1
+    if size != want:
+        raise DeployError(f"'{bin_path}' holds {size} bytes where '{Path(param).name}' declares {want}")
