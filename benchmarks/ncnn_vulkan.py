@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     if gpu_count() == 0:
-        raise SystemExit("no Vulkan device (install your GPU's Vulkan driver, or mesa-vulkan-drivers for lavapipe)")
+        raise SystemExit("no Vulkan device: install your GPU's Vulkan driver (mesa-vulkan-drivers: lavapipe)")
     dev = list_devices()[0]
     lavapipe = dev.kind == "cpu"
     cuda = torch.cuda.is_available()

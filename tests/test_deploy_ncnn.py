@@ -102,7 +102,7 @@ def test_fp16_on_vulkan_within_the_stated_bound(vulkan: None, data_dir: Path) ->
 
 
 def test_tiled_equals_whole_image(vulkan: None, data_dir: Path) -> None:
-    """Context = the receptive field (18 px for this 18-conv SRVGG), so every tile sees what the whole run sees."""
+    """Context = the receptive field (18 px for this 18-conv SRVGG): a tile sees what the whole run sees."""
     img = crop(data_dir, "Set14/HR/baboon.png", (100, 100, 64, 12))
     up = ncnn_model(VIDEO_MODEL)
     whole = up.upscale_float(img)
@@ -170,7 +170,8 @@ def test_fsrcnn_and_rrdb_export(tmp_path: Path) -> None:
     from superres.deploy.ncnn_runtime import NcnnSession, export_ncnn_model
 
     torch.manual_seed(0)
-    for arch, hp in (("fsrcnn", dict(scale=3)), ("rrdbnet", dict(num_block=1, num_feat=16, num_grow=8, scale=4))):
+    tiny_rrdb = dict(num_block=1, num_feat=16, num_grow=8, scale=4)
+    for arch, hp in (("fsrcnn", dict(scale=3)), ("rrdbnet", tiny_rrdb)):
         net = build(arch, **hp).eval()
         x = torch.rand(1, net.descriptor.in_channels, 14, 18, generator=torch.Generator().manual_seed(4))
         param = export_ncnn_model(net, tmp_path / f"{arch}.param")
@@ -186,7 +187,8 @@ def test_export_from_other_weights_is_refused(tmp_path: Path) -> None:
     param = tmp_path / "mine.param"
     r = runner.invoke(app, ["export", "espcn-s-x4", str(param)])
     assert r.exit_code == 0, r.output
-    assert "espcn" in r.output and param.with_suffix(".bin").is_file() and param.with_suffix(".json").is_file()
+    assert "espcn" in r.output
+    assert param.with_suffix(".bin").is_file() and param.with_suffix(".json").is_file()
     with pytest.raises(DeployError, match=r"was exported from 'espcn-s-x4'.*not the requested 'espcn-m-x4'"):
         ncnn_session_for("espcn-m-x4", file=param, device="cpu")
     ncnn_session_for("espcn-s-x4", file=param, device="cpu")  # its own weights: accepted
@@ -226,12 +228,14 @@ def test_unexportable_architecture_gives_one_line_and_no_file(tmp_path: Path) ->
     r = runner.invoke(app, ["export", "realcugan-x2", str(out)])
     assert r.exit_code == 2  # the CLI's status for a user error
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: cannot export 'realcugan-x2' (cugan) to ncnn"), r.output
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("error: cannot export 'realcugan-x2' (cugan) to ncnn")
     assert "aten.mean" in lines[0] and "--backend torch" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_without_vulkan_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_without_vulkan_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
     monkeypatch.setattr(ncnn_runtime, "_GPU_COUNT", 0)
     src = tmp_path / "in.png"
     Image.new("RGB", (8, 8)).save(src)
@@ -292,8 +296,8 @@ def server(vulkan: None, tmp_path: Path) -> Iterator[str]:
 
     env = {"SUPERRES_SERVE_TMP_DIR": str(tmp_path / "tmp"), "SUPERRES_SERVE_LOG_LEVEL": "warning",
            "SUPERRES_CACHE_DIR": os.environ["SUPERRES_CACHE_DIR"]}
-    with ServerProcess(["--models", VIDEO_MODEL, "--backend", "ncnn", "--device", "vulkan", "--precision", "fp32"],
-                       env=env, log_path=tmp_path / "server.log", ready_timeout=180) as s:
+    args = ["--models", VIDEO_MODEL, "--backend", "ncnn", "--device", "vulkan", "--precision", "fp32"]
+    with ServerProcess(args, env=env, log_path=tmp_path / "server.log", ready_timeout=180) as s:
         yield s.url
 
 

@@ -12,7 +12,7 @@ being exported wrong.
 Supported ops: convolution (plain, grouped, transposed), ReLU / LeakyReLU / PReLU / SiLU / sigmoid / tanh,
 pixel shuffle, nearest / bilinear / bicubic upsampling, padding, concatenation along channels, and
 element-wise add / sub / mul / div between images, constants of shape (C, 1, 1) and scalars. That covers
-ESPCN, EDSR, SRVGG (Real-ESRGAN compact), FSRCNN, RRDBNet, SPAN, SRCNN, RCAN-free plain nets and waifu2x
+ESPCN, EDSR, SRVGG (Real-ESRGAN compact), FSRCNN, RRDBNet, SPAN, SRCNN and waifu2x
 UpConv7; attention (SwinIR), global pooling (Real-CUGAN, CUNet, RCAN) and size-dependent inputs (SRMD)
 are refused with the op named.
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 NCNN_INPUT, NCNN_OUTPUT = "in0", "out0"
 _MAGIC = 7767517
-_ACT = torch.ops.aten
 _BINARY = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 _REVERSED = {"add": 0, "sub": 7, "mul": 2, "div": 8}  # scalar on the left: rsub, rdiv
 _UNARY_LAYERS = {
@@ -107,7 +106,8 @@ class _Builder:
     def add(self, type_: str, inputs: list[str], params: dict[int, Any] | None = None,
             blobs: list[tuple[bool, np.ndarray]] | None = None) -> str:
         out = self.blob(type_.lower())
-        self.layers.append(_Layer(type_, f"{type_.lower()}_{self.count}", inputs, [out], params or {}, blobs or []))
+        name = f"{type_.lower()}_{self.count}"
+        self.layers.append(_Layer(type_, name, inputs, [out], params or {}, blobs or []))
         return out
 
     def const_blob(self, t: torch.Tensor) -> str:
@@ -191,7 +191,8 @@ def _emit(b: _Builder, node: torch.fx.Node, out: torch.Tensor) -> str | None:
         x, w, bias, stride, pad, dil, transposed, out_pad, groups = args
         if isinstance(w, str) or isinstance(bias, str):
             b.fail("a convolution whose weights depend on the image")
-        return b.conv(x, w, bias, list(stride), list(pad), list(dil), bool(transposed), list(out_pad), int(groups))
+        return b.conv(x, w, bias, list(stride), list(pad), list(dil), bool(transposed), list(out_pad),
+                      int(groups))
     if name in _UNARY_LAYERS:
         layer = _UNARY_LAYERS[name]
         if layer is None:
@@ -208,13 +209,15 @@ def _emit(b: _Builder, node: torch.fx.Node, out: torch.Tensor) -> str | None:
         return b.add("Clip", [args[0]], {0: lo, 1: hi})
     if name == "clamp":
         lo, hi = (args + [None, None])[1:3]
-        return b.add("Clip", [args[0]], {0: float(-3.4e38 if lo is None else lo), 1: float(3.4e38 if hi is None else hi)})
+        lo, hi = float(-3.4e38 if lo is None else lo), float(3.4e38 if hi is None else hi)
+        return b.add("Clip", [args[0]], {0: lo, 1: hi})
     if name == "pixel_shuffle":
         return b.add("PixelShuffle", [args[0]], {0: int(args[1])})
     if name in _INTERP:
         sh, sw = out.shape[2] / in_shape[2], out.shape[3] / in_shape[3]
         if sh != int(sh) or sw != int(sw):
-            b.fail(f"{name} to a fixed size (scales {sh:g} x {sw:g}); only integer scale factors are supported")
+            b.fail(f"{name} to a fixed size (scales {sh:g} x {sw:g}); only integer scale factors are "
+                   "supported")
         align = bool(args[2]) if name != "upsample_nearest2d" and len(args) > 2 else False
         return b.add("Interp", [args[0]], {0: _INTERP[name], 1: float(sh), 2: float(sw), 6: int(align)})
     if name in _PADS or name == "constant_pad_nd":
@@ -240,7 +243,7 @@ def _emit(b: _Builder, node: torch.fx.Node, out: torch.Tensor) -> str | None:
     if name in ("add", "sub", "mul", "div"):
         alpha = kw.get("alpha", 1)
         if name in ("add", "sub") and alpha != 1:
-            other = args[1] * alpha if not isinstance(args[1], str) else b.binary("mul", args[1], float(alpha))
+            other = b.binary("mul", args[1], float(alpha)) if isinstance(args[1], str) else args[1] * alpha
             return b.binary(name, args[0], other)
         return b.binary(name, args[0], args[1])
     if name in ("view", "reshape", "expand", "_unsafe_view") and tuple(out.shape) == in_shape:
@@ -284,7 +287,8 @@ def build_layers(net: "SRNet", what: str, side: int = 16) -> list[_Layer]:
                 args = [b.value.get(a, a) if isinstance(a, torch.fx.Node) else
                         [b.value.get(i, i) if isinstance(i, torch.fx.Node) else i for i in a]
                         if isinstance(a, (list, tuple)) else a for a in node.args]
-                kwargs = {k: b.value.get(v, v) if isinstance(v, torch.fx.Node) else v for k, v in node.kwargs.items()}
+                kwargs = {k: b.value.get(v, v) if isinstance(v, torch.fx.Node) else v
+                          for k, v in node.kwargs.items()}
                 out = node.target(*args, **kwargs)
                 b.value[node] = out
                 if _is_dyn(b, list(node.args)) or _is_dyn(b, list(node.kwargs.values())):
@@ -360,11 +364,12 @@ def _verify(net: "SRNet", param: Path, bin_path: Path, what: str) -> float:
     got = NcnnSession(param, bin_path, device="cpu", precision="fp32", threads=1).run(x.numpy())
     if got.shape != ref.shape:
         raise DeployError(f"cannot export {what} to ncnn: the written graph gives {got.shape[1:]} for "
-                          f"{ref.shape[1:]} at another input size (a size-dependent graph); use --backend torch")
+                          f"{ref.shape[1:]} at another input size (a size-dependent graph); "
+                          "use --backend torch")
     err = float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max())))
     if err > 1e-3:
-        raise DeployError(f"cannot export {what} to ncnn: the written graph differs from PyTorch by {err:.2g} "
-                          "at another input size (a size-dependent graph); use --backend torch")
+        raise DeployError(f"cannot export {what} to ncnn: the written graph differs from PyTorch by "
+                          f"{err:.2g} at another input size (a size-dependent graph); use --backend torch")
     return err
 
 
@@ -395,7 +400,8 @@ def export_ncnn(net: "SRNet", param: str | Path, meta: dict[str, str], *, verify
 
 def read_ncnn_metadata(param: str | Path, *, check_files: bool = True) -> dict[str, str]:
     """The ``.json`` metadata beside an exported ``.param`` (empty when there is none); with
-    ``check_files``, refuses a .param/.bin whose sha256 differs from the one recorded (truncated or edited)."""
+    ``check_files``, refuses a .param/.bin whose sha256 differs from the one recorded (truncated or edited)
+    or which is not shaped like this writer's output."""
     p = Path(param)
     js = p.with_suffix(".json")
     if not js.is_file():
@@ -413,7 +419,7 @@ def read_ncnn_metadata(param: str | Path, *, check_files: bool = True) -> dict[s
             if not f.is_file() or sha256_file(f) != meta.get(key):
                 raise DeployError(f"'{f}' does not match its metadata '{js.name}' (changed or truncated); "
                                   "export it again")
-        check_export_files(p, p.with_suffix(".bin"))  # the .json is the file's word, not proof: check the shape
+        check_export_files(p, p.with_suffix(".bin"))  # the .json is the file's word, not proof
     return meta
 
 

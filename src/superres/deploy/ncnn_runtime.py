@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 NO_VULKAN = (
     "no Vulkan device found for --backend ncnn: install your GPU vendor's Vulkan driver (AMD/Intel: Mesa's "
-    "radv/anv, Debian package mesa-vulkan-drivers; NVIDIA: its proprietary driver), or for a functional check "
-    "on the CPU Debian's mesa-vulkan-drivers (lavapipe); or run ncnn's CPU path with --device cpu"
+    "radv/anv, Debian package mesa-vulkan-drivers; NVIDIA: its proprietary driver), or for a functional "
+    "check on the CPU Debian's mesa-vulkan-drivers (lavapipe); or run ncnn's CPU path with --device cpu"
 )
 # Families whose original ncnn graph computes exactly what our network does on a [0, 1] image.
 WHEEL_GRAPH_ARCHS = frozenset({"srvgg", "rrdbnet", "span"})
@@ -137,8 +137,9 @@ class NcnnSession:
 
     backend = "ncnn"
 
-    def __init__(self, param: str | os.PathLike[str], bin_path: str | os.PathLike[str], *, device: str = "auto",
-                 precision: str = "auto", threads: int | None = None, input_name: str | None = None,
+    def __init__(self, param: str | os.PathLike[str], bin_path: str | os.PathLike[str], *,
+                 device: str = "auto", precision: str = "auto", threads: int | None = None,
+                 input_name: str | None = None,
                  output_name: str | None = None, meta: dict[str, str] | None = None) -> None:
         ncnn = _ncnn()
         self.path = Path(param)
@@ -147,8 +148,8 @@ class NcnnSession:
         p = (precision or "auto").lower()
         if p not in ("auto", "fp32", "fp16"):
             raise DeployError(f"--precision for the ncnn backend is auto, fp16 or fp32, not {precision!r}")
-        # auto: fp16 storage and arithmetic on a GPU (ncnn turns them off where the device lacks them), fp32 on
-        # the CPU path (parity with torch); fp32 forces fp32 everywhere.
+        # auto: fp16 storage and arithmetic on a GPU (ncnn turns them off where the device lacks them),
+        # fp32 on the CPU path (parity with torch); fp32 forces fp32 everywhere.
         self.fp16 = p == "fp16" or (p == "auto" and self.gpu is not None)
         net = ncnn.Net()
         opt = net.opt
@@ -264,17 +265,20 @@ def check_export_matches(param: Path, name: str, digest: str) -> dict[str, str]:
 
     meta = read_ncnn_metadata(param)
     if not meta:
-        raise DeployError(f"'{param}' has no superres metadata ({param.with_suffix('.json').name}), so it cannot "
-                          f"be checked against {name!r}; export it again with superres export {name} {param}")
+        raise DeployError(f"'{param}' has no superres metadata ({param.with_suffix('.json').name}), so it "
+                          f"cannot be checked against {name!r}; export it again with "
+                          f"superres export {name} {param}")
     if meta.get("weights_sha256") != digest:
         raise DeployError(
-            f"'{param}' was exported from {meta.get('model', '?')!r} (weights {short(meta.get('weights_sha256', ''))}),"
-            f" not the requested {name!r} (weights {short(digest)}); export it again with superres export {name} {param}"
+            f"'{param}' was exported from {meta.get('model', '?')!r} "
+            f"(weights {short(meta.get('weights_sha256', ''))}), not the requested {name!r} "
+            f"(weights {short(digest)}); export it again with superres export {name} {param}"
         )
     return meta
 
 
-def _wheel_files(card: "ModelCard | None", net: "SRNet", given: Path | None = None) -> tuple[Path, Path] | None:
+def _wheel_files(card: "ModelCard | None", net: "SRNet",
+                 given: Path | None = None) -> tuple[Path, Path] | None:
     """The original ncnn files of a wheel-family card (or a user's ``given`` .param the zoo converted) whose
     graph is the whole network, else None."""
     if net.descriptor.arch not in WHEEL_GRAPH_ARCHS:
