@@ -139,7 +139,8 @@ def realtime_command(
         help="Zoo model, weights or exported file (default: realesr-animevideov3 on a GPU, espcn-r-x4 on a CPU).",
     ),
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend); "
+                               "vulkan, vulkan:N or cpu (ncnn backend)."),
     queue_size: int = typer.Option(2, "--queue", help="Frames waiting at most; older ones are dropped."),
     pace: bool = typer.Option(True, "--pace/--no-pace", help="Feed a file at its frame rate, like a camera."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Pace at this rate instead of the file's."),
@@ -156,11 +157,12 @@ def realtime_command(
     from ..loading import load_model
 
     retain_freed_memory()  # reuse the per-frame buffers instead of mapping them anew (see its docstring)
-    dev = device if backend == "torch" else "cpu"
+    dev = device if backend in ("torch", "ncnn") else "cpu"  # ncnn: its Vulkan device, or --device cpu
     if model is None:  # the fastest model that is still +1 dB over bicubic on a CPU; the video model on a GPU
         from ..inference.devices import pick_device
 
-        model = "realesr-animevideov3" if pick_device(dev).type == "cuda" else "espcn-r-x4"
+        gpu = dev.lower() != "cpu" if backend == "ncnn" else pick_device(dev).type == "cuda"
+        model = "realesr-animevideov3" if gpu else "espcn-r-x4"
     up = load_model(model, device=dev, backend=backend)
     frames, rate = open_frames(source)
     pace_fps = fps or (rate if pace and not is_camera(source) else None)
