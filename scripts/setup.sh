@@ -33,3 +33,13 @@ case ",$extras," in
     *,test,*) superres fetch temporalfix ||
         echo "setup: temporalfix fetch failed (no network?); tests/test_temporal.py will skip its model test" ;;
 esac
+# The ncnn backend's Vulkan tests need a Vulkan device; on Debian, Mesa's lavapipe (a CPU driver) is one.
+# Best effort (root and apt-get only, bounded, never fatal); without it those tests skip, saying why.
+case ",$extras," in
+    *,test,*) if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+                  && command -v apt-get >/dev/null 2>&1; then
+                  timeout 180 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                      mesa-vulkan-drivers' >/dev/null 2>&1 ||
+                      echo "setup: mesa-vulkan-drivers not installed; the Vulkan tests in tests/test_deploy_ncnn.py will skip"
+              fi ;;
+esac

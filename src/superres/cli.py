@@ -124,7 +124,8 @@ def upscale(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     tile: Optional[int] = typer.Option(None, "-t", "--tile", help="LR tile size (0 = no tiling; default: from free memory)."),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="LR pixels blended between tiles."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps; vulkan or vulkan:N "
+                               "with --backend ncnn."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
     alpha: str = typer.Option("model", "--alpha", help="Transparency: model (crisper edges, but a second network "
                               "pass: RGBA takes about 2x as long as RGB) or bicubic (almost free)."),

@@ -64,7 +64,7 @@ def backend_help() -> str:
         extra = f"; extra: {b.extra}" if b.extra else ""
         parts.append(f"{b.name} ({b.summary}{extra})")
     return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache; -m may be " \
-        "an exported .onnx/.xml."
+        "an exported .onnx/.xml (ncnn: a .param)."
 
 
 def load_model(
@@ -119,6 +119,14 @@ def _runtime(kind: str) -> Loader:
     return load
 
 
+def _ncnn(name_or_path: str | Path, *, device: str, precision: str, allow_download: bool,
+          options: "UpscaleOptions | None") -> "Upscaler":
+    from .deploy.ncnn_runtime import load_ncnn_model
+
+    return load_ncnn_model(name_or_path, device=device, precision=precision, allow_download=allow_download,
+                           options=options)
+
+
 def _builtins() -> None:
     register_backend(Backend("torch", "default, PyTorch on CPU/CUDA/MPS", _torch))
     register_backend(Backend("onnxruntime", "ONNX Runtime, CPU", _runtime("onnxruntime"), extra="onnx",
@@ -127,6 +135,8 @@ def _builtins() -> None:
                              runs_exported=(".onnx", ".xml")))
     register_backend(Backend("tensorrt", "NVIDIA TensorRT via ONNX Runtime's TensorRT provider, GPU only",
                              _runtime("tensorrt"), runs_exported=(".onnx",)))
+    register_backend(Backend("ncnn", "ncnn on a Vulkan GPU of any vendor (--device vulkan[:N]) or its CPU path "
+                             "(--device cpu)", _ncnn, extra="ncnn"))  # .param: ours (with .json) or any ncnn model the zoo reads
 
 
 _builtins()

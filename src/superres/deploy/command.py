@@ -20,7 +20,8 @@ __all__ = ["register"]
 
 def export_command(
     model: str = typer.Argument(..., help="Zoo model name or weights file."),
-    out: Path = typer.Argument(..., help="Output file: .onnx, .xml (OpenVINO IR) or .engine (TensorRT)."),
+    out: Path = typer.Argument(..., help="Output file: .onnx, .xml (OpenVINO IR), .engine (TensorRT) or .param "
+                               "(ncnn, with .bin and .json beside it)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 weights and arithmetic (I/O stays float32)."),
     int8: bool = typer.Option(False, "--int8", help="INT8 static quantization (needs --calib)."),
     calib: Optional[Path] = typer.Option(
@@ -58,9 +59,20 @@ def export_command(
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_onnx(model, Path(tmp) / "model.onnx", opset=opset, allow_download=download)
             build_tensorrt(onnx_path, out, fp16=fp16 or not int8)
+    elif suffix == ".param":
+        from ..deploy.ncnn_runtime import export_ncnn_model
+
+        if fp16 or int8:
+            raise SuperresError("an ncnn export stores fp32 weights; the runtime chooses fp16 (--precision)")
+        export_ncnn_model(model, out, allow_download=download)
     else:
-        raise SuperresError(f"output must end in .onnx, .xml or .engine, not '{out.name}'")
-    meta = read_metadata(out) if suffix in (".onnx", ".xml") else {}
+        raise SuperresError(f"output must end in .onnx, .xml, .engine or .param, not '{out.name}'")
+    if suffix == ".param":
+        from ..deploy.ncnn_export import read_ncnn_metadata
+
+        meta = read_ncnn_metadata(out)
+    else:
+        meta = read_metadata(out) if suffix in (".onnx", ".xml") else {}
     desc = f" ({meta.get('arch')} x{meta.get('scale')}, {meta.get('precision')})" if meta else ""
     typer.echo(f"wrote {out}{desc}")
 
@@ -75,10 +87,22 @@ def bench_command(
     sizes: str = typer.Option("128,256", "-s", "--sizes", help="Comma-separated LR sides in pixels."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per case (median reported)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the Markdown table here."),
+    devices: bool = typer.Option(False, "--devices", help="List the Vulkan devices the ncnn backend can use "
+                                 "(name, kind, memory budget) and exit."),
 ) -> None:
     """Time backends x models x sizes: ms, LR megapixels/s, GFLOP/s against a measured matmul peak, memory."""
     from ..eval.speed import bench, to_markdown
     from ..loading import backend_names
+
+    if devices:
+        from ..deploy.ncnn_runtime import NO_VULKAN, list_devices
+
+        found = list_devices()
+        for dev in found:
+            typer.echo(dev.describe())
+        if not found:
+            typer.echo(f"none: {NO_VULKAN}")
+        return
 
     known = backend_names()
     from ..eval.command import parse_list
@@ -115,7 +139,8 @@ def realtime_command(
         help="Zoo model, weights or exported file (default: realesr-animevideov3 on a GPU, espcn-r-x4 on a CPU).",
     ),
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (torch backend); "
+                               "vulkan, vulkan:N or cpu (ncnn backend)."),
     queue_size: int = typer.Option(2, "--queue", help="Frames waiting at most; older ones are dropped."),
     pace: bool = typer.Option(True, "--pace/--no-pace", help="Feed a file at its frame rate, like a camera."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Pace at this rate instead of the file's."),
@@ -132,11 +157,12 @@ def realtime_command(
     from ..loading import load_model
 
     retain_freed_memory()  # reuse the per-frame buffers instead of mapping them anew (see its docstring)
-    dev = device if backend == "torch" else "cpu"
+    dev = device if backend in ("torch", "ncnn") else "cpu"  # ncnn: its Vulkan device, or --device cpu
     if model is None:  # the fastest model that is still +1 dB over bicubic on a CPU; the video model on a GPU
         from ..inference.devices import pick_device
 
-        model = "realesr-animevideov3" if pick_device(dev).type == "cuda" else "espcn-r-x4"
+        gpu = dev.lower() != "cpu" if backend == "ncnn" else pick_device(dev).type == "cuda"
+        model = "realesr-animevideov3" if gpu else "espcn-r-x4"
     up = load_model(model, device=dev, backend=backend)
     frames, rate = open_frames(source)
     pace_fps = fps or (rate if pace and not is_camera(source) else None)

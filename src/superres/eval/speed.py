@@ -118,7 +118,9 @@ def bench(
         c = net.descriptor.in_channels
         m = max(1, net.descriptor.size_multiple)
         for backend in backends:
-            up = load_model(spec, device="cpu", backend=backend, options=UpscaleOptions(tile=0))
+            # ncnn: its default Vulkan device (the point of that backend); the others: the CPU
+            dev = "auto" if backend == "ncnn" else "cpu"
+            up = load_model(spec, device=dev, backend=backend, options=UpscaleOptions(tile=0))
             for size in sizes:
                 side = -(-size // m) * m
                 x = torch.rand(1, c, side, side, generator=torch.Generator().manual_seed(0))

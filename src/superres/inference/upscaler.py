@@ -21,7 +21,7 @@ import torch
 from ..archs.base import ModelDescriptor, SRNet
 from ..errors import SuperresError
 from .alpha import straight_colour_for_network
-from .devices import auto_tile, pick_device, pick_dtype
+from .devices import auto_tile, bytes_per_lr_pixel, pick_device, pick_dtype
 from .fast import accelerate
 from .tiling import TilePlan, run_tiled, spans
 
@@ -153,12 +153,21 @@ class Upscaler:
         d = self.descriptor
         tile = options.tile
         if tile is None:
-            tile = self._oom_tile or auto_tile(d, self.device, self.dtype)
+            tile = self._oom_tile or self._memory_tile()
         rf = d.receptive_field
         context = options.context if options.context is not None else min(rf if rf is not None else 48, 48)
         if d.tiling == "internal":
             tile = 0
         return TilePlan(tile=tile, overlap=options.overlap, context=context)
+
+    def _memory_tile(self) -> int:
+        """Tile side from free memory: the runtime's own device (a Vulkan heap) when it knows it, else ours."""
+        from_session = getattr(self._forward, "auto_tile", None)
+        if from_session is not None:
+            side = from_session(bytes_per_lr_pixel(self.descriptor, self.dtype))
+            if side:
+                return int(side)
+        return auto_tile(self.descriptor, self.device, self.dtype)
 
     def _run_planes(self, planes: np.ndarray, sink: Callable[[int, int, np.ndarray], None], options: UpscaleOptions) -> None:
         """Run the network over C x H x W float32 planes (C = network input channels)."""

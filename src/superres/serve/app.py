@@ -57,6 +57,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         device=settings.device,
         precision=settings.precision,
         tile=settings.tile,
+        backend=settings.backend,
     )
     ctx = ServerContext(settings, pool)
 

@@ -31,8 +31,11 @@ def serve_command(
         "are available offline, except research-only weights and whole-image models; "
         f"{COMMAND_DEFAULTS['serve']} answers requests that name no model).",
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; vulkan or "
+                                         "vulkan:N with --backend ncnn."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, fp32, fp16 or bf16."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch (default) or another row of the "
+                                          "backend table, e.g. ncnn for a Vulkan GPU of any vendor."),
     tile: Optional[int] = typer.Option(
         None, "--tile", help="LR tile size (0 = none; default from free memory)."
     ),
@@ -77,6 +80,7 @@ def serve_command(
         models=models,
         device=device,
         precision=precision,
+        backend=backend,
         tile=tile,
         max_bytes=max_bytes,
         max_pixels=max_pixels,

@@ -48,12 +48,14 @@ class ModelPool:
     """The served models by canonical name; loaded in a background thread so /healthz answers at once and
     /readyz turns 200 when every model is in memory."""
 
-    def __init__(self, names: list[str], *, device: str, precision: str, tile: Optional[int]) -> None:
+    def __init__(self, names: list[str], *, device: str, precision: str, tile: Optional[int],
+                 backend: str = "torch") -> None:
         from ..errors import ModelLoadError
         from ..zoo.guide import served_by_default
         from ..zoo.registry import get_card, is_available_offline
 
         self.device, self.precision, self.tile = device, precision, tile
+        self.backend = backend
         self.entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         # Unasked: the picks of `superres models` (zoo.guide.served_by_default: why, and what is left out).
@@ -119,6 +121,7 @@ class ModelPool:
                     device=self.device,
                     precision=self.precision,
                     options=UpscaleOptions(tile=self.tile),
+                    backend=self.backend,
                 )
                 entry.upscaler = up
                 entry.info["scale"] = up.scale

@@ -32,6 +32,7 @@ class ServeSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     models: list[str] = Field(default_factory=list)  # empty: zoo.guide.served_by_default()
     device: str = "auto"
+    backend: str = "torch"  # a row of superres.loading's backend table (ncnn: Vulkan GPUs of any vendor)
     precision: str = "auto"
     tile: Optional[int] = Field(None, ge=0)  # LR tile side; None = from free memory
 

