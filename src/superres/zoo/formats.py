@@ -8,14 +8,18 @@ key layout (``model.0.weight`` ...), which is renamed to the RRDBNet keys.
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ModelLoadError
+from .weight_limits import (check_legacy_pth, check_state_dict, check_value_count, check_zip_archive,
+                            max_weights_params)
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
@@ -40,9 +44,13 @@ def read_weights_file(path: str | Path) -> tuple[StateDict, dict[str, str]]:
 def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
+    limit = max_weights_params()
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
+            # Shapes from the header, summed before any tensor is read (the library has checked that
+            # each tensor's bytes are in the file).
+            check_value_count(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()), p, limit)
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"'{p}' is not a valid safetensors file ({_first_line(e)})") from None
@@ -50,6 +58,11 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
 
 
 def _read_torch(p: Path) -> tuple[StateDict, dict[str, str]]:
+    # Sized from the zip directory / the legacy storage declarations before torch inflates or allocates.
+    if zipfile.is_zipfile(p):
+        check_zip_archive(p)
+    else:
+        check_legacy_pth(p)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -96,6 +109,7 @@ def normalise_state_dict(obj: Any, where: Path | str = "<memory>") -> StateDict:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise ModelLoadError(f"'{where}' holds no tensors (expected a dict of tensors, or params/params_ema)")
+    check_state_dict(sd, where)  # before .float(), which would materialise a stretched view
     for prefix in ("module.", "model.module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
