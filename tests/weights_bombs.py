@@ -12,6 +12,7 @@ import json
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 # name -> (safetensors dtype, shape, raw bytes)
@@ -71,23 +72,40 @@ def _torch_zip_members(tensors: dict[str, int]) -> dict[str, bytes]:
         return {i.filename: z.read(i) for i in z.infolist()}
 
 
-def pth_deflated_bomb(path: Path, inflated: int = 2 << 30, chunk: int = 64 << 20) -> Path:
-    """As :func:`pth_zip_bomb`, with the storage record DEFLATEd (what makes it small on disk)."""
+def pth_deflated_bomb(path: Path, inflated: int = 2 << 30) -> Path:
+    """A torch zip checkpoint whose one storage record is DEFLATEd zeros that inflate to ``inflated``
+    bytes (2 GiB: about 2 MB on disk) while its pickle declares a 16-value tensor. Written by hand: one
+    fully-flushed deflate block of 1 MiB of zeros repeated, so building it takes no compression time."""
     members = _torch_zip_members({"body.0.weight": 16})
     storage = next(n for n in members if "/data/" in n)
-    zeros = bytes(chunk)
-    with zipfile.ZipFile(path, "w") as z:
-        for name, data in members.items():
-            if name != storage:
-                z.writestr(zipfile.ZipInfo(name), data)
-        info = zipfile.ZipInfo(storage, date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with z.open(info, "w", force_zip64=True) as f:
-            left = inflated
-            while left:
-                n = min(left, chunk)
-                f.write(zeros[:n])
-                left -= n
+    chunk = 1 << 20
+    assert inflated % chunk == 0 and inflated < 1 << 32  # no zip64 fields needed
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = comp.compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)  # independent of what precedes
+    tail = comp.flush(zlib.Z_FINISH)
+    crc, zeros = 0, bytes(chunk)
+    for _ in range(inflated // chunk):
+        crc = zlib.crc32(zeros, crc)
+    entries = [(n, 0, zlib.crc32(d), len(d), len(d), d, b"") for n, d in members.items() if n != storage]
+    entries.append((storage, 8, crc, len(block) * (inflated // chunk) + len(tail), inflated, block, tail))
+    central, offset = b"", 0
+    with open(path, "wb") as f:
+        for name, method, crc32, csize, usize, data, end in entries:
+            raw = name.encode()
+            head = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, csize, usize,
+                               len(raw), 0) + raw
+            f.write(head)
+            if method:
+                for _ in range(usize // chunk):
+                    f.write(data)
+                f.write(end)
+            else:
+                f.write(data)
+            central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc32, csize,
+                                   usize, len(raw), 0, 0, 0, 0, 0, offset) + raw
+            offset += len(head) + csize
+        f.write(central)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), offset, 0))
     return path
 
 

@@ -46,8 +46,8 @@ OPTION = "--max-weights-params"
 DEFAULT_MAX_WEIGHTS_PARAMS = 200_000_000
 #: Bytes per parameter an archive may hold: float64 checkpoints are the widest in use.
 _BYTES_PER_PARAM = 8
-#: Room for the pickle, optimizer-free metadata and small records beside the tensors.
-_ARCHIVE_SLACK = 64 << 20
+#: Room for the pickle (keys, ~100 bytes a tensor) and small records beside the tensors.
+_ARCHIVE_SLACK = 1 << 20
 #: Weights barely compress (float data: ratio ~1.1); a record that claims more than this is a bomb.
 _MAX_RATIO = 32
 _SMALL_RECORD = 1 << 20  # a compressed record may always inflate to this (pickles, tiny tensors)
@@ -68,7 +68,8 @@ def max_weights_params() -> int:
 
 
 def _raise_hint(limit: int) -> str:
-    return f"over the limit of {limit:,} parameters; raise it with {OPTION} N or {ENV}=N if the file is trusted"
+    return (f"over the limit of {limit:,} parameters; if the file is trusted, raise it with "
+            f"superres {OPTION} N <command> or {ENV}=N")
 
 
 def _over(where: object, what: str, limit: int) -> ModelLoadError:
@@ -154,7 +155,7 @@ def check_value_count(total: int, where: object, limit: int | None = None) -> No
     """Refuse ``total`` declared weights beyond the limit (e.g. summed from a safetensors header)."""
     limit = max_weights_params() if limit is None else limit
     if total > limit:
-        raise _over(where, f"holds more than {limit:,} weights", limit)
+        raise _over(where, f"holds {total:,} weights", limit)
 
 
 def check_state_dict(sd: Mapping[str, "torch.Tensor"], where: object, limit: int | None = None) -> int:
@@ -173,7 +174,7 @@ def check_state_dict(sd: Mapping[str, "torch.Tensor"], where: object, limit: int
             raise ModelLoadError(f"'{where}': tensor {key!r} of shape {tuple(t.shape)} declares {n:,} values "
                                  f"but is backed by {backed:,} (a stretched view); re-save it with real values")
         total += n
-        check_value_count(total, where, limit)
+    check_value_count(total, where, limit)
     return total
 
 
