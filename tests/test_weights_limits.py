@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import weights_bombs as bombs  # tests/weights_bombs.py
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,8 +25,6 @@ from superres.cli import app
 from superres.errors import ModelLoadError
 from superres.zoo import formats
 from superres.zoo.loader import load_network
-
-import weights_bombs as bombs  # tests/weights_bombs.py
 
 runner = CliRunner()
 ENV, OPTION = "SUPERRES_MAX_WEIGHTS_PARAMS", "--max-weights-params"  # what users read and type
@@ -121,8 +120,8 @@ def test_deflate_bomb_pth_is_refused_from_the_zip_directory(photo: Path, tmp_pat
     assert_one_line_refusal(r, "zip.pth", "archive/data/0", "268,435,456", "refused before inflating")
 
 
-def test_zip_records_past_the_limit_are_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               no_torch_load: None) -> None:
+def test_zip_records_past_the_limit_are_refused_before_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_torch_load: None) -> None:
     """Stored (uncompressed) records are real bytes, but their total still answers to the limit."""
     path = tmp_path / "big.pth"
     torch.save({"w": torch.zeros(1_000_000)}, path)  # 4 MB of stored float32: more than 1,000 params can need
@@ -149,6 +148,36 @@ def test_stride_zero_views_are_refused(photo: Path, tmp_path: Path, real_builds:
     assert real_builds == []
 
 
+def test_a_million_tiny_tensors_are_refused_from_the_header(tmp_path: Path, no_torch_load: None) -> None:
+    """Reading a tensor costs the same however small it is: 10,001 one-float tensors are refused from
+    the safetensors header (RCAN, the zoo's most fragmented network, has 1,634)."""
+    tensors = {f"t{i}": ("F32", (1,), b"\0\0\0\0") for i in range(10_001)}
+    path = bombs.write_safetensors(tmp_path / "many.safetensors", tensors)
+    with pytest.raises(ModelLoadError) as e:
+        load_network(path)
+    assert "10,001 tensors" in str(e.value) and OPTION in str(e.value)
+
+
+def test_metadata_cannot_inflate_a_network_past_its_weights(tmp_path: Path, real_builds: list[str]) -> None:
+    """Hyper-parameters stated in a file's metadata win over detection; a SwinIR whose metadata says
+    img_size 65536 would compute a 4-billion-value attention mask. The dry run counts buffers too."""
+    import json
+
+    from safetensors.torch import save_file
+
+    hp = dict(scale=2, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, img_size=16,
+              upsampler="pixelshuffledirect")
+    sd = {k: v.contiguous() for k, v in build("swinir", **hp).state_dict().items()}
+    path = tmp_path / "swinir.safetensors"
+    stated = {**hp, "img_size": 65536}
+    save_file(sd, str(path), metadata={"arch": "swinir", "hyperparams": json.dumps(stated)})
+    real_builds.clear()
+    with pytest.raises(ModelLoadError) as e:
+        load_network(path)
+    assert "do not fit swinir" in str(e.value) and "refused before building" in str(e.value)
+    assert real_builds == ["meta"]
+
+
 # ---- the limit: names the option, holds for every entry point, and is raised by it ----------------------
 
 
@@ -159,7 +188,8 @@ def test_limit_names_option_and_env_and_the_option_raises_it(photo: Path, tmp_pa
     path = tmp_path / "small.pth"
     torch.save(net.state_dict(), path)
     r = upscale_with(path, photo, OPTION, "10000")
-    assert_one_line_refusal(r, "small.pth", "12,096 weights", "over the limit of 10,000 parameters", OPTION, ENV)
+    assert_one_line_refusal(r, "small.pth", "12,096 weights", "over the limit of 10,000 parameters",
+                            OPTION, ENV)
     r = upscale_with(path, photo, OPTION, "12096")
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "out" / "in.png").size == (128, 96)

@@ -105,7 +105,8 @@ def pth_deflated_bomb(path: Path, inflated: int = 2 << 30) -> Path:
                                    usize, len(raw), 0, 0, 0, 0, 0, offset) + raw
             offset += len(head) + csize
         f.write(central)
-        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), offset, 0))
+        n = len(entries)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(central), offset, 0))
     return path
 
 
@@ -128,7 +129,8 @@ def pth_legacy_bomb(path: Path, numel: int = 1 << 33) -> Path:
     # The storage's persistent id is ('storage', FloatStorage, key, 'cpu', numel): numel is BININT1 1
     # right after the location; make it a LONG1 of 5 bytes.
     huge = b"\x8a\x05" + numel.to_bytes(5, "little") + b"N"
-    data, n = re.subn(rb"(X\x03\x00\x00\x00cpuq.)K\x01N", lambda m: m.group(1) + huge, buf.getvalue(), count=1)
+    data, n = re.subn(rb"(X\x03\x00\x00\x00cpuq.)K\x01N", lambda m: m.group(1) + huge, buf.getvalue(),
+                      count=1)
     if n != 1:
         raise RuntimeError("legacy pickle layout not recognised; cannot build the bomb")
     path.write_bytes(data)

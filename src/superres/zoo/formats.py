@@ -18,8 +18,14 @@ from typing import Any
 import torch
 
 from ..errors import ModelLoadError
-from .weight_limits import (check_legacy_pth, check_state_dict, check_value_count, check_zip_archive,
-                            max_weights_params)
+from .weight_limits import (
+    check_legacy_pth,
+    check_state_dict,
+    check_tensor_count,
+    check_value_count,
+    check_zip_archive,
+    max_weights_params,
+)
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
@@ -50,6 +56,7 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
             meta = dict(f.metadata() or {})
             # Shapes from the header, summed before any tensor is read (the library has checked that
             # each tensor's bytes are in the file).
+            check_tensor_count(len(f.keys()), p, limit)
             check_value_count(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()), p, limit)
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:

@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..archs.base import SRNet
 
 __all__ = ["DEFAULT_MAX_WEIGHTS_PARAMS", "ENV", "OPTION", "build_within_limits", "check_legacy_pth",
-           "check_state_dict", "check_value_count", "check_zip_archive", "max_weights_params"]
+           "check_state_dict", "check_tensor_count", "check_value_count", "check_zip_archive",
+           "max_weights_params", "max_weights_tensors"]
 
 ENV = "SUPERRES_MAX_WEIGHTS_PARAMS"
 OPTION = "--max-weights-params"
@@ -51,6 +52,7 @@ _ARCHIVE_SLACK = 1 << 20
 #: Weights barely compress (float data: ratio ~1.1); a record that claims more than this is a bomb.
 _MAX_RATIO = 32
 _SMALL_RECORD = 1 << 20  # a compressed record may always inflate to this (pickles, tiny tensors)
+_SMALL_BUFFERS, _SMALL_BUFFER_VALUES = 64, 1 << 16  # buffers a network computes itself (not in the file)
 
 
 def max_weights_params() -> int:
@@ -65,6 +67,23 @@ def max_weights_params() -> int:
     if value < 1:
         raise ModelLoadError(f"{ENV} must be a positive number of parameters, not {text!r}")
     return value
+
+
+def max_weights_tensors(limit: int | None = None) -> int:
+    """How many tensors a file may hold: 10,000 (RCAN, the zoo's most fragmented network, has 1,634),
+    more in proportion when the parameter limit is raised past 200M. Reading a tensor costs ~30 us
+    however small it is, so a file of a million one-float tensors is a bomb of time, not bytes."""
+    limit = max_weights_params() if limit is None else limit
+    return max(10_000, limit // 20_000)
+
+
+def check_tensor_count(count: int, where: object, limit: int | None = None) -> None:
+    limit = max_weights_params() if limit is None else limit
+    cap = max_weights_tensors(limit)
+    if count > cap:
+        raise ModelLoadError(f"'{where}' holds {count:,} tensors, more than the {cap:,} a network of up to "
+                             f"{limit:,} parameters may have; if the file is trusted, raise the limit with "
+                             f"superres {OPTION} N <command> or {ENV}=N")
 
 
 def _raise_hint(limit: int) -> str:
@@ -87,18 +106,21 @@ def check_zip_archive(path: Path, limit: int | None = None) -> None:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ModelLoadError(f"'{path}' is not a readable PyTorch checkpoint (bad zip directory: {e})") from None
+        raise ModelLoadError(f"'{path}' is not a readable PyTorch checkpoint (bad zip directory: {e})"
+                             ) from None
+    check_tensor_count(len(infos) - 8, path, limit)  # one record per storage, beside ~6 of torch's own
     total = 0
     for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
-            if info.file_size > max(_MAX_RATIO * info.compress_size, _SMALL_RECORD):
-                raise ModelLoadError(
-                    f"'{path}': record {info.filename!r} would inflate {info.compress_size:,} bytes to "
-                    f"{info.file_size:,} (weights never compress {_MAX_RATIO}x); refused before inflating")
+        compressed = info.compress_type != zipfile.ZIP_STORED
+        if compressed and info.file_size > max(_MAX_RATIO * info.compress_size, _SMALL_RECORD):
+            raise ModelLoadError(
+                f"'{path}': record {info.filename!r} would inflate {info.compress_size:,} bytes to "
+                f"{info.file_size:,} (weights never compress {_MAX_RATIO}x); refused before inflating")
         total += info.file_size
     cap = limit * _BYTES_PER_PARAM + _ARCHIVE_SLACK
     if total > cap:
-        raise _over(path, f"holds {total:,} bytes of records ({total // _BYTES_PER_PARAM:,}+ parameters)", limit)
+        raise _over(path, f"holds {total:,} bytes of records ({total // _BYTES_PER_PARAM:,}+ parameters)",
+                    limit)
 
 
 def check_legacy_pth(path: Path, limit: int | None = None) -> None:
@@ -108,19 +130,21 @@ def check_legacy_pth(path: Path, limit: int | None = None) -> None:
     Tar-format checkpoints are refused by ``torch.load(weights_only=True)`` itself."""
     limit = max_weights_params() if limit is None else limit
     try:
-        declared = _legacy_storage_bytes(path)
-    except Exception:  # noqa: BLE001 - not a legacy pickle we can read: the real load reports it
-        return
+        count, declared = _legacy_storage_bytes(path)
+    except Exception:  # noqa: BLE001
+        return  # not a legacy pickle this can read: the real load reports it in its own words
+    check_tensor_count(count, path, limit)
     size = path.stat().st_size
     if declared > size:
         raise ModelLoadError(f"'{path}' declares {declared:,} bytes of tensor storage but is only {size:,} "
-                             "bytes long (a truncated or hostile legacy checkpoint); refused before allocating")
+                             "bytes long (a truncated or hostile legacy checkpoint); "
+                             "refused before allocating")
     if declared > limit * _BYTES_PER_PARAM:
         raise _over(path, f"declares {declared:,} bytes of tensor storage", limit)
 
 
-def _legacy_storage_bytes(path: Path) -> int:
-    """Bytes of all storages a legacy checkpoint's pickle declares (magic, protocol and system-info
+def _legacy_storage_bytes(path: Path) -> tuple[int, int]:
+    """Number and bytes of all storages a legacy checkpoint's pickle declares (magic, protocol and system-info
     pickles first, then the object pickle whose persistent ids are the storages)."""
     import torch
     from torch import _weights_only_unpickler as safe_pickle
@@ -143,9 +167,9 @@ def _legacy_storage_bytes(path: Path) -> int:
         unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
         try:
             unpickler.load()
-        except Exception:  # noqa: BLE001 - only the declarations seen so far are needed
-            pass
-    return sum(sizes.values())
+        except Exception:  # noqa: BLE001, S110
+            pass  # a stand-in may not satisfy everything a pickle does; the declarations seen are enough
+    return len(sizes), sum(sizes.values())
 
 
 # ---- state dicts ------------------------------------------------------------------------------------
@@ -158,11 +182,12 @@ def check_value_count(total: int, where: object, limit: int | None = None) -> No
         raise _over(where, f"holds {total:,} weights", limit)
 
 
-def check_state_dict(sd: Mapping[str, "torch.Tensor"], where: object, limit: int | None = None) -> int:
+def check_state_dict(sd: Mapping[str, torch.Tensor], where: object, limit: int | None = None) -> int:
     """Every tensor holds values and is backed by its own bytes; all of them stay under the limit.
     Returns the number of values. Run before any conversion (``.float()`` of a stride-0 view would
     materialise it)."""
     limit = max_weights_params() if limit is None else limit
+    check_tensor_count(len(sd), where, limit)
     total = 0
     for key, t in sd.items():
         n = t.numel()
@@ -172,7 +197,8 @@ def check_state_dict(sd: Mapping[str, "torch.Tensor"], where: object, limit: int
         backed = t.untyped_storage().nbytes() // max(1, t.element_size())
         if n > backed:
             raise ModelLoadError(f"'{where}': tensor {key!r} of shape {tuple(t.shape)} declares {n:,} values "
-                                 f"but is backed by {backed:,} (a stretched view); re-save it with real values")
+                                 f"but is backed by {backed:,} (a stretched view); "
+                                 "re-save it with real values")
         total += n
     check_value_count(total, where, limit)
     return total
@@ -210,6 +236,10 @@ def _on_parameter(module: Any, name: str, param: Any) -> None:
         raise _OverBudget
 
 
+def _on_buffer(module: Any, name: str, buffer: Any) -> None:
+    _on_parameter(module, name, buffer)  # a persistent buffer is in the file like a parameter
+
+
 def _on_module(module: Any, name: str, sub: Any) -> None:
     budget = _BUDGET.get()
     if budget is None:
@@ -230,11 +260,12 @@ def _install_hooks() -> None:
 
         torch_module.register_module_parameter_registration_hook(_on_parameter)
         torch_module.register_module_module_registration_hook(_on_module)
+        torch_module.register_module_buffer_registration_hook(_on_buffer)
         _hooks_installed = True
 
 
-def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, "torch.Tensor"], where: object,
-                        limit: int | None = None) -> "SRNet":
+def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, torch.Tensor], where: object,
+                        limit: int | None = None) -> SRNet:
     """Build ``arch(**hp)`` for ``sd`` only when the network fits the file and the limit.
 
     The network is first built on the meta device under a budget: no more parameter tensors than ``sd``
@@ -247,7 +278,10 @@ def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, "torch.T
 
     limit = max_weights_params() if limit is None else limit
     held = sum(int(t.numel()) for t in sd.values())
-    budget = _Budget(max_tensors=len(sd), max_values=min(held, limit), max_modules=8 * len(sd) + 256)
+    # Parameters and persistent buffers are all in the file; non-persistent buffers (a mean, an index)
+    # are small: a little room for them.
+    budget = _Budget(max_tensors=len(sd) + _SMALL_BUFFERS, max_values=min(held, limit) + _SMALL_BUFFER_VALUES,
+                     max_modules=8 * len(sd) + 256)
     _install_hooks()
     token = _BUDGET.set(budget)
     try:
@@ -255,7 +289,7 @@ def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, "torch.T
             build(arch, **hp)
     except _OverBudget:
         summary = _hp_summary(hp)
-        if budget.values > limit:
+        if budget.values > limit and held >= limit:  # else the file is the problem: no limit would help
             raise _over(where, f"describes a {arch} network ({summary}) of more than {limit:,} parameters",
                         limit) from None
         raise ModelLoadError(
