@@ -178,6 +178,23 @@ def test_metadata_cannot_inflate_a_network_past_its_weights(tmp_path: Path, real
     assert real_builds == ["meta"]
 
 
+def test_exported_model_metadata_cannot_describe_an_enormous_network() -> None:
+    """An exported .onnx names its architecture in metadata, and its descriptor network is built on the
+    meta device from it: ten million RRDB blocks would take that build minutes and gigabytes of Python
+    objects. It stops at the limit instead."""
+    import json
+
+    from superres.deploy.runtime import network_from_metadata
+    from superres.errors import SuperresError
+
+    meta = {"arch": "rrdbnet", "hyperparams": json.dumps({"num_block": 10_000_000, "scale": 4})}
+    with pytest.raises(SuperresError) as e:
+        network_from_metadata(meta, Path("model.onnx"))
+    assert "num_block=10000000" in str(e.value) and OPTION in str(e.value)
+    ok = {"arch": "rrdbnet", "hyperparams": json.dumps({"num_block": 2, "scale": 4})}
+    assert network_from_metadata(ok, Path("model.onnx")).scale == 4
+
+
 # ---- the limit: names the option, holds for every entry point, and is raised by it ----------------------
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DEFAULT_MAX_WEIGHTS_PARAMS", "ENV", "OPTION", "build_within_limits", "check_legacy_pth",
            "check_state_dict", "check_tensor_count", "check_value_count", "check_zip_archive",
-           "max_weights_params", "max_weights_tensors"]
+           "max_weights_params", "max_weights_tensors", "meta_network_within_limits"]
 
 ENV = "SUPERRES_MAX_WEIGHTS_PARAMS"
 OPTION = "--max-weights-params"
@@ -272,8 +272,6 @@ def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, torch.Te
     has keys, no more values than ``sd`` holds (a strict load needs every parameter in the file) and none
     beyond the limit. The budget stops the build at the first parameter past it, so even a file naming
     a million blocks costs a few of them."""
-    import torch
-
     from ..archs.base import build
 
     limit = max_weights_params() if limit is None else limit
@@ -282,11 +280,8 @@ def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, torch.Te
     # are small: a little room for them.
     budget = _Budget(max_tensors=len(sd) + _SMALL_BUFFERS, max_values=min(held, limit) + _SMALL_BUFFER_VALUES,
                      max_modules=8 * len(sd) + 256)
-    _install_hooks()
-    token = _BUDGET.set(budget)
     try:
-        with torch.device("meta"):
-            build(arch, **hp)
+        _dry_run(arch, hp, budget, where)
     except _OverBudget:
         summary = _hp_summary(hp)
         if budget.values > limit and held >= limit:  # else the file is the problem: no limit would help
@@ -295,13 +290,45 @@ def build_within_limits(arch: str, hp: dict[str, Any], sd: Mapping[str, torch.Te
         raise ModelLoadError(
             f"weights at '{where}' do not fit {arch} ({summary}): that network needs more than the "
             f"{held:,} values in {len(sd):,} tensors the file holds; refused before building it") from None
+    return build(arch, **hp)
+
+
+def meta_network_within_limits(arch: str, hp: dict[str, Any], where: object, limit: int | None = None) -> SRNet:
+    """A network on the meta device (no memory: it describes an exported model), built only when the
+    hyper-parameters its file states stay within the limits; an exported file holds no weights to
+    compare with, so only the limits bound it."""
+    limit = max_weights_params() if limit is None else limit
+    cap = max_weights_tensors(limit)
+    budget = _Budget(max_tensors=cap + _SMALL_BUFFERS, max_values=limit + _SMALL_BUFFER_VALUES,
+                     max_modules=8 * cap + 256)
+    try:
+        net = _dry_run(arch, hp, budget, where)
+    except _OverBudget:
+        raise _over(where, f"describes a {arch} network ({_hp_summary(hp)}) of more than {limit:,} parameters "
+                    f"or {cap:,} tensors", limit) from None
+    if net is None:
+        raise ModelLoadError(f"'{where}': {arch} cannot be described without building it")
+    return net
+
+
+def _dry_run(arch: str, hp: dict[str, Any], budget: _Budget, where: object) -> SRNet | None:
+    """``arch(**hp)`` on the meta device under ``budget`` (raises _OverBudget at the first parameter,
+    buffer or module past it); None for a plugin network that cannot be built on the meta device."""
+    import torch
+
+    from ..archs.base import build
+
+    _install_hooks()
+    token = _BUDGET.set(budget)
+    try:
+        with torch.device("meta"):
+            return build(arch, **hp)
     except (TypeError, ValueError, KeyError) as e:
         raise ModelLoadError(f"'{where}': cannot build {arch} with {_hp_summary(hp)}: {e}") from None
     except (NotImplementedError, RuntimeError):
-        pass  # a plugin network that cannot be built on the meta device: the file checks still held
+        return None  # the file checks still held; the real build is the plugin's own
     finally:
         _BUDGET.reset(token)
-    return build(arch, **hp)
 
 
 def _hp_summary(hp: Mapping[str, Any]) -> str:
