@@ -158,6 +158,17 @@ def test_a_million_tiny_tensors_are_refused_from_the_header(tmp_path: Path, no_t
     assert "10,001 tensors" in str(e.value) and OPTION in str(e.value)
 
 
+def test_a_huge_safetensors_header_is_refused_before_parsing(tmp_path: Path) -> None:
+    """The header length is the file's first 8 bytes; the library would parse up to 100 MB of JSON."""
+    import struct
+
+    path = tmp_path / "header.safetensors"
+    path.write_bytes(struct.pack("<Q", 90 << 20) + b"{" + b" " * 64)
+    with pytest.raises(ModelLoadError) as e:
+        load_network(path)
+    assert "94,371,840-byte safetensors header" in str(e.value)
+
+
 def test_metadata_cannot_inflate_a_network_past_its_weights(tmp_path: Path, real_builds: list[str]) -> None:
     """Hyper-parameters stated in a file's metadata win over detection; a SwinIR whose metadata says
     img_size 65536 would compute a 4-billion-value attention mask. The dry run counts buffers too."""

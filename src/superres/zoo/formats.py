@@ -51,6 +51,7 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     limit = max_weights_params()
+    _check_safetensors_header_size(p)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -62,6 +63,21 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"'{p}' is not a valid safetensors file ({_first_line(e)})") from None
     return normalise_state_dict(sd, p), meta
+
+
+#: A safetensors header is JSON of ~100 bytes a tensor plus metadata: 10,000 tensors and a training
+#: config fit in well under this; the library itself allows 100 MB, which it parses before we see a key.
+_MAX_SAFETENSORS_HEADER = 16 << 20
+
+
+def _check_safetensors_header_size(p: Path) -> None:
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) == 8:
+        size = int.from_bytes(head, "little")
+        if size > _MAX_SAFETENSORS_HEADER:
+            raise ModelLoadError(f"'{p}' declares a {size:,}-byte safetensors header (at most "
+                                 f"{_MAX_SAFETENSORS_HEADER:,} is read)")
 
 
 def _read_torch(p: Path) -> tuple[StateDict, dict[str, str]]:
