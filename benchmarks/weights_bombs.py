@@ -108,6 +108,8 @@ def main() -> None:
     floor = _child("espcn-s-x4")
     print(f"| floor: load espcn-s-x4 (bundled, 7.8K params) | - | {str(floor['outcome'])[:6]} "
           f"| {floor['rss_mb']:.0f} | {floor['seconds']:.2f} | - | - | - | - |")
+    code, rss, wall, msg = (0, 0.0, 0.0, "") if args.no_cli else _cli(str(root / "missing.safetensors"), root)
+    print(f"| floor: CLI with a missing weights file | - | - | - | - | {code} | {rss:.0f} | {wall:.2f} | - |")
     bad = 0
     for i, (name, make) in enumerate(_bombs()):
         d = root / f"{i:02d}"

@@ -25,6 +25,7 @@ from .weight_limits import (
     check_value_count,
     check_zip_archive,
     max_weights_params,
+    max_weights_tensors,
 )
 
 StateDict = dict[str, torch.Tensor]
@@ -51,7 +52,7 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     limit = max_weights_params()
-    _check_safetensors_header_size(p)
+    _check_safetensors_header_size(p, limit)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -65,19 +66,20 @@ def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     return normalise_state_dict(sd, p), meta
 
 
-#: A safetensors header is JSON of ~100 bytes a tensor plus metadata: 10,000 tensors and a training
-#: config fit in well under this; the library itself allows 100 MB, which it parses before we see a key.
-_MAX_SAFETENSORS_HEADER = 16 << 20
-
-
-def _check_safetensors_header_size(p: Path) -> None:
+def _check_safetensors_header_size(p: Path, limit: int) -> None:
+    """A safetensors header is JSON of ~100-150 bytes a tensor plus metadata; the library parses up to
+    100 MB of it before a key can be counted, so its length (the file's first 8 bytes) is checked first
+    against room for the tensor limit's worth of entries and 1 MiB of metadata."""
+    cap = 256 * max_weights_tensors(limit) + (1 << 20)
     with open(p, "rb") as f:
         head = f.read(8)
     if len(head) == 8:
         size = int.from_bytes(head, "little")
-        if size > _MAX_SAFETENSORS_HEADER:
-            raise ModelLoadError(f"'{p}' declares a {size:,}-byte safetensors header (at most "
-                                 f"{_MAX_SAFETENSORS_HEADER:,} is read)")
+        if size > cap:
+            raise ModelLoadError(f"'{p}' declares a {size:,}-byte safetensors header, more than the {cap:,} "
+                                 f"that {max_weights_tensors(limit):,} tensors need; if the file is trusted, "
+                                 "raise the limit with superres --max-weights-params N <command> or "
+                                 "SUPERRES_MAX_WEIGHTS_PARAMS=N")
 
 
 def _read_torch(p: Path) -> tuple[StateDict, dict[str, str]]:
