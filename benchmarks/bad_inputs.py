@@ -148,6 +148,7 @@ def _cases() -> list[Case]:
         Case("unknown model", _with_opts("-m", "realesrgan-x5")),
         Case("garbage .pth weights", lambda d: _garbage_weights(d, "w.pth")),
         Case("garbage .safetensors", lambda d: _garbage_weights(d, "w.safetensors")),
+        *_weights_bomb_cases(),
         Case("output over --max-output-pixels", _with_opts("--max-output-pixels", "1000")),
         Case("4100^2 grey at x4 (default limit)", _save("huge.png", lambda: Image.fromarray(np.zeros((4100, 4100), np.uint8)))),
         Case("1x20000 strip (side > 65535)", _save("strip.png", lambda: _photo(20000, 1))),
@@ -318,6 +319,40 @@ def _garbage_weights(d: Path, name: str) -> list[str]:
     (d / name).write_bytes(_rng().bytes(2000))
     _photo().save(d / "p.png")
     return [str(d / "p.png"), "-o", str(d / "out"), "-m", str(d / name)]
+
+
+def _weights_bomb_cases() -> list[Case]:
+    """Issue 24 item 4 (small files declaring huge networks or records), the ncnn part of item 13 and
+    the `fetch --from` part of item 9; the files come from tests/weights_bombs.py
+    (benchmarks/weights_bombs.py measures their memory)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import weights_bombs as bombs
+
+    def with_weights(build: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+        def make(d: Path) -> list[str]:
+            _photo().save(d / "p.png")
+            return [str(d / "p.png"), "-o", str(d / "out"), "-m", str(build(d))]
+        return make
+
+    def fetch_from(target: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+        return lambda d: ["realsr-df2k-x4", "--from", str(target(d))]
+
+    return [
+        Case("weights: SRVGG 30000 wide, empty tensors",
+             with_weights(lambda d: bombs.srvgg_bomb(d / "a.safetensors"))),
+        Case("weights: 3000 empty RRDB blocks", with_weights(lambda d: bombs.rrdb_bomb(d / "b.safetensors"))),
+        Case("weights: 3000 RRDB blocks, 1 float each",
+             with_weights(lambda d: bombs.rrdb_bomb(d / "b1.safetensors", one_value=True))),
+        Case("weights: .pth, 2 GiB deflated record",
+             with_weights(lambda d: bombs.pth_deflated_bomb(d / "c.pth"))),
+        Case("weights: .pth stride-0 view", with_weights(lambda d: bombs.pth_stride_bomb(d / "s.pth"))),
+        Case("weights: legacy .pth declaring 32 GiB",
+             with_weights(lambda d: bombs.pth_legacy_bomb(d / "l.pth"))),
+        Case("weights: ncnn weight_data_size -64", with_weights(bombs.ncnn_negative_size)),
+        Case("fetch --from missing file", fetch_from(lambda d: d / "nope.tar.gz"), verb="fetch",
+             model=False),
+        Case("fetch --from a folder", fetch_from(lambda d: d), verb="fetch", model=False),
+    ]
 
 
 def _leftovers(d: Path) -> list[str]:

@@ -26,6 +26,20 @@ app = typer.Typer(
 DEFAULT_MODEL = COMMAND_DEFAULTS["upscale"]  # every command's default is in zoo.guide, with the reasons
 
 
+@app.callback()
+def _global_options(
+    max_weights_params: Optional[int] = typer.Option(
+        None, "--max-weights-params", min=1, metavar="N",
+        help="Largest network a weights file may describe, in parameters, for every command (default "
+             "200M, or $SUPERRES_MAX_WEIGHTS_PARAMS); goes before the command: superres --max-weights-params N "
+             "upscale ..."),
+) -> None:
+    if max_weights_params is not None:  # the library reads the environment, so the server and Ray do too
+        import os
+
+        os.environ["SUPERRES_MAX_WEIGHTS_PARAMS"] = str(max_weights_params)
+
+
 def _err(msg: str) -> None:
     from rich.console import Console
     from rich.markup import escape

@@ -236,16 +236,17 @@ def session_for(
 def network_from_metadata(meta: dict[str, str], where: Path) -> "SRNet":
     """An un-initialised (meta-device) network of the exported architecture: the Upscaler's descriptor
     (scale, channels, size multiple, receptive field) without the cost of real weights."""
-    from ..archs.base import build
-
     try:
         arch, hp = meta["arch"], json.loads(meta["hyperparams"])
     except (KeyError, ValueError):
         raise DeployError(
             f"'{where}' has no superres metadata (arch, hyperparams); export it with superres export"
         )
-    with torch.device("meta"):
-        return build(arch, **hp)
+    from ..zoo.weight_limits import meta_network_within_limits
+
+    if not isinstance(hp, dict):
+        raise DeployError(f"'{where}' has malformed superres metadata (hyperparams is not an object)")
+    return meta_network_within_limits(arch, hp, where)  # hostile metadata cannot make it enormous
 
 
 def load_backend_model(

@@ -8,14 +8,25 @@ key layout (``model.0.weight`` ...), which is renamed to the RRDBNet keys.
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ModelLoadError
+from .weight_limits import (
+    check_legacy_pth,
+    check_state_dict,
+    check_tensor_count,
+    check_value_count,
+    check_zip_archive,
+    max_weights_params,
+    max_weights_tensors,
+)
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
@@ -40,16 +51,43 @@ def read_weights_file(path: str | Path) -> tuple[StateDict, dict[str, str]]:
 def _read_safetensors(p: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
+    limit = max_weights_params()
+    _check_safetensors_header_size(p, limit)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
+            # Shapes from the header, summed before any tensor is read (the library has checked that
+            # each tensor's bytes are in the file).
+            check_tensor_count(len(f.keys()), p, limit)
+            check_value_count(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()), p, limit)
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"'{p}' is not a valid safetensors file ({_first_line(e)})") from None
     return normalise_state_dict(sd, p), meta
 
 
+def _check_safetensors_header_size(p: Path, limit: int) -> None:
+    """A safetensors header is JSON of ~100-150 bytes a tensor plus metadata; the library parses up to
+    100 MB of it before a key can be counted, so its length (the file's first 8 bytes) is checked first
+    against room for the tensor limit's worth of entries and 1 MiB of metadata."""
+    cap = 256 * max_weights_tensors(limit) + (1 << 20)
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) == 8:
+        size = int.from_bytes(head, "little")
+        if size > cap:
+            raise ModelLoadError(f"'{p}' declares a {size:,}-byte safetensors header, more than the {cap:,} "
+                                 f"that {max_weights_tensors(limit):,} tensors need; if the file is trusted, "
+                                 "raise the limit with superres --max-weights-params N <command> or "
+                                 "SUPERRES_MAX_WEIGHTS_PARAMS=N")
+
+
 def _read_torch(p: Path) -> tuple[StateDict, dict[str, str]]:
+    # Sized from the zip directory / the legacy storage declarations before torch inflates or allocates.
+    if zipfile.is_zipfile(p):
+        check_zip_archive(p)
+    else:
+        check_legacy_pth(p)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -96,6 +134,7 @@ def normalise_state_dict(obj: Any, where: Path | str = "<memory>") -> StateDict:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise ModelLoadError(f"'{where}' holds no tensors (expected a dict of tensors, or params/params_ema)")
+    check_state_dict(sd, where)  # before .float(), which would materialise a stretched view
     for prefix in ("module.", "model.module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..archs.base import SRNet, build, detect, list_archs
+from ..archs.base import SRNet, detect, list_archs
 from ..errors import ModelLoadError
+from .weight_limits import build_within_limits, check_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import ModelCard
@@ -60,7 +61,8 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False,
     else:
         arch, hp = _from_metadata(meta, found)
     hp.update(hyperparams or {})
-    net = build(arch, **hp)
+    check_state_dict(sd, path)  # every reader's output, ncnn conversions included
+    net = build_within_limits(arch, hp, sd, path)  # meta-device dry run first: nothing allocated if too big
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:

