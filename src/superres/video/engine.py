@@ -161,11 +161,14 @@ def run_video(job: VideoJob, frame_fn: Callable[[list[Any]], list[Any]], *, batc
 def process_video(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                   process_batch: Callable[[list[Any]], list[Any]], *, batch_size: int = 4, codec: str | None = None,
                   crf: int = 18, preset: str = "medium", progress: Callable[[int, int], None] | None = None,
-                  overwrite: bool = True, segment_seconds: float = DEFAULT_SEGMENT_SECONDS) -> Path:
+                  overwrite: bool = True, segment_seconds: float = DEFAULT_SEGMENT_SECONDS, key: str = "") -> Path:
     """Decode ``src`` to RGB frames (uint8, or uint16 above 8 bits), pass them through ``process_batch`` in
     batches of up to ``batch_size`` and write what comes back to ``dst`` (container from its suffix) with
     the input's timestamps, audio, subtitles, chapters and colour tags. The output size is that of
-    ``process_batch``'s answer for the first frame. The output appears atomically."""
+    ``process_batch``'s answer for the first frame. The output appears atomically.
+
+    An interrupted call resumes when called again with the same arguments: finished segments are reused
+    when the input, output, size, encoder settings and ``key`` (name what ``process_batch`` computes) match."""
     from .reading import decode_frames
 
     if batch_size < 1:
@@ -178,7 +181,7 @@ def process_video(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         out = check_frames(process_batch([first[1]]), 1, None)[0]
         return out.shape[1], out.shape[0]
 
-    job = prepare_video(src, dst, size=size, model_id=f"callback:{id(process_batch)}", scale=1, codec=codec,
+    job = prepare_video(src, dst, size=size, model_id=f"callback:{key}", scale=1, codec=codec,
                         crf=crf, preset=preset, overwrite=overwrite, segment_seconds=segment_seconds, even=False)
     run_video(job, process_batch, batch_size=batch_size, progress=progress)
     return Path(dst)
