@@ -69,6 +69,11 @@ def open_input(path: Path) -> Any:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
         container.close()
         raise SuperresError(f"{where}: no video stream (it holds {kinds}; {EXPECTED})")
+    vs = container.streams.video[0]
+    if vs.codec_context is None:  # FFmpeg has no decoder for it
+        tag = getattr(vs, "codec_tag", "") or "unknown"
+        container.close()
+        raise SuperresError(f"{where}: unsupported video codec ({tag}); convert it first, e.g. to H.264")
     return container
 
 
