@@ -290,3 +290,53 @@ def test_ray_engine_gives_the_local_runs_frames(tmp_path: Path) -> None:
     assert [p * ta for p in pa] == [p * tb for p in pb]
     assert len(a) == 12 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert _names(tmp_path) == ["in.mp4", "local.mp4", "ray.mp4"]
+
+
+# ---- the temporal filter's seat (the filters themselves live in superres.video.temporal) ---------------------
+
+class _LaggingBlend:
+    """A stand-in with the agreed interface: answers one frame late, blends each output with the last."""
+
+    def __init__(self) -> None:
+        self.pending: list[np.ndarray] = []
+        self.last: np.ndarray | None = None
+
+    def _out(self, sr: np.ndarray) -> np.ndarray:
+        self.last = sr if self.last is None else (sr + self.last) / 2
+        return self.last
+
+    def push(self, lr: np.ndarray, sr: np.ndarray) -> list[np.ndarray]:
+        assert lr.dtype == sr.dtype == np.float32 and sr.shape[0] == 2 * lr.shape[0]
+        self.pending.append(sr)
+        return [self._out(self.pending.pop(0))] if len(self.pending) > 1 else []
+
+    def flush(self) -> list[np.ndarray]:
+        out = [self._out(s) for s in self.pending]
+        self.pending = []
+        return out
+
+
+def test_temporal_filter_is_fresh_per_segment_and_may_lag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from superres.video.engine import prepare_video, run_video
+
+    made: list[tuple[str, int, float | None]] = []
+
+    def make_temporal(mode: str, *, scale: int, strength: float | None = None) -> _LaggingBlend:
+        made.append((mode, scale, strength))
+        return _LaggingBlend()
+
+    monkeypatch.setitem(sys.modules, "superres.video.temporal", types.SimpleNamespace(make_temporal=make_temporal))
+    src = make_clip(tmp_path / "in.mp4", frames=18, gop=6, audio=None)
+    plain = process_video(src, tmp_path / "plain.mkv", nearest_2x, segment_seconds=0.2)
+    job = prepare_video(src, tmp_path / "flow.mkv", size=lambda w, h: (2 * w, 2 * h), model_id="nn", scale=2,
+                        segment_seconds=0.2, temporal="flow", temporal_strength=0.5)
+    run_video(job, nearest_2x)
+    assert made == [("flow", 2, 0.5)] * len(job.segments) and len(job.segments) == 3
+    a, pa, _ = decode_all(plain)
+    b, pb, _ = decode_all(tmp_path / "flow.mkv")
+    assert pa == pb and len(b) == 18
+    for k, (x, y) in enumerate(zip(a, b, strict=True)):
+        same = np.abs(x.astype(int) - y.astype(int)).mean() < 1.0
+        assert same == (k % 6 == 0), k  # each segment starts unfiltered: a fresh filter, no carried state
