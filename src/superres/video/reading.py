@@ -203,7 +203,7 @@ def _output_time_base(in_tb: Fraction, fps: Fraction) -> Fraction:
     return Fraction(1, denom) if denom <= 10_000_000 and (frame * denom).denominator == 1 else in_tb
 
 
-def index_video(path: str | os.PathLike[str], *, max_frames: int = 10_000_000) -> FrameIndex:
+def index_video(path: str | os.PathLike[str], *, max_frames: int = 2_000_000) -> FrameIndex:
     """Read the video packets (no decoding, except the first frame for its rotation) and index them.
 
     Refuses, with one line, a stream with no frames, more than ``max_frames`` (bounded memory), or a
