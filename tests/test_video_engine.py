@@ -16,7 +16,7 @@ import pytest
 
 av = pytest.importorskip("av", reason="video tests need PyAV (pip install 'superres[video]')")
 
-from test_video import NTSC, _frame_rgb, decode_all, make_clip, nearest_2x  # noqa: E402
+from test_video import _frame_rgb, decode_all, make_clip, nearest_2x  # noqa: E402
 
 from superres.errors import SuperresError  # noqa: E402
 from superres.video import process_video  # noqa: E402
@@ -292,7 +292,7 @@ def test_ray_engine_gives_the_local_runs_frames(tmp_path: Path) -> None:
     assert _names(tmp_path) == ["in.mp4", "local.mp4", "ray.mp4"]
 
 
-# ---- the temporal filter's seat (the filters themselves live in superres.video.temporal) ---------------------
+# ---- the temporal filter's seat (the filters themselves live in superres.video.temporal) ----------------
 
 class _LaggingBlend:
     """A stand-in with the agreed interface: answers one frame late, blends each output with the last."""
@@ -316,7 +316,8 @@ class _LaggingBlend:
         return out
 
 
-def test_temporal_filter_is_fresh_per_segment_and_may_lag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_temporal_filter_is_fresh_per_segment_and_may_lag(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
     from superres.video.engine import prepare_video, run_video
@@ -327,7 +328,8 @@ def test_temporal_filter_is_fresh_per_segment_and_may_lag(tmp_path: Path, monkey
         made.append((mode, scale, strength))
         return _LaggingBlend()
 
-    monkeypatch.setitem(sys.modules, "superres.video.temporal", types.SimpleNamespace(make_temporal=make_temporal))
+    fake = types.SimpleNamespace(make_temporal=make_temporal)
+    monkeypatch.setitem(sys.modules, "superres.video.temporal", fake)
     src = make_clip(tmp_path / "in.mp4", frames=18, gop=6, audio=None)
     plain = process_video(src, tmp_path / "plain.mkv", nearest_2x, segment_seconds=0.2)
     job = prepare_video(src, tmp_path / "flow.mkv", size=lambda w, h: (2 * w, 2 * h), model_id="nn", scale=2,

@@ -76,3 +76,11 @@ def test_video_refusals_at_submission(srv: ServerProcess, tmp_path: Path) -> Non
     big = make_clip(tmp_path / "big.mp4", frames=2, size=(320, 240), audio=None)  # 76800 px > 65536
     r = _post(srv, big.read_bytes())
     assert r.status_code == 413 and r.json()["error"] == "image_too_large", r.text
+    import io
+
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 40, 60)).save(jpeg, "JPEG")
+    r = _post(srv, jpeg.getvalue(), "photo.jpg")
+    assert r.status_code == 415 and "still image" in r.json()["detail"], r.text

@@ -55,14 +55,15 @@ def ray_engine(*, model: str, tile: Optional[int] = None, device: str = "auto", 
         try:
             import ray
         except ImportError as e:
-            raise SuperresError(f"--engine ray needs the 'cluster' extra: pip install 'superres[cluster]' ({e})"
-                                ) from None
+            raise SuperresError(
+                f"--engine ray needs the 'cluster' extra: pip install 'superres[cluster]' ({e})") from None
         started_here = False
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False)
             started_here = True
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1))

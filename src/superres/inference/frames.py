@@ -105,7 +105,6 @@ class FrameUpscaler:
 
     def _network_rgb(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W float [0, 1] -> N x 3 x sH x sW float (not clamped)."""
-        n, _, h, w = x.shape
         if self.luma:
             from ..metrics.color import rgb_to_ycbcr
 
@@ -122,7 +121,7 @@ class FrameUpscaler:
         return self._network_planes(x)
 
     def _network_planes(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        h, w = x.shape[-2:]
         tile = self.tile
         if tile is None:
             tile = 0 if h * w <= WHOLE_FRAME_PIXELS else VIDEO_TILE

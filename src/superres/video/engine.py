@@ -62,10 +62,12 @@ class VideoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, size: Callable[[int, int], tuple[int, int]],
-                  model_id: str, scale: int, codec: str | None = None, crf: int = 18, preset: str = "medium",
+def prepare_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                  size: Callable[[int, int], tuple[int, int]], model_id: str, scale: int,
+                  codec: str | None = None, crf: int = 18, preset: str = "medium",
                   overwrite: bool = False, segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
-                  temporal: str = "off", temporal_strength: float | None = None, even: bool = True) -> VideoJob:
+                  temporal: str = "off", temporal_strength: float | None = None,
+                  even: bool = True) -> VideoJob:
     """Read and check everything a run needs, without a model: the output name, container and encoder; the
     input's frames, timestamps and cut points; the output size (``size(w, h)``, checked by the caller's
     limits). Raises a one-line ``SuperresError`` for anything the run could not do."""
@@ -80,7 +82,8 @@ def prepare_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, s
     pix_fmt = choose_pix_fmt(fmt.codec, index.pix_fmt)
     if pix_fmt.startswith(("yuv420", "nv12", "p010")) and (w % 2 or h % 2):
         if not even:
-            raise SuperresError(f"cannot write video '{dst_p}': {pix_fmt} needs an even frame size, got {w}x{h}")
+            raise SuperresError(
+                f"cannot write video '{dst_p}': {pix_fmt} needs an even frame size, got {w}x{h}")
         w, h = max(2, w - w % 2), max(2, h - h % 2)  # 4:2:0 needs even sides
     settings = EncodeSettings(fmt.codec, pix_fmt, crf, preset, w, h, no_reorder=fmt.frame_indexed)
     segments = plan_segments(index, segment_seconds)
@@ -159,16 +162,18 @@ def run_video(job: VideoJob, frame_fn: Callable[[list[Any]], list[Any]], *, batc
 
 
 def process_video(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                  process_batch: Callable[[list[Any]], list[Any]], *, batch_size: int = 4, codec: str | None = None,
-                  crf: int = 18, preset: str = "medium", progress: Callable[[int, int], None] | None = None,
-                  overwrite: bool = True, segment_seconds: float = DEFAULT_SEGMENT_SECONDS, key: str = "") -> Path:
+                  process_batch: Callable[[list[Any]], list[Any]], *, batch_size: int = 4,
+                  codec: str | None = None, crf: int = 18, preset: str = "medium",
+                  progress: Callable[[int, int], None] | None = None, overwrite: bool = True,
+                  segment_seconds: float = DEFAULT_SEGMENT_SECONDS, key: str = "") -> Path:
     """Decode ``src`` to RGB frames (uint8, or uint16 above 8 bits), pass them through ``process_batch`` in
     batches of up to ``batch_size`` and write what comes back to ``dst`` (container from its suffix) with
     the input's timestamps, audio, subtitles, chapters and colour tags. The output size is that of
     ``process_batch``'s answer for the first frame. The output appears atomically.
 
     An interrupted call resumes when called again with the same arguments: finished segments are reused
-    when the input, output, size, encoder settings and ``key`` (name what ``process_batch`` computes) match."""
+    when the input, output, size, encoder settings and ``key`` (name what ``process_batch`` computes)
+    match."""
     from .reading import decode_frames
 
     if batch_size < 1:
@@ -182,7 +187,8 @@ def process_video(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         return out.shape[1], out.shape[0]
 
     job = prepare_video(src, dst, size=size, model_id=f"callback:{key}", scale=1, codec=codec,
-                        crf=crf, preset=preset, overwrite=overwrite, segment_seconds=segment_seconds, even=False)
+                        crf=crf, preset=preset, overwrite=overwrite, segment_seconds=segment_seconds,
+                        even=False)
     run_video(job, process_batch, batch_size=batch_size, progress=progress)
     return Path(dst)
 
@@ -211,6 +217,9 @@ def check_frames(outs: Any, n: int, size: tuple[int, int] | None, like: Any = No
         elif arr.dtype not in (np.uint8, np.uint16):
             raise SuperresError(f"process_batch must return uint8 or float frames, got {arr.dtype}")
         elif dtype is not None and arr.dtype != dtype:
-            arr = (arr.astype(np.uint32) * 257).astype(np.uint16) if dtype == np.uint16 else (arr >> 8).astype(np.uint8)
+            if dtype == np.uint16:
+                arr = (arr.astype(np.uint32) * 257).astype(np.uint16)
+            else:
+                arr = (arr >> 8).astype(np.uint8)
         checked.append(np.ascontiguousarray(arr))
     return checked

@@ -26,8 +26,8 @@ CONTAINERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ".avi": ("avi", ("libx264", "mpeg4")),
 }
 _NAMES = "MP4, MKV, MOV, WebM or AVI"
-_IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif", ".tga", ".ppm",
-          ".pgm", ".exr")
+_IMAGE = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif", ".tga",
+          ".ppm", ".pgm", ".exr")
 _GLOBAL_HEADER = 0x40  # AVFMT_GLOBALHEADER: codec headers go in the container, not in each keyframe
 
 
@@ -109,7 +109,8 @@ def check_output(src: Path, dst: Path, *, codec: str | None = None, overwrite: b
             raise SuperresError(f"{where}: this FFmpeg build has no encoder for {suffix} video")
         codec = usable[0]
     elif not _encoder_exists(codec):
-        raise SuperresError(f"{where}: video encoder '{codec}' is not in this FFmpeg build (try libx264 or mpeg4)")
+        raise SuperresError(
+            f"{where}: video encoder '{codec}' is not in this FFmpeg build (try libx264 or mpeg4)")
     if _codec_name(codec) not in supported:
         raise SuperresError(f"{where}: {suffix} cannot hold '{codec}' video (try {defaults[0]})")
     flags = int(av.format.ContainerFormat(muxer, "w").flags)

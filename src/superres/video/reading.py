@@ -322,7 +322,8 @@ def decode_frames(path: Path, index: FrameIndex, start: int, stop: int) -> Itera
                 if not start <= i < stop:
                     continue
                 if frame.width * frame.height > MAX_FRAME_PIXELS:
-                    raise SuperresError(f"{where}: frame {i} is {frame.width}x{frame.height}, larger than declared")
+                    raise SuperresError(
+                        f"{where}: frame {i} is {frame.width}x{frame.height}, larger than declared")
                 if (frame.width, frame.height) != (index.width, index.height):
                     frame = frame.reformat(width=index.width, height=index.height)
                 rgb = frame.to_ndarray(format=fmt, src_colorspace=matrix, src_color_range=rng)

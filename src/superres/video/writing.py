@@ -199,7 +199,8 @@ def assemble(src: Path, index: FrameIndex, segments: list[Path], starts: list[in
             out.start_encoding()
             others = [inp.streams[i] for i in (*copies, *transcodes)]
             firsts = [Fraction(index.out_pts[i]) * index.time_base for i in starts]
-            merged = heapq.merge(_video_packets(segs, firsts), _other_packets(inp, others), key=lambda t: t[0])
+            merged = heapq.merge(_video_packets(segs, firsts), _other_packets(inp, others),
+                                 key=lambda t: t[0])
             for _, i, packet in merged:
                 if i == -1:
                     packet.stream = out_v

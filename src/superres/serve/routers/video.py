@@ -31,9 +31,11 @@ MAX_VIDEO_FRAMES = 1800
 def _check_video(path: Path, scale: int, params: Any, max_pixels: int, max_output_pixels: int) -> None:
     from ...errors import SuperresError
     from ...inference.limits import output_size
-    from ...video.reading import index_video
+    from ...video.reading import index_video, probe_video
 
     try:
+        if probe_video(path).container.endswith(("_pipe", "image2")):  # JPEG, PNG: FFmpeg's one-frame "video"
+            raise ApiError(415, "unsupported_media_type", "a still image, not a video; send it to /v1/jobs")
         index = index_video(path, max_frames=MAX_VIDEO_FRAMES)
     except SuperresError as e:
         text = str(e).replace(str(path), "upload")
@@ -45,7 +47,8 @@ def _check_video(path: Path, scale: int, params: Any, max_pixels: int, max_outpu
         raise ApiError(413, "image_too_large", f"frames of {w}x{h} are over the limit of {max_pixels} pixels")
     ow, oh = output_size(w, h, scale, params.outscale, params.width, params.height)
     if ow < 2 or oh < 2 or ow * oh > max_output_pixels:
-        raise ApiError(413, "image_too_large", f"output frames of {ow}x{oh} are outside 2x2..{max_output_pixels} px")
+        raise ApiError(413, "image_too_large",
+                       f"output frames of {ow}x{oh} are outside 2x2..{max_output_pixels} pixels")
 
 
 def build(ctx: ServerContext) -> APIRouter:
