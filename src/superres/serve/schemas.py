@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from .errors import ErrorBody
 from .pipeline import CONTENT_TYPES, MAX_OUTSCALE, MAX_SIDE
 
-__all__ = ["IMAGE_RESPONSE", "JOB_RESULT_RESPONSE", "Health", "JobInfo", "ModelInfo", "ModelList", "Ready", "errors",
-           "upload_body"]
+__all__ = ["IMAGE_RESPONSE", "JOB_RESULT_RESPONSE", "Health", "JobInfo", "ModelInfo", "ModelList", "Ready",
+           "errors", "upload_body"]
 
 
 class Health(BaseModel):
