@@ -84,3 +84,33 @@ def test_video_refusals_at_submission(srv: ServerProcess, tmp_path: Path) -> Non
     Image.new("RGB", (32, 24), (200, 40, 60)).save(jpeg, "JPEG")
     r = _post(srv, jpeg.getvalue(), "photo.jpg")
     assert r.status_code == 415 and "still image" in r.json()["detail"], r.text
+
+
+def test_web_page_takes_a_short_video(srv: ServerProcess, tmp_path: Path) -> None:
+    """In headless Chromium: a clip chosen on the page goes to /v1/video and comes back in a player with a
+    download link; no request leaves the server, no console error (the CSP lets the page play blob: media)."""
+    from browser import ARGS, CHROMIUM  # tests/browser.py
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no system Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
+    src = make_clip(tmp_path / "clip.mp4", frames=4, size=(32, 24))
+    outside: list[str] = []
+    console_errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: None if r.url.startswith((srv.url, "blob:", "data:"))
+                    else outside.append(r.url))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.goto(srv.url + "/")
+            page.wait_for_selector("#server-status.ok", timeout=30_000)
+            page.set_input_files("#file", str(src))
+            page.wait_for_selector(".item[data-status=done]", timeout=120_000)
+            assert page.locator(".item video.result-video").count() == 1
+            assert page.get_attribute(".item .download", "download") == f"clip_{MODEL}.mp4"
+            assert "128 × 96" in page.locator(".item .size").inner_text()
+        finally:
+            browser.close()
+    assert outside == [] and console_errors == [], (outside, console_errors)
