@@ -51,6 +51,17 @@ def _check_video(path: Path, scale: int, params: Any, max_pixels: int, max_outpu
                        f"output frames of {ow}x{oh} are outside 2x2..{max_output_pixels} pixels")
 
 
+def _video_body(models: list[str]) -> dict[str, Any]:
+    """The upload form of /v1/video: the file, model and size fields (the image-only ones do not apply)."""
+    body = upload_body(models)
+    schema = body["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema["properties"] = {k: v for k, v in schema["properties"].items()
+                            if k in ("file", "model", "outscale", "scale", "width", "height")}
+    schema["properties"]["file"] = {"type": "string", "format": "binary",
+                                    "description": "The video (MP4, MKV, MOV, WebM...)."}
+    return body
+
+
 def build(ctx: ServerContext) -> APIRouter:
     router = APIRouter()
     settings, pool = ctx.settings, ctx.pool
@@ -60,7 +71,7 @@ def build(ctx: ServerContext) -> APIRouter:
         status_code=202,
         response_model=JobInfo,
         tags=["jobs"],
-        openapi_extra=upload_body(list(pool.entries)),
+        openapi_extra=_video_body(list(pool.entries)),
         responses=errors(413, 415, 422, 429, 503),
     )
     async def submit_video(request: Request) -> JSONResponse:
