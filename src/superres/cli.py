@@ -426,7 +426,7 @@ def _video_model(model: str, outscale: Optional[float]) -> tuple[str, Optional[i
                 return other.name, other.scale, f"-s {want}: using {other.name}, the native x{want} of {model}"
     if want < card.scale:
         return model, card.scale, (f"{model} has no x{want} member: computing x{card.scale} and resizing "
-                                   f"({(card.scale / want) ** 2:.0f}x the network work of a native x{want} model)")
+                                   f"({(card.scale / want) ** 2:.0f}x the output pixels of a native x{want} model)")
     return model, card.scale, ""
 
 
