@@ -31,11 +31,9 @@ MAX_VIDEO_FRAMES = 1800
 def _check_video(path: Path, scale: int, params: Any, max_pixels: int, max_output_pixels: int) -> None:
     from ...errors import SuperresError
     from ...inference.limits import output_size
-    from ...video.reading import index_video, probe_video
+    from ...video.reading import index_video
 
-    try:
-        if probe_video(path).container.endswith(("_pipe", "image2")):  # JPEG, PNG: FFmpeg's one-frame "video"
-            raise ApiError(415, "unsupported_media_type", "a still image, not a video; send it to /v1/jobs")
+    try:  # a still image FFmpeg reads (JPEG, PNG) is a one-frame video, as on the command line
         index = index_video(path, max_frames=MAX_VIDEO_FRAMES)
     except SuperresError as e:
         text = str(e).replace(str(path), "upload")
