@@ -85,6 +85,20 @@ def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path
     assert _names(out_dir) == ["out.mp4"]
 
 
+def test_a_rerun_removes_its_own_leftovers_and_nobody_elses(tmp_path: Path) -> None:
+    """What a killed run of this output left (temporaries, segments of other settings, its lock) goes;
+    another output's temporary in the same folder stays."""
+    src = make_clip(tmp_path / "in.mp4", frames=6, audio=None)
+    mine = [".out.mp4.superres-tmp-abc123.tmp.mp4", ".out.mp4.superres-seg-0123456789ab-00000.nut",
+            "..out.mp4.superres-seg-0123456789ab-00001.nut.superres-tmp-x1.nut", ".out.mp4.superres-lock"]
+    theirs = ".other.mp4.superres-tmp-def456.tmp.mp4"
+    for name in [*mine, theirs]:
+        (tmp_path / name).write_bytes(b"left over")
+    process_video(src, tmp_path / "out.mp4", nearest_2x)
+    assert _names(tmp_path) == sorted([theirs, "in.mp4", "out.mp4"])
+    assert len(decode_all(tmp_path / "out.mp4")[0]) == 6
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", audio=None)
     dst = tmp_path / "out.mp4"
