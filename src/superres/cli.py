@@ -403,7 +403,8 @@ def video(
     if result.cleaned:
         extra += f"; {len(result.cleaned)} stale temporary file(s) removed"
     w, h = job.size
-    typer.echo(f"wrote {output} ({w}x{h}, {result.frames} frames, {result.processed / max(seconds, 1e-9):.2f} frames/s"
+    frames = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
+    typer.echo(f"wrote {output} ({w}x{h}, {frames}, {result.processed / max(seconds, 1e-9):.2f} frames/s"
                f"{extra})")
 
 
