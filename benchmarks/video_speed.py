@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def make_lr(src: Path, size: tuple[int, int], frames: int, dst: Path) -> Path:
             if i == frames:
                 break
             g = f.reformat(width=size[0], height=size[1], format="yuv420p", interpolation="AREA")
-            g.pts = i
+            g.pts, g.time_base = i, Fraction(1, 25)  # frame numbers at 25 frames/s (the clip's rate)
             out.mux(v.encode(g))
         out.mux(v.encode(None))
     return dst

@@ -356,3 +356,25 @@ def test_temporal_filter_is_fresh_per_segment_and_may_lag(tmp_path: Path,
     for k, (x, y) in enumerate(zip(a, b, strict=True)):
         same = np.abs(x.astype(int) - y.astype(int)).mean() < 1.0
         assert same == (k % 6 == 0), k  # each segment starts unfiltered: a fresh filter, no carried state
+
+
+def test_a_muxer_that_gave_every_frame_one_timestamp_loses_no_frame(tmp_path: Path) -> None:
+    """Broken timestamps (all packets at pts 0): every frame is kept, evenly spaced at the rate the stream
+    reports (whatever FFmpeg guesses for such a file)."""
+    src = tmp_path / "flat.mp4"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(_frame_rgb(i, 64, 48), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 100_000)  # rounds to 0 in the stream's time base
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+    with av.open(str(src)) as c:
+        assert {p.pts for p in c.demux(video=0) if p.size} == {0}
+    dst = process_video(src, tmp_path / "out.mp4", nearest_2x)
+    frames, pts, tb = decode_all(dst)
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    assert len(frames) == 8 and len(steps) == 1 and steps.pop() > 0
+    first, _, _ = decode_all(src)
+    assert all(np.abs(b[::2, ::2].astype(int) - a).mean() < 3 for a, b in zip(first, frames, strict=True))

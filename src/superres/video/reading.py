@@ -258,7 +258,9 @@ def _build_index(decode_order: list[tuple[int | None, bool]], w: int, h: int, fm
     ratio = in_tb / tb  # an integer: see _output_time_base
     frame_ticks = (1 / fps) / tb
     step = max(1, round(frame_ticks))
-    if any(pts is None for pts, _ in decode_order):  # raw streams: frames in order at the nominal rate
+    # Raw streams (no timestamps) and broken muxers (two frames at one time): frames in decode order at the
+    # nominal rate, rather than frames lost.
+    if any(pts is None for pts, _ in decode_order) or len({p for p, _ in decode_order}) < len(decode_order):
         n = len(decode_order)
         pts_in = tuple(range(n))
         out = tuple(i * step for i in range(n))
