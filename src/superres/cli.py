@@ -419,51 +419,148 @@ def _print_flags(reports: list[Any], choices: Any) -> None:
 @friendly
 def video(
     src: Path = typer.Argument(..., help="Input video."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output video file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output video file (.mp4, .mkv, .mov, .webm, .avi)."),
     model: str = typer.Option(COMMAND_DEFAULTS["video"], "-m", "--model",
                               help="Zoo model name, weights file, 'fidelity' or 'fast' (superres models)."),
     outscale: Optional[float] = typer.Option(None, "-s", "--outscale", help="Final scale (default: the model's)."),
-    codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, mpeg4, ...)."),
-    crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower is better)."),
-    preset: str = typer.Option("medium", "--preset", help="Encoder speed preset."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Frames processed together."),
-    tile: Optional[int] = typer.Option(None, "-t", "--tile", help="LR tile size (0 = no tiling)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Video encoder (default: from the container and "
+                                        "the input's bit depth: libx264, libvpx-vp9 for .webm, ...)."),
+    crf: int = typer.Option(18, "--crf", help="Quality for x264/x265/VP9/AV1 (lower is better)."),
+    preset: str = typer.Option("medium", "--preset", help="Encoder speed preset (x264/x265)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Frames given to the network together."),
+    tile: Optional[int] = typer.Option(None, "-t", "--tile", help="LR tile size (0 = whole frames; default: "
+                                       "whole frames up to 640x360, tiles above)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    segment_seconds: float = typer.Option(4.0, "--segment-seconds", help="Length of the resumable pieces "
+                                          "(cut at keyframes; 0 = one piece)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: the segments on a Ray cluster."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--engine ray; default: "
+                                          "a local cluster)."),
+    temporal: str = typer.Option("off", "--temporal", help="Temporal stabilisation: off, flow or model."),
+    temporal_strength: Optional[float] = typer.Option(None, "--temporal-strength", help="Blend strength of "
+                                                      "--temporal (default: the filter's)."),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision"),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights."),
     backend: str = typer.Option("torch", "--backend", help=backend_help()),
 ) -> None:
-    """Upscale a video; frame count, frame rate, duration and audio are kept."""
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    """Upscale a video; frame count, timestamps, audio, subtitles, chapters and colour tags are kept.
+    Resumable: rerun the same command after an interruption."""
+    import time
 
     from .errors import SuperresError
-    from .inference.batch import IMAGE_SUFFIXES, same_file
-    from .inference.limits import check_size_options
-    from .loading import load_model
-    from .io.video import process_video
+    from .inference.batch import IMAGE_SUFFIXES
+    from .inference.limits import check_output_size, check_size_options, output_size
+    from .video.formats import check_output
 
     check_size_options(outscale, tile=tile)
+    if batch_size < 1:
+        raise SuperresError(f"--batch-size must be at least 1, not {batch_size}")
+    if temporal not in ("off", "flow", "model"):
+        raise SuperresError(f"--temporal must be off, flow or model, not {temporal!r}")
+    if engine not in ("local", "ray"):
+        raise SuperresError(f"--engine must be local or ray, not {engine!r}")
     if src.suffix.lower() in IMAGE_SUFFIXES and src.suffix.lower() != ".gif":
         raise SuperresError(f"'{src}' is a still image, not a video; use 'superres upscale {src}'")
-    if src.exists() and same_file(src, output):
-        raise SuperresError(f"output '{output}' is the input video itself; choose another -o")
+    check_output(src, output, codec=codec, overwrite=overwrite)  # the output's name, before any model
+    model, scale, note = _video_model(model, outscale)
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    up = None
+    if scale is None:  # a weights file: its scale is known once loaded
+        up = _load_video_model(model, tile, device, precision, download, backend)
+        scale = up.scale
+
+    def size(w: int, h: int) -> tuple[int, int]:
+        out = output_size(w, h, scale, outscale, None, None)
+        check_output_size(w, h, *out, None)
+        return out
+
+    from .video.engine import prepare_video, run_video
+
+    job = prepare_video(src, output, size=size, model_id=f"{model}:{backend}:{precision}", scale=scale, codec=codec,
+                        crf=crf, preset=preset, overwrite=overwrite, segment_seconds=segment_seconds,
+                        temporal=temporal, temporal_strength=temporal_strength)
+    started = time.perf_counter()
+    with _video_progress(job.index.frame_count) as update:
+        if engine == "ray":
+            from .cluster.ray_video import ray_engine
+
+            run = ray_engine(model=model, tile=tile, device=device, precision=precision, download=download,
+                             backend=backend, batch_size=batch_size, address=address)
+            result = run_video(job, lambda f: f, progress=update, engine=run)
+        else:
+            from .inference.frames import FrameUpscaler
+
+            up = up or _load_video_model(model, tile, device, precision, download, backend)
+            result = run_video(job, FrameUpscaler(up, job.size, tile=tile), batch_size=batch_size, progress=update)
+    for line in result.notes:
+        typer.echo(f"warning: {line}", err=True)
+    seconds = time.perf_counter() - started
+    extra = f"; {result.reused} of {result.segments} segments reused from an interrupted run" if result.reused else ""
+    if result.cleaned:
+        extra += f"; {len(result.cleaned)} stale temporary file(s) removed"
+    w, h = job.size
+    frames = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
+    typer.echo(f"wrote {output} ({w}x{h}, {frames}, {result.processed / max(seconds, 1e-9):.2f} frames/s"
+               f"{extra})")
+
+
+def _video_model(model: str, outscale: Optional[float]) -> tuple[str, Optional[int], str]:
+    """(model to load, its scale or None for a weights file, a note). The same pick as ``upscale``
+    (zoo.choose: ``-m fidelity`` / ``-m fast``, a family's native member for an integer ``-s``); where the
+    family has no such member, the note says what computing the larger scale and shrinking costs."""
     from .zoo.choose import choose
+    from .zoo.registry import get_card
 
-    choice = choose(model, outscale)  # the same pick as upscale: -m fast, a family's native member
-    if choice.note:
-        typer.echo(choice.note, err=True)
-    up = load_model(choice.model, device=device, precision=precision, allow_download=download,
-                    options=_options(tile, 16, "model"), backend=backend)
+    choice = choose(model, outscale)
+    note = choice.note.removeprefix("note: ")
+    try:
+        card = get_card(choice.model)
+    except Exception:  # noqa: BLE001 - not a zoo name: a weights file
+        return choice.model, None, note
+    if outscale and float(outscale).is_integer() and 1 <= int(outscale) < card.scale:
+        want = int(outscale)
+        cost = (f"{card.name} has no x{want} member: computing x{card.scale} and resizing "
+                f"({(card.scale / want) ** 2:.0f}x the output pixels of a native x{want} model)")
+        note = f"{note}; {cost}" if note else cost
+    return card.name, card.scale, note
 
-    def process(frames: list[np.ndarray]) -> list[np.ndarray]:
-        return [up.upscale(f, outscale=outscale) for f in frames]
 
-    with Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("frames", total=None)
-        process_video(src, output, process, batch_size=batch_size, codec=codec, crf=crf, preset=preset,
-                      progress=lambda i, n: bar.update(task, completed=i, total=n))
-    typer.echo(f"wrote {output}")
+def _load_video_model(model: str, tile: Optional[int], device: str, precision: str, download: bool,
+                      backend: str) -> Any:
+    from .loading import load_model
+
+    return load_model(model, device=device, precision=precision, allow_download=download,
+                      options=_options(tile, 16, "model"), backend=backend)
+
+
+def _video_progress(total: int) -> Any:
+    """A context manager giving ``update(done, total)``: frames done/total, frames/s and time left."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[fps]} frames/s"), TextColumn("eta"), TimeRemainingColumn(),
+                      disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("frames", total=total, fps="-")
+            start: list[Any] = []
+
+            def update(done: int, n: int) -> None:
+                import time
+
+                now = time.perf_counter()
+                if not start:
+                    start.extend((now, done))
+                rate = (done - start[1]) / (now - start[0]) if now > start[0] and done > start[1] else 0.0
+                progress.update(task, completed=done, total=n, fps=f"{rate:.2f}" if rate else "-")
+
+            yield update
+
+    return bar()
 
 
 @app.command()

@@ -11,7 +11,6 @@ with ``drop=False`` the run measures throughput (every frame processed, as fast 
 
 from __future__ import annotations
 
-import functools
 import queue
 import threading
 import time
@@ -21,6 +20,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..inference.frames import bicubic_matrix, bicubic_upscale_planes  # noqa: F401 - re-exported
+from ..inference.frames import ycbcr_to_rgb255 as _ycbcr_to_rgb255
 from .common import DeployError
 
 Frame = np.ndarray
@@ -229,63 +230,6 @@ def open_frames(
             container.close()
 
     return gen(), rate
-
-
-def bicubic_matrix(n_in: int, scale: int) -> np.ndarray:
-    """``(n_in * scale, n_in)`` weights of PyTorch's bicubic upsampling along one axis (A = -0.75,
-    half-pixel centres, edge samples repeated), so that ``M @ x`` equals ``F.interpolate(..., "bicubic")``
-    for an integer ``scale``."""
-
-    def cubic(d: float, a: float = -0.75) -> float:
-        d = abs(d)
-        if d <= 1.0:
-            return (a + 2.0) * d**3 - (a + 3.0) * d**2 + 1.0
-        return a * d**3 - 5.0 * a * d**2 + 8.0 * a * d - 4.0 * a if d < 2.0 else 0.0
-
-    m = np.zeros((n_in * scale, n_in), dtype=np.float64)
-    for o in range(n_in * scale):
-        t = (o + 0.5) / scale - 0.5
-        i0 = int(np.floor(t))
-        f = t - i0
-        for k, d in enumerate((1.0 + f, f, 1.0 - f, 2.0 - f)):
-            m[o, min(max(i0 - 1 + k, 0), n_in - 1)] += cubic(d)
-    return m
-
-
-@functools.lru_cache(maxsize=8)
-def _bicubic_taps(scale: int) -> np.ndarray:
-    """``(scale, 5)``: the five taps of each output phase, read off an interior row of the matrix."""
-    return bicubic_matrix(8, scale)[4 * scale:5 * scale, 2:7]
-
-
-def bicubic_upscale_planes(x: Any, scale: int) -> Any:
-    """``C x H x W`` float tensor -> ``C x sH x sW``, the values of ``F.interpolate(..., "bicubic")``.
-
-    For an integer scale every output sample of one phase (its position modulo ``scale``) uses the same
-    five taps (:func:`bicubic_matrix`'s interior rows) around its source pixel, so each axis is one small
-    convolution with ``scale`` output channels after repeating two edge pixels, then an interleave:
-    about three times faster on a CPU than ``F.interpolate``'s bicubic kernel at 320x180 -> 1280x720."""
-    import torch
-    import torch.nn.functional as F
-
-    s = int(scale)
-    c, h, w = x.shape
-    taps = torch.tensor(_bicubic_taps(s), dtype=x.dtype, device=x.device)  # (s, 5)
-    rows = F.conv1d(F.pad(x.reshape(c * h, 1, w), (2, 2), mode="replicate"), taps[:, None, :])
-    rows = rows.transpose(1, 2).reshape(c, 1, h, s * w)  # (c*h, s, w) -> interleaved columns
-    out = F.conv2d(F.pad(rows, (0, 0, 2, 2), mode="replicate"), taps[:, None, :, None])  # (c, s, h, s*w)
-    return out.permute(0, 2, 1, 3).reshape(c, s * h, s * w)
-
-
-def _ycbcr_to_rgb255() -> tuple[float, np.ndarray, np.ndarray]:
-    """The inverse BT.601 conversion folded with the 0..255 output scale and the +0.5 of rounding: RGB =
-    ``ky * Y + C @ (Cb, Cr) + bias`` (Y, Cb, Cr on the [0, 1] scale). Y's weight is the same for R, G and B
-    (grey has Cb = Cr = neutral), so the network's luma is added once, broadcast over the channels."""
-    from ..metrics.color import RGB_TO_YCBCR, YCBCR_OFFSET
-
-    a = np.linalg.inv(RGB_TO_YCBCR) * 255.0 * 255.0
-    bias = -a @ (YCBCR_OFFSET / 255.0) + 0.5
-    return float(a[0, 0]), a[:, 1:], bias
 
 
 def upscaler_infer(up: Any) -> Callable[[Frame], Frame]:

@@ -1,4 +1,4 @@
-"""Image (and, via ``superres.io.video``, video) reading and writing: modes, bit depth, alpha,
+"""Image reading and writing (video lives in ``superres.video``): modes, bit depth, alpha,
 EXIF/ICC and atomic writes. Importing this package never imports PyAV."""
 
 from __future__ import annotations

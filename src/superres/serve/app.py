@@ -31,7 +31,7 @@ from .._version import __version__
 from . import ab
 from .context import ServerContext
 from .errors import ApiError
-from .routers import health, jobs, page, upscale, zssr
+from .routers import health, jobs, page, upscale, video, zssr
 from .service import JobStore, ModelPool, Scheduler
 from .settings import ServeSettings
 from .workdir import WorkDir
@@ -93,7 +93,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         description='Image super-resolution over HTTP. Errors are {"error", "detail"} JSON.',
     )
     app.state.settings, app.state.pool, app.state.ctx = settings, pool, ctx
-    routers = [group.build(ctx) for group in (page, health, upscale, jobs, zssr)]
+    routers = [group.build(ctx) for group in (page, health, upscale, jobs, zssr, video)]
     _error_handlers(app)
     # A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware wraps
     # ``receive`` so that ``request.is_disconnected()`` never sees the client leave, and an abandoned

@@ -9,7 +9,8 @@ from pydantic import BaseModel
 from .errors import ErrorBody
 from .pipeline import CONTENT_TYPES, MAX_OUTSCALE, MAX_SIDE
 
-__all__ = ["IMAGE_RESPONSE", "Health", "JobInfo", "ModelInfo", "ModelList", "Ready", "errors", "upload_body"]
+__all__ = ["IMAGE_RESPONSE", "JOB_RESULT_RESPONSE", "Health", "JobInfo", "ModelInfo", "ModelList", "Ready",
+           "errors", "upload_body"]
 
 
 class Health(BaseModel):
@@ -142,4 +143,10 @@ IMAGE_RESPONSE = {
         for ct in sorted({v[1] for v in CONTENT_TYPES.values()})
     },
     "description": "The upscaled image.",
+}
+
+#: A job's result: an image (/v1/jobs) or an MP4 video (/v1/video).
+JOB_RESULT_RESPONSE = {
+    "content": {**IMAGE_RESPONSE["content"], "video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "The upscaled image, or video for a /v1/video job.",
 }

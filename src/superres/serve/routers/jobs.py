@@ -14,7 +14,7 @@ from ..context import ServerContext
 from ..errors import ApiError
 from ..filenames import content_disposition, out_name
 from ..pipeline import Outcome, parse_params, probe, process
-from ..schemas import IMAGE_RESPONSE, JobInfo, errors, upload_body
+from ..schemas import JOB_RESULT_RESPONSE, JobInfo, errors, upload_body
 from ..service import Job
 from ..upload import receive_upload
 
@@ -72,7 +72,7 @@ def build(ctx: ServerContext) -> APIRouter:
         "/v1/jobs/{job_id}/result",
         response_class=Response,
         tags=["jobs"],
-        responses={200: IMAGE_RESPONSE, **errors(404, 409, 422)},
+        responses={200: JOB_RESULT_RESPONSE, **errors(404, 409, 422)},
     )
     async def job_result(job_id: str, variant: Literal["image", "uncertainty"] = "image") -> Response:
         """The finished image (until the job expires or is deleted); ``variant=uncertainty``: the uncertainty

@@ -11,8 +11,8 @@ from ..context import ServerContext
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; script-src 'self'; "
-    "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; "
+    "script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 

@@ -1,6 +1,7 @@
 // superres web page. Plain JS, same-origin requests only (the page's CSP forbids anything else).
 // Each file becomes a job: upload with progress (XHR), poll the job's progress, fetch the result as a blob
-// for the before/after comparison and the download link.
+// for the before/after comparison and the download link. A video goes to /v1/video (an MP4 comes back,
+// shown in a player).
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -81,6 +82,10 @@ function wireSlider(node) {
   update();
 }
 
+function isVideo(file) {
+  return file.type.startsWith("video/") || /\.(mp4|mkv|mov|webm|avi|m4v)$/i.test(file.name);
+}
+
 function upload(file, node) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
@@ -90,7 +95,7 @@ function upload(file, node) {
     form.append("format", $("#format").value);
     if ($("#report").checked) form.append("report", "true");
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/jobs");
+    xhr.open("POST", isVideo(file) ? "/v1/video" : "/v1/jobs");
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) setItem(node, "uploading", "uploading", (30 * e.loaded) / e.total);
     };
@@ -138,10 +143,18 @@ async function processFile(file) {
     if (!res.ok) throw new Error(errorText(res, await res.text()));
     const blob = await res.blob();
     const afterUrl = URL.createObjectURL(blob);
-    $(".after", node).src = afterUrl;
-    $(".before", node).src = URL.createObjectURL(file);
-    $(".compare", node).hidden = false;
-    wireSlider(node);
+    if (done.content_type.startsWith("video/")) {
+      const player = document.createElement("video");
+      player.src = afterUrl;
+      player.controls = true;
+      player.className = "result-video";
+      $(".compare", node).replaceWith(player);
+    } else {
+      $(".after", node).src = afterUrl;
+      $(".before", node).src = URL.createObjectURL(file);
+      $(".compare", node).hidden = false;
+      wireSlider(node);
+    }
     const link = $(".download", node);
     const ext = done.content_type.split("/")[1].replace("jpeg", "jpg").replace("tiff", "tif");
     link.href = afterUrl;
