@@ -11,7 +11,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installe
 
 from PIL import Image  # noqa: E402
 
+from polling import wait_for  # noqa: E402
 from superres.serve.launch import ServerProcess  # noqa: E402
 
 MODEL = "realesr-animevideov3"
@@ -75,15 +76,6 @@ def header_bomb(w: int, h: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"\x78\x9c" + b"\x00" * 64)
 
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def temp_files(tmp: Path) -> list[str]:

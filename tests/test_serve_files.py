@@ -12,8 +12,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -27,6 +26,7 @@ pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installe
 
 from PIL import Image  # noqa: E402
 
+from polling import wait_for  # noqa: E402
 from superres.serve.launch import ServerProcess  # noqa: E402
 from superres.serve.workdir import OWNER_FILE, PREFIX, Owner, WorkDir, sweep_dead  # noqa: E402
 
@@ -43,15 +43,6 @@ def png(arr: np.ndarray) -> bytes:
 def noise(h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def serve(base: Path, tmp_dir: Path, name: str) -> ServerProcess:

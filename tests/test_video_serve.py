@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -15,19 +14,10 @@ av = pytest.importorskip("av", reason="video tests need PyAV (pip install 'super
 
 from test_video import decode_all, make_clip  # noqa: E402
 
+from polling import wait_for  # noqa: E402
 from superres.serve.launch import ServerProcess  # noqa: E402
 
 MODEL = "espcn-s-x4"
-
-
-def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +42,7 @@ def test_video_job_runs_downloads_and_cleans_up(srv: ServerProcess, tmp_path: Pa
     r = _post(srv, src.read_bytes())
     assert r.status_code == 202, r.text
     url = srv.url + r.headers["location"]
-    done = _wait(lambda: (j := httpx.get(url).json())["status"] in ("done", "failed") and j, 120, "the job")
+    done = wait_for(lambda: (j := httpx.get(url).json())["status"] in ("done", "failed") and j, 120, "the job")
     assert done["status"] == "done" and done["progress"] == 1.0, done
     assert (done["width"], done["height"]) == (128, 96)
     res = httpx.get(srv.url + done["result_url"])
@@ -85,7 +75,7 @@ def test_video_refusals_at_submission(srv: ServerProcess, tmp_path: Path) -> Non
     r = _post(srv, jpeg.getvalue(), "photo.jpg")  # FFmpeg reads it as a one-frame video: so do we
     assert r.status_code == 202, r.text
     url = srv.url + r.headers["location"]
-    done = _wait(lambda: (j := httpx.get(url).json())["status"] in ("done", "failed") and j, 120, "the job")
+    done = wait_for(lambda: (j := httpx.get(url).json())["status"] in ("done", "failed") and j, 120, "the job")
     assert done["status"] == "done" and (done["width"], done["height"]) == (128, 96), done
     assert httpx.get(srv.url + done["result_url"]).headers["content-type"] == "video/mp4"
 
