@@ -236,6 +236,16 @@ def test_tiled_equals_whole_image(vulkan: None, data_dir: Path) -> None:
     assert float(np.abs(tiled - whole).max()) < FP32_TOL
 
 
+def test_tiled_equals_whole_with_srmd_maps(vulkan: None, data_dir: Path) -> None:
+    """SRMD's degradation and noise maps are constant channels added to each tile, so tiles with 12 px of
+    context (its 12 convolutions) give the whole-image result."""
+    img = crop(data_dir, "Set14/HR/monarch.png", (300, 200, 40, 10))
+    up = ncnn_model("srmd-x2")
+    tiles = UpscaleOptions(tile=16, overlap=4, context=12)
+    assert up.count_tiles(40, 10, (80, 20), options=tiles) == 3
+    assert float(np.abs(up.upscale_float(img, tiles) - up.upscale_float(img)).max()) < FP32_TOL
+
+
 def test_four_threads_share_one_loaded_model(vulkan: None, data_dir: Path) -> None:
     up = ncnn_model(VIDEO_MODEL)
     crops = [crop(data_dir, "Set5/HR/head.png", (40 * i, 60, 16, 16)) for i in range(4)]
