@@ -2,8 +2,9 @@
 
 On Mesa's lavapipe (a CPU Vulkan driver: what CI and this workplace have) speed means nothing, so each ncnn
 row says "functional" instead of a time, with its largest difference from torch fp32. On a real GPU it
-times ncnn-Vulkan (auto = fp16 storage, fp16 = fp16 storage and arithmetic, and fp32) against torch on CUDA
-(fp16) or the CPU, at the --size given (the issue's comparison: 720p, ``--size 1280x720``), median of --repeats after a warm-up.
+times ncnn-Vulkan (auto = fp16 storage, fp16 = fp16 storage and arithmetic, and fp32) against torch on
+CUDA (fp16) or the CPU, at the --size given (the issue's comparison: 720p, ``--size 1280x720``), median
+of --repeats after a warm-up.
 
     python benchmarks/ncnn_vulkan.py                          # lavapipe: functional check, 32x32
     python benchmarks/ncnn_vulkan.py --size 1280x720 --repeats 5   # a GPU machine

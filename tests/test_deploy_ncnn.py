@@ -1,9 +1,9 @@
 """The ncnn backend on a real Vulkan device: Mesa's CPU driver lavapipe (Debian ``mesa-vulkan-drivers``).
 
 Each family through ``--backend ncnn`` matches the torch backend on crops of real Set5/Set14 images (fp32
-within 1e-3, fp16 within a stated bound; SRMD at every --denoise level), tiled equals whole, one loaded model serves four threads, our own
-.param/.bin writer matches its PyTorch source and a file exported from other weights is refused; the CLI,
-``superres video`` and the server each run once on Vulkan. lavapipe is slow: crops are 12 to 48 pixels.
+within 1e-3, fp16 within a stated bound; SRMD at every --denoise level), tiled equals whole, one loaded
+model serves four threads, our own .param/.bin writer matches its PyTorch source and a file exported from
+other weights is refused; the CLI, ``superres video`` and the server each run once on Vulkan. lavapipe is slow: crops are 12 to 48 pixels.
 Named test_deploy_* so scripts/test.sh runs it in the process of the other native runtimes.
 """
 
@@ -32,8 +32,9 @@ WHOLE = UpscaleOptions(tile=0)
 FP32_TOL = 1e-3
 FP16_TOL = 1e-2  # measured 3.4e-3 to 4.6e-3 on lavapipe for SRVGG, SPAN, ESPCN, EDSR, UpConv7; RRDB 1.7e-2
 # --precision auto on a GPU = fp16 storage, fp32 arithmetic (as the upstream ncnn-vulkan tools); measured on
-# lavapipe on the crops below: CUNet 6.3e-4 / 1.6e-3, SRMD 1.6e-3 / 2.3e-3, UpConv7 1.3e-3; Real-CUGAN 2.9e-3
-# (no-SE x2), 3.6e-3 (x4), 2.2e-2 (pro x3: its weights expect [0.15, 0.85] pixels and get [0, 1], as upstream).
+# lavapipe on the crops below: CUNet 6.3e-4 / 1.6e-3, SRMD 1.6e-3 / 2.3e-3, UpConv7 1.3e-3; Real-CUGAN
+# 2.9e-3 (no-SE x2), 3.6e-3 (x4), 2.2e-2 (pro x3: its weights expect [0.15, 0.85] pixels and get [0, 1], as
+# upstream runs them).
 # --precision fp16 (fp16 arithmetic too): CUNet 2.8e-3 / 3.2e-3, SRMD 5.2e-3 / 7.6e-3, Real-CUGAN 8.9e-3,
 # 1.0e-2, 3.2e-2.
 AUTO_TOL = 5e-3
@@ -165,8 +166,9 @@ def test_srmd_every_denoise_level_on_vulkan_matches_torch(vulkan: None, data_dir
 
 
 def test_realcugan_pro_value_mapping_on_vulkan_matches_torch(vulkan: None, data_dir: Path) -> None:
-    """The cards run pro weights on plain [0, 1] pixels, as the ncnn runtime does; with ``pro=True`` (upstream's
-    PyTorch mapping to [0.15, 0.85] and back) the numpy steps around the same wheel graph still match torch."""
+    """The cards run pro weights on plain [0, 1] pixels, as the ncnn runtime does; with ``pro=True``
+    (upstream's PyTorch mapping to [0.15, 0.85] and back) the numpy steps around the same wheel graph still
+    match torch."""
     import copy
 
     import torch
@@ -188,13 +190,14 @@ def test_realcugan_pro_value_mapping_on_vulkan_matches_torch(vulkan: None, data_
 
 def test_denoise_level_through_the_cli_on_vulkan(vulkan: None, data_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.png"
-    Image.fromarray((crop(data_dir, "Set14/HR/pepper.png", (100, 100, 16, 16)) * 255).astype(np.uint8)).save(src)
+    pixels = crop(data_dir, "Set14/HR/pepper.png", (100, 100, 16, 16))
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(src)
     outs = {}
     for backend in ("ncnn", "torch"):
         outs[backend] = tmp_path / f"{backend}.png"
-        r = runner.invoke(app, ["upscale", str(src), "-o", str(outs[backend]), "-m", "srmd-x2", "--denoise", "7",
-                                "--backend", backend, "--precision", "fp32"]
-                          + (["--device", "vulkan"] if backend == "ncnn" else ["--device", "cpu"]))
+        device = "vulkan" if backend == "ncnn" else "cpu"
+        r = runner.invoke(app, ["upscale", str(src), "-o", str(outs[backend]), "-m", "srmd-x2", "--denoise",
+                                "7", "--backend", backend, "--precision", "fp32", "--device", device])
         assert r.exit_code == 0, r.output
     got, ref = (np.asarray(Image.open(outs[b])).astype(int) for b in ("ncnn", "torch"))
     assert got.shape == (32, 32, 3) and int(np.abs(got - ref).max()) <= 1
@@ -380,7 +383,8 @@ def test_unexportable_architecture_gives_one_line_and_no_file(tmp_path: Path) ->
     assert lines[0].startswith("error: cannot export 'rcan-tiny' (rcan) to ncnn")
     assert "aten.mean" in lines[0] and "--backend torch" in lines[0]
     r = runner.invoke(app, ["export", "realcugan-x2", str(out / "cugan.param")])
-    assert r.exit_code == 2 and "--backend ncnn, which runs 'realcugan-x2' from its wheel" in r.output, r.output
+    assert r.exit_code == 2, r.output
+    assert "--backend ncnn, which runs 'realcugan-x2' from its wheel" in r.output, r.output
     assert list(out.iterdir()) == []
 
 

@@ -350,8 +350,8 @@ def load_ncnn_model(name_or_path: str | os.PathLike[str], *, device: str = "auto
     p = Path(str(name_or_path))
     if p.suffix.lower() == ".param" and p.with_suffix(".json").is_file():  # one of our exports
         if hyperparams:
-            raise DeployError(f"'{p}' is an export with fixed hyper-parameters; {sorted(hyperparams)} (e.g. a "
-                              "--denoise level) need the model's name or weights file")
+            raise DeployError(f"'{p}' is an export with fixed hyper-parameters; {sorted(hyperparams)} (e.g. "
+                              "a --denoise level) need the model's name or weights file")
         from .ncnn_export import read_ncnn_metadata
         from .runtime import network_from_metadata
 

@@ -106,8 +106,9 @@ class WheelGraphSession(NcnnSession):
         except torch.OutOfMemoryError:
             if not a.whole_image:
                 raise  # the Upscaler halves the tile
+            model = self.meta.get("model", self.path.stem)
             raise DeployError(
-                f"{self.meta.get('model', self.path.stem)} needs the whole {w}x{h} image on {self.device_label} "
+                f"{model} needs the whole {w}x{h} image on {self.device_label} "
                 "at once (its SE gates average the whole image, so it never tiles) and the device ran out of "
                 "memory: use a smaller image, ncnn's CPU path (--device cpu) or --backend torch") from None
         y = y[:, :, : s * h, : s * w]
