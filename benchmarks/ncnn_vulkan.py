@@ -2,8 +2,9 @@
 
 On Mesa's lavapipe (a CPU Vulkan driver: what CI and this workplace have) speed means nothing, so each ncnn
 row says "functional" instead of a time, with its largest difference from torch fp32. On a real GPU it
-times ncnn-Vulkan (fp16 where the device has it, and fp32) against torch on CUDA (fp16) or the CPU, at the
---size given (the issue's comparison: 720p, ``--size 1280x720``), median of --repeats after a warm-up.
+times ncnn-Vulkan (auto = fp16 storage, fp16 = fp16 storage and arithmetic, and fp32) against torch on
+CUDA (fp16) or the CPU, at the --size given (the issue's comparison: 720p, ``--size 1280x720``), median
+of --repeats after a warm-up.
 
     python benchmarks/ncnn_vulkan.py                          # lavapipe: functional check, 32x32
     python benchmarks/ncnn_vulkan.py --size 1280x720 --repeats 5   # a GPU machine
@@ -67,10 +68,10 @@ def main() -> None:
             up16 = load_model(name, device="cuda", precision="fp16", options=whole)
             sec, y = timed(up16.forward, x, args.repeats, sync)
             rows.append(("torch", "fp16 (cuda)", sec, y))
-        for prec in ("auto", "fp32"):
+        for prec in ("auto", "fp16", "fp32"):
             up = load_model(name, backend="ncnn", device="vulkan", precision=prec, options=whole)
             sec, y = timed(up.forward, x, 1 if lavapipe else args.repeats)
-            label = "fp16 where the device has it" if prec == "auto" else "fp32"
+            label = {"auto": "fp16 storage", "fp16": "fp16 storage+arithmetic"}.get(prec, "fp32")
             rows.append((f"ncnn vulkan:{dev.index}", label, None if lavapipe else sec, y))
         for backend, prec, sec, y in rows:
             diff = float(np.abs(y.float().cpu().numpy() - ref.float().cpu().numpy()).max())

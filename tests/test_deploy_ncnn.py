@@ -1,9 +1,9 @@
 """The ncnn backend on a real Vulkan device: Mesa's CPU driver lavapipe (Debian ``mesa-vulkan-drivers``).
 
 Each family through ``--backend ncnn`` matches the torch backend on crops of real Set5/Set14 images (fp32
-within 1e-3, fp16 within a stated bound), tiled equals whole, one loaded model serves four threads, our own
-.param/.bin writer matches its PyTorch source and a file exported from other weights is refused; the CLI,
-``superres video`` and the server each run once on Vulkan. lavapipe is slow: crops are 12 to 48 pixels.
+within 1e-3, fp16 within a stated bound; SRMD at every --denoise level), tiled equals whole, one loaded
+model serves four threads, our own .param/.bin writer matches its PyTorch source and a file exported from
+other weights is refused; the CLI, ``superres video`` and the server each run once on Vulkan. lavapipe is slow: crops are 12 to 48 pixels.
 Named test_deploy_* so scripts/test.sh runs it in the process of the other native runtimes.
 """
 
@@ -31,6 +31,14 @@ runner = CliRunner()
 WHOLE = UpscaleOptions(tile=0)
 FP32_TOL = 1e-3
 FP16_TOL = 1e-2  # measured 3.4e-3 to 4.6e-3 on lavapipe for SRVGG, SPAN, ESPCN, EDSR, UpConv7; RRDB 1.7e-2
+# --precision auto on a GPU = fp16 storage, fp32 arithmetic (as the upstream ncnn-vulkan tools); measured on
+# lavapipe on the crops below: CUNet 6.3e-4 / 1.6e-3, SRMD 1.6e-3 / 2.3e-3, UpConv7 1.3e-3; Real-CUGAN
+# 2.9e-3 (no-SE x2), 3.6e-3 (x4), 2.2e-2 (pro x3: its weights expect [0.15, 0.85] pixels and get [0, 1], as
+# upstream runs them).
+# --precision fp16 (fp16 arithmetic too): CUNet 2.8e-3 / 3.2e-3, SRMD 5.2e-3 / 7.6e-3, Real-CUGAN 8.9e-3,
+# 1.0e-2, 3.2e-2.
+AUTO_TOL = 5e-3
+FP16_TOL_CUGAN = 5e-2
 VIDEO_MODEL = "realesr-animevideov3"
 
 
@@ -64,7 +72,9 @@ def torch_model(name: str) -> Upscaler:
 
 
 # (model, how ncnn gets it, image, crop): every family the backend serves; RRDB is 16.7 M parameters, so a
-# 8-pixel crop keeps lavapipe's run to seconds.
+# 8-pixel crop keeps lavapipe's run to seconds. The wheel families whose runtime works outside the graph
+# (UpConv7, Real-CUGAN, CUNet, SRMD) run their original files with that work done in numpy; odd crop sizes
+# make the engine pad Real-CUGAN / CUNet to their size multiple as it does for torch.
 FAMILIES = [
     ("realesr-animevideov3", "wheel", "Set5/HR/baby.png", (150, 200, 32, 32)),  # SRVGG
     ("span-x4", "wheel", "Set14/HR/comic.png", (60, 40, 24, 24)),  # SPAN
@@ -72,7 +82,12 @@ FAMILIES = [
     ("espcn-s-x4", "export", "Set14/HR/lenna.png", (250, 250, 32, 32)),  # ESPCN
     ("edsr-baseline-x4", "export", "Set5/HR/bird.png", (120, 80, 12, 12)),  # EDSR
     ("superres-compact-x4", "export", "Set14/HR/zebra.png", (200, 150, 32, 32)),  # SRVGG, our weights
-    ("waifu2x-anime-x2", "export", "Set14/HR/comic.png", (20, 100, 24, 24)),  # UpConv7 (padding in the graph)
+    ("waifu2x-anime-x2", "wheel", "Set14/HR/comic.png", (20, 100, 24, 24)),  # UpConv7: 7 px edge padding
+    ("realcugan-x4", "wheel", "Set14/HR/comic.png", (60, 40, 26, 22)),  # Real-CUGAN: 19 px, nearest add
+    ("realcugan-pro-x3", "wheel", "Set5/HR/baby.png", (150, 200, 27, 25)),  # pro weights: 14 px, multiple 4
+    ("waifu2x-cunet-x2", "wheel", "Set14/HR/comic.png", (20, 100, 25, 24)),  # CUNet 2x: 18 px
+    ("waifu2x-cunet-x1-n1", "wheel", "Set14/HR/zebra.png", (200, 150, 30, 26)),  # CUNet 1x: 28 px, multiple 4
+    ("srmdnf-x3", "wheel", "Set5/HR/bird.png", (120, 80, 24, 24)),  # SRMD: 15 kernel-code channels
 ]
 
 
@@ -91,6 +106,8 @@ def test_each_family_on_vulkan_matches_torch_in_fp32(vulkan: None, data_dir: Pat
     ref = torch_model(name).upscale_float(img)
     assert got.shape == ref.shape == (box[3] * up.scale, box[2] * up.scale, 3)
     assert float(np.abs(got - ref).max()) < FP32_TOL
+    if up.descriptor.arch in ("cugan", "cunet"):  # SE gates average the whole image: never tiled
+        assert up.plan(UpscaleOptions(tile=16)).tile == 0
 
 
 def test_fp16_on_vulkan_within_the_stated_bound(vulkan: None, data_dir: Path) -> None:
@@ -99,6 +116,116 @@ def test_fp16_on_vulkan_within_the_stated_bound(vulkan: None, data_dir: Path) ->
     fp16 = ncnn_model(VIDEO_MODEL, "fp16").upscale_float(img)
     err = float(np.abs(fp16 - fp32).max())
     assert 1e-5 < err < FP16_TOL  # fp16 really ran (lavapipe has fp16 storage and arithmetic), and is close
+
+
+# One model per family whose wheel graph needs work outside it, on the family test's crops; auto is what a
+# GPU user gets by default.
+FP16_FAMILIES = [("realcugan-pro-x3", "auto", FP16_TOL_CUGAN), ("realcugan-pro-x3", "fp16", FP16_TOL_CUGAN),
+                 ("waifu2x-cunet-x1-n1", "auto", AUTO_TOL), ("srmdnf-x3", "auto", AUTO_TOL)]
+
+
+@pytest.mark.parametrize("name,precision,bound", FP16_FAMILIES, ids=[f"{f[0]}-{f[1]}" for f in FP16_FAMILIES])
+def test_fp16_wheel_families_within_their_bound(vulkan: None, data_dir: Path, name: str, precision: str,
+                                                bound: float) -> None:
+    _, _, image, box = next(f for f in FAMILIES if f[0] == name)
+    img = crop(data_dir, image, box)
+    ref = torch_model(name).upscale_float(img)
+    up = ncnn_model(name, precision)
+    assert up._forward.fp16 and up._forward.fp16_arithmetic == (precision == "fp16")  # noqa: SLF001
+    err = float(np.abs(up.upscale_float(img) - ref).max())
+    assert 1e-5 < err < bound  # fp16 really ran, and is within the bound stated above
+
+
+def test_srmd_every_denoise_level_on_vulkan_matches_torch(vulkan: None, data_dir: Path) -> None:
+    """SRMD's noise map is built in numpy for each level --denoise allows (the card's levels); one loaded
+    wheel graph serves them all, since the level is an input channel, not a weight."""
+    import copy
+
+    import torch
+
+    from superres.deploy.ncnn_wheel import around_graph
+    from superres.zoo.loader import load_network
+    from superres.zoo.registry import get_card
+
+    levels = get_card("srmd-x2").denoise_levels
+    assert tuple(levels) == tuple(range(11))
+    session = ncnn_model("srmd-x2")._forward  # noqa: SLF001 - the wheel graph on Vulkan
+    x = crop(data_dir, "Set14/HR/lenna.png", (250, 250, 14, 12)).transpose(2, 0, 1)[None].copy()
+    outs = []
+    for level in levels:
+        net, _ = load_network("srmd-x2", hyperparams={"noise_level": level})
+        at_level = copy.copy(session)
+        at_level.around = around_graph(net)
+        got = at_level.run(x)
+        with torch.no_grad():
+            ref = net(torch.from_numpy(x)).numpy()
+        assert got.shape == ref.shape == (1, 3, 24, 28)
+        assert float(np.abs(got - ref).max()) < FP32_TOL, level
+        outs.append(got)
+    assert float(np.abs(outs[10] - outs[0]).max()) > 0.01  # the noise map reaches the network
+
+
+def test_realcugan_pro_value_mapping_on_vulkan_matches_torch(vulkan: None, data_dir: Path) -> None:
+    """The cards run pro weights on plain [0, 1] pixels, as the ncnn runtime does; with ``pro=True``
+    (upstream's PyTorch mapping to [0.15, 0.85] and back) the numpy steps around the same wheel graph still
+    match torch."""
+    import copy
+
+    import torch
+
+    from superres.deploy.ncnn_wheel import around_graph
+    from superres.zoo.loader import load_network
+
+    net, _ = load_network("realcugan-pro-x3", hyperparams={"pro": True})
+    at_pro = copy.copy(ncnn_model("realcugan-pro-x3")._forward)  # noqa: SLF001 - the wheel graph on Vulkan
+    at_pro.around = around_graph(net)
+    assert at_pro.around.pro
+    x = crop(data_dir, "Set5/HR/baby.png", (150, 200, 12, 12)).transpose(2, 0, 1)[None].copy()
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    got = at_pro.run(x)
+    assert got.shape == ref.shape == (1, 3, 36, 36)
+    assert float(np.abs(got - ref).max()) < FP32_TOL
+
+
+def test_denoise_level_through_the_cli_on_vulkan(vulkan: None, data_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    pixels = crop(data_dir, "Set14/HR/pepper.png", (100, 100, 16, 16))
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(src)
+    outs = {}
+    for backend in ("ncnn", "torch"):
+        outs[backend] = tmp_path / f"{backend}.png"
+        device = "vulkan" if backend == "ncnn" else "cpu"
+        r = runner.invoke(app, ["upscale", str(src), "-o", str(outs[backend]), "-m", "srmd-x2", "--denoise",
+                                "7", "--backend", backend, "--precision", "fp32", "--device", device])
+        assert r.exit_code == 0, r.output
+    got, ref = (np.asarray(Image.open(outs[b])).astype(int) for b in ("ncnn", "torch"))
+    assert got.shape == (32, 32, 3) and int(np.abs(got - ref).max()) <= 1
+
+
+def test_whole_image_model_out_of_vulkan_memory_is_a_clear_error(vulkan: None, data_dir: Path) -> None:
+    """Real-CUGAN never tiles: a failed Vulkan extract is one error naming what to do, not a halved tile
+    (which would change the SE gates' averages, so the image)."""
+    import copy
+
+    class Exhausted:
+        def create_extractor(self) -> object:
+            class Extractor:
+                def input(self, name: str, mat: object) -> int:
+                    return 0
+
+                def extract(self, name: str) -> tuple[int, object]:
+                    return -100, None
+
+            return Extractor()
+
+    up = ncnn_model("realcugan-pro-x3")
+    small = copy.copy(up._forward)  # noqa: SLF001 - the real session, with a device that is always full
+    small._net = Exhausted()  # noqa: SLF001
+    tight = Upscaler(up._net32, name=up.name, forward=small)  # noqa: SLF001
+    img = crop(data_dir, "Set5/HR/baby.png", (150, 200, 20, 20))
+    with pytest.raises(DeployError, match=r"never tiles.*--device cpu"):
+        tight.upscale_float(img)
 
 
 def test_tiled_equals_whole_image(vulkan: None, data_dir: Path) -> None:
@@ -110,6 +237,16 @@ def test_tiled_equals_whole_image(vulkan: None, data_dir: Path) -> None:
     tiled = up.upscale_float(img, tiles)
     assert up.count_tiles(64, 12, (256, 48), options=tiles) == 5
     assert float(np.abs(tiled - whole).max()) < FP32_TOL
+
+
+def test_tiled_equals_whole_with_srmd_maps(vulkan: None, data_dir: Path) -> None:
+    """SRMD's degradation and noise maps are constant channels added to each tile, so tiles with 12 px of
+    context (its 12 convolutions) give the whole-image result."""
+    img = crop(data_dir, "Set14/HR/monarch.png", (300, 200, 40, 10))
+    up = ncnn_model("srmd-x2")
+    tiles = UpscaleOptions(tile=16, overlap=4, context=12)
+    assert up.count_tiles(40, 10, (80, 20), options=tiles) == 3
+    assert float(np.abs(up.upscale_float(img, tiles) - up.upscale_float(img)).max()) < FP32_TOL
 
 
 def test_four_threads_share_one_loaded_model(vulkan: None, data_dir: Path) -> None:
@@ -163,7 +300,8 @@ def test_own_exports_match_their_pytorch_source() -> None:
 
 
 def test_fsrcnn_and_rrdb_export(tmp_path: Path) -> None:
-    """The writer covers FSRCNN (transposed convolution) and RRDBNet (dense concat, residual scaling)."""
+    """The writer covers FSRCNN (transposed convolution), RRDBNet (dense concat, residual scaling) and
+    UpConv7 (edge padding; users' UpConv7 weights, the zoo's run from the wheel)."""
     import torch
 
     from superres.archs import build
@@ -171,7 +309,7 @@ def test_fsrcnn_and_rrdb_export(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     tiny_rrdb = dict(num_block=1, num_feat=16, num_grow=8, scale=4)
-    for arch, hp in (("fsrcnn", dict(scale=3)), ("rrdbnet", tiny_rrdb)):
+    for arch, hp in (("fsrcnn", dict(scale=3)), ("rrdbnet", tiny_rrdb), ("upconv7", {})):
         net = build(arch, **hp).eval()
         x = torch.rand(1, net.descriptor.in_channels, 14, 18, generator=torch.Generator().manual_seed(4))
         param = export_ncnn_model(net, tmp_path / f"{arch}.param")
@@ -224,14 +362,30 @@ def test_a_hostile_export_is_refused_before_ncnn_reads_it(tmp_path: Path) -> Non
 
 
 def test_unexportable_architecture_gives_one_line_and_no_file(tmp_path: Path) -> None:
-    out = tmp_path / "cugan.param"
-    r = runner.invoke(app, ["export", "realcugan-x2", str(out)])
+    """RCAN (channel attention: a global mean) has no ncnn graph: one line naming the op, no file. A wheel
+    family our writer cannot export either (Real-CUGAN) is pointed at --backend ncnn, which runs it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from superres.archs import build
+
+    torch.manual_seed(0)
+    net = build("rcan", scale=2, num_groups=1, num_blocks=1, num_feat=16, reduction=4)
+    weights = tmp_path / "in" / "rcan-tiny.safetensors"
+    weights.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = runner.invoke(app, ["export", str(weights), str(out / "rcan.param")])
     assert r.exit_code == 2  # the CLI's status for a user error
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1, r.output
-    assert lines[0].startswith("error: cannot export 'realcugan-x2' (cugan) to ncnn")
+    assert lines[0].startswith("error: cannot export 'rcan-tiny' (rcan) to ncnn")
     assert "aten.mean" in lines[0] and "--backend torch" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+    r = runner.invoke(app, ["export", "realcugan-x2", str(out / "cugan.param")])
+    assert r.exit_code == 2, r.output
+    assert "--backend ncnn, which runs 'realcugan-x2' from its wheel" in r.output, r.output
+    assert list(out.iterdir()) == []
 
 
 def test_without_vulkan_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch,

