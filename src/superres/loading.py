@@ -63,8 +63,8 @@ def backend_help() -> str:
     for b in _BACKENDS.table().values():
         extra = f"; extra: {b.extra}" if b.extra else ""
         parts.append(f"{b.name} ({b.summary}{extra})")
-    return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache; -m may be " \
-        "an exported .onnx/.xml (ncnn: a .param)."
+    return "One of: " + ", ".join(parts) + ". Non-torch backends export the model once to a cache (ncnn runs the " \
+        "model wheels' own .param/.bin); -m may be an exported .onnx/.xml (ncnn: a .param)."
 
 
 def load_model(
