@@ -195,13 +195,11 @@ def register(app: FastAPI, study_dir: Path) -> None:
     @router.get(
         "/v1/study/image/{token}/{side}",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}, "description": "The image."}, **_errors(404)},
+        responses={200: {"content": {"image/png": {}}, "description": "The image."}, **_errors(404, 422)},
     )
-    async def image(token: str, side: str) -> Response:
+    async def image(token: str, side: Literal["left", "right", "lr"]) -> Response:
         """One image of an issued pair (``left``, ``right`` or ``lr``), as a PNG made fresh for this
         request (its bytes differ from every other serve of the same output)."""
-        if side not in ("left", "right", "lr"):
-            raise ApiError(404, "not_found", "side must be left, right or lr")
         try:
             p = await asyncio.to_thread(store.pair, token)
         except StudyError as e:
