@@ -301,3 +301,21 @@ def test_auto_picks_flow_for_gan_models_and_off_for_fidelity_fast_and_files(tmp_
     assert _auto_temporal("span-x4") == "off"
     assert _auto_temporal("espcn-r-x4") == "off"
     assert _auto_temporal(str(tmp_path / "mine.pth")) == "off"
+
+
+def test_auto_without_opencv_runs_per_frame_and_says_so(tmp_path: Path) -> None:
+    """PyAV without the rest of the video extra: the default (auto -> flow for a GAN model) must not fail the
+    upscale; it runs per frame and names the install, in one note."""
+    pytest.importorskip("av", reason="PyAV (video extra) is not installed")
+    from test_video import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", frames=3, size=(32, 24), audio=None)
+    hide = ("import sys, importlib.util; _f = importlib.util.find_spec; "
+            "importlib.util.find_spec = lambda n, *a: None if n == 'cv2' else _f(n, *a); sys.modules['cv2'] = None; "
+            "from superres.cli import main; sys.argv[0] = 'superres'; main()")
+    r = subprocess.run([sys.executable, "-c", hide, "video", str(clip), "-o", str(tmp_path / "out.mp4"),
+                        "-m", "realesr-animevideov3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "OpenCV" in ln]
+    assert len(notes) == 1 and "superres[video]" in notes[0] and "running without it" in notes[0]
+    assert "temporal" not in r.stdout and (tmp_path / "out.mp4").exists()

@@ -469,6 +469,15 @@ def video(
         typer.echo(f"note: {note}", err=True)
     if temporal == "auto":
         temporal = _auto_temporal(model)
+        if temporal == "flow":
+            import importlib.util
+
+            if importlib.util.find_spec("cv2") is None:  # PyAV installed without the rest of the extra
+                from .errors import install_hint
+
+                typer.echo("note: --temporal auto would stabilise this GAN model's frames with optical flow, "
+                           f"which needs OpenCV: {install_hint('video')}; running without it", err=True)
+                temporal = "off"
     up = None
     if scale is None:  # a weights file: its scale is known once loaded
         up = _load_video_model(model, tile, device, precision, download, backend)
