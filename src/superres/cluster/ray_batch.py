@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import SuperresError, install_hint
+from ..zoo.weight_limits import worker_env
 
 __all__ = ["RayBatchReport", "UpscaleActor", "plan_outputs", "run_ray_batch"]
 
@@ -224,9 +225,10 @@ def run_ray_batch(
     started_here = False
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": worker_env()})
         else:
             ray.init(
+                runtime_env={"env_vars": worker_env()},
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -15,7 +15,8 @@ import os
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ..errors import SuperresError
+from ..errors import SuperresError, install_hint
+from ..zoo.weight_limits import worker_env
 
 __all__ = ["ray_engine", "SegmentWorker"]
 
@@ -56,14 +57,14 @@ def ray_engine(*, model: str, tile: Optional[int] = None, device: str = "auto", 
             import ray
         except ImportError as e:
             raise SuperresError(
-                f"--engine ray needs the 'cluster' extra: pip install 'superres[cluster]' ({e})") from None
+                f"--engine ray needs the 'cluster' extra ({e}): {install_hint('cluster')}") from None
         started_here = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": worker_env()})
             else:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False)
+                         log_to_driver=False, runtime_env={"env_vars": worker_env()})
             started_here = True
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -55,6 +55,12 @@ _SMALL_RECORD = 1 << 20  # a compressed record may always inflate to this (pickl
 _SMALL_BUFFERS, _SMALL_BUFFER_VALUES = 64, 1 << 16  # buffers a network computes itself (not in the file)
 
 
+def worker_env() -> dict[str, str]:
+    """The limit as environment for processes the caller starts elsewhere (Ray workers on other nodes do
+    not inherit this process's environment): ``ray.init(runtime_env={"env_vars": worker_env()})``."""
+    return {ENV: str(max_weights_params())}
+
+
 def max_weights_params() -> int:
     """The parameter limit in force: ``$SUPERRES_MAX_WEIGHTS_PARAMS`` or the default."""
     text = os.environ.get(ENV, "").strip()
