@@ -77,7 +77,7 @@ def owner_tag(pid: int | None = None) -> str:
     """``<host>.<pid>.<start time>``: who owns a temporary file. The start time (from /proc) tells a live
     owner from a later process that reused its pid; the host keeps machines sharing a folder apart."""
     pid = os.getpid() if pid is None else pid
-    return f"{_host()}.{pid}.{_start_time(pid) or 0}"
+    return f"{_host()}.{pid}.{process_start_time(pid) or 0}"
 
 
 def _host() -> str:
@@ -87,8 +87,9 @@ def _host() -> str:
     return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), or None where it cannot be read."""
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None where it cannot be read: with
+    the pid it names one process, so a later process that reused the pid is told apart."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read(4096)
@@ -116,7 +117,7 @@ def _owner_alive(name: str, marker_at: int, mtime: float) -> bool:
         return False
     except (PermissionError, OSError):  # exists, someone else's
         pass
-    now = _start_time(pid)
+    now = process_start_time(pid)
     return now is None or started == 0 or now == started
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "encode_image",
     "from_array",
     "from_pil",
+    "os_reason",
     "read_image",
     "read_image_bytes",
     "to_pil",
@@ -161,7 +162,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
     except PermissionError:
         raise ImageReadError(f"{where}: permission denied") from None
     except OSError as e:
-        raise ImageReadError(f"{where}: {_os_reason(e)}") from e
+        raise ImageReadError(f"{where}: {os_reason(e)}") from e
     return _decode(data, where, max_pixels)
 
 
@@ -768,7 +769,7 @@ def write_image(
     except FileExistsError:
         raise ImageWriteError(f"{where}: file exists (pass overwrite=True to replace it)") from None
     except OSError as e:
-        raise ImageWriteError(f"{where}: {_os_reason(e)}") from e
+        raise ImageWriteError(f"{where}: {os_reason(e)}") from e
     except MemoryError:
         raise ImageWriteError(
             f"{where}: not enough memory to encode a {img.size[0]}x{img.size[1]} image"
@@ -1041,7 +1042,8 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _os_reason(e: OSError) -> str:
+def os_reason(e: OSError) -> str:
+    """One line saying why a file operation failed (permission, no space, a file in the folder path...)."""
     if isinstance(e, NotADirectoryError):
         return "a part of the folder path is a file, not a folder"
     if isinstance(e, PermissionError):

@@ -53,8 +53,6 @@ _ALPHA_OK = {"png", "webp", "tiff"}
 # request must not be able to ask for 64x the pixels of an already large upload.
 MAX_OUTSCALE = 16.0
 MAX_SIDE = limits.MAX_SIDE
-# Formats whose side limit is below MAX_SIDE: WebP stores 14-bit sizes, libjpeg refuses more than 65,500.
-_FORMAT_MAX_SIDE = {"webp": 16_383, "jpeg": 65_500, "jpg": 65_500}
 
 
 class UpscaleParams(BaseModel):
@@ -206,9 +204,9 @@ def check_output(out_w: int, out_h: int, fmt: str, max_output_pixels: int) -> No
     """Refuse (422) an output that cannot be written, naming the limit that was hit: the side limit of
     every image (65,535 px) or of the chosen format (WebP 16,383, JPEG 65,500), or the server's pixel
     limit. Checked before any inference, so a refusal costs nothing."""
-    side = min(MAX_SIDE, _FORMAT_MAX_SIDE.get(fmt, MAX_SIDE))
+    name, side = limits.FORMAT_MAX_SIDE.get(f".{fmt}", ("", MAX_SIDE))  # the CLI's table of encoder limits
     if max(out_w, out_h) > side:
-        whose = f"{'WebP' if fmt == 'webp' else 'JPEG'} images" if side < MAX_SIDE else "an image"
+        whose = f"{name} images" if side < MAX_SIDE else "an image"
         raise ApiError(
             422,
             "invalid_options",

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..io.atomic import process_start_time
+
 __all__ = ["OWNER_FILE", "PREFIX", "WorkDir", "sweep_dead"]
 
 log = logging.getLogger(__name__)
@@ -86,13 +88,9 @@ def _pid_namespace() -> Optional[str]:
 
 
 def _start_time(pid: int) -> Optional[str]:
-    """Field 22 of ``/proc/<pid>/stat`` (start time since boot); None where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return fields[19] if len(fields) > 19 else None
+    """The process's start time as the marker stores it (text); None where there is no /proc."""
+    ticks = process_start_time(pid)
+    return None if ticks is None else str(ticks)
 
 
 def _read_owner(folder: Path) -> Optional[Owner]:

@@ -97,6 +97,7 @@ def prepare_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
 def finish_video(job: VideoJob) -> list[str]:
     """Assemble the finished segments into the output (atomically) and remove them."""
     from ..io.atomic import atomic_write
+    from ..io.image import os_reason
     from .writing import assemble
 
     av = require_av()
@@ -113,12 +114,8 @@ def finish_video(job: VideoJob) -> list[str]:
         raise SuperresError(f"{where}: writing failed ({one_line(e).replace(str(tmp), str(job.dst))})") from e
     except FileExistsError:
         raise SuperresError(f"output '{job.dst}' exists; pass --overwrite to replace it") from None
-    except PermissionError:
-        raise SuperresError(f"{where}: permission denied") from None
     except OSError as e:
-        if getattr(e, "errno", None) == 28:
-            raise SuperresError(f"{where}: no space left on the device") from e
-        raise SuperresError(f"{where}: {e.strerror or one_line(e)}") from e
+        raise SuperresError(f"{where}: {os_reason(e)}") from e
     job.files.remove_all()
     return notes
 
