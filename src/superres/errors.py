@@ -26,6 +26,12 @@ class DatasetError(SuperresError):
     """A dataset folder that is missing, empty or malformed."""
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line of at most 160 characters (its type name when it says nothing)."""
+    text = " ".join(str(e).split())
+    return (text if len(text) <= 160 else text[:157] + "...") or type(e).__name__
+
+
 def did_you_mean(word: str, choices: "Iterable[str]") -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``.
 

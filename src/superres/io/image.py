@@ -35,7 +35,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ImageReadError, ImageWriteError
+from ..errors import ImageReadError, ImageWriteError, one_line
 from .atomic import atomic_write
 
 __all__ = [
@@ -194,7 +194,7 @@ def _open(data: bytes, where: str) -> Image.Image:
     except UnidentifiedImageError:
         pass
     except Exception as e:  # noqa: BLE001 - any parser failure on user data is a read error
-        raise ImageReadError(f"{where}: file is truncated or corrupt ({_one_line(e)})") from e
+        raise ImageReadError(f"{where}: file is truncated or corrupt ({one_line(e)})") from e
     brand = data[8:12] if data[4:8] == b"ftyp" else b""
     if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
         if _register_heif():
@@ -215,7 +215,7 @@ def _open_retry(data: bytes, where: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001
-        raise ImageReadError(f"{where}: file is truncated or corrupt ({_one_line(e)})") from e
+        raise ImageReadError(f"{where}: file is truncated or corrupt ({one_line(e)})") from e
 
 
 def _register_heif() -> bool:
@@ -251,7 +251,7 @@ def _decode(data: bytes, where: str, max_pixels: int | None) -> ImageData:
             f"{where}: not enough memory to decode a {im.size[0]}x{im.size[1]} image"
         ) from None
     except Exception as e:  # noqa: BLE001 - decoders raise many types on damaged files
-        raise ImageReadError(f"{where}: file is truncated or corrupt ({_one_line(e)})") from e
+        raise ImageReadError(f"{where}: file is truncated or corrupt ({one_line(e)})") from e
     finally:
         im.close()
 
@@ -444,7 +444,7 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes
             if out is not None:
                 return out, None
         except Exception as e:  # noqa: BLE001 - broken profile or no LittleCMS: fall back, but say so
-            log.warning("CMYK ICC conversion failed (%s); using the plain CMYK->RGB formula", _one_line(e))
+            log.warning("CMYK ICC conversion failed (%s); using the plain CMYK->RGB formula", one_line(e))
     return im.convert("RGB"), None
 
 
@@ -775,7 +775,7 @@ def write_image(
             f"{where}: not enough memory to encode a {img.size[0]}x{img.size[1]} image"
         ) from None
     except Exception as e:  # noqa: BLE001 - encoder failures become one-line user errors
-        raise ImageWriteError(f"{where}: {fmt} encoder failed ({_one_line(e)})") from e
+        raise ImageWriteError(f"{where}: {fmt} encoder failed ({one_line(e)})") from e
     return p
 
 
@@ -803,7 +803,7 @@ def encode_image(
     except ImageWriteError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise ImageWriteError(f"{where}: {fmt} encoder failed ({_one_line(e)})") from e
+        raise ImageWriteError(f"{where}: {fmt} encoder failed ({one_line(e)})") from e
     return buf.getvalue()
 
 
@@ -1035,13 +1035,6 @@ def _write_tiff16(
 # ---- messages --------------------------------------------------------------------------------------------
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    if not text:
-        return type(e).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
 def os_reason(e: OSError) -> str:
     """One line saying why a file operation failed (permission, no space, a file in the folder path...)."""
     if isinstance(e, NotADirectoryError):
@@ -1050,4 +1043,4 @@ def os_reason(e: OSError) -> str:
         return "permission denied"
     if e.errno == 28:
         return "no space left on the device"
-    return e.strerror or _one_line(e)
+    return e.strerror or one_line(e)

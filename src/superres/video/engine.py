@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SuperresError
+from ..errors import SuperresError, one_line
 from .formats import OutputFormat, check_output, choose_pix_fmt
-from .reading import FrameIndex, index_video, one_line, require_av
+from .reading import FrameIndex, index_video, require_av
 from .segments import Segment, SegmentFiles, input_identity, job_key, output_lock, plan_segments
 from .writing import EncodeSettings
 

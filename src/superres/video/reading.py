@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SuperresError
+from ..errors import SuperresError, one_line
 
 __all__ = ["ColourTags", "FrameIndex", "VideoInfo", "require_av", "open_input", "probe_video", "index_video",
-           "decode_frames", "one_line", "EXPECTED"]
+           "decode_frames", "EXPECTED"]
 
 EXPECTED = "expected MP4, MKV, MOV, WebM, AVI..."
 
@@ -44,11 +44,6 @@ def require_av() -> Any:
 
         raise SuperresError(f"video needs PyAV: {install_hint('video')}") from None
     return av
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text if len(text) <= 160 else text[:157] + "...") or type(e).__name__
 
 
 def open_input(path: Path) -> Any:
