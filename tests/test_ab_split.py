@@ -44,7 +44,7 @@ def test_parse_ab_accepts_fractions_and_percentages_and_refuses_nonsense() -> No
     with pytest.raises(SuperresError, match="100% or more"):
         parse_ab(["a=m:0.6", "b=n:0.4"])
     assert served_models(["a"], ["c=b:0.1", "d=b:0.1"]) == ["a", "b"]
-    from superres.zoo.guide import served_by_default
+    from superres.zoo.choose import served_by_default
 
     assert served_models([], []) == []  # the pool serves its default set
     assert served_models([], ["c=b:0.1"]) == [*served_by_default(), "b"]  # the default set and the candidate

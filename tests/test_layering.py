@@ -133,3 +133,40 @@ def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
     assert "superres.deploy.runtime.load_backend_model" in found  # imported inside a function
     assert ("loading", "deploy") in _edges()
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def _module_edges(package: str) -> dict[tuple[str, str], list[str]]:
+    """Imports between the modules of one subpackage (``zoo``), module-level and inside functions; an
+    import of the package's ``__init__`` or of another package does not count."""
+    prefix = f"superres.{package}."
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in (SRC / package).rglob("*.py"):
+        src = _module_name(path)
+        for target, line in _imports(path):
+            mod = target
+            while mod.count(".") and not _exists(mod):
+                mod = mod.rsplit(".", 1)[0]
+            if mod.startswith(prefix) and mod != src and not (SRC.parent / Path(*mod.split("."))).is_dir():
+                edges[(src, mod)].append(f"{path.relative_to(SRC.parent)}:{line} imports {target}")
+    return edges
+
+
+def test_no_import_cycle_inside_the_zoo() -> None:
+    """Sources, converters and cards import one way (zoo.cards and zoo.ncnn_format at the floor), so no
+    module of the zoo reaches one that reaches back, even through a function-level import."""
+    edges = _module_edges("zoo")
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        graph[a].add(b)
+    cycle = _find_cycle(graph)
+    if cycle:
+        why = [edges[(a, b)][0] for a, b in zip(cycle, cycle[1:])]
+        raise AssertionError("import cycle inside zoo/ " + " -> ".join(cycle) + ":\n  " + "\n  ".join(why))
+    assert ("superres.zoo.ncnn_families", "superres.zoo.ncnn_walk") in edges  # the checker sees the converters
+
+
+def test_zoo_converters_import_no_private_names() -> None:
+    """Converters share helpers through public names only (no ``from .ncnn import _Walk``)."""
+    bad = [f"{p.relative_to(SRC.parent)}:{line} imports {t}" for p in (SRC / "zoo").rglob("*.py")
+           for t, line in _imports(p) if t.startswith("superres.zoo.") and t.rsplit(".", 1)[-1].startswith("_")]
+    assert not bad, "private names cross zoo modules:\n  " + "\n  ".join(bad)

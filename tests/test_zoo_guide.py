@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from superres.cli import app
 from superres.zoo import guide
-from superres.zoo.choose import choose
+from superres.zoo.choose import choose, served_by_default
 from superres.zoo.registry import all_cards, get_card, is_available_offline
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_serve_without_models_serves_what_its_help_says() -> None:
     assert runner.invoke(app, ["serve", "--help"]).exit_code == 0
     assert f"{guide.COMMAND_DEFAULTS['serve']} answers requests that name no model" in text
     assert "except research-only weights and whole-image models" in text
-    served = guide.served_by_default()
+    served = served_by_default()
     assert served[0] == guide.COMMAND_DEFAULTS["serve"]
     picked = guide.picked_names()
     assert served == [n for n in picked if n in served]  # in the guide's order
@@ -177,7 +177,7 @@ def test_a_real_server_without_models_serves_the_guide_default(tmp_path: Path) -
 
     from superres.serve.launch import ServerProcess
 
-    served = guide.served_by_default()
+    served = served_by_default()
     env = {"SUPERRES_SERVE_TMP_DIR": str(tmp_path / "tmp"), "SUPERRES_SERVE_LOG_LEVEL": "warning"}
     with ServerProcess([], env=env, log_path=tmp_path / "server.log", ready_timeout=300) as srv, \
             urllib.request.urlopen(srv.url + "/v1/models", timeout=30) as r:

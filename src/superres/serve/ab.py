@@ -420,12 +420,12 @@ def register(app: Any, items: Sequence[str], pool: Any) -> Optional[ABSplit]:
 
 
 def served_models(models: Sequence[str], items: Sequence[str]) -> list[str]:
-    """``--models`` (none: the server's default set, zoo.guide.served_by_default) plus the ``--ab``
+    """``--models`` (none: the server's default set, zoo.choose.served_by_default) plus the ``--ab``
     candidates not already in it."""
     if not models:
         if not items:
             return []  # the pool picks the default set itself
-        from ..zoo.guide import served_by_default
+        from ..zoo.choose import served_by_default
 
         models = served_by_default()
     extra = [m for m in ab_models(items) if m not in models]

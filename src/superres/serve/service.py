@@ -51,14 +51,14 @@ class ModelPool:
     def __init__(self, names: list[str], *, device: str, precision: str, tile: Optional[int],
                  backend: str = "torch") -> None:
         from ..errors import ModelLoadError
-        from ..zoo.guide import served_by_default
+        from ..zoo.choose import served_by_default
         from ..zoo.registry import get_card, is_available_offline
 
         self.device, self.precision, self.tile = device, precision, tile
         self.backend = backend
         self.entries: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
-        # Unasked: the picks of `superres models` (zoo.guide.served_by_default: why, and what is left out).
+        # Unasked: the picks of `superres models` (zoo.choose.served_by_default: why, and what is left out).
         chosen = names or served_by_default()
         if not chosen:
             raise ModelLoadError("no model is available offline; name one with --models")

@@ -30,7 +30,7 @@ class ServeSettings(BaseModel):
 
     host: str = "127.0.0.1"  # loopback by default: exposing the server is a deliberate choice
     port: int = Field(8000, ge=0, le=65535)
-    models: list[str] = Field(default_factory=list)  # empty: zoo.guide.served_by_default()
+    models: list[str] = Field(default_factory=list)  # empty: zoo.choose.served_by_default()
     device: str = "auto"
     backend: str = "torch"  # a row of superres.loading's backend table (ncnn: Vulkan GPUs of any vendor)
     precision: str = "auto"

