@@ -34,14 +34,15 @@ FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "brisq
 
 
 def _filter_2d(img: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The 49 taps of ``outer(g, g)`` summed in order, zero padding, on the last two axes."""
     w = np.outer(g, g)
     k = g.shape[0] // 2
-    h, wd = img.shape
-    p = np.pad(img, k)
+    h, wd = img.shape[-2:]
+    p = np.pad(img, [(0, 0)] * (img.ndim - 2) + [(k, k), (k, k)])
     out = np.zeros_like(img)
     for i in range(w.shape[0]):
         for j in range(w.shape[1]):
-            out += w[i, j] * p[i:i + h, j:j + wd]
+            out += w[i, j] * p[..., i:i + h, j:j + wd]
     return out
 
 

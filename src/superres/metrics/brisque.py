@@ -114,34 +114,41 @@ def _gauss7(dtype: type = np.float64) -> np.ndarray:
 
 
 def _filter_same_zero(img: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``filter2(outer(g, g), img, 'same')``: a pass along the columns, then along the rows, zero padding.
-    Each pass sums its taps in order with plain float64 operations, so the rounding is the same everywhere
-    (a BLAS dot product may change its summation order with the CPU, and flat areas feel it)."""
+    """``filter2(outer(g, g), img, 'same')`` on the last two axes: a pass along the columns, then along the
+    rows, zero padding. Each pass sums its taps in order with plain float64 operations, so the rounding is
+    the same everywhere (a BLAS dot product may change its summation order with the CPU, and flat areas
+    feel it)."""
     k = g.shape[0] // 2
-    h, w = img.shape
-    p = np.pad(img, k)
-    cols = g[0] * p[0:h]
+    h, w = img.shape[-2:]
+    p = np.pad(img, [(0, 0)] * (img.ndim - 2) + [(k, k), (k, k)])
+    cols = g[0] * p[..., 0:h, :]
     for t in range(1, g.shape[0]):
-        cols += g[t] * p[t:t + h]
-    out = g[0] * cols[:, 0:w]
+        cols += g[t] * p[..., t:t + h, :]
+    out = g[0] * cols[..., 0:w]
     for t in range(1, g.shape[0]):
-        out += g[t] * cols[:, t:t + w]
+        out += g[t] * cols[..., t:t + w]
     return out
 
 
 def _constant_windows(img: np.ndarray, size: int = 7) -> np.ndarray:
     """True where the zero-padded ``size`` x ``size`` window around a pixel holds one value (exact)."""
     k = size // 2
+    h, w = img.shape
     p = np.pad(img, k)
-    view = np.lib.stride_tricks.sliding_window_view
-    hi = view(view(p, size, axis=0).max(axis=-1), size, axis=1).max(axis=-1)
-    lo = view(view(p, size, axis=0).min(axis=-1), size, axis=1).min(axis=-1)
-    return hi == lo
+    hi, lo = p[0:h].copy(), p[0:h].copy()
+    for t in range(1, size):
+        np.maximum(hi, p[t:t + h], out=hi)
+        np.minimum(lo, p[t:t + h], out=lo)
+    hi2, lo2 = hi[:, 0:w].copy(), lo[:, 0:w].copy()
+    for t in range(1, size):
+        np.maximum(hi2, hi[:, t:t + w], out=hi2)
+        np.minimum(lo2, lo[:, t:t + w], out=lo2)
+    return hi2 == lo2
 
 
 def _mscn(img: np.ndarray, g: np.ndarray, exact_flat: bool) -> np.ndarray:
-    mu = _filter_same_zero(img, g)
-    sigma = np.sqrt(np.abs(_filter_same_zero(img * img, g) - mu * mu))
+    mu, mean_sq = _filter_same_zero(np.stack([img, img * img]), g)
+    sigma = np.sqrt(np.abs(mean_sq - mu * mu))
     centred = img - mu
     if exact_flat:  # a constant window: I - mu is 0 in exact arithmetic (see the module docstring)
         centred[_constant_windows(img, g.shape[0])] = 0.0
