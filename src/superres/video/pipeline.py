@@ -107,6 +107,17 @@ def encode_segment(job: Any, seg: Any, frames: Iterator[tuple[int, np.ndarray, n
             raise
 
 
+def _runs(segments: list[Any]) -> list[list[Any]]:
+    """``segments`` grouped into runs where each starts where the previous one stopped."""
+    runs: list[list[Any]] = []
+    for seg in segments:
+        if runs and runs[-1][-1].stop == seg.start:
+            runs[-1].append(seg)
+        else:
+            runs.append([seg])
+    return runs
+
+
 def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: int = 1, queue_size: int = 4,
                  on_frame: Callable[[], None] | None = None) -> None:
     """Upscale and encode the segments ``todo`` of ``job`` (a :class:`superres.video.engine.VideoJob`)."""
@@ -129,11 +140,21 @@ def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: in
         return run
 
     def decoder() -> None:
-        for seg in todo:
-            decoded.put(("start", seg))
-            for i, rgb in decode_frames(job.src, job.index, seg.start, seg.stop):
+        # Consecutive segments are decoded in one pass: a segment inside a long group of pictures would
+        # otherwise decode again from the keyframe before it (quadratic in a clip with one keyframe).
+        for run in _runs(todo):
+            k = 0
+            decoded.put(("start", run[0]))
+            for i, rgb in decode_frames(job.src, job.index, run[0].start, run[-1].stop):
+                while i >= run[k].stop:
+                    decoded.put(("end", run[k]))
+                    k += 1
+                    decoded.put(("start", run[k]))
                 decoded.put(("frame", i, rgb))
-            decoded.put(("end", seg))
+            for seg in run[k:]:
+                decoded.put(("end", seg))
+                if seg is not run[-1]:
+                    decoded.put(("start", run[run.index(seg) + 1]))
         decoded.put(_END)
 
     def encoder() -> None:
