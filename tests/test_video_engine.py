@@ -408,3 +408,31 @@ def test_a_muxer_that_gave_every_frame_one_timestamp_loses_no_frame(tmp_path: Pa
     assert len(frames) == 8 and len(steps) == 1 and steps.pop() > 0
     first, _, _ = decode_all(src)
     assert all(np.abs(b[::2, ::2].astype(int) - a).mean() < 3 for a, b in zip(first, frames, strict=True))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice levels are a Linux feature")
+def test_decode_and_encode_yield_to_the_network_thread(tmp_path: Path) -> None:
+    """The encoder thread (and the x264 threads it starts) runs below the network, so on a few cores it fills
+    the network's gaps rather than stalling it; the caller's own thread keeps its priority."""
+    import threading
+
+    from superres.video.pipeline import CODEC_NICE
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    seen: dict[str, int] = {}
+
+    def network(frames: list[np.ndarray]) -> list[np.ndarray]:
+        seen["network"] = nice()
+        return nearest_2x(frames)
+
+    def progress(done: int, total: int) -> None:  # the encoder thread, after each frame
+        if done:
+            seen["encoder"] = nice()
+
+    src = make_clip(tmp_path / "in.mp4", frames=4, audio=None)
+    process_video(src, tmp_path / "out.mp4", network, progress=progress)
+    assert nice() == before and seen["network"] == before
+    assert seen["encoder"] == min(19, before + CODEC_NICE)

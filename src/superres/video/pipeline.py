@@ -10,7 +10,10 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -59,6 +62,22 @@ class _Channel:
 
     def get_nowait(self) -> Any:
         return self.q.get_nowait()
+
+
+#: How much nicer than the network the decode and encode threads run (Linux; 0: the same).
+CODEC_NICE = 5
+
+
+def _lower_priority(step: int) -> None:
+    """Run this thread, and the codec threads it starts (x264's, FFmpeg's frame threads: they inherit it),
+    ``step`` nice levels below the network. On a few cores the network's parallel regions then stall less
+    for a codec thread that took one of their cores: decode and encode fill the gaps, and when they fall
+    behind, the bounded queues stop the network until they catch up."""
+    if step <= 0 or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
 
 
 def _to_float(a: np.ndarray) -> np.ndarray:
@@ -119,8 +138,9 @@ def _runs(segments: list[Any]) -> list[list[Any]]:
 
 
 def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: int = 1, queue_size: int = 4,
-                 on_frame: Callable[[], None] | None = None) -> None:
-    """Upscale and encode the segments ``todo`` of ``job`` (a :class:`superres.video.engine.VideoJob`)."""
+                 on_frame: Callable[[], None] | None = None, codec_nice: int = CODEC_NICE) -> None:
+    """Upscale and encode the segments ``todo`` of ``job`` (a :class:`superres.video.engine.VideoJob`);
+    decode and encode run ``codec_nice`` levels below the network (see :func:`_lower_priority`)."""
     from .engine import check_frames
 
     stop = threading.Event()
@@ -140,6 +160,7 @@ def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: in
         return run
 
     def decoder() -> None:
+        _lower_priority(codec_nice)
         # Consecutive segments are decoded in one pass: a segment inside a long group of pictures would
         # otherwise decode again from the keyframe before it (quadratic in a clip with one keyframe).
         for run in _runs(todo):
@@ -158,6 +179,7 @@ def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: in
         decoded.put(_END)
 
     def encoder() -> None:
+        _lower_priority(codec_nice)
         while True:
             item = upscaled.get()
             if item is _END:
