@@ -340,3 +340,32 @@ def test_tof_is_teco_gans_mean_vector_length_over_its_centre_crop(monkeypatch: p
     monkeypatch.setattr(vm, "farneback_flow", fake_flow)
     hr, sr = np.ones((256, 256), np.uint8), np.zeros((256, 256), np.uint8)
     assert vm.tof(hr, hr, sr, sr) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(("model", "extra", "want"), [
+    ("span-x4", [], 0.85),  # fidelity model: the gentle blend (0.95 cost it up to 0.53 dB)
+    ("span-x4", ["--temporal-strength", "0.6"], 0.6),  # the user's value wins
+    ("realesr-animevideov3", [], None),  # GAN model: the filter's own default (0.95)
+])
+def test_cli_flow_strength_default_follows_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     model: str, extra: list[str], want: float | None) -> None:
+    pytest.importorskip("av", reason="needs PyAV")
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+    from superres.errors import SuperresError
+    from superres.video import engine
+    from test_video import make_clip
+
+    seen: dict[str, object] = {}
+
+    def capture(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise SuperresError("stopped by the test")
+
+    monkeypatch.setattr(engine, "prepare_video", capture)
+    src = make_clip(tmp_path / "in.mp4", frames=2, size=(32, 24), audio=None)
+    res = CliRunner().invoke(app, ["video", str(src), "-o", str(tmp_path / "out.mp4"), "-m", model,
+                                   "--temporal", "flow", *extra])
+    assert "stopped by the test" in res.output, res.output
+    assert seen["temporal"] == "flow" and seen["temporal_strength"] == want
