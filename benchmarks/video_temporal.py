@@ -127,7 +127,8 @@ def references(hr: np.ndarray, lrs: list[np.ndarray]) -> str:
         t_bic.append(tof(hr[t - 1], hr[t], bic[t - 1], bic[t]))
         m_dis.append(float(np.linalg.norm(dis.calc(a, b, None), axis=2).mean()))
         m_far.append(float(np.linalg.norm(farneback_flow(a, b), axis=2).mean()))
-    return (f"tOF of flicker-free references: blurred HR {np.median(t_blur):.3f}, bicubic LR {np.median(t_bic):.3f} "
+    return (f"tOF of flicker-free references: blurred HR {np.median(t_blur):.3f}, "
+            f"bicubic LR {np.median(t_bic):.3f} "
             f"(medians over frames); HR motion {np.median(m_dis):.1f} px/frame by DIS, "
             f"{np.median(m_far):.1f} by the tOF Farneback")
 

@@ -330,7 +330,7 @@ def test_tof_is_teco_gans_mean_vector_length_over_its_centre_crop(monkeypatch: p
     assert vm.teco_crop(np.zeros((144, 176))).shape == (128, 160)
     assert vm.teco_crop(np.zeros((720, 1280))).shape == (704, 1248)
 
-    def fake_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # HR moves (3, 4) inside the crop, SR not at all
+    def fake_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # HR moves (3, 4) inside the crop, SR not
         flow = np.zeros((*a.shape, 2), np.float32)
         if a[0, 0] == 1:
             flow[16:-16, 16:-16] = (3.0, 4.0)
@@ -348,7 +348,8 @@ def test_tof_is_teco_gans_mean_vector_length_over_its_centre_crop(monkeypatch: p
     ("realesr-animevideov3", [], None),  # GAN model: the filter's own default (0.95)
 ])
 def test_cli_flow_strength_default_follows_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     model: str, extra: list[str], want: float | None) -> None:
+                                                     model: str, extra: list[str],
+                                                     want: float | None) -> None:
     pytest.importorskip("av", reason="needs PyAV")
     from typer.testing import CliRunner
 

@@ -58,7 +58,8 @@ _GOPS = {
 
 @pytest.mark.parametrize("gop", list(_GOPS))
 @pytest.mark.parametrize("kill_after", [3, 14, 26])
-def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path, kill_after: int, gop: str) -> None:
+def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path, kill_after: int,
+                                                                  gop: str) -> None:
     """Killed (os._exit, no clean-up) in the first, second and third segment: the same call finishes the
     job from the first unfinished segment; decoded frames and timestamps equal an uninterrupted run's, and
     nothing but the output is left. The long-GOP clip (bigbuckbunny and carphone are like it) has no

@@ -33,8 +33,8 @@ from ..errors import SuperresError
 from ..metrics.psnr_ssim import psnr, ssim
 from ..video.flow import SceneCutDetector, consistent, dis_flow, farneback_flow, gray_u8, make_dis, warp
 
-__all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos", "teco_crop",
-           "tof"]
+__all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos",
+           "teco_crop", "tof"]
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ LOCK_SUFFIX = ".superres-lock"
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames ``start <= i < stop`` (presentation order); ``start`` is a closed-GOP keyframe, or any frame in a
-    long group of pictures (then decoding starts at the keyframe before it)."""
+    """Frames ``start <= i < stop`` (presentation order); ``start`` is a closed-GOP keyframe, or any frame
+    in a long group of pictures (then decoding starts at the keyframe before it)."""
 
     number: int
     start: int
