@@ -17,6 +17,7 @@ near-lossless H.264 clip, so every method sees the same frames.
     python benchmarks/video_speed.py --frames 48
     python benchmarks/video_speed.py --frames 8 --rows espcn-r-x4:320x180:1280x720   # a quick check
     python benchmarks/video_speed.py --frames 6 --pipeline-only --rows span-x2:1280x720:2560x1440   # RSS
+    python benchmarks/video_speed.py --frames 24 --codec-nice 0 5 --rows span-x2:320x180:640x360    # A/B
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def ncnn_fps(model: str, frames: list[np.ndarray], out: tuple[int, int]) -> floa
     return len(frames) / (time.perf_counter() - t)
 
 
-def pipeline_child(model: str, src: str, out: str, size: str) -> None:
+def pipeline_child(model: str, src: str, out: str, size: str, nice: str = "") -> None:
     """Run in a fresh process: the pipeline's frames/s and this process's peak RSS, as JSON."""
     from superres.inference.frames import FrameUpscaler
     from superres.loading import load_model
@@ -155,15 +156,17 @@ def pipeline_child(model: str, src: str, out: str, size: str) -> None:
     job = prepare_video(src, out, size=lambda *_: (w, h), model_id=model, scale=up.scale, overwrite=True,
                         preset="veryfast")
     t = time.perf_counter()
-    r = run_video(job, FrameUpscaler(up, (w, h)))
+    r = run_video(job, FrameUpscaler(up, (w, h)), codec_nice=int(nice) if nice else None)
     seconds = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"fps": r.frames / seconds, "rss_mb": rss}))
 
 
-def pipeline(model: str, src: Path, out: tuple[int, int], work: Path) -> dict[str, float]:
+def pipeline(model: str, src: Path, out: tuple[int, int], work: Path,
+             nice: int | None = None) -> dict[str, float]:
     dst = work / f"out-{model}-{out[0]}.mp4"
-    r = subprocess.run([sys.executable, __file__, "--child", model, str(src), str(dst), f"{out[0]}x{out[1]}"],
+    r = subprocess.run([sys.executable, __file__, "--child", model, str(src), str(dst), f"{out[0]}x{out[1]}",
+                        "" if nice is None else str(nice)],
                        capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"pipeline run failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -185,7 +188,10 @@ def main() -> None:
     ap.add_argument("--rows", nargs="*", default=ROWS, help="model:WxH:WxH (input, output)")
     ap.add_argument("--pipeline-only", action="store_true", help="skip the network-alone and ncnn runs "
                     "(a quick peak-RSS check)")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--codec-nice", type=int, nargs="*", default=None,
+                    help="nice levels of the decode/encode threads below the network, one pipeline run per "
+                    "value (default: the pipeline's own, superres.video.pipeline.CODEC_NICE); e.g. 0 5")
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         pipeline_child(*args.child)
@@ -205,7 +211,12 @@ def main() -> None:
             if not lr.exists():
                 make_lr(src, lr_size, args.frames, lr)  # type: ignore[arg-type]
             frames = decoded(lr)
-            p = pipeline(model, lr, out, work)  # type: ignore[arg-type]
+            nices = args.codec_nice or [None]
+            for nice in nices[:-1]:  # the extra A/B runs: pipeline only
+                q = pipeline(model, lr, out, work, nice)  # type: ignore[arg-type]
+                print(f"| {model} (codec nice {nice}) | {a} -> {b} | {q['fps']:.2f} | | | | | "
+                      f"{q['rss_mb']:.0f} MB |", flush=True)
+            p = pipeline(model, lr, out, work, nices[-1])  # type: ignore[arg-type]
             if args.pipeline_only:
                 print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | - | - | - | - | {p['rss_mb']:.0f} MB |",
                       flush=True)

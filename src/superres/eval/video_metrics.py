@@ -2,9 +2,12 @@
 
 Per frame t (SR and HR of one size, uint8 RGB):
 - PSNR-Y and SSIM-Y by the image protocol (:mod:`superres.metrics.psnr_ssim`, ``crop`` border pixels left out);
-- **tOF** (TecoGAN, Chu et al. 2020): mean |flow(HR[t-1], HR[t]) - flow(SR[t-1], SR[t])| over pixels and both
-  components, in pixels, with Farneback flow at TecoGAN's parameters. Motion in SR that HR does not have
-  (shimmer, wobbling edges) raises it.
+- **tOF** (TecoGAN, Chu et al. 2020): the mean over pixels of the length of the vector
+  flow(HR[t-1], HR[t]) - flow(SR[t-1], SR[t]), in pixels, with Farneback flow at TecoGAN's parameters on the
+  whole frames, then TecoGAN's centre crop of the flow field (``teco_crop``: a multiple of 32, at least 8
+  pixels off each side), as the authors' ``metrics.py`` computes it. Motion in SR that HR does not have
+  (shimmer, wobbling edges) raises it. Farneback at these parameters follows motion of a few pixels a
+  frame; on a faster pan it fails on HR and SR alike, and tOF then says how alike they fail.
 - **warping error** (Lai et al. ECCV 2018): mean over non-occluded pixels of the squared RGB difference (in
   [0, 1]) between X[t] and X[t-1] warped onto it. The flow and the occlusion mask (forward-backward check) come
   from the *HR* clip for every X, so all methods are judged on the same motion; HR's own value is the floor a
@@ -30,7 +33,8 @@ from ..errors import SuperresError
 from ..metrics.psnr_ssim import psnr, ssim
 from ..video.flow import SceneCutDetector, consistent, dis_flow, farneback_flow, gray_u8, make_dis, warp
 
-__all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos"]
+__all__ = ["FrameScores", "VideoMetrics", "VideoScores", "flicker_plot", "iter_rgb_frames", "score_videos",
+           "teco_crop", "tof"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,28 @@ def warping_error(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, mask: np.
     return float(np.mean(np.sum((a - b) ** 2, axis=2)[mask]))
 
 
+def teco_crop(a: np.ndarray) -> np.ndarray:
+    """TecoGAN's ``crop_8x8``: the centre of ``a`` with sides a multiple of 32 and at least 8 pixels (16 in
+    all) cut from each dimension; Farneback's flow is least reliable at the borders."""
+    h0, w0 = a.shape[:2]
+    h, w = h0 // 32 * 32, w0 // 32 * 32
+    while h > h0 - 16:
+        h -= 32
+    while w > w0 - 16:
+        w -= 32
+    if h <= 0 or w <= 0:  # a frame under 48 pixels: nothing would be left, keep it whole
+        return a
+    y, x = (h0 - h) // 2, (w0 - w) // 2
+    return a[y:y + h, x:x + w]
+
+
 def tof(hr_prev: np.ndarray, hr_cur: np.ndarray, sr_prev: np.ndarray, sr_cur: np.ndarray) -> float:
-    """TecoGAN tOF of one frame pair (uint8 gray or RGB frames); 0 when SR moves exactly as HR does."""
+    """TecoGAN tOF of one frame pair (uint8 gray or RGB frames, whole): the mean length of the difference of
+    the two Farneback flows over TecoGAN's centre crop; 0 when SR moves exactly as HR does."""
     f_hr = farneback_flow(gray_u8(hr_prev), gray_u8(hr_cur))
     f_sr = farneback_flow(gray_u8(sr_prev), gray_u8(sr_cur))
-    return float(np.mean(np.abs(f_hr - f_sr)))
+    diff = teco_crop(f_hr - f_sr)
+    return float(np.mean(np.sqrt(np.sum(diff * diff, axis=2))))
 
 
 class VideoMetrics:
@@ -116,7 +137,7 @@ class VideoMetrics:
             mask = consistent(fwd, bwd)
             w_sr = warping_error(self._crop(sr), self._crop(sr_p), fwd, mask)
             w_hr = warping_error(self._crop(hr), self._crop(hr_p), fwd, mask)
-            t_of = tof(self._crop(hr_p), self._crop(hr), self._crop(sr_p), self._crop(sr))
+            t_of = tof(hr_p, hr, sr_p, sr)  # whole frames, TecoGAN's own crop of the flow
         scores = FrameScores(len(self.scores.frames), psnr(sr, hr, crop=self.crop), ssim(sr, hr, crop=self.crop),
                              t_of, w_sr, w_hr)
         self.scores.frames.append(scores)

@@ -122,13 +122,14 @@ def finish_video(job: VideoJob) -> list[str]:
 
 def run_video(job: VideoJob, frame_fn: Callable[[list[Any]], list[Any]], *, batch_size: int = 1,
               queue_size: int = 4, progress: Callable[[int, int], None] | None = None,
-              engine: Callable[[VideoJob, list[Segment], Callable[[int], None]], None] | None = None
-              ) -> VideoResult:
+              engine: Callable[[VideoJob, list[Segment], Callable[[int], None]], None] | None = None,
+              codec_nice: int | None = None) -> VideoResult:
     """Upscale the segments of ``job`` not yet on disk and assemble the output.
 
     ``frame_fn`` takes and returns lists of RGB frames (see :class:`superres.inference.frames.FrameUpscaler`).
     ``engine`` replaces the local pipeline (the Ray engine passes its own); ``progress(done, total)`` counts
-    frames, finished segments of an earlier run included."""
+    frames, finished segments of an earlier run included; ``codec_nice``: how many nice levels below the
+    network decode and encode run (None: :data:`superres.video.pipeline.CODEC_NICE`, 0: the same)."""
     from .pipeline import run_pipeline
 
     av = require_av()
@@ -149,8 +150,9 @@ def run_video(job: VideoJob, frame_fn: Callable[[list[Any]], list[Any]], *, batc
             if engine is not None:
                 engine(job, todo, on_frames)
             elif todo:
+                extra = {} if codec_nice is None else {"codec_nice": codec_nice}
                 run_pipeline(job, todo, frame_fn, batch_size=batch_size, queue_size=queue_size,
-                             on_frame=lambda: on_frames(1))
+                             on_frame=lambda: on_frames(1), **extra)
         except av.FFmpegError as e:
             raise SuperresError(f"cannot write video '{job.dst}': encoding failed ({one_line(e)})") from e
         notes = finish_video(job)

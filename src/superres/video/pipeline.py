@@ -10,7 +10,10 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -61,6 +64,22 @@ class _Channel:
         return self.q.get_nowait()
 
 
+#: How much nicer than the network the decode and encode threads run (Linux; 0: the same).
+CODEC_NICE = 5
+
+
+def _lower_priority(step: int) -> None:
+    """Run this thread, and the codec threads it starts (x264's, FFmpeg's frame threads: they inherit it),
+    ``step`` nice levels below the network. On a few cores the network's parallel regions then stall less
+    for a codec thread that took one of their cores: decode and encode fill the gaps, and when they fall
+    behind, the bounded queues stop the network until they catch up."""
+    if step <= 0 or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+
+
 def _to_float(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
 
@@ -107,9 +126,21 @@ def encode_segment(job: Any, seg: Any, frames: Iterator[tuple[int, np.ndarray, n
             raise
 
 
+def _runs(segments: list[Any]) -> list[list[Any]]:
+    """``segments`` grouped into runs where each starts where the previous one stopped."""
+    runs: list[list[Any]] = []
+    for seg in segments:
+        if runs and runs[-1][-1].stop == seg.start:
+            runs[-1].append(seg)
+        else:
+            runs.append([seg])
+    return runs
+
+
 def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: int = 1, queue_size: int = 4,
-                 on_frame: Callable[[], None] | None = None) -> None:
-    """Upscale and encode the segments ``todo`` of ``job`` (a :class:`superres.video.engine.VideoJob`)."""
+                 on_frame: Callable[[], None] | None = None, codec_nice: int = CODEC_NICE) -> None:
+    """Upscale and encode the segments ``todo`` of ``job`` (a :class:`superres.video.engine.VideoJob`);
+    decode and encode run ``codec_nice`` levels below the network (see :func:`_lower_priority`)."""
     from .engine import check_frames
 
     stop = threading.Event()
@@ -129,14 +160,26 @@ def run_pipeline(job: Any, todo: list[Any], frame_fn: FrameFn, *, batch_size: in
         return run
 
     def decoder() -> None:
-        for seg in todo:
-            decoded.put(("start", seg))
-            for i, rgb in decode_frames(job.src, job.index, seg.start, seg.stop):
+        _lower_priority(codec_nice)
+        # Consecutive segments are decoded in one pass: a segment inside a long group of pictures would
+        # otherwise decode again from the keyframe before it (quadratic in a clip with one keyframe).
+        for run in _runs(todo):
+            k = 0
+            decoded.put(("start", run[0]))
+            for i, rgb in decode_frames(job.src, job.index, run[0].start, run[-1].stop):
+                while i >= run[k].stop:
+                    decoded.put(("end", run[k]))
+                    k += 1
+                    decoded.put(("start", run[k]))
                 decoded.put(("frame", i, rgb))
-            decoded.put(("end", seg))
+            for seg in run[k:]:
+                decoded.put(("end", seg))
+                if seg is not run[-1]:
+                    decoded.put(("start", run[run.index(seg) + 1]))
         decoded.put(_END)
 
     def encoder() -> None:
+        _lower_priority(codec_nice)
         while True:
             item = upscaled.get()
             if item is _END:

@@ -294,8 +294,10 @@ def _build_index(decode_order: list[tuple[int | None, bool]], w: int, h: int, fm
 def decode_frames(path: Path, index: FrameIndex, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
     """Frames ``start <= i < stop`` of the index as (i, RGB array): uint8, or uint16 for inputs above 8 bits.
 
-    Seeks to the keyframe at ``start`` (a cut point) and decodes until every wanted frame is out. A frame
-    the decoder cannot produce (damaged data) is skipped; a stream that ends early just ends."""
+    Seeks to the last cut point (closed-GOP keyframe) at or before ``start`` and decodes forward, dropping the
+    frames before ``start``, until every wanted frame is out: a segment may start inside a group of pictures
+    and still get exactly the frames an uninterrupted decode gives. A frame the decoder cannot produce
+    (damaged data) is skipped; a stream that ends early just ends."""
     av = require_av()
     where = f"cannot read video '{path}'"
     wanted = {index.pts[i]: i for i in range(start, stop)}
@@ -305,8 +307,9 @@ def decode_frames(path: Path, index: FrameIndex, start: int, stop: int) -> Itera
     try:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        if start > 0:
-            container.seek(index.pts[start], stream=vs, backward=True, any_frame=False)
+        key = max((c for c in index.cuts if c <= start), default=0)
+        if key > 0 and index.timed:
+            container.seek(index.pts[key], stream=vs, backward=True, any_frame=False)
         untimed = not index.timed
         count = 0
         try:

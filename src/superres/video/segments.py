@@ -34,7 +34,8 @@ LOCK_SUFFIX = ".superres-lock"
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames ``start <= i < stop`` (presentation order), starting on a closed-GOP keyframe."""
+    """Frames ``start <= i < stop`` (presentation order); ``start`` is a closed-GOP keyframe, or any frame
+    in a long group of pictures (then decoding starts at the keyframe before it)."""
 
     number: int
     start: int
@@ -46,13 +47,43 @@ class Segment:
 
 
 def plan_segments(index: FrameIndex, seconds: float) -> list[Segment]:
-    """Cut at the first cut point at least ``seconds`` after the previous cut (0: one segment)."""
+    """Segments of about ``seconds`` (0: one segment).
+
+    A segment ends at the first closed-GOP keyframe at least ``seconds`` after its start: there both the
+    decode and our encode start clean. Where the next such keyframe is more than ``2 x seconds`` away (a
+    long-GOP clip: a camera or streaming encode with one keyframe every 10 s, or only one), it ends at the
+    first frame ``seconds`` after its start instead, unless less than half a segment would follow. Our
+    output is encoded by us, so an output segment may start on any frame; decoding it starts at the
+    keyframe before it (:func:`decode_frames` drops the frames before the segment), so the frames are those
+    of an uninterrupted decode. Streams without timestamps decode in one piece (there is nothing to seek
+    by)."""
     tb = index.time_base
+    n = index.frame_count
+    if seconds <= 0 or n == 0:
+        return [Segment(0, 0, n)]
+    span = Fraction(seconds)
+
+    def after(a: int, b: int) -> Fraction:
+        return (index.out_pts[b] - index.out_pts[a]) * tb
+
+    cuts = sorted(c for c in index.cuts if c > 0)
+    end = index.out_pts[-1] + index.durations[-1]
     bounds = [0]
-    for c in index.cuts[1:]:
-        if seconds > 0 and (index.out_pts[c] - index.out_pts[bounds[-1]]) * tb >= Fraction(seconds):
-            bounds.append(c)
-    bounds.append(index.frame_count)
+    k = 0  # the first cut point not yet passed
+    i = 1
+    while i < n:
+        if after(bounds[-1], i) < span:
+            i += 1
+            continue
+        while k < len(cuts) and cuts[k] < i:
+            k += 1
+        if k < len(cuts) and after(bounds[-1], cuts[k]) <= 2 * span:
+            i = cuts[k]  # a keyframe close enough: cut there
+        elif not index.timed or (end - index.out_pts[i]) * tb < span / 2:
+            break  # no tail segment of a few frames
+        bounds.append(i)
+        i += 1
+    bounds.append(n)
     return [Segment(k, a, b) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
 
 
