@@ -33,6 +33,12 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "hat_x2": ("hat", dict(scale=2, embed_dim=24, depths=[2, 2], num_heads=[2, 3], window_size=8,
                            compress_ratio=4, squeeze_factor=6, overlap_ratio=0.5, mlp_ratio=2.0, num_feat=16,
                            resi_connection="1conv")),
+    "atd_x2": ("atd", dict(scale=2, embed_dim=24, depths=[2, 3], num_heads=[2, 3], window_size=8,
+                           category_size=256, num_tokens=16, reducted_dim=4, convffn_kernel_size=5,
+                           upsampler="pixelshuffledirect", resi_connection="1conv", norm=True)),
+    "atd_light_x3": ("atd", dict(scale=3, embed_dim=48, depths=[2], num_heads=[4], window_size=8,
+                                 category_size=128, num_tokens=8, convffn_kernel_size=3, mlp_ratio=1.0,
+                                 upsampler="pixelshuffledirect", resi_connection="3conv")),
 }
 
 
@@ -64,17 +70,51 @@ def test_only_its_own_architecture_claims_the_weights(name: str) -> None:
     assert claims == [arch]
 
 
-def test_hat_refuses_position_indices_it_does_not_define() -> None:
+@pytest.mark.parametrize("name,key", [("hat_x2", "relative_position_index_OCA"),
+                                      ("hat_x2", "relative_position_index_SA"),
+                                      ("atd_x2", "relative_position_index_SA")])
+def test_refuses_position_indices_it_does_not_define(name: str, key: str) -> None:
     """The stored indices are gathered with at every forward: altered values are not loaded (an index out of
     the table would fail mid-image, a permuted one would silently change the output)."""
-    sd = _state("hat_x2")
-    assert detect(sd) is not None
-    bad = dict(sd)
-    bad["relative_position_index_OCA"] = sd["relative_position_index_OCA"] + 10_000
-    assert get_arch("hat").detect(bad) is None
-    bad = dict(sd)
-    bad["relative_position_index_SA"] = sd["relative_position_index_SA"].flip(0)
-    assert get_arch("hat").detect(bad) is None
+    sd = _state(name)
+    arch = CASES[name][0]
+    assert get_arch(arch).detect(sd) is not None
+    for altered in (sd[key] + 10_000, sd[key].flip(0)):
+        assert get_arch(arch).detect({**sd, key: altered}) is None
+
+
+# The official configurations (HAT/ATD repositories' options/test/*.yml): built on the meta device, their
+# state dicts (with the real index buffers) must be detected back to the same hyper-parameters.
+_HAT = dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=16, compress_ratio=3,
+            squeeze_factor=30, mlp_ratio=2.0)
+OFFICIAL = [
+    ("HAT x4 / Real-HAT-GAN", "hat", dict(_HAT, scale=4)),
+    ("HAT x3", "hat", dict(_HAT, scale=3)),
+    ("HAT-S x2", "hat", dict(_HAT, scale=2, embed_dim=144, compress_ratio=24, squeeze_factor=24)),
+    ("HAT-L x4", "hat", dict(_HAT, scale=4, depths=[6] * 12, num_heads=[6] * 12)),
+    ("ATD x4", "atd", dict(scale=4, embed_dim=210, depths=[6] * 6, num_heads=[6] * 6, window_size=16,
+                           category_size=256, num_tokens=128, reducted_dim=20, convffn_kernel_size=5,
+                           mlp_ratio=2.0, upsampler="pixelshuffle")),
+    ("ATD-light x2", "atd", dict(scale=2, embed_dim=48, depths=[6] * 4, num_heads=[4] * 4, window_size=16,
+                                 category_size=128, num_tokens=64, reducted_dim=8, convffn_kernel_size=7,
+                                 mlp_ratio=1.0, upsampler="pixelshuffledirect")),
+]
+
+
+@pytest.mark.parametrize("label,arch,hp", OFFICIAL, ids=[o[0] for o in OFFICIAL])
+def test_official_configurations_are_detected_back(label: str, arch: str, hp: dict[str, Any]) -> None:
+    with torch.device("meta"):
+        net = get_arch(arch).build(**hp)
+    sd = dict(net.state_dict())  # meta tensors, but the index buffers are compared by value: real ones
+    from superres.archs.hat import overlap_index, overlap_size, window_index
+
+    ws = hp["window_size"]
+    sd["relative_position_index_SA"] = window_index(ws)
+    if arch == "hat":
+        sd["relative_position_index_OCA"] = overlap_index(ws, overlap_size(ws, 0.5))
+    found = detect(sd)
+    assert found is not None and found[0] == arch, label
+    assert {k: found[1][k] for k in hp} == hp
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -93,19 +133,21 @@ def _photo(data_dir: Path, size: tuple[int, int]) -> Image.Image:
     return Image.open(lr).convert("RGB").crop((0, 0, *size))
 
 
-def test_hat_upscales_through_the_cli_from_pth_and_safetensors(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_upscales_through_the_cli_from_pth_and_safetensors(tmp_path: Path, data_dir: Path, name: str) -> None:
     """A user's .pth and the same weights as .safetensors give the same image, padded windows and all."""
     src = tmp_path / "in.png"
     _photo(data_dir, (30, 22)).save(src)  # neither side a multiple of the window (8)
-    st = tmp_path / "hat.safetensors"
-    save_file({k: v.contiguous() for k, v in _state("hat_x2").items()}, str(st))
+    st = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in _state(name).items()}, str(st))
     outs = []
-    for weights in (FIXTURES / "hat_x2.pth", st):
+    for weights in (FIXTURES / f"{name}.pth", st):
         dst = tmp_path / f"{weights.suffix[1:]}.png"
         res = runner.invoke(app, ["upscale", str(src), "-o", str(dst), "-m", str(weights), "--device", "cpu"])
         assert res.exit_code == 0, res.output
         outs.append(np.asarray(Image.open(dst)))
-    assert outs[0].shape == (44, 60, 3)
+    s = CASES[name][1]["scale"]
+    assert outs[0].shape == (22 * s, 30 * s, 3)
     assert np.array_equal(outs[0], outs[1])
 
 
@@ -133,22 +175,24 @@ def test_hat_keeps_alpha_and_16_bits_and_reports_quality(tmp_path: Path, data_di
     assert img["niqe"] is not None and img["bicubic_niqe"] is not None
 
 
-def test_hat_exports_to_onnx_and_runs_like_torch(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize("name", ["hat_x2", "atd_x2"])
+def test_exports_to_onnx_and_runs_like_torch(tmp_path: Path, data_dir: Path, name: str) -> None:
     """``superres export`` then the ONNX Runtime backend (which pads to the window multiple the export
-    records) writes the image the torch backend writes."""
+    records) writes the image the torch backend writes. For ATD this needs the category grouping traced
+    without size-dependent branches and a sort whose ties cannot differ between runtimes."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from superres.deploy.export import read_metadata
 
-    onnx_file = tmp_path / "hat.onnx"
-    res = runner.invoke(app, ["export", str(FIXTURES / "hat_x2.pth"), str(onnx_file)])
+    onnx_file = tmp_path / f"{name}.onnx"
+    res = runner.invoke(app, ["export", str(FIXTURES / f"{name}.pth"), str(onnx_file)])
     assert res.exit_code == 0, res.output
     meta = read_metadata(onnx_file)
-    assert meta["arch"] == "hat" and meta["size_multiple"] == "8"
+    assert meta["arch"] == CASES[name][0] and meta["size_multiple"] == "8"
     src = tmp_path / "in.png"
     _photo(data_dir, (30, 22)).save(src)
     outs = {}
-    for backend, model in (("torch", FIXTURES / "hat_x2.pth"), ("onnxruntime", onnx_file)):
+    for backend, model in (("torch", FIXTURES / f"{name}.pth"), ("onnxruntime", onnx_file)):
         dst = tmp_path / f"{backend}.png"
         res = runner.invoke(app, ["upscale", str(src), "-o", str(dst), "-m", str(model),
                                   "--backend", backend])

@@ -41,6 +41,7 @@ _ARCH_MODULES: dict[str, str] = {
     "cugan": "superres.archs.cugan",
     "cunet": "superres.archs.cunet",
     "hat": "superres.archs.hat",
+    "atd": "superres.archs.atd",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 
