@@ -39,6 +39,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "atd_light_x3": ("atd", dict(scale=3, embed_dim=48, depths=[2], num_heads=[4], window_size=8,
                                  category_size=128, num_tokens=8, convffn_kernel_size=3, mlp_ratio=1.0,
                                  upsampler="pixelshuffledirect", resi_connection="3conv")),
+    "craft_x4": ("craft", dict(scale=4, embed_dim=32, depths=[1], num_heads=[4], split_size_0=4,
+                               split_size_1=16, window_size=16, mlp_ratio=2.0, resi_connection="1conv")),
 }
 
 
@@ -72,7 +74,9 @@ def test_only_its_own_architecture_claims_the_weights(name: str) -> None:
 
 @pytest.mark.parametrize("name,key", [("hat_x2", "relative_position_index_OCA"),
                                       ("hat_x2", "relative_position_index_SA"),
-                                      ("atd_x2", "relative_position_index_SA")])
+                                      ("atd_x2", "relative_position_index_SA"),
+                                      ("craft_x4", "relative_position_index_v"),
+                                      ("craft_x4", "biases_h")])
 def test_refuses_position_indices_it_does_not_define(name: str, key: str) -> None:
     """The stored indices are gathered with at every forward: altered values are not loaded (an index out of
     the table would fail mid-image, a permuted one would silently change the output)."""
@@ -83,8 +87,8 @@ def test_refuses_position_indices_it_does_not_define(name: str, key: str) -> Non
         assert get_arch(arch).detect({**sd, key: altered}) is None
 
 
-# The official configurations (HAT/ATD repositories' options/test/*.yml): built on the meta device, their
-# state dicts (with the real index buffers) must be detected back to the same hyper-parameters.
+# The official configurations (the HAT, ATD and CRAFT repositories' options/*.yml): built on the meta
+# device, their state dicts (with the real index buffers) must be detected back to the same hyper-parameters.
 _HAT = dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=16, compress_ratio=3,
             squeeze_factor=30, mlp_ratio=2.0)
 OFFICIAL = [
@@ -98,6 +102,8 @@ OFFICIAL = [
     ("ATD-light x2", "atd", dict(scale=2, embed_dim=48, depths=[6] * 4, num_heads=[4] * 4, window_size=16,
                                  category_size=128, num_tokens=64, reducted_dim=8, convffn_kernel_size=7,
                                  mlp_ratio=1.0, upsampler="pixelshuffledirect")),
+    ("CRAFT x3", "craft", dict(scale=3, embed_dim=48, depths=[2] * 4, num_heads=[6] * 4, split_size_0=4,
+                               split_size_1=16, mlp_ratio=2.0)),
 ]
 
 
@@ -106,11 +112,16 @@ def test_official_configurations_are_detected_back(label: str, arch: str, hp: di
     with torch.device("meta"):
         net = get_arch(arch).build(**hp)
     sd = dict(net.state_dict())  # meta tensors, but the index buffers are compared by value: real ones
+    from superres.archs.craft import rect_offsets
     from superres.archs.hat import overlap_index, overlap_size, window_index
 
-    ws = hp["window_size"]
-    sd["relative_position_index_SA"] = window_index(ws)
+    if arch == "craft":
+        sd["biases_h"], sd["relative_position_index_h"] = rect_offsets(hp["split_size_0"], hp["split_size_1"])
+        sd["biases_v"], sd["relative_position_index_v"] = rect_offsets(hp["split_size_1"], hp["split_size_0"])
+    else:
+        sd["relative_position_index_SA"] = window_index(hp["window_size"])
     if arch == "hat":
+        ws = hp["window_size"]
         sd["relative_position_index_OCA"] = overlap_index(ws, overlap_size(ws, 0.5))
     found = detect(sd)
     assert found is not None and found[0] == arch, label
@@ -175,7 +186,7 @@ def test_hat_keeps_alpha_and_16_bits_and_reports_quality(tmp_path: Path, data_di
     assert img["niqe"] is not None and img["bicubic_niqe"] is not None
 
 
-@pytest.mark.parametrize("name", ["hat_x2", "atd_x2"])
+@pytest.mark.parametrize("name", ["hat_x2", "atd_x2", "craft_x4"])
 def test_exports_to_onnx_and_runs_like_torch(tmp_path: Path, data_dir: Path, name: str) -> None:
     """``superres export`` then the ONNX Runtime backend (which pads to the window multiple the export
     records) writes the image the torch backend writes. For ATD this needs the category grouping traced
@@ -188,7 +199,8 @@ def test_exports_to_onnx_and_runs_like_torch(tmp_path: Path, data_dir: Path, nam
     res = runner.invoke(app, ["export", str(FIXTURES / f"{name}.pth"), str(onnx_file)])
     assert res.exit_code == 0, res.output
     meta = read_metadata(onnx_file)
-    assert meta["arch"] == CASES[name][0] and meta["size_multiple"] == "8"
+    assert meta["arch"] == CASES[name][0]
+    assert meta["size_multiple"] == str(CASES[name][1].get("window_size", 8))
     src = tmp_path / "in.png"
     _photo(data_dir, (30, 22)).save(src)
     outs = {}
@@ -198,5 +210,6 @@ def test_exports_to_onnx_and_runs_like_torch(tmp_path: Path, data_dir: Path, nam
                                   "--backend", backend])
         assert res.exit_code == 0, res.output
         outs[backend] = np.asarray(Image.open(dst), np.int16)
-    assert outs["torch"].shape == outs["onnxruntime"].shape == (44, 60, 3)
+    s = CASES[name][1]["scale"]
+    assert outs["torch"].shape == outs["onnxruntime"].shape == (22 * s, 30 * s, 3)
     assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1

@@ -240,7 +240,11 @@ class PatchEmbed(nn.Module):
 def mirror_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom/right to a multiple by mirroring with the edge repeated (flip-concat, as upstream)."""
     h, w = x.shape[2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    return mirror_extend(x, (-h) % multiple, (-w) % multiple)
+
+
+def mirror_extend(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Add ``ph`` rows and ``pw`` columns bottom/right, mirrored with the edge repeated."""
     while ph > 0 or pw > 0:  # more than one image side of padding needs repeated mirrors
         th, tw = min(ph, x.shape[2]), min(pw, x.shape[3])
         if th:

@@ -42,6 +42,7 @@ _ARCH_MODULES: dict[str, str] = {
     "cunet": "superres.archs.cunet",
     "hat": "superres.archs.hat",
     "atd": "superres.archs.atd",
+    "craft": "superres.archs.craft",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 
