@@ -128,6 +128,29 @@ def test_official_configurations_are_detected_back(label: str, arch: str, hp: di
     assert {k: found[1][k] for k in hp} == hp
 
 
+def _broken(case: str) -> dict[str, torch.Tensor]:
+    if case == "hat without a tensor":
+        gone = "layers.1.residual_group.overlap_attn.proj.weight"
+        return {k: v for k, v in _state("hat_x2").items() if k != gone}
+    if case == "atd with a wrong dictionary":
+        return {**_state("atd_x2"), "layers.0.residual_group.td": torch.zeros(5, 24)}
+    return {**_state("craft_x4"), "biases_h": _state("craft_x4")["biases_h"] * 2}
+
+
+@pytest.mark.parametrize("case", ["hat without a tensor", "atd with a wrong dictionary",
+                                  "craft with odd offsets"])
+def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(tmp_path: Path, data_dir: Path,
+                                                             case: str) -> None:
+    src, dst, weights = tmp_path / "in.png", tmp_path / "out.png", tmp_path / "damaged.pth"
+    _photo(data_dir, (30, 22)).save(src)
+    torch.save(_broken(case), weights)
+    res = runner.invoke(app, ["upscale", str(src), "-o", str(dst), "-m", str(weights)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(weights) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.pth", "in.png"]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_descriptor_states_window_tiling_and_licence(name: str) -> None:
     arch, want = CASES[name]

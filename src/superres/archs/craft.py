@@ -362,9 +362,9 @@ def _split_sizes(sd: StateDict) -> tuple[int, int] | None:
         if area % s0:
             continue
         s1 = area // s0
-        bh, ih = rect_offsets(s0, s1)
-        if bh.shape != biases_h.shape or ih.shape != index_h.shape:
+        if biases_h.shape != ((2 * s0 - 1) * (2 * s1 - 1), 2):  # shapes first: build only the candidate
             continue
+        bh, ih = rect_offsets(s0, s1)
         bv, iv = rect_offsets(s1, s0)
         if (torch.equal(ih, index_h.long()) and torch.equal(bh, biases_h.float())
                 and iv.shape == index_v.shape and torch.equal(iv, index_v.long())
