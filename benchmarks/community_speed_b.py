@@ -7,6 +7,8 @@ The ratio (upstream time / ours) is the number to read: both run side by side on
 load of a shared machine cancels out better than in the absolute times. The outputs are compared too
 (max abs difference), so a speed-up never hides a different answer. SwinIR-light and SPAN x4, from this
 repository, give the scale of "fast enough": what the zoo's existing transformer and CNN cost on the input.
+ATD's difference is not zero by design: upstream orders the pixels of a category with torch's unstable sort,
+ours keeps image order (see ``superres.archs.atd``); the fixture test compares with upstream made stable.
 
 Run:
     python benchmarks/community_speed_b.py [--size 64] [--threads 2] [--repeats 3] \\
@@ -85,7 +87,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="LR side (pixels)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--spandrel", type=Path, help="unpacked spandrel 0.4.2 wheel (the folder holding spandrel/)")
+    ap.add_argument("--spandrel", type=Path, help="unpacked spandrel 0.4.2 wheel (folder holding spandrel/)")
     ap.add_argument("--deps", type=Path, help="folder with einops importable (spandrel's HAT/CRAFT need it)")
     ap.add_argument("--only", nargs="*", help="labels to run")
     args = ap.parse_args()
@@ -98,7 +100,8 @@ def main() -> None:
                platform.processor())
     print(f"CPU: {cpu}; torch {torch.__version__}; threads {args.threads}; LR {args.size}x{args.size}; "
           f"load before: {os.getloadavg()[0]:.1f}")
-    print(f"{'model':<16} {'params':>8} {'ours s':>8} {'upstream s':>10} {'upstream/ours':>13} {'max |diff|':>10}")
+    print(f"{'model':<16} {'params':>8} {'ours s':>8} {'upstream s':>10} {'upstream/ours':>13} "
+          f"{'max |diff|':>10}")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, args.size, args.size, generator=g)
     for label, (arch, hp, up, up_kwargs) in CASES.items():
@@ -125,7 +128,8 @@ def main() -> None:
                     (t_ours if name == "ours" else t_ref).append(_time(lambda n=net: n(x)))
         mo = statistics.median(t_ours)
         mr = statistics.median(t_ref) if t_ref else float("nan")
-        print(f"{label:<16} {params / 1e6:7.2f}M {mo:8.2f} {mr:10.2f} {mr / mo:13.2f} {diff:10.2e}", flush=True)
+        print(f"{label:<16} {params / 1e6:7.2f}M {mo:8.2f} {mr:10.2f} {mr / mo:13.2f} {diff:10.2e}",
+              flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
