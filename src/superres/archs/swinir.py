@@ -331,7 +331,8 @@ _BLOCK = "layers.{i}.residual_group.blocks.{j}."
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
     table_key = _BLOCK.format(i=0, j=0) + "attn.relative_position_bias_table"
-    if not all(k in sd for k in ("conv_first.weight", "norm.weight", table_key)):
+    index_key = _BLOCK.format(i=0, j=0) + "attn.relative_position_index"  # per block: HAT's is shared
+    if not all(k in sd for k in ("conv_first.weight", "norm.weight", table_key, index_key)):
         return None
     if any(k.startswith("absolute_pos_embed") for k in sd):
         return None  # absolute position embedding (ape=True) is not supported
