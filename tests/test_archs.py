@@ -21,6 +21,7 @@ from superres.archs import build, detect, get_arch, list_archs
 
 ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
              "upconv7"]
+ALL_ARCHS = sorted(ALL_ARCHS + ["omnisr", "plksr", "realplksr", "safmn", "swin2sr"])  # issue 25 part A (archa)
 
 # --------------------------------------------------------------------------------------------------
 # Representative small configurations: (case id, arch, hyper-parameters, supported scales,
