@@ -139,7 +139,7 @@ def test_descriptors_say_how_each_tiles_and_its_licence() -> None:
     plk = load_network(HERE / CASES["plksr_x3"]["weights"])[0].descriptor
     assert (plk.tiling, plk.size_multiple, plk.receptive_field) == ("safe", 1, 1 + 2 * (1 + 3 + 1) + 1)
     saf = load_network(HERE / CASES["safmn_x4"]["weights"])[0].descriptor
-    assert (saf.tiling, saf.size_multiple) == ("discouraged", 8)
+    assert (saf.tiling, saf.size_multiple, saf.receptive_field) == ("safe", 8, 1 + 2 * 16 + 1)
     sw = load_network(HERE / CASES["swin2sr_light_x3"]["weights"])[0].descriptor
     assert (sw.tiling, sw.size_multiple, sw.out_channels) == ("discouraged", 4, 3)
     licences = {n: (get_arch(n).licence, get_arch(n).noncommercial)
@@ -175,15 +175,19 @@ def test_upscale_through_the_cli_from_pth_and_safetensors(tmp_path: Path, data_d
         assert np.abs(got - want).max() <= 1, case
 
 
-def test_tiles_equal_the_whole_image_when_tiling_is_safe(tmp_path: Path, data_dir: Path) -> None:
-    """PLKSR is fully convolutional: with its receptive field as context, tiles reproduce the whole image."""
+@pytest.mark.parametrize("case", ["plksr_x3", "safmn_x4"])
+def test_tiles_equal_the_whole_image_when_tiling_is_safe(tmp_path: Path, data_dir: Path, case: str) -> None:
+    """PLKSR is fully convolutional; SAFMN pools on an 8-pixel grid, which the tiler's pieces start on.
+    With the receptive field as context, 24-pixel tiles (pieces from columns 3, 22: off the grid) reproduce
+    the whole image."""
     src = tmp_path / "in.png"
-    Image.fromarray(_photo(data_dir, (48, 40))).save(src)
-    weights = str(HERE / CASES["plksr_x3"]["weights"])
+    Image.fromarray(_photo(data_dir, (80, 64))).save(src)
+    weights = str(HERE / CASES[case]["weights"])
     outs = []
-    for tile in ("0", "16"):
+    for tile in ("0", "24"):
         out = tmp_path / f"t{tile}.png"
-        res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", weights, "-t", tile])
+        res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", weights, "-t", tile,
+                                  "--tile-overlap", "4"])
         assert res.exit_code == 0, res.output
         outs.append(np.asarray(Image.open(out)).astype(np.int16))
     assert np.abs(outs[0] - outs[1]).max() <= 1

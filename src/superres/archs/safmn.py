@@ -12,9 +12,11 @@ community's SAFMN models on OpenModelDB) load with ``strict=True``:
 SAFM splits the channels into ``n_levels`` groups; group 0 runs a depthwise conv at full resolution,
 group ``l`` is max-pooled by ``2^l``, convolved and brought back by nearest upsampling. The modulation
 ``GELU(aggr(...)) * x`` multiplies the input. The pooling grid is anchored at the image origin, so the
-network is translation-variant at 8-pixel steps: tiles whose origin is not on that grid differ slightly
-from the whole image (tiling "discouraged"; inputs are padded to a multiple of 8, as spandrel does).
-Receptive field per block: the coarsest level reaches 2 * 8 - 1 pixels, the CCM conv one more.
+network is translation-variant at 8-pixel steps (``size_multiple`` 8; inputs are padded to it, as
+spandrel does). The tiler starts every piece on that grid, so tiles see the same pooling cells as the
+whole image and, with the receptive field as context, equal it exactly (tiling "safe"). Receptive field
+per block: the coarsest level reaches 2 * 8 - 1 pixels, the CCM conv one more (130 LR pixels for the
+8-block SAFMN; the default context is capped at 48, where overlapping tiles are blended).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ SPEC = register(
         supports_fp16=False,  # not verified in fp16 (spandrel marks it unsupported too); bf16 is safe
         supports_bf16=True,
         size_multiple=lambda hp: 2 ** (int(hp["n_levels"]) - 1),
-        tiling="discouraged",
+        tiling="safe",  # with the tiler's grid-aligned pieces (inference.tiling)
         receptive_field=_receptive_field,
         licence="Apache-2.0",
     )
