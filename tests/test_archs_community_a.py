@@ -213,6 +213,22 @@ def test_rgba_16bit_keeps_alpha_and_depth(tmp_path: Path, data_dir: Path) -> Non
     assert a[:, :8].mean() < 0.2 and a[:, -8:].mean() > 0.8
 
 
+def test_quality_report_for_a_community_model(tmp_path: Path, data_dir: Path, weights_dir: Path) -> None:
+    """The NIQE gate judges a community model like a zoo one: random weights are flagged, bicubic written."""
+    src = tmp_path / "in.png"
+    Image.fromarray(_photo(data_dir, (112, 64))).save(src)  # x2: NIQE needs two 96x96 blocks
+    out, rep = tmp_path / "out.png", tmp_path / "report.json"
+    res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", str(HERE / CASES["omnisr_x2"]["weights"]),
+                              "--report", str(rep), "--fallback", "bicubic",
+                              "--niqe-params", str(weights_dir / "niqe" / "niqe_pris_params.npz")])
+    assert res.exit_code == 0, res.output
+    [img] = json.loads(rep.read_text())["images"]
+    assert img["niqe"] > 0 and img["bicubic_niqe"] > 0
+    assert img["flagged"] and img["written"] == "bicubic"
+    with Image.open(out) as im:
+        assert im.size == (224, 128)
+
+
 def test_onnx_export_matches_torch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
     out = tmp_path / "swin2sr.onnx"
