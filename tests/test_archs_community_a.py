@@ -34,7 +34,13 @@ from superres.zoo.loader import load_network
 HERE = Path(__file__).resolve().parent / "data" / "community"
 MANIFEST = json.loads((HERE / "archa_manifest.json").read_text())
 CASES = MANIFEST["cases"]
-ARCH_OF = {"safmn": "safmn", "plksr": "plksr", "realplksr": "realplksr", "omnisr": "omnisr", "swin2sr": "swin2sr"}
+ARCH_OF = {
+    "safmn": "safmn",
+    "plksr": "plksr",
+    "realplksr": "realplksr",
+    "omnisr": "omnisr",
+    "swin2sr": "swin2sr",
+}
 runner = CliRunner()
 
 
@@ -73,19 +79,42 @@ def test_detection_claims_each_fixture_for_exactly_one_family(case: str) -> None
 
 def test_detected_hyperparameters_are_the_upstream_ones() -> None:
     """The hyper-parameters spandrel was given come back from the weights alone."""
+
     def hp(case: str) -> dict[str, Any]:
         return load_network(HERE / CASES[case]["weights"])[0].hyperparams
 
-    assert hp("omnisr_x2") == dict(scale=2, in_channels=3, out_channels=3, num_feat=16, block_num=1, res_num=2,
-                                  window_size=4, pe=True, bias=True)
+    assert hp("omnisr_x2") == dict(
+        scale=2,
+        in_channels=3,
+        out_channels=3,
+        num_feat=16,
+        block_num=1,
+        res_num=2,
+        window_size=4,
+        pe=True,
+        bias=True,
+    )
     assert hp("safmn_x4") == dict(scale=4, dim=16, n_blocks=2, ffn_scale=2.0, n_levels=4)
-    assert hp("plksr_dccm_x2") == dict(scale=2, dim=16, n_blocks=1, ccm_type="DCCM", kernel_size=5,
-                                       split_ratio=0.5, use_ea=False, with_idt=False)
+    assert hp("plksr_dccm_x2") == dict(
+        scale=2,
+        dim=16,
+        n_blocks=1,
+        ccm_type="DCCM",
+        kernel_size=5,
+        split_ratio=0.5,
+        use_ea=False,
+        with_idt=False,
+    )
     real = hp("realplksr_ln_dysample_x2")
     assert (real["dysample"], real["layer_norm"], real["kernel_size"], real["n_blocks"]) == (True, True, 5, 2)
     sw = hp("swin2sr_aux_x2")
-    assert (sw["upsampler"], sw["resi_connection"], sw["window_size"], sw["img_size"], sw["depths"]) == \
-        ("pixelshuffle_aux", "3conv", 4, 16, [2])
+    assert (sw["upsampler"], sw["resi_connection"], sw["window_size"], sw["img_size"], sw["depths"]) == (
+        "pixelshuffle_aux",
+        "3conv",
+        4,
+        16,
+        [2],
+    )
 
 
 # ---- variants the fixtures do not cover: build -> save -> detect -> strict load -> same output -----------
@@ -95,11 +124,37 @@ VARIANTS = [
     ("plksr", dict(scale=4, dim=16, n_blocks=2, ccm_type="ICCM", kernel_size=5, split_ratio=0.25)),
     ("realplksr", dict(scale=3, dim=12, n_blocks=1, kernel_size=5, split_ratio=0.5, dysample=True)),
     ("safmn", dict(scale=2, dim=12, n_blocks=1, ffn_scale=1.5)),
-    ("swin2sr", dict(scale=4, embed_dim=12, depths=[2], num_heads=[3], window_size=4, img_size=16,
-                     upsampler="nearest+conv", num_feat=8)),
-    ("swin2sr", dict(scale=2, embed_dim=12, depths=[1, 2], num_heads=[2, 2], window_size=4, img_size=None,
-                     upsampler="pixelshuffle", num_feat=8, qkv_bias=False)),
-    ("swin2sr", dict(scale=1, embed_dim=12, depths=[2], num_heads=[2], window_size=4, img_size=12, upsampler="")),
+    (
+        "swin2sr",
+        dict(
+            scale=4,
+            embed_dim=12,
+            depths=[2],
+            num_heads=[3],
+            window_size=4,
+            img_size=16,
+            upsampler="nearest+conv",
+            num_feat=8,
+        ),
+    ),
+    (
+        "swin2sr",
+        dict(
+            scale=2,
+            embed_dim=12,
+            depths=[1, 2],
+            num_heads=[2, 2],
+            window_size=4,
+            img_size=None,
+            upsampler="pixelshuffle",
+            num_feat=8,
+            qkv_bias=False,
+        ),
+    ),
+    (
+        "swin2sr",
+        dict(scale=1, embed_dim=12, depths=[2], num_heads=[2], window_size=4, img_size=12, upsampler=""),
+    ),
 ]
 
 
@@ -115,7 +170,9 @@ def test_variant_round_trip(tmp_path: Path, arch: str, hp: dict[str, Any]) -> No
     sd = load_file(str(path))
     found = detect(sd)
     assert found is not None and found[0] == arch
-    assert {k: found[1][k] for k in hp} == {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()}
+    assert {k: found[1][k] for k in hp} == {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()
+    }
     rebuilt = build(arch, **found[1]).eval()
     rebuilt.load_state_dict(sd, strict=True)
     x = torch.rand(1, 3, 13, 18, generator=torch.Generator().manual_seed(1))
@@ -127,7 +184,12 @@ def test_variant_round_trip(tmp_path: Path, arch: str, hp: dict[str, Any]) -> No
 def test_profiler_counters_in_a_checkpoint_are_ignored(tmp_path: Path) -> None:
     """Some OmniSR releases carry thop's total_ops / total_params buffers: the file still loads strictly."""
     sd = torch.load(HERE / CASES["omnisr_x2"]["weights"], weights_only=True)
-    sd = {**sd, "total_ops": torch.zeros(1), "total_params": torch.zeros(1), "input.total_ops": torch.zeros(1)}
+    sd = {
+        **sd,
+        "total_ops": torch.zeros(1),
+        "total_params": torch.zeros(1),
+        "input.total_ops": torch.zeros(1),
+    }
     torch.save(sd, tmp_path / "omnisr_thop.pth")
     net, _ = load_network(tmp_path / "omnisr_thop.pth")
     assert net.arch_name == "omnisr"
@@ -142,11 +204,17 @@ def test_descriptors_say_how_each_tiles_and_its_licence() -> None:
     assert (saf.tiling, saf.size_multiple, saf.receptive_field) == ("safe", 8, 1 + 2 * 16 + 1)
     sw = load_network(HERE / CASES["swin2sr_light_x3"]["weights"])[0].descriptor
     assert (sw.tiling, sw.size_multiple, sw.out_channels) == ("discouraged", 4, 3)
-    licences = {n: (get_arch(n).licence, get_arch(n).noncommercial)
-                for n in ("omnisr", "plksr", "realplksr", "safmn", "swin2sr")}
-    assert licences == {"omnisr": ("Apache-2.0", False), "plksr": ("MIT", False),
-                        "realplksr": ("Apache-2.0", False), "safmn": ("Apache-2.0", False),
-                        "swin2sr": ("Apache-2.0", False)}
+    licences = {
+        n: (get_arch(n).licence, get_arch(n).noncommercial)
+        for n in ("omnisr", "plksr", "realplksr", "safmn", "swin2sr")
+    }
+    assert licences == {
+        "omnisr": ("Apache-2.0", False),
+        "plksr": ("MIT", False),
+        "realplksr": ("Apache-2.0", False),
+        "safmn": ("Apache-2.0", False),
+        "swin2sr": ("Apache-2.0", False),
+    }
 
 
 # ---- the pipeline: CLI upscale, tiles, alpha, 16-bit, ONNX -------------------------------------------
@@ -162,7 +230,9 @@ def test_upscale_through_the_cli_from_pth_and_safetensors(tmp_path: Path, data_d
     Image.fromarray(_photo(data_dir)).save(src)
     for case in ("omnisr_x2", "swin2sr_light_x3"):
         out = tmp_path / f"{case}.png"
-        res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", str(HERE / CASES[case]["weights"])])
+        res = runner.invoke(
+            app, ["upscale", str(src), "-o", str(out), "-m", str(HERE / CASES[case]["weights"])]
+        )
         assert res.exit_code == 0, res.output
         net, _ = load_network(HERE / CASES[case]["weights"])
         with Image.open(out) as im:
@@ -186,8 +256,9 @@ def test_tiles_equal_the_whole_image_when_tiling_is_safe(tmp_path: Path, data_di
     outs = []
     for tile in ("0", "24"):
         out = tmp_path / f"t{tile}.png"
-        res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", weights, "-t", tile,
-                                  "--tile-overlap", "4"])
+        res = runner.invoke(
+            app, ["upscale", str(src), "-o", str(out), "-m", weights, "-t", tile, "--tile-overlap", "4"]
+        )
         assert res.exit_code == 0, res.output
         outs.append(np.asarray(Image.open(out)).astype(np.int16))
     assert np.abs(outs[0] - outs[1]).max() <= 1
@@ -196,14 +267,17 @@ def test_tiles_equal_the_whole_image_when_tiling_is_safe(tmp_path: Path, data_di
 def test_rgba_16bit_keeps_alpha_and_depth(tmp_path: Path, data_dir: Path) -> None:
     from superres.io.image import from_array, read_image, write_image
 
-    rgb = _photo(data_dir, (24, 16)).astype(np.uint16) * 257 + np.random.default_rng(5).integers(0, 200, (16, 24, 3))
+    rgb = _photo(data_dir, (24, 16)).astype(np.uint16) * 257 + np.random.default_rng(5).integers(
+        0, 200, (16, 24, 3)
+    )
     alpha = np.tile(np.linspace(0, 65535, 24), (16, 1)).astype(np.uint16)
     write_image(from_array(np.dstack([rgb.astype(np.uint16), alpha])), tmp_path / "in.png")
     weights = str(HERE / CASES["safmn_x4"]["weights"])
     for alpha in ("model", "bicubic"):  # the network's own alpha pass, and the cheap one
         out = tmp_path / f"out_{alpha}.png"
-        res = runner.invoke(app, ["upscale", str(tmp_path / "in.png"), "-o", str(out), "-m", weights,
-                                  "--alpha", alpha])
+        res = runner.invoke(
+            app, ["upscale", str(tmp_path / "in.png"), "-o", str(out), "-m", weights, "--alpha", alpha]
+        )
         assert res.exit_code == 0, res.output
         img = read_image(out)
         assert img.bit_depth == 16 and img.size == (96, 64) and img.alpha is not None
@@ -218,9 +292,23 @@ def test_quality_report_for_a_community_model(tmp_path: Path, data_dir: Path, we
     src = tmp_path / "in.png"
     Image.fromarray(_photo(data_dir, (112, 64))).save(src)  # x2: NIQE needs two 96x96 blocks
     out, rep = tmp_path / "out.png", tmp_path / "report.json"
-    res = runner.invoke(app, ["upscale", str(src), "-o", str(out), "-m", str(HERE / CASES["omnisr_x2"]["weights"]),
-                              "--report", str(rep), "--fallback", "bicubic",
-                              "--niqe-params", str(weights_dir / "niqe" / "niqe_pris_params.npz")])
+    res = runner.invoke(
+        app,
+        [
+            "upscale",
+            str(src),
+            "-o",
+            str(out),
+            "-m",
+            str(HERE / CASES["omnisr_x2"]["weights"]),
+            "--report",
+            str(rep),
+            "--fallback",
+            "bicubic",
+            "--niqe-params",
+            str(weights_dir / "niqe" / "niqe_pris_params.npz"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     [img] = json.loads(rep.read_text())["images"]
     assert img["niqe"] > 0 and img["bicubic_niqe"] > 0
@@ -236,7 +324,9 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
     res = runner.invoke(app, ["export", str(weights), str(out)])
     assert res.exit_code == 0, res.output
     meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
-    assert meta.get("superres.size_multiple") == "4"  # the window: callers (our tiler) pad to it, as for SwinIR
+    assert (
+        meta.get("superres.size_multiple") == "4"
+    )  # the window: callers (our tiler) pad to it, as for SwinIR
     net, _ = load_network(weights)
     x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -265,7 +355,8 @@ class Toy(SRNet):
         return nn.functional.interpolate(x, scale_factor=2, mode="nearest") * self.nc_gain
 
 
-register(ArchSpec("toy_nc", "Toy NC (test only)", Toy, lambda sd: {"scale": 2} if set(sd) == {"nc_gain"} else None,
+register(ArchSpec("toy_nc", "Toy NC (test only)", Toy,
+                  lambda sd: {"scale": 2} if set(sd) == {"nc_gain"} else None,
                   licence="CC-BY-NC-SA-4.0", noncommercial=True))
 from superres.cli import main
 sys.argv = ["superres", *sys.argv[1:]]
@@ -278,7 +369,9 @@ def _toy_cli(tmp_path: Path, *args: str, env_value: str | None = None) -> subpro
     if env_value is not None:
         env["SUPERRES_ALLOW_NONCOMMERCIAL"] = env_value
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-c", TOY, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", TOY, *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_noncommercial_architecture_needs_the_opt_in(tmp_path: Path) -> None:
@@ -294,14 +387,12 @@ def test_noncommercial_architecture_needs_the_opt_in(tmp_path: Path) -> None:
     assert "toy_nc" in lines[0] and "CC-BY-NC-SA-4.0" in lines[0] and "--allow-noncommercial" in lines[0]
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
 
-    for run in (_toy_cli(tmp_path, "--allow-noncommercial", *base),
-                _toy_cli(tmp_path, *base, "--overwrite", env_value="1")):
-        assert run.returncode == 0, run.stderr
-        assert run.stderr.count("CC-BY-NC-SA-4.0") == 1  # the licence, said once
-        with Image.open(out) as im:
-            assert im.size == (16, 12)
-
-    assert _toy_cli(tmp_path, *base, "--overwrite", env_value="0").returncode == 2
+    # the flag (the environment variable alone is checked in-process below: each run here costs an import)
+    run = _toy_cli(tmp_path, "--allow-noncommercial", *base)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("CC-BY-NC-SA-4.0") == 1  # the licence, said once
+    with Image.open(out) as im:
+        assert im.size == (16, 12)
 
 
 def test_check_licence_in_process(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -321,4 +412,12 @@ def test_check_licence_in_process(monkeypatch: pytest.MonkeyPatch, caplog: pytes
         licences.check_licence(spec)
     said = [r for r in caplog.records if "CC-BY-NC-4.0" in r.getMessage()]
     assert len(said) == 1
-    assert licences.worker_env() == {licences.ENV: "1"}
+    assert licences.worker_env() == {licences.ENV: "1"}  # Ray workers on other nodes get the opt-in
+    from superres.zoo.weight_limits import worker_env  # what the Ray engines pass as runtime_env
+
+    assert worker_env()[licences.ENV] == "1"
+    for no in ("0", "", "no"):
+        monkeypatch.setenv(licences.ENV, no)
+        with pytest.raises(ModelLoadError):
+            licences.check_licence(spec)
+    assert licences.worker_env() == {}

@@ -47,7 +47,9 @@ def relative_position_index(window: int) -> torch.Tensor:
     """(w^2, w^2) index of the (dy, dx) offset between two tokens of a window into a (2w-1)^2 table."""
     ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
-    return (ys[:, None] - ys[None, :] + window - 1) * (2 * window - 1) + (xs[:, None] - xs[None, :] + window - 1)
+    return (ys[:, None] - ys[None, :] + window - 1) * (2 * window - 1) + (
+        xs[:, None] - xs[None, :] + window - 1
+    )
 
 
 class SqueezeExcitation(nn.Module):
@@ -55,7 +57,9 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         hidden = int(dim * shrinkage)
         # indices 1 and 3 as upstream's Sequential (0, 2, 4, 5 hold the reduce and activations)
-        self.gate = nn.ModuleDict({"1": nn.Linear(dim, hidden, bias=False), "3": nn.Linear(hidden, dim, bias=False)})
+        self.gate = nn.ModuleDict(
+            {"1": nn.Linear(dim, hidden, bias=False), "3": nn.Linear(hidden, dim, bias=False)}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = F.silu(self.gate["1"](x.mean(dim=(2, 3))))
@@ -67,10 +71,14 @@ class MBConv(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.fn = nn.ModuleDict({
-            "0": nn.Conv2d(dim, dim, 1), "2": nn.Conv2d(dim, dim, 3, 1, 1, groups=dim),
-            "4": SqueezeExcitation(dim), "5": nn.Conv2d(dim, dim, 1),
-        })
+        self.fn = nn.ModuleDict(
+            {
+                "0": nn.Conv2d(dim, dim, 1),
+                "2": nn.Conv2d(dim, dim, 3, 1, 1, groups=dim),
+                "4": SqueezeExcitation(dim),
+                "5": nn.Conv2d(dim, dim, 1),
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.fn
@@ -95,7 +103,9 @@ class WindowAttention(nn.Module):
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = None
         if self.rel_pos_bias is not None:
-            bias = self.rel_pos_bias.weight[self.rel_pos_indices].permute(2, 0, 1).to(q.dtype)  # (heads, N, N)
+            bias = (
+                self.rel_pos_bias.weight[self.rel_pos_indices].permute(2, 0, 1).to(q.dtype)
+            )  # (heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, c))
 
@@ -185,13 +195,19 @@ class OSABlock(nn.Module):
         super().__init__()
         ff = lambda: ConvPreNorm(dim, GatedFeedForward(dim))  # noqa: E731
         # keys are the indices of upstream's Sequential; its reshapes (1, 3, 7, 9) hold no weights
-        self.layer = nn.ModuleDict({
-            "0": MBConv(dim),
-            "2": PreNormAttention(dim, window, with_pe, grid=False),
-            "4": ff(), "5": ConvPreNorm(dim, ChannelAttention(dim, window, grid=False)), "6": ff(),
-            "8": PreNormAttention(dim, window, with_pe, grid=True),
-            "10": ff(), "11": ConvPreNorm(dim, ChannelAttention(dim, window, grid=True)), "12": ff(),
-        })
+        self.layer = nn.ModuleDict(
+            {
+                "0": MBConv(dim),
+                "2": PreNormAttention(dim, window, with_pe, grid=False),
+                "4": ff(),
+                "5": ConvPreNorm(dim, ChannelAttention(dim, window, grid=False)),
+                "6": ff(),
+                "8": PreNormAttention(dim, window, with_pe, grid=True),
+                "10": ff(),
+                "11": ConvPreNorm(dim, ChannelAttention(dim, window, grid=True)),
+                "12": ff(),
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.layer.values():
@@ -220,8 +236,9 @@ class ESA(nn.Module):
 class OSAG(nn.Module):
     def __init__(self, dim: int, block_num: int, window: int, with_pe: bool, bias: bool) -> None:
         super().__init__()
-        self.residual_layer = nn.Sequential(*(OSABlock(dim, window, with_pe) for _ in range(block_num)),
-                                            nn.Conv2d(dim, dim, 1, bias=bias))
+        self.residual_layer = nn.Sequential(
+            *(OSABlock(dim, window, with_pe) for _ in range(block_num)), nn.Conv2d(dim, dim, 1, bias=bias)
+        )
         self.esa = ESA(max(dim // 4, 16), dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,20 +248,40 @@ class OSAG(nn.Module):
 class OmniSR(SRNet):
     arch_name = "omnisr"
 
-    def __init__(self, scale: int = 4, in_channels: int = 3, out_channels: int = 3, num_feat: int = 64,
-                 block_num: int = 1, res_num: int = 5, window_size: int = 8, pe: bool = True,
-                 bias: bool = True) -> None:
-        super().__init__(scale=scale, in_channels=in_channels, out_channels=out_channels, num_feat=num_feat,
-                         block_num=block_num, res_num=res_num, window_size=window_size, pe=pe, bias=bias)
+    def __init__(
+        self,
+        scale: int = 4,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_feat: int = 64,
+        block_num: int = 1,
+        res_num: int = 5,
+        window_size: int = 8,
+        pe: bool = True,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            scale=scale,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_feat=num_feat,
+            block_num=block_num,
+            res_num=res_num,
+            window_size=window_size,
+            pe=pe,
+            bias=bias,
+        )
         if num_feat % _HEADS:
             raise ValueError(f"num_feat ({num_feat}) must be divisible by {_HEADS} heads")
         self.window_size = window_size
         self.input = nn.Conv2d(in_channels, num_feat, 3, 1, 1, bias=bias)
-        self.residual_layer = nn.Sequential(*(OSAG(num_feat, block_num, window_size, pe, bias)
-                                              for _ in range(res_num)))
+        self.residual_layer = nn.Sequential(
+            *(OSAG(num_feat, block_num, window_size, pe, bias) for _ in range(res_num))
+        )
         self.output = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=bias)
-        self.up = nn.Sequential(nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1, bias=bias),
-                                nn.PixelShuffle(scale))
+        self.up = nn.Sequential(
+            nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1, bias=bias), nn.PixelShuffle(scale)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
@@ -262,8 +299,16 @@ _BLOCK = "residual_layer.0.residual_layer.0.layer."
 
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
-    if not has_all(sd, "input.weight", "output.weight", "up.0.weight", _BLOCK + "0.fn.0.weight",
-                   _BLOCK + "2.fn.to_qkv.weight", _BLOCK + "5.fn.temperature", "residual_layer.0.esa.conv1.weight"):
+    if not has_all(
+        sd,
+        "input.weight",
+        "output.weight",
+        "up.0.weight",
+        _BLOCK + "0.fn.0.weight",
+        _BLOCK + "2.fn.to_qkv.weight",
+        _BLOCK + "5.fn.temperature",
+        "residual_layer.0.esa.conv1.weight",
+    ):
         return None
     num_feat, in_ch = (int(v) for v in sd["input.weight"].shape[:2])
     res_num = count_indexed(sd, "residual_layer.", ".esa.conv1.weight")
@@ -281,8 +326,17 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
     for out_ch in dict.fromkeys((in_ch, 3, 1)):
         s = shuffle_scale(up, out_ch)
         if s:
-            return dict(scale=s, in_channels=in_ch, out_channels=out_ch, num_feat=num_feat, block_num=block_num,
-                        res_num=res_num, window_size=window, pe=pe, bias="input.bias" in sd)
+            return dict(
+                scale=s,
+                in_channels=in_ch,
+                out_channels=out_ch,
+                num_feat=num_feat,
+                block_num=block_num,
+                res_num=res_num,
+                window_size=window,
+                pe=pe,
+                bias="input.bias" in sd,
+            )
     return None
 
 
@@ -297,7 +351,8 @@ SPEC = register(
         size_multiple=lambda hp: int(hp["window_size"]),
         tiling="discouraged",
         receptive_field=lambda hp: None,  # grid attention and squeeze-excitation see the whole input
-        extra_activations=lambda hp, feat: 8 * feat,  # qkv triples and gated feed-forward doubles
+        # qkv triples and gated feed-forward doubles; attention scores, 4 heads x w^2 per pixel
+        extra_activations=lambda hp, feat: 8 * feat + _HEADS * int(hp["window_size"]) ** 2,
         licence="Apache-2.0",
     )
 )

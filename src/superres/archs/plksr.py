@@ -38,7 +38,9 @@ CCM_TYPES = ("CCM", "ICCM", "DCCM")
 def _mixer(dim: int, kind: str, act: type[nn.Module]) -> nn.Sequential:
     """Channel mixer: two convs around an activation; ``kind`` says which of them is 3x3."""
     k1, k2 = {"CCM": (3, 1), "ICCM": (1, 3), "DCCM": (3, 3)}[kind]
-    return nn.Sequential(nn.Conv2d(dim, dim * 2, k1, 1, k1 // 2), act(), nn.Conv2d(dim * 2, dim, k2, 1, k2 // 2))
+    return nn.Sequential(
+        nn.Conv2d(dim, dim * 2, k1, 1, k1 // 2), act(), nn.Conv2d(dim * 2, dim, k2, 1, k2 // 2)
+    )
 
 
 class PartialLargeKernel(nn.Module):
@@ -50,7 +52,7 @@ class PartialLargeKernel(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head, tail = x[:, : self.channels], x[:, self.channels:]
+        head, tail = x[:, : self.channels], x[:, self.channels :]
         y = self.conv(head)
         if self.with_idt:
             y = y + head
@@ -69,8 +71,9 @@ class ElementwiseAttention(nn.Module):
 
 
 class PLKBlock(nn.Module):
-    def __init__(self, dim: int, ccm_type: str, kernel_size: int, partial: int, use_ea: bool,
-                 with_idt: bool) -> None:
+    def __init__(
+        self, dim: int, ccm_type: str, kernel_size: int, partial: int, use_ea: bool, with_idt: bool
+    ) -> None:
         super().__init__()
         self.channe_mixer = _mixer(dim, ccm_type, nn.GELU)  # sic: the official key name
         self.lk = PartialLargeKernel(partial, kernel_size, with_idt)
@@ -82,8 +85,9 @@ class PLKBlock(nn.Module):
 
 
 class RealPLKBlock(nn.Module):
-    def __init__(self, dim: int, kernel_size: int, partial: int, use_ea: bool, norm_groups: int,
-                 layer_norm: bool) -> None:
+    def __init__(
+        self, dim: int, kernel_size: int, partial: int, use_ea: bool, norm_groups: int, layer_norm: bool
+    ) -> None:
         super().__init__()
         self.layer_norm = ChannelLayerNorm(dim) if layer_norm else nn.Identity()
         self.channel_mixer = _mixer(dim, "DCCM", nn.Mish)
@@ -104,7 +108,9 @@ class DySample(nn.Module):
     predicted per group of channels (``offset`` scaled by the gate ``sigmoid(scope) * 0.5``), starting
     from the sub-pixel centres in ``init_pos``; ``end_conv`` (1x1) maps the sampled channels to RGB."""
 
-    def __init__(self, channels: int, out_channels: int, scale: int, groups: int, end_convolution: bool) -> None:
+    def __init__(
+        self, channels: int, out_channels: int, scale: int, groups: int, end_convolution: bool
+    ) -> None:
         super().__init__()
         if channels % groups:
             raise ValueError(f"DySample: {channels} channels do not split into {groups} groups")
@@ -130,8 +136,9 @@ class DySample(nn.Module):
         coords = 2 * (base + offset.view(b, 2, g * s * s, h, w)) / norm - 1
         coords = F.pixel_shuffle(coords.reshape(b, 2 * g * s * s, h, w), s).view(b, 2, g, s * h, s * w)
         grid = coords.permute(0, 2, 3, 4, 1).reshape(b * g, s * h, s * w, 2)
-        out = F.grid_sample(x.reshape(b * g, c // g, h, w), grid, mode="bilinear", padding_mode="border",
-                            align_corners=False).view(b, c, s * h, s * w)
+        out = F.grid_sample(
+            x.reshape(b * g, c // g, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False
+        ).view(b, c, s * h, s * w)
         return self.end_conv(out) if self.end_conv is not None else out
 
 
@@ -147,11 +154,27 @@ def _check(dim: int, split_ratio: float, ccm_type: str | None = None) -> int:
 class PLKSR(SRNet):
     arch_name = "plksr"
 
-    def __init__(self, scale: int = 4, dim: int = 64, n_blocks: int = 28, ccm_type: str = "CCM",
-                 kernel_size: int = 17, split_ratio: float = 0.25, use_ea: bool = True,
-                 with_idt: bool = False) -> None:
-        super().__init__(scale=scale, dim=dim, n_blocks=n_blocks, ccm_type=ccm_type, kernel_size=kernel_size,
-                         split_ratio=split_ratio, use_ea=use_ea, with_idt=with_idt)
+    def __init__(
+        self,
+        scale: int = 4,
+        dim: int = 64,
+        n_blocks: int = 28,
+        ccm_type: str = "CCM",
+        kernel_size: int = 17,
+        split_ratio: float = 0.25,
+        use_ea: bool = True,
+        with_idt: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale,
+            dim=dim,
+            n_blocks=n_blocks,
+            ccm_type=ccm_type,
+            kernel_size=kernel_size,
+            split_ratio=split_ratio,
+            use_ea=use_ea,
+            with_idt=with_idt,
+        )
         partial = _check(dim, split_ratio, ccm_type)
         self.feats = nn.Sequential(
             nn.Conv2d(3, dim, 3, 1, 1),
@@ -167,21 +190,43 @@ class PLKSR(SRNet):
 class RealPLKSR(SRNet):
     arch_name = "realplksr"
 
-    def __init__(self, scale: int = 4, dim: int = 64, n_blocks: int = 28, kernel_size: int = 17,
-                 split_ratio: float = 0.25, use_ea: bool = True, norm_groups: int = 4, dysample: bool = False,
-                 layer_norm: bool = False) -> None:
-        super().__init__(scale=scale, dim=dim, n_blocks=n_blocks, kernel_size=kernel_size, split_ratio=split_ratio,
-                         use_ea=use_ea, norm_groups=norm_groups, dysample=dysample, layer_norm=layer_norm)
+    def __init__(
+        self,
+        scale: int = 4,
+        dim: int = 64,
+        n_blocks: int = 28,
+        kernel_size: int = 17,
+        split_ratio: float = 0.25,
+        use_ea: bool = True,
+        norm_groups: int = 4,
+        dysample: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale,
+            dim=dim,
+            n_blocks=n_blocks,
+            kernel_size=kernel_size,
+            split_ratio=split_ratio,
+            use_ea=use_ea,
+            norm_groups=norm_groups,
+            dysample=dysample,
+            layer_norm=layer_norm,
+        )
         partial = _check(dim, split_ratio)
         self.feats = nn.Sequential(
             nn.Conv2d(3, dim, 3, 1, 1),
-            *(RealPLKBlock(dim, kernel_size, partial, use_ea, norm_groups, layer_norm) for _ in range(n_blocks)),
+            *(
+                RealPLKBlock(dim, kernel_size, partial, use_ea, norm_groups, layer_norm)
+                for _ in range(n_blocks)
+            ),
             nn.Dropout2d(0.0),  # a training-time slot upstream; it holds the index n+1
             nn.Conv2d(dim, 3 * scale * scale, 3, 1, 1),
         )
         if dysample:
-            self.to_img: nn.Module = DySample(3 * scale * scale, 3, scale, groups=3 if scale % 2 else 4,
-                                              end_convolution=scale != 1)
+            self.to_img: nn.Module = DySample(
+                3 * scale * scale, 3, scale, groups=3 if scale % 2 else 4, end_convolution=scale != 1
+            )
         else:
             self.to_img = nn.PixelShuffle(scale)
 
@@ -206,19 +251,33 @@ def _common(sd: StateDict, last: int) -> dict[str, Any] | None:
     scale = shuffle_scale(int(tail.shape[0]), 3)
     if scale is None:
         return None
-    return dict(scale=scale, dim=dim, kernel_size=int(lk.shape[2]), split_ratio=int(lk.shape[0]) / dim,
-                use_ea="feats.1.attn.f.0.weight" in sd)
+    return dict(
+        scale=scale,
+        dim=dim,
+        kernel_size=int(lk.shape[2]),
+        split_ratio=int(lk.shape[0]) / dim,
+        use_ea="feats.1.attn.f.0.weight" in sd,
+    )
 
 
 def _detect_plksr(sd: StateDict) -> dict[str, Any] | None:
-    if not has_all(sd, "feats.0.weight", "feats.1.lk.conv.weight", "feats.1.refine.weight",
-                   "feats.1.channe_mixer.0.weight", "feats.1.channe_mixer.2.weight"):
+    if not has_all(
+        sd,
+        "feats.0.weight",
+        "feats.1.lk.conv.weight",
+        "feats.1.refine.weight",
+        "feats.1.channe_mixer.0.weight",
+        "feats.1.channe_mixer.2.weight",
+    ):
         return None
     n = _blocks(sd)
     hp = _common(sd, n + 1)
     if hp is None:
         return None
-    k1, k2 = int(sd["feats.1.channe_mixer.0.weight"].shape[2]), int(sd["feats.1.channe_mixer.2.weight"].shape[2])
+    k1, k2 = (
+        int(sd["feats.1.channe_mixer.0.weight"].shape[2]),
+        int(sd["feats.1.channe_mixer.2.weight"].shape[2]),
+    )
     kinds = {(3, 1): "CCM", (1, 3): "ICCM", (3, 3): "DCCM"}
     if (k1, k2) not in kinds:
         return None
@@ -227,8 +286,13 @@ def _detect_plksr(sd: StateDict) -> dict[str, Any] | None:
 
 
 def _detect_realplksr(sd: StateDict) -> dict[str, Any] | None:
-    if not has_all(sd, "feats.0.weight", "feats.1.lk.conv.weight", "feats.1.refine.weight",
-                   "feats.1.channel_mixer.0.weight"):
+    if not has_all(
+        sd,
+        "feats.0.weight",
+        "feats.1.lk.conv.weight",
+        "feats.1.refine.weight",
+        "feats.1.channel_mixer.0.weight",
+    ):
         return None
     n = _blocks(sd)
     hp = _common(sd, n + 2)
@@ -239,6 +303,11 @@ def _detect_realplksr(sd: StateDict) -> dict[str, Any] | None:
         return None
     # norm_groups is not in the weights (GroupNorm's affine parameters are per channel): neosr's 4
     return dict(hp, n_blocks=n, norm_groups=4, dysample="to_img.init_pos" in sd, layer_norm=layer_norm)
+
+
+def _extra(hp: dict[str, Any], feat: int) -> int:
+    """The width is "dim" (the common estimate assumes 64 features), plus the mixer's 2 x dim hidden layer."""
+    return max(0, 8 * int(hp["dim"]) - 6 * feat)
 
 
 def _plksr_field(hp: dict[str, Any]) -> int:
@@ -261,6 +330,7 @@ SPEC_PLKSR = register(
         build=PLKSR,
         detect=_detect_plksr,
         receptive_field=_plksr_field,
+        extra_activations=_extra,
         licence="MIT",
     )
 )
@@ -274,6 +344,7 @@ SPEC_REALPLKSR = register(
         supports_fp16=False,  # GroupNorm variant: not verified in fp16 (spandrel marks it unsupported)
         tiling="discouraged",
         receptive_field=_realplksr_field,
+        extra_activations=_extra,
         licence="Apache-2.0",
     )
 )

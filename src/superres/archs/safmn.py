@@ -1,4 +1,5 @@
-"""SAFMN (Sun et al., ICCV 2023, "Spatially-Adaptive Feature Modulation for Efficient Image Super-Resolution").
+"""SAFMN (Sun et al., ICCV 2023, "Spatially-Adaptive Feature Modulation for Efficient Image
+Super-Resolution").
 
 Source and licence: github.com/sunny2109/SAFMN, Apache-2.0 (``LICENSE/LICENSE``; the NVIDIA
 non-commercial licence beside it covers BasicSR's StyleGAN2 CUDA ops, which SAFMN does not use). Written
@@ -85,8 +86,9 @@ class AttBlock(nn.Module):
 class SAFMN(SRNet):
     arch_name = "safmn"
 
-    def __init__(self, scale: int = 4, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0,
-                 n_levels: int = 4) -> None:
+    def __init__(
+        self, scale: int = 4, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0, n_levels: int = 4
+    ) -> None:
         super().__init__(scale=scale, dim=dim, n_blocks=n_blocks, ffn_scale=ffn_scale, n_levels=n_levels)
         self.to_feat = nn.Conv2d(3, dim, 3, 1, 1)
         hidden = int(dim * ffn_scale)
@@ -99,9 +101,16 @@ class SAFMN(SRNet):
 
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
-    if not has_all(sd, "to_feat.weight", "feats.0.norm1.weight", "feats.0.safm.mfr.0.weight",
-                   "feats.0.safm.aggr.weight", "feats.0.ccm.ccm.0.weight", "feats.0.ccm.ccm.2.weight",
-                   "to_img.0.weight"):
+    if not has_all(
+        sd,
+        "to_feat.weight",
+        "feats.0.norm1.weight",
+        "feats.0.safm.mfr.0.weight",
+        "feats.0.safm.aggr.weight",
+        "feats.0.ccm.ccm.0.weight",
+        "feats.0.ccm.ccm.2.weight",
+        "to_img.0.weight",
+    ):
         return None
     dim, in_ch = (int(v) for v in sd["to_feat.weight"].shape[:2])
     if in_ch != 3:
@@ -111,8 +120,13 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
     if scale is None or n_levels == 0:
         return None
     hidden = int(sd["feats.0.ccm.ccm.0.weight"].shape[0])
-    return dict(scale=scale, dim=dim, n_blocks=count_indexed(sd, "feats.", ".norm1.weight"),
-                ffn_scale=hidden / dim, n_levels=n_levels)
+    return dict(
+        scale=scale,
+        dim=dim,
+        n_blocks=count_indexed(sd, "feats.", ".norm1.weight"),
+        ffn_scale=hidden / dim,
+        n_levels=n_levels,
+    )
 
 
 def _receptive_field(hp: dict[str, Any]) -> int:
@@ -131,6 +145,8 @@ SPEC = register(
         size_multiple=lambda hp: 2 ** (int(hp["n_levels"]) - 1),
         tiling="safe",  # with the tiler's grid-aligned pieces (inference.tiling)
         receptive_field=_receptive_field,
+        # the width is "dim" (the common estimate assumes 64 features): features plus the CCM's hidden layer
+        extra_activations=lambda hp, feat: max(0, int(hp["dim"] * (6 + hp["ffn_scale"])) - 6 * feat),
         licence="Apache-2.0",
     )
 )

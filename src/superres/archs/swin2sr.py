@@ -41,7 +41,7 @@ _MAX_LOGIT = math.log(100.0)  # SwinV2 clamps the learned temperature at 100
 
 
 def log_spaced_offsets(window: int) -> torch.Tensor:
-    """(1, 2w-1, 2w-1, 2) relative offsets (dy, dx) mapped to sign(t) * log2(1 + |t|) / 3, t = 8 d / (w - 1)."""
+    """(1, 2w-1, 2w-1, 2) relative offsets (dy, dx) mapped to sign(t) * log2(1 + |t|) / 3, t = 8d / (w-1)."""
     r = torch.arange(-(window - 1), window, dtype=torch.float32)
     table = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).unsqueeze(0)
     table = table / max(window - 1, 1) * 8
@@ -51,7 +51,9 @@ def log_spaced_offsets(window: int) -> torch.Tensor:
 def relative_position_index(window: int) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
-    return (ys[:, None] - ys[None, :] + window - 1) * (2 * window - 1) + (xs[:, None] - xs[None, :] + window - 1)
+    return (ys[:, None] - ys[None, :] + window - 1) * (2 * window - 1) + (
+        xs[:, None] - xs[None, :] + window - 1
+    )
 
 
 class WindowAttentionV2(nn.Module):
@@ -61,7 +63,9 @@ class WindowAttentionV2(nn.Module):
         super().__init__()
         self.num_heads, self.window_size = num_heads, window_size
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False)
+        )
         self.register_buffer("relative_coords_table", log_spaced_offsets(window_size))
         self.register_buffer("relative_position_index", relative_position_index(window_size))
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
@@ -82,7 +86,9 @@ class WindowAttentionV2(nn.Module):
         if self.q_bias is not None and self.v_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias)
-        q, k, v = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        q, k, v = (
+            qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        )
         temperature = torch.clamp(self.logit_scale, max=_MAX_LOGIT).exp().to(q.dtype)  # (heads, 1, 1)
         q = F.normalize(q, dim=-1) * temperature
         k = F.normalize(k, dim=-1)
@@ -96,8 +102,17 @@ class WindowAttentionV2(nn.Module):
 class SwinV2Block(nn.Module):
     """(Shifted) window attention -> LayerNorm -> residual; MLP -> LayerNorm -> residual (post-norm)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float,
-                 qkv_bias: bool, drop_path: float, img_size: int | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        img_size: int | None,
+    ) -> None:
         super().__init__()
         self.window_size, self.shift, self.drop_path = window_size, shift, drop_path
         self.norm1 = nn.LayerNorm(dim)
@@ -181,10 +196,21 @@ class Swin2SR(SRNet):
     ) -> None:
         depths, num_heads = [int(d) for d in depths], [int(h) for h in num_heads]
         super().__init__(
-            scale=scale, in_channels=in_channels, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-            window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, patch_norm=patch_norm,
-            upsampler=upsampler, resi_connection=resi_connection, num_feat=num_feat, img_range=img_range,
-            img_size=img_size, drop_path_rate=drop_path_rate,
+            scale=scale,
+            in_channels=in_channels,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            patch_norm=patch_norm,
+            upsampler=upsampler,
+            resi_connection=resi_connection,
+            num_feat=num_feat,
+            img_range=img_range,
+            img_size=img_size,
+            drop_path_rate=drop_path_rate,
         )
         if upsampler not in _UPSAMPLERS:
             raise ValueError(f"unknown upsampler {upsampler!r}; expected one of {_UPSAMPLERS}")
@@ -213,8 +239,16 @@ class Swin2SR(SRNet):
         start = 0
         for depth, heads in zip(depths, num_heads):
             blocks = [
-                SwinV2Block(embed_dim, heads, window_size, 0 if j % 2 == 0 else window_size // 2, mlp_ratio,
-                            qkv_bias, rates[start + j], img_size)
+                SwinV2Block(
+                    embed_dim,
+                    heads,
+                    window_size,
+                    0 if j % 2 == 0 else window_size // 2,
+                    mlp_ratio,
+                    qkv_bias,
+                    rates[start + j],
+                    img_size,
+                )
                 for j in range(depth)
             ]
             start += depth
@@ -223,8 +257,9 @@ class Swin2SR(SRNet):
         self.conv_after_body = _conv_tail(embed_dim, resi_connection)
 
         if upsampler in ("pixelshuffle", "pixelshuffle_aux", "nearest+conv"):
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
-                                                      nn.LeakyReLU(inplace=True))  # slope 0.01, as official
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True)
+            )  # slope 0.01, as official
         if upsampler in ("pixelshuffle", "pixelshuffle_aux"):
             self.upsample = make_upsampler(scale, num_feat)
             self.conv_last = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
@@ -233,8 +268,9 @@ class Swin2SR(SRNet):
             self.conv_aux = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
             self.conv_after_aux = nn.Sequential(nn.Conv2d(3, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
         elif upsampler == "pixelshuffledirect":
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, in_channels * scale * scale, 3, 1, 1),
-                                          nn.PixelShuffle(scale))
+            self.upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, in_channels * scale * scale, 3, 1, 1), nn.PixelShuffle(scale)
+            )
         elif upsampler == "nearest+conv":
             self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
             self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
@@ -257,8 +293,11 @@ class Swin2SR(SRNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         ws = self.window_size
-        mask = shifted_window_mask(h, w, ws, ws // 2, x.device, x.dtype) if any(
-            blk.shift for layer in self.layers for blk in layer.residual_group.blocks) else None
+        mask = (
+            shifted_window_mask(h, w, ws, ws // 2, x.device, x.dtype)
+            if any(blk.shift for layer in self.layers for blk in layer.residual_group.blocks)
+            else None
+        )
         tokens = self.patch_embed(x)
         for layer in self.layers:
             tokens = layer(tokens, (h, w), mask)
@@ -280,7 +319,9 @@ class Swin2SR(SRNet):
             out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
         elif up == "pixelshuffle_aux":
             # upstream resizes the padded input straight to the unpadded target size
-            bicubic = self.conv_bicubic(F.interpolate(x, size=(h * s, w * s), mode="bicubic", align_corners=False))
+            bicubic = self.conv_bicubic(
+                F.interpolate(x, size=(h * s, w * s), mode="bicubic", align_corners=False)
+            )
             aux = self.conv_aux(self.conv_before_upsample(feat))
             y = self.upsample(self.conv_after_aux(aux))[:, :, : h * s, : w * s]
             out = self.conv_last(y + bicubic)
@@ -302,9 +343,17 @@ _BLOCK = "layers.{i}.residual_group.blocks.{j}."
 
 def _detect(sd: StateDict) -> dict[str, Any] | None:
     first_block = _BLOCK.format(i=0, j=0)
-    if not all(k in sd for k in ("conv_first.weight", "norm.weight", "layers.0.patch_embed.proj.weight",
-                                 first_block + "attn.cpb_mlp.0.weight", first_block + "attn.logit_scale",
-                                 first_block + "attn.relative_coords_table")):
+    if not all(
+        k in sd
+        for k in (
+            "conv_first.weight",
+            "norm.weight",
+            "layers.0.patch_embed.proj.weight",
+            first_block + "attn.cpb_mlp.0.weight",
+            first_block + "attn.logit_scale",
+            first_block + "attn.relative_coords_table",
+        )
+    ):
         return None
     if any(k.startswith(("absolute_pos_embed", "layers_hf.")) for k in sd):
         return None  # absolute position embedding (ape=True) and the "pixelshuffle_hf" tail are not supported
@@ -355,11 +404,23 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
         return None
     if scale is None:
         return None
-    return dict(scale=scale, in_channels=in_ch, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-                window_size=window_size, mlp_ratio=hidden / embed_dim,
-                qkv_bias=first_block + "attn.q_bias" in sd, patch_norm="patch_embed.norm.weight" in sd,
-                upsampler=upsampler, resi_connection=resi, num_feat=num_feat, img_range=1.0, img_size=img_size,
-                drop_path_rate=0.1)
+    return dict(
+        scale=scale,
+        in_channels=in_ch,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=num_heads,
+        window_size=window_size,
+        mlp_ratio=hidden / embed_dim,
+        qkv_bias=first_block + "attn.q_bias" in sd,
+        patch_norm="patch_embed.norm.weight" in sd,
+        upsampler=upsampler,
+        resi_connection=resi,
+        num_feat=num_feat,
+        img_range=1.0,
+        img_size=img_size,
+        drop_path_rate=0.1,
+    )
 
 
 SPEC = register(
@@ -373,7 +434,8 @@ SPEC = register(
         size_multiple=lambda hp: int(hp["window_size"]),
         tiling="discouraged",
         receptive_field=lambda hp: None,
-        extra_activations=lambda hp, feat: 12 * feat,  # attention windows, as SwinIR
+        # attention windows, as SwinIR, and the scores (heads x w^2 per pixel)
+        extra_activations=lambda hp, feat: 12 * feat + max(hp["num_heads"]) * int(hp["window_size"]) ** 2,
         out_channels_key="in_channels",
         licence="Apache-2.0",
     )

@@ -44,11 +44,14 @@ def check_licence(spec: ArchSpec) -> None:
     if not noncommercial_allowed():
         raise ModelLoadError(
             f"{spec.name} ({spec.title}) is licensed {licence}: non-commercial use only; to accept, set "
-            f"{ENV}=1 or run superres {OPTION} <command> ...")
+            f"{ENV}=1 or run superres {OPTION} <command> ..."
+        )
     _announce(spec.name, spec.title, licence)
 
 
 @functools.lru_cache(maxsize=None)
 def _announce(name: str, title: str, licence: str) -> None:
     # lru_cache makes this once per architecture per process; logging is thread-safe
-    log.warning("%s (%s) is licensed %s: non-commercial use only (accepted with %s)", name, title, licence, ENV)
+    log.warning(
+        "%s (%s) is licensed %s: non-commercial use only (accepted with %s)", name, title, licence, ENV
+    )
