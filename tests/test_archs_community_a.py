@@ -181,6 +181,14 @@ def test_variant_round_trip(tmp_path: Path, arch: str, hp: dict[str, Any]) -> No
         assert net(x).shape == (1, 3, 13 * net.scale, 18 * net.scale)
 
 
+def test_a_deep_omnisr_is_not_mistaken_for_a_weights_bomb(tmp_path: Path) -> None:
+    """12 groups x 2 blocks (48 window attentions): no per-module computed buffers for the file to vouch for."""
+    net = build("omnisr", scale=4, num_feat=32, block_num=2, res_num=12, window_size=8)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "deep.safetensors"))
+    loaded, _ = load_network(tmp_path / "deep.safetensors")
+    assert loaded.hyperparams["res_num"] == 12 and loaded.hyperparams["block_num"] == 2
+
+
 def test_profiler_counters_in_a_checkpoint_are_ignored(tmp_path: Path) -> None:
     """Some OmniSR releases carry thop's total_ops / total_params buffers: the file still loads strictly."""
     sd = torch.load(HERE / CASES["omnisr_x2"]["weights"], weights_only=True)

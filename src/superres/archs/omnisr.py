@@ -43,9 +43,10 @@ from .norms import ChannelLayerNorm
 _HEADS = 4  # both attentions: window attention has dim_head = dim // 4, channel attention 4 heads
 
 
-def relative_position_index(window: int) -> torch.Tensor:
+def relative_position_index(window: int, device: torch.device | None = None) -> torch.Tensor:
     """(w^2, w^2) index of the (dy, dx) offset between two tokens of a window into a (2w-1)^2 table."""
-    ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    r = torch.arange(window, device=device)
+    ys, xs = torch.meshgrid(r, r, indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     return (ys[:, None] - ys[None, :] + window - 1) * (2 * window - 1) + (
         xs[:, None] - xs[None, :] + window - 1
@@ -95,7 +96,10 @@ class WindowAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False)])
         self.rel_pos_bias = nn.Embedding((2 * window - 1) ** 2, self.heads) if with_pe else None
-        self.register_buffer("rel_pos_indices", relative_position_index(window), persistent=False)
+        # the (w^2, w^2) index is rebuilt per forward (a few small ops), not stored per module: upstream
+        # keeps it as a non-persistent buffer, which a file cannot vouch for (weight_limits counts such
+        # buffers against a small allowance: 48 attention modules x w^4 would exceed it)
+        self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B', N, C) tokens of B' windows."""
@@ -104,7 +108,9 @@ class WindowAttention(nn.Module):
         bias = None
         if self.rel_pos_bias is not None:
             bias = (
-                self.rel_pos_bias.weight[self.rel_pos_indices].permute(2, 0, 1).to(q.dtype)
+                self.rel_pos_bias.weight[relative_position_index(self.window, q.device)]
+                .permute(2, 0, 1)
+                .to(q.dtype)
             )  # (heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, c))
