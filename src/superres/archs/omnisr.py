@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, has_all, register, shuffle_scale
 from .norms import ChannelLayerNorm
 
@@ -112,7 +113,7 @@ class WindowAttention(nn.Module):
                 .permute(2, 0, 1)
                 .to(q.dtype)
             )  # (heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = window_attention(q, k, v, bias)
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, c))
 
 

@@ -17,9 +17,9 @@ and compressed SR checkpoints load with ``strict=True``. What differs from SwinI
   (``conv_bicubic``) is added before the last conv, through a 3-channel auxiliary image
   (``conv_aux``, ``conv_after_aux``).
 
-The bias MLP is evaluated once per block per forward (a (2w-1)^2 x 512 matmul), not per window; windows
-run through ``F.scaled_dot_product_attention``. Tiling as SwinIR: translation-variant at the window grid
-("discouraged", reflect-padded to a multiple of the window).
+The bias MLP is evaluated once per block per forward (a (2w-1)^2 x 512 matmul), not per window; all
+windows run as one batch through :func:`superres.archs.attention.window_attention`. Tiling as SwinIR:
+translation-variant at the window grid ("discouraged", reflect-padded to a multiple of the window).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 from .swinir import Mlp, _conv_tail, _drop_path, _partition, _unpartition, shifted_window_mask
@@ -95,7 +96,7 @@ class WindowAttentionV2(nn.Module):
         attn_bias = self.position_bias(q.dtype).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             attn_bias = attn_bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)
+        out = window_attention(q, k, v, attn_bias, scale=1.0)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 
