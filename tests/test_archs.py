@@ -21,7 +21,8 @@ from superres.archs import build, detect, get_arch, list_archs
 
 ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
              "upconv7"]
-ALL_ARCHS = sorted(ALL_ARCHS + ["hat", "atd", "craft"])  # community part B: tests/test_archs_community_b.py
+# The community architectures: tests/test_archs_community_a.py and _b.py
+ALL_ARCHS = sorted(ALL_ARCHS + ["hat", "atd", "craft", "omnisr", "plksr", "realplksr", "safmn", "swin2sr"])
 
 # --------------------------------------------------------------------------------------------------
 # Representative small configurations: (case id, arch, hyper-parameters, supported scales,

@@ -33,7 +33,16 @@ def _global_options(
         help="Largest network a weights file may describe, in parameters, for every command (default "
              "200M, or $SUPERRES_MAX_WEIGHTS_PARAMS); goes before the command: superres --max-weights-params N "
              "upscale ..."),
+    allow_noncommercial: bool = typer.Option(
+        False, "--allow-noncommercial",
+        help="Accept non-commercial licences: load architectures whose upstream licence forbids commercial use "
+             "(or set $SUPERRES_ALLOW_NONCOMMERCIAL=1); goes before the command: superres --allow-noncommercial "
+             "upscale ..."),
 ) -> None:
+    if allow_noncommercial:  # through the environment, like the limit below: the server and workers see it
+        import os
+
+        os.environ["SUPERRES_ALLOW_NONCOMMERCIAL"] = "1"
     if max_weights_params is not None:  # the library reads the environment, so the server and Ray do too
         import os
 

@@ -43,6 +43,11 @@ _ARCH_MODULES: dict[str, str] = {
     "hat": "superres.archs.hat",
     "atd": "superres.archs.atd",
     "craft": "superres.archs.craft",
+    "omnisr": "superres.archs.omnisr",
+    "plksr": "superres.archs.plksr",
+    "realplksr": "superres.archs.plksr",
+    "safmn": "superres.archs.safmn",
+    "swin2sr": "superres.archs.swin2sr",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

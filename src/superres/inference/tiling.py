@@ -119,6 +119,9 @@ def _run_tile(
     y0, y1, x0, x1 = box
     cy0, cy1 = max(0, y0 - context), min(h, y1 + context)
     cx0, cx1 = max(0, x0 - context), min(w, x1 + context)
+    # Start the piece on the network's own grid (windows, pooling cells), as the whole image does: a
+    # window or pooling network then sees the same cells in a tile as in the whole image (SAFMN: exact)
+    cy0, cx0 = cy0 - cy0 % multiple, cx0 - cx0 % multiple
     piece = image[:, :, cy0:cy1, cx0:cx1]
     ph, pw = piece.shape[2:]
     pad_h, pad_w = (-ph) % multiple, (-pw) % multiple

@@ -131,7 +131,10 @@ def normalise_state_dict(obj: Any, where: Path | str = "<memory>") -> StateDict:
             obj = inner
     if not isinstance(obj, dict) or not obj:
         raise ModelLoadError(f"'{where}' holds no state dict (expected a dict of tensors, or params/params_ema)")
-    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # thop's profiler leaves per-module counters (``total_ops`` / ``total_params``) in some checkpoints
+    # (OmniSR's among them): never weights, and no architecture has parameters of those names
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)
+          and not (isinstance(k, str) and k.rsplit(".", 1)[-1] in ("total_ops", "total_params"))}
     if not sd:
         raise ModelLoadError(f"'{where}' holds no tensors (expected a dict of tensors, or params/params_ema)")
     check_state_dict(sd, where)  # before .float(), which would materialise a stretched view

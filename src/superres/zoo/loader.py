@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..archs.base import SRNet, detect, list_archs
+from ..archs.base import SRNet, detect, get_arch, list_archs
 from ..errors import ModelLoadError
+from .licences import check_licence
 from .weight_limits import build_within_limits, check_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +62,7 @@ def load_network(name_or_path: str | Path, *, allow_download: bool = False,
     else:
         arch, hp = _from_metadata(meta, found)
     hp.update(hyperparams or {})
+    check_licence(get_arch(arch))  # before anything is built: a refused licence allocates nothing
     check_state_dict(sd, path)  # every reader's output, ncnn conversions included
     net = build_within_limits(arch, hp, sd, path)  # meta-device dry run first: nothing allocated if too big
     try:

@@ -58,7 +58,9 @@ _SMALL_BUFFERS, _SMALL_BUFFER_VALUES = 64, 1 << 16  # buffers a network computes
 def worker_env() -> dict[str, str]:
     """The limit as environment for processes the caller starts elsewhere (Ray workers on other nodes do
     not inherit this process's environment): ``ray.init(runtime_env={"env_vars": worker_env()})``."""
-    return {ENV: str(max_weights_params())}
+    from .licences import worker_env as licence_env  # the licence opt-in travels the same way
+
+    return {ENV: str(max_weights_params()), **licence_env()}
 
 
 def max_weights_params() -> int:
