@@ -195,11 +195,23 @@ void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float*
 /* e^x, 8 lanes: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for an exact product), e^r by a degree-6
    polynomial (Cephes expf coefficients), 2^n through the exponent bits; ~1 ulp, x clamped to the normal
    range (e^-87.3 .. e^88.3). */
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline v8 vclamp(v8 x, v8 lo, v8 hi) { return (v8)_mm256_min_ps(_mm256_max_ps((__m256)x, (__m256)lo), (__m256)hi); }
+/* 1 / x: the 12-bit estimate and one Newton step (~23 bits) instead of a division (3-4x the throughput) */
+static inline v8 vrcp(v8 x) { v8 r = (v8)_mm256_rcp_ps((__m256)x); return r * (2.f - x * r); }
+#else
+static inline v8 vclamp(v8 x, v8 lo, v8 hi) {
+    v8i over = x > hi, under = x < lo;
+    x = (v8)(((v8i)x & ~over) | ((v8i)hi & over));
+    return (v8)(((v8i)x & ~under) | ((v8i)lo & under));
+}
+static inline v8 vrcp(v8 x) { return 1.f / x; }
+#endif
+
 static inline v8 vexp(v8 x) {
     const v8 lo = {0}, hi_c = lo + 88.3f, lo_c = lo - 87.3f, magic = lo + 12582912.f; /* 1.5 * 2^23 */
-    v8i over = x > hi_c, under = x < lo_c;
-    x = (v8)(((v8i)x & ~over) | ((v8i)hi_c & over));
-    x = (v8)(((v8i)x & ~under) | ((v8i)lo_c & under));
+    x = vclamp(x, lo_c, hi_c);
     v8 n = (x * 1.44269504088896341f + magic) - magic;  /* round to nearest */
     v8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
     v8 p = lo + 1.9875691500e-4f;
@@ -213,7 +225,7 @@ static inline v8 vexp(v8 x) {
     return y * (v8)e;
 }
 
-static inline v8 vsigmoid(v8 v) { return 1.f / (1.f + vexp(-v)); }
+static inline v8 vsigmoid(v8 v) { return vrcp(1.f + vexp(-v)); }
 
 /* Per 8-channel group: where each lane goes, relative to the pixel's position (scalar store paths). */
 typedef struct { i64 yo[8], o1[8], o2[8]; int lanes, quad; } sr_lanes;
@@ -290,7 +302,7 @@ static inline v8 activate(v8 v, v8 b, v8 al, i64 act) {
     v = v + b;
     if (act == 1 || act == 2) { v8i k = v > zero; v = (v8)(((v8i)v & k) | ((v8i)(v * al) & ~k)); }
     else if (act == 3) v = v * vsigmoid(v);
-    else if (act == 5) v = 1.f - 2.f / (vexp(v + v) + 1.f);
+    else if (act == 5) v = 1.f - 2.f * vrcp(vexp(v + v) + 1.f);
     return v;
 }
 
