@@ -135,9 +135,10 @@ def test_span_white_noise_no_further_from_fp64_than_eager() -> None:
                 for m in ("winograd", "winograd_f4")}
     print(f"span-x2 white noise, max abs diff to fp64: eager fp32 {eager:.3g}, engine {errs}")
     assert eager > 1e-3  # the premise: fp32 itself is ill-conditioned here
-    # measured (23x29, seed 5): eager 0.011, F(4,3) 0.034, F(6,3) 0.13 on outputs of +-300: each layer's
+    # measured (23x29, seed 5): eager 0.011, F(4,3) 0.049, F(6,3) 0.16 on outputs of +-300: each layer's
     # transform rounding (F(4,3) ~3.5x, F(6,3) ~5x a direct conv's) compounds through SPAN's 21 convs
-    assert errs["winograd_f4"] < 5 * eager and errs["winograd"] < 20 * eager, (errs, eager)
+    # (F(4,3) 0.034 with an exact division in SiLU's sigmoid instead of the Newton-refined reciprocal)
+    assert errs["winograd_f4"] < 7 * eager and errs["winograd"] < 25 * eager, (errs, eager)
 
 
 # ---- hyper-parameters the zoo does not ship ----------------------------------------------------------------
