@@ -16,13 +16,17 @@ How:
   ctypes) does the input transform, the GEMMs
   and the output transform of a chunk of tiles in one call. The transforms read and write images with any
   strides (the NCHW input and output are used in place) and fold in a nearest x2 upsampling (input side)
-  and bias, (P)ReLU / LeakyReLU, up to two scaled residual adds and SRVGG's pixel shuffle + base image
-  (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at ~95% of one core's FMA peak on
+  and bias, (P)ReLU / LeakyReLU / SiLU / tanh, SPAN's gate, up to two scaled residual adds and a pixel
+  shuffle (+ SRVGG's base image) (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at ~95% of one core's FMA peak on
   these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a compiler the same algorithm can
   run with PyTorch transforms (``winograd_torch``), but that is slower than channels-last eager, which
   ``auto`` then picks.
-* **Whole-network plans.** SRVGGNetCompact and RRDBNet are re-expressed as sequences of such convolutions.
-  In RRDB's dense blocks the concatenated inputs are never materialised: each new feature is transformed
+* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
+  are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
+  family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
+  on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
+  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates) are not
+  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never materialised: each new feature is transformed
   once and appended in the Winograd domain, and each conv multiplies a channel prefix of that store
   (transform work per block: 192 channels instead of 640; the GEMM prefetches the store's rows).
 * **Threads that do not wait on each other.** Each convolution is cut into equal chunks of tiles; a pool of
@@ -1292,7 +1296,7 @@ def accelerate(net: nn.Module, device: torch.device | str = "cpu", *, mode: str 
     ``mode``:
 
     * ``auto``: the fastest measured method available for this network and device: ``winograd`` for
-      SRVGGNetCompact and RRDBNet on CPU when a C compiler works, else ``channels_last``; ``eager`` off CPU
+      the planned families (``has_plan``) on CPU when a C compiler works, else ``channels_last``; ``eager`` off CPU
       or for non-fp32 networks.
     * ``eager``: the network itself. ``channels_last``: a channels-last copy (oneDNN direct convolutions).
     * ``winograd``: F(6x6, 3x3) with the compiled transforms; ``winograd_f4``: F(4x4, 3x3) (less rounding,
