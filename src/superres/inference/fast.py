@@ -1102,7 +1102,8 @@ class _ESPCNPlan(_Plan):
         relu = net._act is torch.relu
         self.act = _Epilogue(act=1, slope=0.0) if relu else _Epilogue(act=5)
         self.w1 = c1.weight.detach().float().cpu().clone()
-        self.b1 = c1.bias.detach().float().cpu().clone() if c1.bias is not None else None
+        self.w1m = self.w1.reshape(c1.out_channels, -1).t().contiguous()  # (c*kh*kw, n1), unfold's order
+        self.b1m = c1.bias.detach().float().cpu().clone() if c1.bias is not None else torch.zeros(c1.out_channels)
         self.pad = (c1.kernel_size[1] // 2, c1.kernel_size[1] // 2, c1.kernel_size[0] // 2, c1.kernel_size[0] // 2)
         self.n1, self.n1p = c1.out_channels, _up8(c1.out_channels)
         self.relu = relu
@@ -1123,11 +1124,19 @@ class _ESPCNPlan(_Plan):
         step = -(-h // count)
 
         def band(i: int) -> None:
+            # im2col + one matrix product: the result is already channels-last (an NCHW conv2d and a
+            # permuting copy took 2/3 of espcn-m-x4's time)
             r0, r1 = i * step, min(h, (i + 1) * step)
-            if r1 > r0:
-                z = F.conv2d(xp[:, :, r0:r1 + kh - 1], self.w1, self.b1)
-                z = torch.relu(z) if self.relu else torch.tanh(z)
-                a[r0:r1, :, :self.n1] = z[0].permute(1, 2, 0)
+            if r1 <= r0:
+                return
+            cols = F.unfold(xp[:, :, r0:r1 + kh - 1], self.w1.shape[2:])[0].t()  # (pixels, c*kh*kw)
+            rows = a[r0:r1].view((r1 - r0) * w, self.n1p)
+            if self.n1 == self.n1p:
+                z = torch.addmm(self.b1m, cols, self.w1m, out=rows)
+            else:
+                z = rows[:, :self.n1]
+                z.copy_(torch.addmm(self.b1m, cols, self.w1m))
+            torch.relu_(z) if self.relu else torch.tanh_(z)
 
         run.pool.map(band, count)
         b = take(h, w, self.conv2.cout)
