@@ -56,8 +56,9 @@ def main() -> None:
                     fns[k](x)
                     times[k].append(time.thread_time() - t0)
         m = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        print(f"| {name} | {m['engine']:.0f} | {m['ncnn']:.0f} | {m['eager']:.0f} | {m['ncnn'] / m['engine']:.2f}x "
-              f"| {m['eager'] / m['engine']:.2f}x | {diff['engine']:.1e} / {diff['ncnn']:.1e} |", flush=True)
+        print(f"| {name} | {m['engine']:.0f} | {m['ncnn']:.0f} | {m['eager']:.0f} "
+              f"| {m['ncnn'] / m['engine']:.2f}x | {m['eager'] / m['engine']:.2f}x "
+              f"| {diff['engine']:.1e} / {diff['ncnn']:.1e} |", flush=True)
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

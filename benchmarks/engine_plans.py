@@ -34,7 +34,8 @@ def _cpu() -> str:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
                 platform.processor())
-    flags = next((set(ln.split(":", 1)[1].split()) for ln in text.splitlines() if ln.startswith("flags")), set())
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in text.splitlines() if ln.startswith("flags")),
+                 set())
     return f"{name} ({' '.join(f for f in ('avx2', 'fma', 'avx512f', 'avx512_bf16') if f in flags)})"
 
 
@@ -71,7 +72,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=MODELS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {_cpu()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, threads {args.threads}")
+    print(f"machine: {_cpu()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
+          f"threads {args.threads}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     peak = _peak()
     print(f"fp32 matmul 2048^3: {peak:.0f} GFLOP/s\n")
@@ -82,8 +84,8 @@ def main() -> None:
         c = net.descriptor.in_channels
         macs = count_macs(net, 16, 16, channels=c) / 256
         x = _image(args.size)[:, :c]
-        fns = {"engine": fast.accelerate(net, "cpu"), "channels_last": fast.accelerate(net, "cpu", mode="channels_last"),
-               "eager": net}
+        fns = {"engine": fast.accelerate(net, "cpu"),
+               "channels_last": fast.accelerate(net, "cpu", mode="channels_last"), "eager": net}
         with torch.inference_mode():
             ref = net(x)
             diffs = {k: float((f(x) - ref).abs().max()) for k, f in fns.items()}
@@ -98,8 +100,10 @@ def main() -> None:
         method = fast.method_of(net, "cpu")
         for k in names:
             gf = 2 * macs * args.size ** 2 / med[k] / 1e9
-            speed = f"{med['eager'] / med[k]:.2f}x eager, {med['channels_last'] / med[k]:.2f}x channels-last" \
-                if k == "engine" else ""
+            speed = ""
+            if k == "engine":
+                speed = (f"{med['eager'] / med[k]:.2f}x eager, "
+                         f"{med['channels_last'] / med[k]:.2f}x channels-last")
             label = f"engine ({method})" if k == "engine" else k
             rows.append(f"| {name} | {label} | {med[k] * 1e3:.0f} | {gf:.1f} | {100 * gf / peak:.0f}% "
                         f"| {diffs[k]:.1e} | {speed} |")

@@ -17,18 +17,19 @@ How:
   and the output transform of a chunk of tiles in one call. The transforms read and write images with any
   strides (the NCHW input and output are used in place) and fold in a nearest x2 upsampling (input side)
   and bias, (P)ReLU / LeakyReLU / SiLU / tanh, SPAN's gate, up to two scaled residual adds and a pixel
-  shuffle (+ SRVGG's base image) (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at ~95% of one core's FMA peak on
-  these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a compiler the same algorithm can
-  run with PyTorch transforms (``winograd_torch``), but that is slower than channels-last eager, which
-  ``auto`` then picks.
+  shuffle (+ SRVGG's base image) (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at
+  ~95% of one core's FMA peak on these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a
+  compiler the same algorithm can run with PyTorch transforms (``winograd_torch``), but that is slower
+  than channels-last eager, which ``auto`` then picks.
 * **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
   are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
   family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
   on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
   EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates) are not
-  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never materialised: each new feature is transformed
-  once and appended in the Winograd domain, and each conv multiplies a channel prefix of that store
-  (transform work per block: 192 channels instead of 640; the GEMM prefetches the store's rows).
+  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never
+  materialised: each new feature is transformed once and appended in the Winograd domain, and each conv
+  multiplies a channel prefix of that store (transform work per block: 192 channels instead of 640; the
+  GEMM prefetches the store's rows).
 * **Threads that do not wait on each other.** Each convolution is cut into equal chunks of tiles; a pool of
   worker threads (as many as torch's intra-op threads, each running torch single-threaded) takes chunks
   from a shared counter, one barrier per convolution, which avoids the stalls of fine-grained OpenMP regions
@@ -948,7 +949,8 @@ class _SPANPlan(_Plan):
     def __init__(self, net: nn.Module, run: _Runner) -> None:
         super().__init__(run)
         m = run.m
-        convs = [net.conv_first, net.conv_body, net.conv_up, *[c for b in net.blocks for c in (b.c1, b.c2, b.c3)]]
+        convs = [net.conv_first, net.conv_body, net.conv_up,
+                 *[c for b in net.blocks for c in (b.c1, b.c2, b.c3)]]
         cat = net.conv_cat
         if not all(winograd_eligible(c) for c in convs) or cat.kernel_size != (1, 1) or cat.groups != 1:
             raise TypeError("unexpected SPAN layout")
@@ -1051,9 +1053,9 @@ class _UpConv7Plan(_Plan):
         convs, up = list(net.features), net.upconv
         ok = all(isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3) and c.stride == (1, 1)
                  and c.padding == (0, 0) and c.dilation == (1, 1) and c.groups == 1 for c in convs)
-        if not ok or not (isinstance(up, nn.ConvTranspose2d) and up.kernel_size == (4, 4) and up.stride == (2, 2)
-                          and up.padding == (3, 3) and up.output_padding == (0, 0) and up.groups == 1
-                          and up.dilation == (1, 1)):
+        if not ok or not (isinstance(up, nn.ConvTranspose2d) and up.kernel_size == (4, 4)
+                          and up.stride == (2, 2) and up.padding == (3, 3) and up.output_padding == (0, 0)
+                          and up.groups == 1 and up.dilation == (1, 1)):
             raise TypeError("unexpected UpConv7 layout")
         self.in_channels = convs[0].in_channels
         self.border = len(convs) + 1
@@ -1068,8 +1070,9 @@ class _UpConv7Plan(_Plan):
                         tr, tc = _UP_TAP[a][kr], _UP_TAP[b][kc]
                         if tr is not None and tc is not None:
                             w3[:, a, b, :, kr, kc] = wt[:, :, tr, tc].t()
-        bias = up.bias.detach().double().cpu() if up.bias is not None else torch.zeros(cout, dtype=torch.float64)
-        self.up = _WConv.from_conv(_conv_like(w3.reshape(4 * cout, cin, 3, 3), bias.repeat_interleave(4)), run.m)
+        bias = torch.zeros(cout, dtype=torch.float64) if up.bias is None else up.bias.detach().double().cpu()
+        phases = _conv_like(w3.reshape(4 * cout, cin, 3, 3), bias.repeat_interleave(4))
+        self.up = _WConv.from_conv(phases, run.m)
         self.out_ch = cout
 
     def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
@@ -1103,8 +1106,10 @@ class _ESPCNPlan(_Plan):
         self.act = _Epilogue(act=1, slope=0.0) if relu else _Epilogue(act=5)
         self.w1 = c1.weight.detach().float().cpu().clone()
         self.w1m = self.w1.reshape(c1.out_channels, -1).t().contiguous()  # (c*kh*kw, n1), unfold's order
-        self.b1m = c1.bias.detach().float().cpu().clone() if c1.bias is not None else torch.zeros(c1.out_channels)
-        self.pad = (c1.kernel_size[1] // 2, c1.kernel_size[1] // 2, c1.kernel_size[0] // 2, c1.kernel_size[0] // 2)
+        b1 = c1.bias.detach().float().cpu().clone() if c1.bias is not None else None
+        self.b1m = b1 if b1 is not None else torch.zeros(c1.out_channels)
+        ph, pw = c1.kernel_size[0] // 2, c1.kernel_size[1] // 2
+        self.pad = (pw, pw, ph, ph)
         self.n1, self.n1p = c1.out_channels, _up8(c1.out_channels)
         self.relu = relu
         self.in_channels = c1.in_channels
@@ -1165,8 +1170,8 @@ class _EDSRPlan(_Plan):
         self.net_sub = net.sub_mean
         self.rgb_range = float(net.rgb_range)
         self.head = _WConv.from_conv(net.head[0], m)
-        self.blocks = [(_WConv.from_conv(blk.body[0], m), _WConv.from_conv(blk.body[2], m), float(blk.res_scale))
-                       for blk in blocks]
+        self.blocks = [(_WConv.from_conv(blk.body[0], m), _WConv.from_conv(blk.body[2], m),
+                        float(blk.res_scale)) for blk in blocks]
         self.body_last = _WConv.from_conv(body_last, m)
         self.ups: list[tuple[_WConv, int, int]] = []  # conv, shuffle s, channels after the shuffle
         for conv, shuf in zip(ups[0::2], ups[1::2]):
@@ -1217,7 +1222,8 @@ def _plan_class(net: nn.Module) -> type[_Plan] | None:
     from ..archs.upconv7 import UpConv7
 
     plans: dict[type, type[_Plan]] = {SRVGGNetCompact: _SRVGGPlan, RRDBNet: _RRDBPlan, SPAN: _SPANPlan,
-                                      SRMD: _SRMDPlan, UpConv7: _UpConv7Plan, ESPCN: _ESPCNPlan, EDSR: _EDSRPlan}
+                                      SRMD: _SRMDPlan, UpConv7: _UpConv7Plan, ESPCN: _ESPCNPlan,
+                                      EDSR: _EDSRPlan}
     return plans.get(type(net))
 
 
@@ -1305,8 +1311,8 @@ def accelerate(net: nn.Module, device: torch.device | str = "cpu", *, mode: str 
     ``mode``:
 
     * ``auto``: the fastest measured method available for this network and device: ``winograd`` for
-      the planned families (``has_plan``) on CPU when a C compiler works, else ``channels_last``; ``eager`` off CPU
-      or for non-fp32 networks.
+      the planned families (``has_plan``) on CPU when a C compiler works, else ``channels_last``;
+      ``eager`` off CPU or for non-fp32 networks.
     * ``eager``: the network itself. ``channels_last``: a channels-last copy (oneDNN direct convolutions).
     * ``winograd``: F(6x6, 3x3) with the compiled transforms; ``winograd_f4``: F(4x4, 3x3) (less rounding,
       ~15% slower); ``winograd_torch``: F(4x4, 3x3) with PyTorch transforms (no compiler needed, slow).
