@@ -16,15 +16,20 @@ How:
   ctypes) does the input transform, the GEMMs
   and the output transform of a chunk of tiles in one call. The transforms read and write images with any
   strides (the NCHW input and output are used in place) and fold in a nearest x2 upsampling (input side)
-  and bias, (P)ReLU / LeakyReLU, up to two scaled residual adds and SRVGG's pixel shuffle + base image
-  (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at ~95% of one core's FMA peak on
-  these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a compiler the same algorithm can
-  run with PyTorch transforms (``winograd_torch``), but that is slower than channels-last eager, which
-  ``auto`` then picks.
-* **Whole-network plans.** SRVGGNetCompact and RRDBNet are re-expressed as sequences of such convolutions.
-  In RRDB's dense blocks the concatenated inputs are never materialised: each new feature is transformed
-  once and appended in the Winograd domain, and each conv multiplies a channel prefix of that store
-  (transform work per block: 192 channels instead of 640; the GEMM prefetches the store's rows).
+  and bias, (P)ReLU / LeakyReLU / SiLU / tanh, SPAN's gate, up to two scaled residual adds and a pixel
+  shuffle (+ SRVGG's base image) (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at
+  ~95% of one core's FMA peak on these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a
+  compiler the same algorithm can run with PyTorch transforms (``winograd_torch``), but that is slower
+  than channels-last eager, which ``auto`` then picks.
+* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
+  are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
+  family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
+  on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
+  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates) are not
+  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never
+  materialised: each new feature is transformed once and appended in the Winograd domain, and each conv
+  multiplies a channel prefix of that store (transform work per block: 192 channels instead of 640; the
+  GEMM prefetches the store's rows).
 * **Threads that do not wait on each other.** Each convolution is cut into equal chunks of tiles; a pool of
   worker threads (as many as torch's intra-op threads, each running torch single-threaded) takes chunks
   from a shared counter, one barrier per convolution, which avoids the stalls of fine-grained OpenMP regions
@@ -168,7 +173,7 @@ class _Epilogue:
     (H, W, C/s^2) LR image added to every s x s block, as SRVGG does)."""
 
     bias: torch.Tensor | None = None
-    act: int = 0  # 0 none, 1 leaky(slope) (ReLU: slope 0), 2 PReLU(alpha)
+    act: int = 0  # 0 none, 1 leaky(slope) (ReLU: slope 0), 2 PReLU(alpha), 3 SiLU, 4 SPAN gate (r1), 5 tanh
     slope: float = 0.0
     alpha: torch.Tensor | None = None  # (Cout,)
     r1: torch.Tensor | None = None  # (H, W, C) views, any strides: y = y * s1 + r1
@@ -321,6 +326,17 @@ class _TorchKernels:
             y = F.leaky_relu(y, ep.slope)
         elif ep.act == 2:
             y = torch.where(y > 0, y, y * ep.alpha)
+        elif ep.act == 3:
+            y = F.silu(y)
+        elif ep.act == 5:
+            y = torch.tanh(y)
+        elif ep.act == 4:  # SPAN's gate replaces the r1 step
+            y = y[..., :dst.shape[2]]
+            y = (y + ep.r1[r0:r1]) * (torch.sigmoid(y) - 0.5)
+            if ep.r2 is not None:
+                y = y * ep.s2 + ep.r2[r0:r1]
+            dst[r0:r1].copy_(y)
+            return
         if ep.shuffle:
             s, oc = ep.shuffle, dst.shape[0]
             y = y[..., :oc * s * s].reshape(r1 - r0, w, oc, s, s)
@@ -891,23 +907,337 @@ class _RRDBPlan(_Plan):
         return y
 
 
-def _make_plan(net: nn.Module, run: _Runner) -> _Plan:
-    from ..archs.rrdbnet import RRDBNet
-    from ..archs.srvgg import SRVGGNetCompact
+def _conv_like(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+    """A stride-1, pad-1 3x3 nn.Conv2d holding these (derived) weights, for ``_WConv.from_conv``."""
+    cout, cin = weight.shape[:2]
+    conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias if bias is not None else torch.zeros(cout))
+    return conv
 
-    if type(net) is SRVGGNetCompact:
-        return _SRVGGPlan(net, run)
-    if type(net) is RRDBNet:
-        return _RRDBPlan(net, run)
-    raise TypeError(f"no Winograd plan for {type(net).__name__}")
+
+def _mix_1x1(run: _Runner, src: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dst: torch.Tensor) -> None:
+    """dst = src @ w + b for (N, Cin) rows: a 1x1 convolution on channels-last pixels, rows split over the
+    pool. The C GEMM where built (MKL's sgemm ran this thin (N, 224) @ (224, 56) shape ~3x slower)."""
+    n = src.shape[0]
+    count = max(1, 2 * run.pool.workers)
+    step = -(-n // count)
+    own = getattr(run.kern, "own_gemm", False)
+
+    def item(i: int) -> None:
+        r0, r1 = i * step, min(n, (i + 1) * step)
+        if r1 <= r0:
+            return
+        if own:
+            run.kern.gemm(src[None, r0:r1], w[None], dst[None, r0:r1])
+            dst[r0:r1] += b
+        else:
+            torch.addmm(b, src[r0:r1], w, out=dst[r0:r1])
+
+    run.pool.map(item, count)
+
+
+class _SPANPlan(_Plan):
+    """SPAN: conv_first on the normalised input, six blocks of 3x3 convs with SiLU fused into their output
+    transforms and the parameter-free attention gate ``(c3 + x) * (sigmoid(c3) - 0.5)`` fused into the third
+    conv's; the four concatenated taps are written straight into channel slices of one buffer (never copied),
+    mixed by the 1x1 conv as one matrix product, and the last conv stores its pixel shuffle into the output.
+    Feature widths are padded to a multiple of 8 (52 -> 56) with zero channels, so every load and store is
+    a full vector."""
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        super().__init__(run)
+        m = run.m
+        convs = [net.conv_first, net.conv_body, net.conv_up,
+                 *[c for b in net.blocks for c in (b.c1, b.c2, b.c3)]]
+        cat = net.conv_cat
+        if not all(winograd_eligible(c) for c in convs) or cat.kernel_size != (1, 1) or cat.groups != 1:
+            raise TypeError("unexpected SPAN layout")
+        nf = net.conv_first.out_channels
+        self.fp = fp = _up8(nf)
+        self.in_channels = net.conv_first.in_channels
+        self.mean = net.mean.detach().float().cpu().reshape(-1)
+        self.img_range = float(net.img_range)
+        self.scale = int(net.scale)
+        self.out_ch = net.conv_up.out_channels // self.scale ** 2
+        self.first = _WConv.from_conv(net.conv_first, m)
+        self.blocks = [[_WConv.from_conv(c, m) for c in (b.c1, b.c2, b.c3)] for b in net.blocks]
+        self.body = _WConv.from_conv(net.conv_body, m)
+        self.up = _WConv.from_conv(net.conv_up, m)
+        wcat = cat.weight.detach().float().cpu()[:, :, 0, 0]  # (nf, 4 nf)
+        w = torch.zeros(4 * fp, fp)
+        for k in range(4):
+            w[k * fp:k * fp + nf, :nf] = wcat[:, k * nf:(k + 1) * nf].t()
+        self.wcat = w.contiguous()
+        bcat = cat.bias.detach().float().cpu() if cat.bias is not None else torch.zeros(nf)
+        self.bcat = F.pad(bcat, (0, fp - nf)).contiguous()
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        run, fp = self.run, self.fp
+        h, w = x.shape[-2:]
+        xn = ((x[0] - self.mean.view(-1, 1, 1)) * self.img_range).permute(1, 2, 0)
+        cat = take(h, w, 4 * fp)  # feat | body | first block | last block's first activation
+        feat, body, first_block, tap = (cat[..., k * fp:(k + 1) * fp] for k in range(4))
+        a, b, y = take(h, w, fp), take(h, w, fp), take(h, w, fp)
+        run.conv(self.first, xn, feat, _Epilogue(bias=self.first.bias))
+        cur = feat
+        last = len(self.blocks) - 1
+        for i, (c1, c2, c3) in enumerate(self.blocks):
+            a1 = tap if i == last else a
+            run.conv(c1, cur, a1, _Epilogue(bias=c1.bias, act=3))
+            run.conv(c2, a1, b, _Epilogue(bias=c2.bias, act=3))
+            out = first_block if i == 0 else y  # in place from block 2 on (the gate reads x, then writes)
+            run.conv(c3, b, out, _Epilogue(bias=c3.bias, act=4, r1=cur))
+            cur = out
+        run.conv(self.body, cur, body, _Epilogue(bias=self.body.bias))
+        mixed = take(h, w, fp)
+        _mix_1x1(run, cat.view(h * w, 4 * fp), self.wcat, self.bcat, mixed.view(h * w, fp))
+        out = torch.empty(1, self.out_ch, h * self.scale, w * self.scale)
+        run.conv(self.up, mixed, out[0], _Epilogue(bias=self.up.bias, shuffle=self.scale))
+        return out
+
+
+class _SRMDPlan(_Plan):
+    """SRMD / SRMDNF: the image and the constant degradation (and noise) maps stacked channels-last into one
+    buffer padded to a multiple of 8 channels, eleven 3x3 convs with ReLU fused, and the last conv storing
+    its pixel shuffle into the output."""
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        super().__init__(run)
+        convs = list(net.convs)
+        if not all(winograd_eligible(c) for c in convs):
+            raise TypeError("unexpected SRMD layout")
+        self.maps = net.maps.detach().float().cpu().reshape(-1)
+        self.in_channels = convs[0].in_channels - self.maps.numel()
+        self.scale = int(net.scale)
+        self.out_ch = convs[-1].out_channels // self.scale ** 2
+        self.layers = [(_WConv.from_conv(c, run.m), _Epilogue(act=1, slope=0.0)) for c in convs[:-1]]
+        self.layers.append((_WConv.from_conv(convs[-1], run.m), _Epilogue(shuffle=self.scale)))
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        c, nm = self.in_channels, self.maps.numel()
+        first = self.layers[0][0]
+        xin = take(h, w, first.cin)
+        xin[..., :c] = x[0].permute(1, 2, 0)
+        xin[..., c:c + nm] = self.maps
+        xin[..., c + nm:] = 0
+        cur = xin
+        feat = self.layers[0][0].cout
+        bufs = [take(h, w, feat), take(h, w, feat)]
+        for i, (wc, ep) in enumerate(self.layers[:-1]):
+            out = bufs[i % 2] if wc.cout == feat else take(h, w, wc.cout)
+            self.run.conv(wc, cur, out, replace(ep, bias=wc.bias))
+            cur = out
+        y = torch.empty(1, self.out_ch, h * self.scale, w * self.scale)
+        wc, ep = self.layers[-1]
+        self.run.conv(wc, cur, y[0], replace(ep, bias=wc.bias))
+        return y
+
+
+# ConvTranspose2d(k=4, stride=2, padding=3) as a 3x3 conv with 4 output phases: output row 2q+a reads input
+# rows q+k (k = 0, 1, 2 around the centre q+1) with transposed-kernel tap _UP_TAP[a][k] (None: no tap).
+_UP_TAP = ((3, 1, None), (None, 2, 0))
+
+
+class _UpConv7Plan(_Plan):
+    """waifu2x UpConv7: the 7-pixel replicated border, six unpadded 3x3 convs with LeakyReLU(0.1) fused, and
+    the 4x4 stride-2 transposed conv as a 3x3 conv with 4 x out channels stored through a x2 pixel shuffle.
+
+    An unpadded conv is a padded one whose outer ring is not used: layer k is computed on the region of the
+    (H+14) x (W+14) canvas where layer k-1 is exact, one pixel wider each side than its own exact region."""
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        super().__init__(run)
+        convs, up = list(net.features), net.upconv
+        ok = all(isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3) and c.stride == (1, 1)
+                 and c.padding == (0, 0) and c.dilation == (1, 1) and c.groups == 1 for c in convs)
+        if not ok or not (isinstance(up, nn.ConvTranspose2d) and up.kernel_size == (4, 4)
+                          and up.stride == (2, 2) and up.padding == (3, 3) and up.output_padding == (0, 0)
+                          and up.groups == 1 and up.dilation == (1, 1)):
+            raise TypeError("unexpected UpConv7 layout")
+        self.in_channels = convs[0].in_channels
+        self.border = len(convs) + 1
+        self.convs = [_WConv.from_conv(c, run.m) for c in convs]
+        wt = up.weight.detach().double().cpu()  # (Cin, Cout, 4, 4)
+        cin, cout = wt.shape[:2]
+        w3 = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=torch.float64)
+        for a in range(2):
+            for b in range(2):
+                for kr in range(3):
+                    for kc in range(3):
+                        tr, tc = _UP_TAP[a][kr], _UP_TAP[b][kc]
+                        if tr is not None and tc is not None:
+                            w3[:, a, b, :, kr, kc] = wt[:, :, tr, tc].t()
+        bias = torch.zeros(cout, dtype=torch.float64) if up.bias is None else up.bias.detach().double().cpu()
+        phases = _conv_like(w3.reshape(4 * cout, cin, 3, 3), bias.repeat_interleave(4))
+        self.up = _WConv.from_conv(phases, run.m)
+        self.out_ch = cout
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        run = self.run
+        h, w = x.shape[-2:]
+        hh, ww = h + 2 * self.border, w + 2 * self.border
+        cur = F.pad(x, (self.border,) * 4, mode="replicate")[0].permute(1, 2, 0)
+        for k, wc in enumerate(self.convs, start=1):
+            buf = take(hh, ww, wc.cout)
+            dst = buf[k - 1:hh - k + 1, k - 1:ww - k + 1]
+            run.conv(wc, cur, dst, _Epilogue(bias=wc.bias, act=1, slope=0.1))
+            cur = buf[k:hh - k, k:ww - k]  # where layer k is exact
+        full = torch.empty(1, self.out_ch, 2 * (h + 2), 2 * (w + 2))
+        run.conv(self.up, cur, full[0], _Epilogue(bias=self.up.bias, shuffle=2))
+        return full[:, :, 2:2 * h + 2, 2:2 * w + 2].contiguous()
+
+
+class _ESPCNPlan(_Plan):
+    """ESPCN: the first (5x5) conv by PyTorch in row bands on the pool, the 3x3 convs with the activation
+    fused, the last one storing its pixel shuffle (and the final tanh) into the output."""
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        super().__init__(run)
+        c1, c2, c3 = net.conv1, net.conv2, net.conv3
+        if not (winograd_eligible(c2) and winograd_eligible(c3) and c1.stride == (1, 1) and c1.groups == 1
+                and c1.dilation == (1, 1) and c1.padding_mode == "zeros"
+                and c1.padding == (c1.kernel_size[0] // 2, c1.kernel_size[1] // 2)
+                and c1.kernel_size[0] % 2 == 1 and c1.kernel_size[1] % 2 == 1):
+            raise TypeError("unexpected ESPCN layout")
+        relu = net._act is torch.relu
+        self.act = _Epilogue(act=1, slope=0.0) if relu else _Epilogue(act=5)
+        self.w1 = c1.weight.detach().float().cpu().clone()
+        self.w1m = self.w1.reshape(c1.out_channels, -1).t().contiguous()  # (c*kh*kw, n1), unfold's order
+        b1 = c1.bias.detach().float().cpu().clone() if c1.bias is not None else None
+        self.b1m = b1 if b1 is not None else torch.zeros(c1.out_channels)
+        ph, pw = c1.kernel_size[0] // 2, c1.kernel_size[1] // 2
+        self.pad = (pw, pw, ph, ph)
+        self.n1, self.n1p = c1.out_channels, _up8(c1.out_channels)
+        self.relu = relu
+        self.in_channels = c1.in_channels
+        self.conv2 = _WConv.from_conv(c2, run.m)
+        self.conv3 = _WConv.from_conv(c3, run.m)
+        self.scale = int(net.scale)
+        self.out_ch = c3.out_channels // self.scale ** 2
+        self.final = _Epilogue(act=5 if net._final_tanh else 0, shuffle=self.scale)
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        run = self.run
+        h, w = x.shape[-2:]
+        xp = F.pad(x, self.pad)
+        a = take(h, w, self.n1p, zeroed=True)  # channels >= n1 stay zero
+        kh = self.w1.shape[2]
+        count = max(1, min(h, 2 * run.pool.workers))
+        step = -(-h // count)
+
+        def band(i: int) -> None:
+            # im2col + one matrix product: the result is already channels-last (an NCHW conv2d and a
+            # permuting copy took 2/3 of espcn-m-x4's time)
+            r0, r1 = i * step, min(h, (i + 1) * step)
+            if r1 <= r0:
+                return
+            cols = F.unfold(xp[:, :, r0:r1 + kh - 1], self.w1.shape[2:])[0].t()  # (pixels, c*kh*kw)
+            rows = a[r0:r1].view((r1 - r0) * w, self.n1p)
+            if self.n1 == self.n1p:
+                z = torch.addmm(self.b1m, cols, self.w1m, out=rows)
+            else:
+                z = rows[:, :self.n1]
+                z.copy_(torch.addmm(self.b1m, cols, self.w1m))
+            torch.relu_(z) if self.relu else torch.tanh_(z)
+
+        run.pool.map(band, count)
+        b = take(h, w, self.conv2.cout)
+        run.conv(self.conv2, a, b, replace(self.act, bias=self.conv2.bias))
+        y = torch.empty(1, self.out_ch, h * self.scale, w * self.scale)
+        run.conv(self.conv3, b, y[0], replace(self.final, bias=self.conv3.bias))
+        return y
+
+
+class _EDSRPlan(_Plan):
+    """EDSR: the mean shift in PyTorch (3 channels), residual blocks with ReLU and the scaled skip fused (in
+    place), the global skip fused into the body's last conv, the upsampler convs storing their pixel shuffle
+    channels-last, and add_mean / rgb_range folded into the last conv's weights."""
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        super().__init__(run)
+        m = run.m
+        blocks, body_last = list(net.body)[:-1], list(net.body)[-1]
+        ups, last = list(net.tail[0]), net.tail[1]
+        convs = [net.head[0], body_last, last, *[c for blk in blocks for c in (blk.body[0], blk.body[2])],
+                 *[u for u in ups if isinstance(u, nn.Conv2d)]]
+        if not all(winograd_eligible(c) for c in convs) or len(net.head) != 1:
+            raise TypeError("unexpected EDSR layout")
+        if not all(isinstance(blk.body[1], nn.ReLU) for blk in blocks):
+            raise TypeError("unexpected EDSR block")
+        self.net_sub = net.sub_mean
+        self.rgb_range = float(net.rgb_range)
+        self.head = _WConv.from_conv(net.head[0], m)
+        self.blocks = [(_WConv.from_conv(blk.body[0], m), _WConv.from_conv(blk.body[2], m),
+                        float(blk.res_scale)) for blk in blocks]
+        self.body_last = _WConv.from_conv(body_last, m)
+        self.ups: list[tuple[_WConv, int, int]] = []  # conv, shuffle s, channels after the shuffle
+        for conv, shuf in zip(ups[0::2], ups[1::2]):
+            if not isinstance(shuf, nn.PixelShuffle) or conv.out_channels % shuf.upscale_factor ** 2:
+                raise TypeError("unexpected EDSR upsampler")
+            s = int(shuf.upscale_factor)
+            self.ups.append((_WConv.from_conv(conv, m), s, conv.out_channels // s ** 2))
+        # y = (M (W x + b) + bm) / r  ->  one conv with weights M W / r and bias (M b + bm) / r
+        am = net.add_mean
+        mm = am.weight.detach().double().cpu()[:, :, 0, 0]
+        w = torch.einsum("oc,cikl->oikl", mm, last.weight.detach().double().cpu()) / self.rgb_range
+        b = (mm @ last.bias.detach().double().cpu() + am.bias.detach().double().cpu()) / self.rgb_range
+        self.last = _WConv.from_conv(_conv_like(w, b), m)
+        self.out_ch = last.out_channels
+        self.in_channels = net.head[0].in_channels
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        run = self.run
+        h, w = x.shape[-2:]
+        xn = self.net_sub(x * self.rgb_range)[0].permute(1, 2, 0)
+        nf = self.head.cout
+        x0, cur, t = take(h, w, nf), take(h, w, nf), take(h, w, nf)
+        run.conv(self.head, xn, x0, _Epilogue(bias=self.head.bias))
+        src = x0
+        for c1, c2, rs in self.blocks:
+            run.conv(c1, src, t, _Epilogue(bias=c1.bias, act=1, slope=0.0))
+            run.conv(c2, t, cur, _Epilogue(bias=c2.bias, r1=src, s1=rs))  # in place after the first block
+            src = cur
+        feat = take(h, w, nf)
+        run.conv(self.body_last, src, feat, _Epilogue(bias=self.body_last.bias, r1=x0, s1=1.0))
+        for wc, s, c in self.ups:
+            hh, ww = feat.shape[0] * s, feat.shape[1] * s
+            nxt = take(hh, ww, c)
+            run.conv(wc, feat, nxt.permute(2, 0, 1), _Epilogue(bias=wc.bias, shuffle=s))
+            feat = nxt
+        y = torch.empty(1, self.out_ch, feat.shape[0], feat.shape[1])
+        run.conv(self.last, feat, y[0].permute(1, 2, 0), _Epilogue(bias=self.last.bias))
+        return y
+
+
+def _plan_class(net: nn.Module) -> type[_Plan] | None:
+    from ..archs.edsr import EDSR
+    from ..archs.espcn import ESPCN
+    from ..archs.rrdbnet import RRDBNet
+    from ..archs.span import SPAN
+    from ..archs.srmd import SRMD
+    from ..archs.srvgg import SRVGGNetCompact
+    from ..archs.upconv7 import UpConv7
+
+    plans: dict[type, type[_Plan]] = {SRVGGNetCompact: _SRVGGPlan, RRDBNet: _RRDBPlan, SPAN: _SPANPlan,
+                                      SRMD: _SRMDPlan, UpConv7: _UpConv7Plan, ESPCN: _ESPCNPlan,
+                                      EDSR: _EDSRPlan}
+    return plans.get(type(net))
+
+
+def _make_plan(net: nn.Module, run: _Runner) -> _Plan:
+    cls = _plan_class(net)
+    if cls is None:
+        raise TypeError(f"no Winograd plan for {type(net).__name__}")
+    return cls(net, run)
 
 
 def has_plan(net: nn.Module) -> bool:
-    """Whether the ``winograd`` modes cover this network (SRVGGNetCompact and RRDBNet)."""
-    from ..archs.rrdbnet import RRDBNet
-    from ..archs.srvgg import SRVGGNetCompact
-
-    return type(net) in (SRVGGNetCompact, RRDBNet)
+    """Whether the ``winograd`` modes cover this network (SRVGGNetCompact, RRDBNet, SPAN, SRMD, UpConv7,
+    ESPCN, EDSR)."""
+    return _plan_class(net) is not None
 
 
 # ---- channels-last -----------------------------------------------------------------------------------------
@@ -981,8 +1311,8 @@ def accelerate(net: nn.Module, device: torch.device | str = "cpu", *, mode: str 
     ``mode``:
 
     * ``auto``: the fastest measured method available for this network and device: ``winograd`` for
-      SRVGGNetCompact and RRDBNet on CPU when a C compiler works, else ``channels_last``; ``eager`` off CPU
-      or for non-fp32 networks.
+      the planned families (``has_plan``) on CPU when a C compiler works, else ``channels_last``;
+      ``eager`` off CPU or for non-fp32 networks.
     * ``eager``: the network itself. ``channels_last``: a channels-last copy (oneDNN direct convolutions).
     * ``winograd``: F(6x6, 3x3) with the compiled transforms; ``winograd_f4``: F(4x4, 3x3) (less rounding,
       ~15% slower); ``winograd_torch``: F(4x4, 3x3) with PyTorch transforms (no compiler needed, slow).

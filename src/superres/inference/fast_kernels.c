@@ -192,6 +192,43 @@ void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float*
              (void)msp; (void)mst; }
 #endif
 
+/* e^x, 8 lanes: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for an exact product), e^r by a degree-6
+   polynomial (Cephes expf coefficients), 2^n through the exponent bits; ~1 ulp, x clamped to the normal
+   range (e^-87.3 .. e^88.3). */
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline v8 vclamp(v8 x, v8 lo, v8 hi) { return (v8)_mm256_min_ps(_mm256_max_ps((__m256)x, (__m256)lo), (__m256)hi); }
+/* 1 / x: the 12-bit estimate and one Newton step (~23 bits) instead of a division (3-4x the throughput) */
+static inline v8 vrcp(v8 x) { v8 r = (v8)_mm256_rcp_ps((__m256)x); return r * (2.f - x * r); }
+#else
+static inline v8 vclamp(v8 x, v8 lo, v8 hi) {
+    v8i over = x > hi, under = x < lo;
+    x = (v8)(((v8i)x & ~over) | ((v8i)hi & over));
+    return (v8)(((v8i)x & ~under) | ((v8i)lo & under));
+}
+static inline v8 vrcp(v8 x) { return 1.f / x; }
+#endif
+
+static inline v8 vexp(v8 x) {
+    const v8 lo = {0}, hi_c = lo + 88.3f, lo_c = lo - 87.3f, magic = lo + 12582912.f; /* 1.5 * 2^23 */
+    x = vclamp(x, lo_c, hi_c);
+    v8 n = (x * 1.44269504088896341f + magic) - magic;  /* round to nearest */
+    v8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    v8 p = lo + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v8 y = p * r * r + r + 1.f;
+    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return y * (v8)e;
+}
+
+static inline v8 vsigmoid(v8 v) { return vrcp(1.f + vexp(-v)); }
+/* sigmoid(v) - 0.5 to within an ulp of 0.5 (a true division: SPAN multiplies it by activations of ~100s) */
+static inline v8 vgate(v8 v) { return 1.f / (1.f + vexp(-v)) - 0.5f; }
+
 /* Per 8-channel group: where each lane goes, relative to the pixel's position (scalar store paths). */
 typedef struct { i64 yo[8], o1[8], o2[8]; int lanes, quad; } sr_lanes;
 
@@ -215,6 +252,25 @@ static inline void lanes_of(const sr_epi* e, i64 c0, sr_lanes* L) {
 }
 
 static inline void emit(v8 v, i64 yy, i64 xx, i64 c0, const sr_epi* e, int vec, const sr_lanes* L) {
+    if (e->act == 4) {  /* SPAN: (v + r1) * (sigmoid(v) - 0.5), r1 the block input; then r2 as usual */
+        v8 g = vgate(v);
+        if (vec) {
+            v = (v + LD(e->r1 + yy * e->r1sy + xx * e->r1sx + c0)) * g;
+            if (e->r2) v = v * e->s2 + LD(e->r2 + yy * e->r2sy + xx * e->r2sx + c0);
+            ST(e->y + yy * e->sy + xx * e->sx + c0, v);
+            return;
+        }
+        const float* q1 = e->r1 + yy * e->r1sy + xx * e->r1sx;
+        const float* q2 = e->r2 ? e->r2 + yy * e->r2sy + xx * e->r2sx : 0;
+        i64 s = e->shuf ? e->shuf : 1;
+        float* y = e->y + (yy * s) * e->sy + (xx * s) * e->sx;
+        for (int k = 0; k < L->lanes; k++) {
+            float f = (v[k] + q1[L->o1[k]]) * g[k];
+            if (q2) f = f * e->s2 + q2[L->o2[k]];
+            y[L->yo[k]] = f;
+        }
+        return;
+    }
     if (vec) {
         if (e->r1) v = v * e->s1 + LD(e->r1 + yy * e->r1sy + xx * e->r1sx + c0);
         if (e->r2) v = v * e->s2 + LD(e->r2 + yy * e->r2sy + xx * e->r2sx + c0);
@@ -241,15 +297,20 @@ static inline void emit(v8 v, i64 yy, i64 xx, i64 c0, const sr_epi* e, int vec, 
     }
 }
 
+/* act: 0 none, 1 leaky (slope; ReLU: 0), 2 PReLU (alpha), 3 SiLU v * sigmoid(v), 5 tanh; 4 (SPAN's
+   attention gate) is applied in emit, where the block input r1 is at hand. */
 static inline v8 activate(v8 v, v8 b, v8 al, i64 act) {
     const v8 zero = {0};
     v = v + b;
-    if (act) { v8i k = v > zero; v = (v8)(((v8i)v & k) | ((v8i)(v * al) & ~k)); }
+    if (act == 1 || act == 2) { v8i k = v > zero; v = (v8)(((v8i)v & k) | ((v8i)(v * al) & ~k)); }
+    else if (act == 3) v = v * vsigmoid(v);
+    else if (act == 5) v = 1.f - 2.f * vrcp(vexp(v + v) + 1.f);
     return v;
 }
 
 /* M -> v = act(A^T M A + bias) at the pixels of tiles [t0, t1) inside H x W; act: 0 none, 1 leaky (slope),
-   2 prelu (alpha[c]). Then, for channels c < cvalid:
+   2 prelu (alpha[c]), 3 SiLU, 5 tanh, 4 SPAN's gate v = (v + r1[y, x, c]) * (sigmoid(v) - 0.5) in place of
+   the r1 step below (not with shuf). Then, for channels c < cvalid:
      shuf == 0: v = v * s1 + r1[y, x, c]; v = v * s2 + r2[y, x, c] (each when given); y[y, x, c] = v.
      shuf == s: pixel shuffle, c = (k * s + i) * s + j -> y[k, y * s + i, x * s + j] = v * s1 + r1[y, x, k].
    r1 / r2 may alias y (each pixel is read before it is written). */
