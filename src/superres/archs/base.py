@@ -40,6 +40,7 @@ _ARCH_MODULES: dict[str, str] = {
     "upconv7": "superres.archs.upconv7",
     "cugan": "superres.archs.cugan",
     "cunet": "superres.archs.cunet",
+    "liif": "superres.archs.liif",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 
@@ -59,6 +60,7 @@ class ModelDescriptor:
     tiling: Tiling  # "safe": tiles with enough overlap equal the whole image
     receptive_field: int | None  # LR pixels of context each side an output pixel depends on (None: global)
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    continuous: bool = False  # any real output scale (LIIF): the pipeline renders the requested size directly
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class ModelDescriptor:
             "tiling": self.tiling,
             "receptive_field": self.receptive_field,
             "hyperparams": dict(self.hyperparams),
+            "continuous": self.continuous,
         }
 
 
@@ -117,6 +120,7 @@ class ArchSpec:
     # (features at LR resolution): e.g. convolutions run at output resolution, attention windows.
     # Used by the memory-based tile size (superres.inference.devices.bytes_per_lr_pixel).
     extra_activations: Callable[[dict[str, Any], int], int] = lambda hp, feat: 0
+    continuous: bool = False  # renders any output size (``render`` / ``upscale_to``), not only x``scale``
 
     def describe(self, net: SRNet) -> ModelDescriptor:
         hp = net.hyperparams
@@ -132,6 +136,7 @@ class ArchSpec:
             tiling=self.tiling,
             receptive_field=self.receptive_field(hp),
             hyperparams=dict(hp),
+            continuous=self.continuous,
         )
 
 
