@@ -115,47 +115,52 @@ class LIIF(SRNet):
         """Decode the grid ``ys x xs`` (LR-pixel coordinates relative to ``proj``, from :meth:`encode`)
         with output pixels ``cell = (height, width)`` in LR pixels. Returns N x C x len(ys) x len(xs) in
         [0, 1] units (not clamped). Queries are decoded ``chunk`` at a time: memory stays bounded."""
-        n, _, h, w = proj.shape
-        rows = max(1, chunk // max(1, len(xs)))
-        out = [self._render_rows(proj, ys[r: r + rows], xs, cell, h, w) for r in range(0, len(ys), rows)]
-        return torch.cat(out, dim=2)
-
-    def _render_rows(self, proj: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                     cell: tuple[float, float], h: int, w: int) -> torch.Tensor:
+        n, hid, h, w = proj.shape
         first: nn.Linear = self.imnet.layers[0]  # type: ignore[assignment]
         c = first.weight.shape[1] - 2 - (2 if self.cell_decode else 0)
-        w_coord = first.weight[:, c: c + 2]  # (hidden, 2): (row, col) offsets
         const = first.bias
-        if self.cell_decode:
-            w_cell = first.weight[:, c + 2: c + 4]
+        if self.cell_decode:  # the cell term is the same for every query: folded into the bias
             cell_in = proj.new_tensor([2.0 * cell[0], 2.0 * cell[1]])
-            const = const + w_cell @ cell_in
+            const = const + first.weight[:, c + 2: c + 4] @ cell_in
+        # channels-last, bias folded in: one row per LR pixel, gathered by a flat index per query
+        table = (proj + const.view(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(n * h * w, hid)
+        w_coord_t = first.weight[:, c: c + 2].T.contiguous()  # (2, hidden): (row, col) offsets
+        rows = max(1, chunk // max(1, len(xs)))
+        out = [self._render_rows(table, w_coord_t, ys[r: r + rows], xs, n, h, w) for r in range(0, len(ys), rows)]
+        return torch.cat(out, dim=2)
+
+    def _render_rows(self, table: torch.Tensor, w_coord_t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                     n: int, h: int, w: int) -> torch.Tensor:
         shifts = (-1, 1) if self.local_ensemble else (0,)
         eps = 1e-6 if self.local_ensemble else 0.0
-        n, hid = proj.shape[:2]
+        ny, nx = len(ys), len(xs)
+        base = (torch.arange(n, device=table.device) * (h * w)).view(n, 1, 1)
         preds, areas = [], []
         for vy in shifts:
             iy = torch.floor(ys + vy / 2 + eps).clamp_(0, h - 1).long()
-            ry = (2 * (ys - (iy + 0.5))).to(proj.dtype)  # upstream's rel_coord: 2 x LR pixels
+            ry = (2 * (ys - (iy + 0.5))).to(table.dtype)  # upstream's rel_coord: 2 x LR pixels
             for vx in shifts:
                 ix = torch.floor(xs + vx / 2 + eps).clamp_(0, w - 1).long()
-                rx = (2 * (xs - (ix + 0.5))).to(proj.dtype)
-                q = proj[:, :, iy][:, :, :, ix]  # n x hid x len(ys) x len(xs)
-                q = q.permute(0, 2, 3, 1).reshape(-1, hid)
-                grid_y = ry[:, None].expand(len(ys), len(xs)).reshape(-1)
-                grid_x = rx[None, :].expand(len(ys), len(xs)).reshape(-1)
-                rel = torch.stack([grid_y, grid_x], -1).repeat(n, 1)
-                x = torch.relu(q + rel @ w_coord.T + const)
-                for layer in self.imnet.layers[2:]:
-                    x = layer(x)
+                rx = (2 * (xs - (ix + 0.5))).to(table.dtype)
+                idx = (base + (iy * w).view(1, ny, 1) + ix.view(1, 1, nx)).reshape(-1)
+                x = table.index_select(0, idx)  # (n * ny * nx, hidden)
+                rel = torch.stack([ry.view(ny, 1).expand(ny, nx), rx.view(1, nx).expand(ny, nx)], -1)
+                rel = rel.reshape(1, ny * nx, 2).expand(n, -1, -1).reshape(-1, 2)
+                x.addmm_(rel, w_coord_t).relu_()
+                layers = list(self.imnet.layers[2:])
+                for layer in layers:
+                    if isinstance(layer, nn.ReLU):
+                        x.relu_()
+                    else:
+                        x = layer(x)
                 preds.append(x)
-                areas.append((grid_y * grid_x).abs().repeat(n) + 1e-9)
+                areas.append((rel[:, 0] * rel[:, 1]).abs_() + 1e-9)
         total = torch.stack(areas).sum(0)
         if self.local_ensemble:  # each member weighted by the area opposite to it
             areas = areas[::-1]
         ret = sum(p * (a / total)[:, None] for p, a in zip(preds, areas))
         assert isinstance(ret, torch.Tensor)
-        return (ret * 0.5 + 0.5).reshape(n, len(ys), len(xs), -1).permute(0, 3, 1, 2)
+        return (ret * 0.5 + 0.5).reshape(n, ny, nx, -1).permute(0, 3, 1, 2)
 
     # ---- whole images ----------------------------------------------------------------------------------
     def upscale_to(self, x: torch.Tensor, out_h: int, out_w: int, chunk: int = QUERY_CHUNK) -> torch.Tensor:
