@@ -212,9 +212,9 @@ def _detect(sd: StateDict) -> dict[str, Any] | None:
 
 
 def _rf(hp: dict[str, Any]) -> int:
-    # head + 2 per block + body conv; the unfolded neighbour and the nearest-feature pick add 2 LR pixels,
-    # which the continuous tiler adds itself.
-    return 1 + 2 * int(hp["num_blocks"]) + 1
+    # head + 2 per block + body conv, then the decoder reads the nearest feature (up to 1 LR pixel away) and its
+    # unfolded 3x3 neighbours (1 more)
+    return 1 + 2 * int(hp["num_blocks"]) + 1 + 2
 
 
 def _extra(hp: dict[str, Any], feat: int) -> int:
