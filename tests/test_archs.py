@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from superres.archs import build, detect, get_arch, list_archs
 
-ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
+ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "liif", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
              "upconv7"]
 # The community architectures: tests/test_archs_community_a.py and _b.py
 ALL_ARCHS = sorted(ALL_ARCHS + ["hat", "atd", "craft", "omnisr", "plksr", "realplksr", "safmn", "swin2sr"])
@@ -63,6 +63,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("cunet", "cunet", dict(), (1, 2), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
+    # any scale; ``scale`` is only what forward() renders, so the weights cannot record it
+    ("liif", "liif", dict(num_feat=8, num_blocks=1, hidden=[8]), (2, 3), frozenset({"scale"})),
 ]
 SCALED_CASES = [(cid, arch, hp, s, lost) for cid, arch, hp, scales, lost in CASES for s in scales]
 SCALED_IDS = [f"{cid}-x{s}" for cid, _, _, s, _ in SCALED_CASES]

@@ -65,7 +65,9 @@ def test_purpose_and_scale_filters() -> None:
     assert rows and {r[2] for r in rows} == {"anime"}
     assert {r[0] for r in rows} == {c.name for c in all_cards() if guide.purpose_of(c) == "anime"}
     rows, _ = _table("--scale", "2")
-    assert {r[0] for r in rows} == {c.name for c in all_cards() if c.scale == 2}
+    in_range = {c.name for c in all_cards() if c.scale_range and c.scale_range[0] <= 2 <= c.scale_range[1]}
+    assert in_range == {"liif"}  # a continuous model serves every scale of its range
+    assert {r[0] for r in rows} == {c.name for c in all_cards() if c.scale == 2} | in_range
     rows, out = _table("--purpose", "fast", "--scale", "4")
     assert {r[0] for r in rows} == {"espcn-s-x4", "espcn-r-x4", "espcn-m-x4", "span-ch48-x4"}  # use or pick
     assert "fast      span-ch48-x4" not in out and "fast     span-ch48-x4" in out  # the grid keeps to x4

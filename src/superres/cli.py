@@ -634,10 +634,13 @@ def models(
     rows = []
     for card in all_cards():
         use, marks = guide.purpose_of(card), guide.marks(card.name)
-        if (want and want != use and want not in marks) or (scale is not None and card.scale != scale):
+        rng = card.scale_range  # continuous models (LIIF) serve every scale in their range
+        fits = card.scale == scale if rng is None else scale is not None and rng[0] <= scale <= rng[1]
+        if (want and want != use and want not in marks) or (scale is not None and not fits):
             continue
         params = sum(p.numel() for p in build(card.arch, **card.hyperparams).parameters())
         rows.append(dict(name=card.name, arch=card.arch, scale=card.scale, params=params, licence=card.licence,
+                         shown=f"x{rng[0]:g}-{rng[1]:g}" if rng else f"x{card.scale}",
                          source=card.source, offline=is_available_offline(card), purpose=use, marks=marks,
                          default_for=[c for c, m in guide.COMMAND_DEFAULTS.items() if m == card.name],
                          aliases=list(card.aliases), short_aliases=guide.short_aliases(card),
@@ -680,7 +683,7 @@ def _models_narrow(rows: list[dict[str, Any]]) -> Any:
         table.add_column(col, no_wrap=True, min_width=len(col))
     table.add_column("licence", no_wrap=True, min_width=10)  # "Apache-2.0" / "research" whole
     for r in rows:
-        table.add_row(r["name"], f"x{r['scale']}", r["purpose"], ",".join(r["marks"]) or "-",
+        table.add_row(r["name"], r["shown"], r["purpose"], ",".join(r["marks"]) or "-",
                       _short_count(r["params"]), _levels(r), r["licence"].split()[0].replace("-Clause", ""),
                       style=None if r["offline"] else "dim")
     return table
@@ -694,7 +697,7 @@ def _models_wide(rows: list[dict[str, Any]]) -> Any:
                 "licence", "source"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["family"], f"x{r['scale']}", r["purpose"], ",".join(r["marks"]),
+        table.add_row(r["name"], r["arch"], r["family"], r["shown"], r["purpose"], ",".join(r["marks"]),
                       ",".join(r["aliases"]), f"{r['params']:,}", _levels(r), "yes" if r["offline"] else "no",
                       r["licence"], r["source"])
     return table

@@ -48,6 +48,7 @@ _ARCH_MODULES: dict[str, str] = {
     "realplksr": "superres.archs.plksr",
     "safmn": "superres.archs.safmn",
     "swin2sr": "superres.archs.swin2sr",
+    "liif": "superres.archs.liif",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 
@@ -67,6 +68,7 @@ class ModelDescriptor:
     tiling: Tiling  # "safe": tiles with enough overlap equal the whole image
     receptive_field: int | None  # LR pixels of context each side an output pixel depends on (None: global)
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    continuous: bool = False  # any real output scale (LIIF): the pipeline renders the requested size directly
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class ModelDescriptor:
             "tiling": self.tiling,
             "receptive_field": self.receptive_field,
             "hyperparams": dict(self.hyperparams),
+            "continuous": self.continuous,
         }
 
 
@@ -127,6 +130,7 @@ class ArchSpec:
     extra_activations: Callable[[dict[str, Any], int], int] = lambda hp, feat: 0
     licence: str = ""  # SPDX id of the upstream code and weights licence, e.g. "Apache-2.0"; "" for our own
     noncommercial: bool = False  # True: loading needs the explicit opt-in (SUPERRES_ALLOW_NONCOMMERCIAL=1)
+    continuous: bool = False  # renders any output size (``render`` / ``upscale_to``), not only x``scale``
 
     def describe(self, net: SRNet) -> ModelDescriptor:
         hp = net.hyperparams
@@ -142,6 +146,7 @@ class ArchSpec:
             tiling=self.tiling,
             receptive_field=self.receptive_field(hp),
             hyperparams=dict(hp),
+            continuous=self.continuous,
         )
 
 

@@ -253,28 +253,32 @@ class _Network:
         self.up = load_model(spec, device=device, precision=precision, allow_download=allow_download,
                              options=UpscaleOptions(tile=tile), backend=backend)
         self.name = self.up.name
-        self.scale = int(self.up.scale)
+        self.continuous = bool(self.up.descriptor.continuous)  # LIIF: evaluated at any scale, natively
+        self.scale: int | None = None if self.continuous else int(self.up.scale)
         self.params = int(self.up.descriptor.params)
         self.self_ensemble = self_ensemble
 
-    def _sr_float(self, x: np.ndarray) -> np.ndarray:
-        return self.up.upscale_float(x, out_dtype=np.float32)
+    def _size(self, x: np.ndarray, scale: int) -> tuple[int, int] | None:
+        return (x.shape[1] * scale, x.shape[0] * scale) if self.continuous else None
+
+    def _sr_float(self, x: np.ndarray, scale: int) -> np.ndarray:
+        return self.up.upscale_float(x, out_dtype=np.float32, size=self._size(x, scale))
 
     def run(self, pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray]:
         lr = pair.lr
         x = (lr[..., None] if lr.ndim == 2 else lr).astype(np.float32) / 255.0
         if self.self_ensemble:
-            acc = np.zeros((x.shape[0] * self.scale, x.shape[1] * self.scale, x.shape[2]), np.float64)
+            acc = np.zeros((x.shape[0] * scale, x.shape[1] * scale, x.shape[2]), np.float64)
             for k in range(4):
                 for flip in (False, True):
                     t = np.rot90(x, k, axes=(0, 1))
                     t = t[:, ::-1] if flip else t
-                    y = self._sr_float(np.ascontiguousarray(t))
+                    y = self._sr_float(np.ascontiguousarray(t), scale)
                     y = y[:, ::-1] if flip else y
                     acc += np.rot90(y, -k, axes=(0, 1))
             out = np.floor(np.clip(acc / 8.0, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         else:
-            out = self.up.upscale_float(x, out_dtype=np.uint8)
+            out = self.up.upscale_float(x, out_dtype=np.uint8, size=self._size(x, scale))
         sr = out[..., 0] if lr.ndim == 2 else out
         if sr.shape != pair.hr.shape:
             raise SuperresError(f"{self.name} returned {sr.shape} for '{pair.name}', expected {pair.hr.shape}")

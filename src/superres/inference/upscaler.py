@@ -21,6 +21,8 @@ import torch
 from ..archs.base import ModelDescriptor, SRNet
 from ..errors import SuperresError
 from .alpha import straight_colour_for_network
+from .continuous import auto_tile as continuous_auto_tile
+from .continuous import bands, render_tiled
 from .devices import auto_tile, bytes_per_lr_pixel, pick_device, pick_dtype
 from .fast import accelerate
 from .tiling import TilePlan, run_tiled, spans
@@ -129,7 +131,31 @@ class Upscaler:
             return y
 
         view.forward = forward  # type: ignore[method-assign]
+        render = self.render_tile
+
+        def render_tile(piece: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                        cell: tuple[float, float]) -> np.ndarray:
+            if before is not None:
+                before()
+            y = render(piece, ys, xs, cell)
+            if after is not None:
+                after()
+            return y
+
+        view.render_tile = render_tile  # type: ignore[method-assign]
         return view
+
+    def render_tile(self, piece: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                    cell: tuple[float, float]) -> np.ndarray:
+        """A continuous-scale network (LIIF) on one LR crop: the output pixels at ``ys x xs`` (LR pixels
+        relative to the crop) with cell ``(height, width)``; float32 C x rows x cols."""
+        net: Any = self._net
+        if self._net is not self._net32 or not hasattr(net, "render"):
+            raise SuperresError(f"{self.name} renders any scale only on the PyTorch backend in fp32")
+        with torch.inference_mode():
+            proj = net.encode(piece.to(self.device, self.dtype))
+            y = net.render(proj, ys.to(self.device), xs.to(self.device), cell)
+            return y[0].float().cpu().numpy()
 
     def count_tiles(self, w: int, h: int, size: tuple[int, int], alpha: bool = False,
                     options: UpscaleOptions | None = None) -> int:
@@ -137,6 +163,9 @@ class Upscaler:
         following the pass and tile logic of :meth:`upscale_image`."""
         opts = options or self.options
         plan = self.plan(opts)
+        if self.descriptor.continuous:
+            tile = self._continuous_tile(opts, max(size[0] / w, size[1] / h))
+            return len(bands(h, tile)) * len(bands(w, tile)) * (2 if alpha and opts.alpha == "model" else 1)
         passes = network_passes(self.scale, max(size[0] / w, size[1] / h))
         total, cw, ch = 0, w, h
         for _ in range(passes):
@@ -169,10 +198,25 @@ class Upscaler:
                 return int(side)
         return auto_tile(self.descriptor, self.device, self.dtype)
 
-    def _run_planes(self, planes: np.ndarray, sink: Callable[[int, int, np.ndarray], None], options: UpscaleOptions) -> None:
-        """Run the network over C x H x W float32 planes (C = network input channels)."""
+    def _continuous_tile(self, options: UpscaleOptions, factor: float) -> int:
+        """LR tile side for a continuous network: the plan's, shrunk when automatic so that one strip of
+        output rows stays small at large factors (x12: 85 LR pixels, 1020 output rows)."""
+        tile = self._plan(options).tile
+        return continuous_auto_tile(tile, factor) if options.tile is None and tile > 0 else tile
+
+    def _run_planes(self, planes: np.ndarray, sink: Callable[[int, int, np.ndarray], None], options: UpscaleOptions,
+                    size: tuple[int, int] | None = None) -> None:
+        """Run the network over C x H x W float32 planes (C = network input channels); ``size`` (width,
+        height): the output size of a continuous network (None: x scale)."""
         x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
         plan = self._plan(options)
+        if self.descriptor.continuous:
+            h, w = planes.shape[1:]
+            size = size or (w * self.scale, h * self.scale)
+            tile = self._continuous_tile(options, max(size[0] / w, size[1] / h))
+            context = max(plan.context, 0)
+            render_tiled(self.render_tile, x, size, tile, context, sink)
+            return
         while True:
             try:
                 run_tiled(self.forward, x, self.scale, plan, sink, size_multiple=self.descriptor.size_multiple)
@@ -189,44 +233,50 @@ class Upscaler:
                     self._oom_tile = plan.tile
                 log.warning("out of memory; retrying with %d-pixel tiles", plan.tile)
 
-    def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None) -> np.ndarray:
+    def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None,
+                       size: tuple[int, int] | None = None) -> np.ndarray:
         """Upscale C x H x W float planes in [0, 1] whose C matches the network; output H' x W' x C.
 
         ``out`` may be a preallocated uint8/uint16/float32 array (H*s x W*s x C): rows are written into
-        it as soon as they are final, so peak memory is the output plus one row of tiles."""
+        it as soon as they are final, so peak memory is the output plus one row of tiles. ``size``
+        (width, height): any output size, for continuous networks (LIIF) only."""
         opts = options or self.options
         c, h, w = planes.shape
         s = self.scale
         oc = self.descriptor.out_channels
+        out_w, out_h = size or (w * s, h * s)
         if out is None:
-            out = np.empty((h * s, w * s, oc), np.float32)
+            out = np.empty((out_h, out_w, oc), np.float32)
         maxv = _max_value(out.dtype)
 
         def sink(r0: int, r1: int, rows: np.ndarray) -> None:
             out[r0:r1] = _quantise(np.moveaxis(rows, 0, -1), out.dtype, maxv)
 
-        self._run_planes(planes, sink, opts)
+        self._run_planes(planes, sink, opts, size)
         return out
 
-    def upscale_float(self, img: np.ndarray, options: UpscaleOptions | None = None, out_dtype: Any = np.float32) -> np.ndarray:
-        """Upscale H x W x C (C = 1 or 3) float image in [0, 1] by the network's scale, any network."""
+    def upscale_float(self, img: np.ndarray, options: UpscaleOptions | None = None, out_dtype: Any = np.float32,
+                      size: tuple[int, int] | None = None) -> np.ndarray:
+        """Upscale H x W x C (C = 1 or 3) float image in [0, 1] by the network's scale, any network
+        (``size`` = (width, height): any size, continuous networks only)."""
         opts = options or self.options
         h, w, c = img.shape
         s = self.scale
         need = self.descriptor.in_channels
-        out = np.empty((h * s, w * s, c), dtype=out_dtype)
+        out_w, out_h = size or (w * s, h * s)
+        out = np.empty((out_h, out_w, c), dtype=out_dtype)
         if need == c:
-            return self.upscale_planes(np.moveaxis(img, -1, 0), out, opts)
+            return self.upscale_planes(np.moveaxis(img, -1, 0), out, opts, size)
         if need == 3 and c == 1:  # grey through an RGB network, back to grey
-            rgb = self.upscale_planes(np.repeat(np.moveaxis(img, -1, 0), 3, 0), None, opts)
+            rgb = self.upscale_planes(np.repeat(np.moveaxis(img, -1, 0), 3, 0), None, opts, size)
             out[..., 0] = _quantise(rgb.mean(-1), out.dtype, _max_value(out.dtype))
             return out
         if need == 1 and c == 3:  # luma network: Y through the net, chroma by bicubic
             from ..metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 
             ycc = np.asarray(rgb_to_ycbcr(img.astype(np.float64)), np.float32)  # [0, 1] scale
-            y_up = self.upscale_planes(ycc[None, ..., 0], None, opts)[..., 0]
-            chroma = _resize_planes(np.moveaxis(ycc[..., 1:], -1, 0), (w * s, h * s))
+            y_up = self.upscale_planes(ycc[None, ..., 0], None, opts, size)[..., 0]
+            chroma = _resize_planes(np.moveaxis(ycc[..., 1:], -1, 0), (out_w, out_h))
             full = np.stack([y_up, chroma[0], chroma[1]], -1).astype(np.float64)
             out[:] = _quantise(np.asarray(ycbcr_to_rgb(full)), out.dtype, _max_value(out.dtype))
             return out
@@ -282,6 +332,9 @@ class Upscaler:
         if size is None:
             factor = float(outscale) if outscale else float(self.scale)
             size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+        if self.descriptor.continuous:  # any size natively, one pass
+            check_continuous_scale(max(size[0] / w, size[1] / h))
+            return self.upscale_float(img, opts, out_dtype, size=size)
         passes = network_passes(self.scale, max(size[0] / w, size[1] / h))
         cur = img
         for i in range(passes):
@@ -341,6 +394,16 @@ def target_size(w: int, h: int, scale: int, outscale: float | None, width: int |
         raise SuperresError(f"outscale must be positive, got {outscale}")
     out_w, out_h = output_size(w, h, scale, outscale, width, height)
     return max(1, out_w), max(1, out_h)
+
+
+def check_continuous_scale(factor: float) -> None:
+    """A continuous network's range (LIIF: 1-30), as a one-line error."""
+    from ..archs.liif import check_scale
+
+    try:
+        check_scale(factor)
+    except ValueError as e:
+        raise SuperresError(str(e)) from None
 
 
 def _max_value(dtype: Any) -> float:

