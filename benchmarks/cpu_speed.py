@@ -184,11 +184,17 @@ def ncnn_runner(param: Path, bin_path: Path, threads: int, net_in: nn.Module | N
             h, w = planes.shape[1:]
             p, m = net_in.pad, net_in.multiple
             planes = np.pad(planes, ((0, 0), (p, p + -h % m), (p, p + -w % m)), mode="edge")
-        ex.input(blob_in, ncnn.Mat(np.ascontiguousarray(planes)))
+        # ncnn.Mat(array) borrows the array's memory and holds no reference to it: a temporary passed
+        # straight in may be freed before extract reads it (outputs of near zero). Keep it in a name until
+        # extract has returned; the copy into ncnn's own Mat is what upstream's from_pixels does too.
+        planes = np.ascontiguousarray(planes, dtype=np.float32)
+        mat = ncnn.Mat(planes).clone()
+        ex.input(blob_in, mat)
         ret, out = ex.extract(blob_out)
         if ret != 0:
             raise RuntimeError(f"ncnn extract failed ({ret})")
-        y = torch.from_numpy(np.array(out))[None]
+        y = torch.from_numpy(np.array(out, dtype=np.float32, copy=True))[None]
+        del ex, mat, planes
         s = y.shape[2] // x.shape[2]
         y = y[:, :, : s * x.shape[2], : s * x.shape[3]]
         if cugan and s == 4:  # Real-CUGAN x4: the runtime adds the nearest-neighbour input outside the graph
@@ -210,6 +216,20 @@ def bench_image(size: int) -> tuple[torch.Tensor, str]:
             return torch.from_numpy(crop)[None], f"{path.name} crop"
     g = torch.Generator().manual_seed(0)
     return torch.rand(1, 3, size, size, generator=g), "uniform noise"
+
+
+NCNN_TOLERANCE = 1e-2  # max |ncnn - eager| on [0, 1] outputs: fp32 here; fp16 storage where a CPU uses it
+
+
+def check_reference(name: str, diffs: dict[str, float], eager_out: torch.Tensor) -> None:
+    """Stop before timing anything when the ncnn reference does not compute the same image as eager (a
+    freed input buffer read near-zero outputs, max error 255/255): a ratio against a wrong result means
+    nothing."""
+    if float(eager_out.abs().max()) < 0.1:
+        sys.exit(f"{name}: eager output is near zero on a real image; the comparison would mean nothing")
+    if "ncnn" in diffs and not diffs["ncnn"] <= NCNN_TOLERANCE:
+        sys.exit(f"{name}: ncnn's output differs from eager by {diffs['ncnn']:.3g} (> {NCNN_TOLERANCE}); "
+                 "not timing a reference that computes something else")
 
 
 def interleaved(fns: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor,
@@ -272,6 +292,7 @@ def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -
             first[k] = time.perf_counter() - t0
     ref = outputs["eager"]
     diffs = {k: float((v.float() - ref).abs().max()) for k, v in outputs.items()}
+    check_reference(name, diffs, ref)
     del outputs
 
     times = interleaved(fns, x, repeats)
