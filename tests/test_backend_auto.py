@@ -124,3 +124,15 @@ def test_cli_default_says_which_backend_ran(unpinned: None, tmp_path: Path, data
     assert (out / "bird.png").is_file()
     r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "out2"), "-m", MODEL, "--device", "cpu"])
     assert r.exit_code == 0 and "measured on this machine earlier" in r.output
+
+
+def test_a_failing_race_still_upscales_with_the_engine(unpinned: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    _need_runtimes()
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("no timer here")
+
+    monkeypatch.setattr(backend_auto, "race", broken)
+    up = load_model(MODEL, device="cpu", backend="auto")
+    assert up.backend == "torch" and "comparison failed: no timer here" in backend_auto.choice_of(up).reason
+    assert not backend_auto.table_path().exists()  # nothing recorded from a failed comparison

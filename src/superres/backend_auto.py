@@ -250,7 +250,11 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
            "ONNX Runtime and OpenVINO are not installed" if not runtimes else "")
     if why:
         return _with_choice(up, Choice("torch", why))
-    return _with_choice(*_pick(up, runtimes))
+    try:
+        return _with_choice(*_pick(up, runtimes))
+    except Exception as e:  # noqa: BLE001 - the default path never fails because the race could not run
+        log.warning("backend auto could not compare runtimes for %s (%s); using torch", up.name, e)
+        return _with_choice(up, Choice("torch", f"the comparison failed: {str(e).splitlines()[0][:120]}"))
 
 
 def _pick(up: "Upscaler", runtimes: tuple[str, ...]) -> tuple["Upscaler", Choice]:
