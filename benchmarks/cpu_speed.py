@@ -24,7 +24,8 @@ Run: ``python benchmarks/cpu_speed.py --all [--quick] [--threads 2] [--json out.
 representative model per architecture in the zoo (families other sessions add appear by themselves),
 plus the models issue 27 sets targets for. ``--models NAME ...`` times any zoo models; without either, the
 Real-ESRGAN pair. ``--quick``: 128x128 inputs (64x64 for RRDB-sized models, where the engine's per-layer
-synchronisation weighs more: their ratios are pessimistic), fewer repeats. Machines here are shared: read the ratios
+synchronisation weighs more: their ratios are pessimistic), fewer repeats. Machines here are shared: read
+the ratios
 (measured side by side), not the absolute times, and rerun when the load printed at the end is high.
 """
 
@@ -88,8 +89,9 @@ def cpu_flags() -> str:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 have = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
-                                            "amx_tile", "amx_bf16", "amx_int8") if f in have) or "no AVX2"
+                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile",
+                          "amx_bf16", "amx_int8")
+                return " ".join(f for f in wanted if f in have) or "no AVX2"
     except OSError:
         pass
     return ""
@@ -180,7 +182,8 @@ def runtime_runner(net: nn.Module, name: str, backend: str, threads: int
     import importlib.util
 
     if importlib.util.find_spec(backend) is None:
-        return None, f"{backend} not installed (pip install 'superres[{'onnx' if backend == 'onnxruntime' else backend}]')"
+        extra = "onnx" if backend == "onnxruntime" else backend
+        return None, f"{backend} not installed (pip install 'superres[{extra}]')"
     from superres.deploy.runtime import cached_export, open_session
 
     try:
@@ -306,8 +309,8 @@ def compiled_runner(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def bench_model(name: str, size: int, repeats: int, threads: int, extra: bool) -> dict[str, Any]:
     net, files, weights_note = load_model(name)
-    # Networks that pad inside forward (Real-CUGAN, waifu2x CUNet: 14-28 px a side) do more work per pixel on small inputs:
-    # count them at the timed size; fully convolutional ones are exact at 16 px.
+    # Networks that pad inside forward (Real-CUGAN, waifu2x CUNet: 14-28 px a side) do more work per pixel on
+    # small inputs: count them at the timed size; fully convolutional ones are exact at 16 px.
     c_in = net.descriptor.in_channels
     m = max(1, net.descriptor.size_multiple)
     size = -(-size // m) * m
@@ -415,7 +418,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {r['size']}x{r['size']} | {2 * r['mac_per_lr_pixel'] / 1e6:.2f} | "
             + " | ".join(cells)
-            + f" | {e['gflops']:.0f} ({100 * e['peak_fraction']:.0f}%) | {vs} | {best} | {r['engine_method']} |"
+            + f" | {e['gflops']:.0f} ({100 * e['peak_fraction']:.0f}%) | {vs} | {best} "
+            f"| {r['engine_method']} |"
         )
     return "\n".join(lines)
 
@@ -432,7 +436,8 @@ def detail(results: list[dict[str, Any]]) -> str:
             if k == "torch.compile":
                 label += f" (compile {row['first_call_s']:.0f} s)"
             lines.append(
-                f"| {r['model']} | {label} | {row['ms']:.0f} | {row['lr_mpix_per_s']:.3f} | {row['gflops']:.0f} "
+                f"| {r['model']} | {label} | {row['ms']:.0f} | {row['lr_mpix_per_s']:.3f} "
+                f"| {row['gflops']:.0f} "
                 f"| {100 * row['peak_fraction']:.0f}% | {row['max_abs_diff_vs_eager']:.1e} |"
             )
     return "\n".join(lines)
@@ -459,11 +464,15 @@ def main() -> None:
     from superres.zoo.registry import list_models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--all", action="store_true", help="every zoo architecture (one model each) + issue 27's models")
-    ap.add_argument("--quick", action="store_true", help="128x128 inputs (64x64 for RRDB-sized models), fewer repeats")
+    ap.add_argument("--all", action="store_true",
+                    help="every zoo architecture (one model each) + issue 27's models")
+    ap.add_argument("--quick", action="store_true",
+                    help="128x128 inputs (64x64 for RRDB-sized models), fewer repeats")
     ap.add_argument("--size", type=int, default=None, help="LR input side (default 256, 128 with --quick)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 7, 3 with --quick)")
-    ap.add_argument("--rrdb-repeats", type=int, default=None, help="for RRDB-sized models (default 3, 2 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed repeats per method (default 7, 3 with --quick)")
+    ap.add_argument("--rrdb-repeats", type=int, default=None,
+                    help="for RRDB-sized models (default 3, 2 with --quick)")
     ap.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
     ap.add_argument("--models", nargs="+", default=None, choices=list_models(), metavar="MODEL",
                     help="zoo models to time (default: realesrgan-x4plus realesr-animevideov3)")
@@ -499,14 +508,17 @@ def main() -> None:
     results = []
     for name in models:
         t_model = time.perf_counter()
-        side = min(size, 64) if args.quick and heavy(name) and not args.size else size  # ~600 GFLOP a call at 128
+        # RRDB at 128 px: ~600 GFLOP a call
+        side = min(size, 64) if args.quick and heavy(name) and not args.size else size
         r = bench_model(name, side, rrdb_reps if heavy(name) else reps, args.threads, args.extra)
         results.append(r)
-        print(f"{name} ({r['arch']}): {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input {r['input']}; "
-              f"{r['weights']}; engine {r['engine_method']}, prepared in {r['engine_prepare_s']:.2f} s, first call "
-              f"{r['rows']['engine']['first_call_s']:.2f} s" + (f"; ncnn {r['ncnn_options']}" if r["ncnn_options"] else ""))
+        print(f"{name} ({r['arch']}): {r['mac_per_lr_pixel'] / 1e6:.3f} M MAC per LR pixel; input "
+              f"{r['input']}; {r['weights']}; engine {r['engine_method']}, prepared in "
+              f"{r['engine_prepare_s']:.2f} s, first call {r['rows']['engine']['first_call_s']:.2f} s"
+              + (f"; ncnn {r['ncnn_options']}" if r["ncnn_options"] else ""))
         for k, row in r["rows"].items():
-            print(f"  {k:14s} samples (ms): {row['samples_ms']}  max |diff| vs eager {row['max_abs_diff_vs_eager']:.1e}")
+            print(f"  {k:14s} samples (ms): {row['samples_ms']}  max |diff| vs eager "
+                  f"{row['max_abs_diff_vs_eager']:.1e}")
         for k, why in r["notes"].items():
             print(f"  {k:14s} {why}")
         print(f"  ({time.perf_counter() - t_model:.0f} s)", flush=True)
@@ -523,13 +535,14 @@ def main() -> None:
     print(detail(results))
     load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"\nload average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; at end: "
-          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (other processes share these cores: compare ratios, not "
-          f"absolute times); {time.perf_counter() - wall0:.0f} s in all")
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (other processes share these cores: compare ratios, "
+          f"not absolute times); {time.perf_counter() - wall0:.0f} s in all")
     if args.json:
         payload = {
             "machine": {"cpu": cpu_model(), "flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                         "kernel_variant": fast.kernel_variant(), "precision": "fp32", "versions": versions(),
-                        "threads": torch.get_num_threads(), "load_start": list(load0), "load_end": list(load1)},
+                        "threads": torch.get_num_threads(), "load_start": list(load0),
+                        "load_end": list(load1)},
             "matmul_gflops": {"start": {str(k): v for k, v in peaks.items()},
                               "end": {str(k): v for k, v in peaks_end.items()}, "peak": peak},
             "results": results,

@@ -34,7 +34,8 @@ def _need_runtimes() -> tuple[str, ...]:
     return found
 
 
-def test_core_install_runs_the_engine_and_measures_nothing(unpinned: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_core_install_runs_the_engine_and_measures_nothing(unpinned: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend_auto, "installed_runtimes", lambda: ())
     monkeypatch.setattr(backend_auto, "race", lambda *a, **k: pytest.fail("measured with nothing to compare"))
     up = load_model(MODEL, device="cpu", backend="auto")
@@ -63,7 +64,8 @@ def test_measures_once_then_reads_the_table(unpinned: None, monkeypatch: pytest.
     # whatever it picked computes the engine's image
     from PIL import Image
 
-    img = Image.open(data_dir / "Set5" / "LR_bicubic" / "X4" / "babyx4.png").convert("RGB").crop((0, 0, 40, 30))
+    lr = data_dir / "Set5" / "LR_bicubic" / "X4" / "babyx4.png"
+    img = Image.open(lr).convert("RGB").crop((0, 0, 40, 30))
     ours = np.asarray(again.upscale(img), dtype=np.int16)
     torch_up = load_model(MODEL, device="cpu", backend="torch")
     ref = np.asarray(torch_up.upscale(img), dtype=np.int16)
@@ -122,11 +124,13 @@ def test_cli_default_says_which_backend_ran(unpinned: None, tmp_path: Path, data
     assert "(backend " in line and "fastest measured now" in line
     assert any(b in line.split("(backend ", 1)[1].split()[0] for b in ("torch", *runtimes))
     assert (out / "bird.png").is_file()
-    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "out2"), "-m", MODEL, "--device", "cpu"])
+    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "out2"), "-m", MODEL,
+                                 "--device", "cpu"])
     assert r.exit_code == 0 and "measured on this machine earlier" in r.output
 
 
-def test_a_failing_race_still_upscales_with_the_engine(unpinned: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_race_still_upscales_with_the_engine(unpinned: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _need_runtimes()
 
     def broken(*a: object, **k: object) -> None:

@@ -18,13 +18,13 @@ measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins the answer (the test suite pin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -81,7 +81,8 @@ def machine_key(threads: int, weights_sha256: str) -> str:
     engine's kernel variant, the weights)."""
     from .inference.fast import _cpu_signature, kernel_variant
 
-    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}", f"weights={weights_sha256}",
+    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}",
+             f"weights={weights_sha256}",
              *(f"{d}={_version(d)}" for d in ("superres", "torch", *RUNTIMES))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -111,21 +112,27 @@ def _read_table(path: Path) -> dict[str, Any]:
 def _write_table(path: Path, table: dict[str, Any]) -> None:
     """Atomically (a temporary file renamed over the old one): a reader never sees half a table."""
     if len(table) > MAX_ENTRIES:  # the oldest measurements go first
-        keep = sorted(table, key=lambda k: float(table[k].get("when", 0)) if isinstance(table[k], dict) else 0)
-        for k in keep[: len(table) - MAX_ENTRIES]:
+        def when(k: str) -> float:
+            entry = table[k]
+            try:
+                return float(entry.get("when", 0)) if isinstance(entry, dict) else 0.0
+            except (TypeError, ValueError):
+                return 0.0
+
+        for k in sorted(table, key=when)[: len(table) - MAX_ENTRIES]:
             del table[k]
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(table, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
-    except OSError as e:  # a read-only cache still gives a choice, measured again next time
+    except (OSError, TypeError, ValueError) as e:  # a read-only cache still gives a choice, measured again
         log.warning("cannot record the backend choice in %s (%s)", path, e)
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def lookup(key: str, candidates: tuple[str, ...]) -> Choice | None:
@@ -184,7 +191,8 @@ def race(forwards: dict[str, Callable[["torch.Tensor"], "torch.Tensor"]], x: "to
                 continue
             if ref is None:
                 ref = y
-            elif y.shape != ref.shape or not float((y - ref).abs().max()) <= AGREE * max(1.0, float(ref.abs().max())):
+            elif y.shape != ref.shape or not (float((y - ref).abs().max())
+                                              <= AGREE * max(1.0, float(ref.abs().max()))):
                 left[name] = "its output differs from the engine's"
                 continue
             live[name] = fwd
@@ -226,7 +234,8 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     lookup (passed in: the table imports this module, not the other way round)."""
     import torch
 
-    kw: dict[str, Any] = dict(device=device, precision=precision, allow_download=allow_download, options=options)
+    kw: dict[str, Any] = dict(device=device, precision=precision, allow_download=allow_download,
+                              options=options)
     pinned = os.environ.get(PIN_ENV, "").strip()
     if pinned and pinned != "auto" and (not hyperparams or pinned in ("torch", "ncnn")):
         extra = {"hyperparams": hyperparams} if hyperparams else {}

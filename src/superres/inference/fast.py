@@ -409,8 +409,8 @@ def choose_kernel_variant(override: str | None, supported: tuple[str, ...]) -> t
         return supported[0], (f"{KERNEL_ENV}={override!r} is not one of auto, {', '.join(KERNEL_VARIANTS)}; "
                               f"using {supported[0]}")
     if want not in supported:
-        return supported[0], (f"{KERNEL_ENV}={want}: this CPU cannot run it (it runs {', '.join(supported)}); "
-                              f"using {supported[0]}")
+        return supported[0], (f"{KERNEL_ENV}={want}: this CPU cannot run it "
+                              f"(it runs {', '.join(supported)}); using {supported[0]}")
     return want, None
 
 
