@@ -65,3 +65,16 @@ def test_benchmark_refuses_a_reference_that_disagrees_with_eager() -> None:
         bench.check_reference("m", {"eager": 0.0, "ncnn": 1.0}, out)
     with pytest.raises(SystemExit, match="ncnn's output differs"):
         bench.check_reference("m", {"eager": 0.0, "ncnn": float("nan")}, out)
+
+
+def test_benchmark_all_covers_every_architecture_in_the_zoo() -> None:
+    """``cpu_speed.py --all`` takes its models from the registry: a family added later is timed without
+    editing the script; issue 27's target models are always in it."""
+    from superres.zoo.registry import all_cards, get_card, is_available_offline
+
+    bench = _cpu_speed()
+    chosen = bench.representatives()
+    assert len(chosen) == len(set(chosen))
+    assert set(bench.ISSUE_MODELS) <= set(chosen)
+    offline = {c.arch for c in all_cards() if is_available_offline(c)}
+    assert {get_card(n).arch for n in chosen} == offline
