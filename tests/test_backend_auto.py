@@ -140,3 +140,13 @@ def test_a_failing_race_still_upscales_with_the_engine(unpinned: None,
     up = load_model(MODEL, device="cpu", backend="auto")
     assert up.backend == "torch" and "comparison failed: no timer here" in backend_auto.choice_of(up).reason
     assert not backend_auto.table_path().exists()  # nothing recorded from a failed comparison
+
+
+def test_a_pin_that_names_no_backend_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        data_dir: Path) -> None:
+    monkeypatch.setenv(backend_auto.PIN_ENV, "bogus")
+    src = data_dir / "Set5" / "LR_bicubic" / "X4" / "birdx4.png"
+    r = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "out"), "-m", MODEL])
+    assert r.exit_code != 0
+    assert "$SUPERRES_AUTO_BACKEND='bogus' names no backend" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()

@@ -237,6 +237,14 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     kw: dict[str, Any] = dict(device=device, precision=precision, allow_download=allow_download,
                               options=options)
     pinned = os.environ.get(PIN_ENV, "").strip()
+    if pinned and pinned != "auto":
+        try:
+            get_backend(pinned)
+        except Exception as e:  # noqa: BLE001 - the table's own message names the option, not the variable
+            from .errors import ModelLoadError
+
+            raise ModelLoadError(f"${PIN_ENV}={pinned!r} names no backend ({str(e).split(';', 1)[-1].strip()})"
+                                 ) from None
     if pinned and pinned != "auto" and (not hyperparams or pinned in ("torch", "ncnn")):
         extra = {"hyperparams": hyperparams} if hyperparams else {}
         return _single(get_backend, pinned, f"pinned by ${PIN_ENV}", name_or_path, **kw, **extra)
