@@ -236,6 +236,14 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
 
     kw: dict[str, Any] = dict(device=device, precision=precision, allow_download=allow_download,
                               options=options)
+    # an exported file runs on a runtime that reads it, whatever the pin says
+    suffix = Path(str(name_or_path)).suffix.lower()
+    if suffix == ".param":
+        return _single(get_backend, "ncnn", "an ncnn model", name_or_path, **kw)
+    if suffix == ".xml" or (suffix == ".onnx" and "onnxruntime" not in installed_runtimes()):
+        return _single(get_backend, "openvino", "an exported model", name_or_path, **kw)
+    if suffix == ".onnx":
+        return _single(get_backend, "onnxruntime", "an exported model", name_or_path, **kw)
     pinned = os.environ.get(PIN_ENV, "").strip()
     if pinned and pinned != "auto":
         try:
@@ -248,13 +256,6 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     if pinned and pinned != "auto" and (not hyperparams or pinned in ("torch", "ncnn")):
         extra = {"hyperparams": hyperparams} if hyperparams else {}
         return _single(get_backend, pinned, f"pinned by ${PIN_ENV}", name_or_path, **kw, **extra)
-    suffix = Path(str(name_or_path)).suffix.lower()
-    if suffix == ".param":
-        return _single(get_backend, "ncnn", "an ncnn model", name_or_path, **kw)
-    if suffix == ".xml" or (suffix == ".onnx" and "onnxruntime" not in installed_runtimes()):
-        return _single(get_backend, "openvino", "an exported model", name_or_path, **kw)
-    if suffix == ".onnx":
-        return _single(get_backend, "onnxruntime", "an exported model", name_or_path, **kw)
     if device.lower().startswith("vulkan"):
         return _single(get_backend, "ncnn", "--device vulkan", name_or_path, **kw, hyperparams=hyperparams)
 

@@ -389,7 +389,7 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
     result = _with_tile_bar(up, img, size, outscale, width, height)
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
-    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
+    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]}){_backend_note(up)}")
 
 
 def _guarded_one(up: Any, guard: Any, choices: Any, src: Path, dst: Path, outscale: Optional[float],
