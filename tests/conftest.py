@@ -34,3 +34,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Keep converted-weight caches per test session, never in the user's home."""
     cache = tmp_path_factory.getbasetemp() / "superres-cache"
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def _pinned_auto_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--backend auto`` (the CLI's default) times ONNX Runtime and OpenVINO against the engine on a model's
+    first use: the suite runs the torch backend instead, except in the tests of auto, which unpin it."""
+    monkeypatch.setenv("SUPERRES_AUTO_BACKEND", "torch")

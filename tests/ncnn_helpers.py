@@ -67,10 +67,17 @@ def run_ncnn(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
     assert net.load_param(str(param)) == 0 and net.load_model(str(bin_path)) == 0
     graph = read_param(param)
     ex = net.create_extractor()
-    assert ex.input(graph.input_names[0], ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))) == 0
+    # ncnn.Mat(array) borrows the array's memory without holding a reference: a temporary passed straight
+    # in may be freed (and reused) before extract reads it. Keep the array in a name until extract returns,
+    # and give ncnn its own copy (a first layer that works in place would otherwise write into ours).
+    planes = np.ascontiguousarray(x, dtype=np.float32)
+    mat = ncnn.Mat(planes).clone()
+    assert ex.input(graph.input_names[0], mat) == 0
     ret, out = ex.extract(graph.output_names[0])
     assert ret == 0
-    return np.array(out)
+    result = np.array(out, dtype=np.float32, copy=True)
+    del ex, mat, planes  # only now may the input go
+    return result
 
 
 def assert_edit_refused(stem: str, dist: str, old: str, new: str, msg: str, arch: str) -> None:

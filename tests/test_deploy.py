@@ -244,8 +244,12 @@ def test_cli_upscale_with_onnxruntime_backend_writes_the_torch_image(
     # an exported file runs directly with its backend, and is refused by the torch backend
     onnx_file = tmp_path / "m.onnx"
     assert CliRunner().invoke(app, ["export", weights, str(onnx_file)]).exit_code == 0
-    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "f.png"), "-m", str(onnx_file)])
-    assert res.exit_code == 2 and "--backend onnxruntime or openvino" in res.output
+    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "f.png"), "-m", str(onnx_file),
+                                   "--backend", "torch"])
+    assert res.exit_code == 2 and "--backend auto or onnxruntime or openvino" in res.output
+    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "f0.png"), "-m", str(onnx_file),
+                                   "--tile", "32"])  # the default, --backend auto: a runtime that reads it
+    assert res.exit_code == 0 and "(backend onnxruntime (an exported model))" in res.output, res.output
     res = CliRunner().invoke(
         app,
         [

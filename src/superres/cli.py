@@ -158,7 +158,7 @@ def upscale(
         268_435_456, "--max-output-pixels",
         help="Refuse (and skip, in a batch) outputs larger than this; 0 = no limit. Default 16384x16384."),
     download: bool = typer.Option(False, "--download", help="Allow fetching official weights (sha256-pinned) if not installed."),
-    backend: str = typer.Option("torch", "--backend", help=backend_help()),
+    backend: str = typer.Option("auto", "--backend", help=backend_help()),
     denoise: Optional[int] = typer.Option(None, "--denoise", help="Denoise level of the model's family "
                                           "(superres models --wide lists them), e.g. SRMD 0-10."),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/rotations (~8x slower); "
@@ -251,7 +251,7 @@ def upscale(
         typer.echo(f"kept: {job.dst}: {why}", err=True)
     if len(report.kept) > _KEPT_SHOWN:
         typer.echo(f"kept: ... and {len(report.kept) - _KEPT_SHOWN} more", err=True)
-    typer.echo(_summary(report, output))
+    typer.echo(_summary(report, output) + _backend_note(up))
     if report.failed:
         _err(f"{len(report.failed)} file(s) failed:")
         for src, why in report.failed:
@@ -340,6 +340,16 @@ def _summary(report: Any, output: Path) -> str:
     return line
 
 
+def _backend_note(up: Any) -> str:
+    """Which backend ran, and why when --backend auto chose it (the summary line's tail)."""
+    from .backend_auto import choice_of
+
+    choice = choice_of(up)
+    if choice is None:
+        return f" (backend {getattr(up, 'backend', 'torch')})"
+    return f" (backend {choice.describe()})"
+
+
 def _with_tile_bar(up: Any, img: Any, size: tuple[int, int], outscale: Optional[float], width: Optional[int],
                    height: Optional[int]) -> Any:
     """Upscale one image to ``size`` with a progress bar over its tiles (time left for a large photo)."""
@@ -388,7 +398,7 @@ def _upscale_one(up: Any, src: Path, dst: Path, outscale: Optional[float], width
     result = _with_tile_bar(up, img, size, outscale, width, height)
     remove_stale_temps(dst.parent, recursive=False, name=dst.name)
     write_image(result, dst, quality=quality, overwrite=overwrite)
-    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]})")
+    typer.echo(f"wrote {dst} ({result.color.shape[1]}x{result.color.shape[0]}){_backend_note(up)}")
 
 
 def _guarded_one(up: Any, guard: Any, choices: Any, src: Path, dst: Path, outscale: Optional[float],

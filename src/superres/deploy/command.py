@@ -82,7 +82,8 @@ def bench_command(
         "realesr-animevideov3", "-m", "--models", help="Comma-separated zoo names or weights files."
     ),
     backends: str = typer.Option(
-        "torch,onnxruntime,openvino", "-b", "--backends", help="Comma-separated; " + backend_help()
+        "auto,torch,onnxruntime,openvino", "-b", "--backends",
+        help="Comma-separated (auto: the default path of superres upscale); " + backend_help()
     ),
     sizes: str = typer.Option("128,256", "-s", "--sizes", help="Comma-separated LR sides in pixels."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs per case (median reported)."),

@@ -121,18 +121,24 @@ def bench(
             # ncnn: its default Vulkan device (the point of that backend); the others: the CPU
             dev = "auto" if backend == "ncnn" else "cpu"
             up = load_model(spec, device=dev, backend=backend, options=UpscaleOptions(tile=0))
+            label = backend
+            choice = getattr(up, "backend_choice", None)  # --backend auto: say what it ran
+            if choice is not None:
+                label = f"auto: {choice.backend}"
+                if progress:
+                    progress(f"auto for {up.name}: {choice.describe()}")
             for size in sizes:
                 side = -(-size // m) * m
                 x = torch.rand(1, c, side, side, generator=torch.Generator().manual_seed(0))
                 if progress:
-                    progress(f"{backend} {up.name} {side}px")
+                    progress(f"{label} {up.name} {side}px")
                 with _RssPeak() as mem:
                     sec = time_forward(up.forward, x, repeats)
                 px = side * side
                 gflops = 2 * macs_px * px / sec / 1e9
                 rows.append(
                     BenchRow(
-                        backend,
+                        label,
                         up.name,
                         side,
                         sec * 1e3,
@@ -150,9 +156,40 @@ def machine() -> str:
     import os
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"{cpu_model()} ({cpu_flag_summary() or 'no SIMD flags read'}), {os.cpu_count()} logical CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); fast engine kernel: {kernel_summary()}"
     )
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flag_summary() -> str:
+    """The CPU flags that decide which kernels and precisions can run fast here."""
+    from ..inference.fast import cpu_flags
+
+    flags = cpu_flags() or frozenset()
+    return " ".join(f for f in SIMD_FLAGS if f in flags)
+
+
+def kernel_summary() -> str:
+    """Which build of the fast engine's C kernel runs (and how to force another)."""
+    from ..inference.fast import KERNEL_ENV, kernel_variant, supported_kernel_variants
+
+    return (f"{kernel_variant()} (this CPU runs {', '.join(supported_kernel_variants())}; "
+            f"${KERNEL_ENV} picks one)")
 
 
 def to_markdown(rows: Sequence[BenchRow], peak: float) -> str:

@@ -18,7 +18,9 @@ How:
   strides (the NCHW input and output are used in place) and fold in a nearest x2 upsampling (input side)
   and bias, (P)ReLU / LeakyReLU / SiLU / tanh, SPAN's gate, up to two scaled residual adds and a pixel
   shuffle (+ SRVGG's base image) (output side). The GEMM is an AVX2/FMA 6x16 register-blocked kernel at
-  ~95% of one core's FMA peak on these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. Without a
+  ~95% of one core's FMA peak on these thin shapes, where ``torch.bmm`` (MKL) reaches 65-75%. The kernel is
+  built in variants (AVX-512, AVX2+FMA, portable without intrinsics); each process runs the best its CPU
+  has (/proc/cpuinfo), or ``$SUPERRES_FAST_KERNEL`` (:func:`kernel_variant` says which). Without a
   compiler the same algorithm can run with PyTorch transforms (``winograd_torch``), but that is slower
   than channels-last eager, which ``auto`` then picks.
 * **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
@@ -201,6 +203,7 @@ class _CKernels:
     name = "c"
     row_aligned = False
     tiles = (4, 6)
+    variant = "native"  # which build (KERNEL_VARIANTS), set by the loader
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -353,7 +356,25 @@ class _TorchKernels:
 
 
 _KERNEL_LOCK = threading.Lock()
-_KERNELS: dict[str, Any] = {}  # "c" -> _CKernels | None (None: tried and failed)
+_KERNELS: dict[str, Any] = {}  # variant -> _CKernels | None (None: tried and failed); "chosen" -> variant
+_FAILED: dict[str, str] = {}  # variant -> why it could not be loaded
+
+# Kernel variants, best first: the compiler flags each is built with and the CPU flags (/proc/cpuinfo) it
+# needs. "native" (-march=native) stands in for the x86 ones where the CPU's flags cannot be read (or on
+# other architectures); "portable" has no -m flags and no intrinsics and runs anywhere.
+KERNEL_VARIANTS = ("avx512", "avx2", "native", "portable")
+_VARIANT_CFLAGS = {
+    "avx512": ("-O3", "-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma", "-mf16c"),
+    "avx2": ("-O3", "-mavx2", "-mfma", "-mf16c"),
+    "native": ("-O3", "-march=native"),
+    "portable": ("-O3",),
+}
+_VARIANT_NEEDS = {
+    "avx512": frozenset({"avx512f", "avx512vl", "avx512dq", "avx512bw", "avx2", "fma", "f16c"}),
+    "avx2": frozenset({"avx2", "fma", "f16c"}),
+}
+_VARIANT_ISA = {"avx512": 512, "avx2": 256, "portable": 0}  # what sr_kernel_isa() must return
+KERNEL_ENV = "SUPERRES_FAST_KERNEL"
 
 
 def _cpu_signature() -> str:
@@ -371,17 +392,64 @@ def _cpu_signature() -> str:
     return "\n".join(parts)
 
 
-def _compile_c(cache: Path) -> Path:
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux; what the kernel lets programs use), or None where
+    they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def supported_kernel_variants(flags: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The variants this CPU can run, best first (``flags``: as :func:`cpu_flags`, for tests)."""
+    flags = cpu_flags() if flags is None else flags
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+    if flags is None or not x86:
+        return ("native", "portable")
+    return (*[v for v, need in _VARIANT_NEEDS.items() if need <= flags], "portable")
+
+
+def choose_kernel_variant(override: str | None, supported: tuple[str, ...]) -> tuple[str, str | None]:
+    """(variant, warning or None): ``override`` (``$SUPERRES_FAST_KERNEL``) when this CPU runs it, else the
+    best supported one. Running a variant the CPU lacks would kill the process (illegal instruction), so an
+    override is never trusted blindly."""
+    want = (override or "").strip().lower()
+    if not want or want == "auto":
+        return supported[0], None
+    if want not in KERNEL_VARIANTS:
+        return supported[0], (f"{KERNEL_ENV}={override!r} is not one of auto, {', '.join(KERNEL_VARIANTS)}; "
+                              f"using {supported[0]}")
+    if want not in supported:
+        return supported[0], (f"{KERNEL_ENV}={want}: this CPU cannot run it "
+                              f"(it runs {', '.join(supported)}); using {supported[0]}")
+    return want, None
+
+
+def kernel_variant() -> str:
+    """The kernel variant this process uses (chosen once: the best this CPU runs and the compiler builds, or
+    ``$SUPERRES_FAST_KERNEL``), or ``"none"`` when no variant could be built (no C compiler)."""
+    kern = c_kernels()
+    return kern.variant if kern is not None else "none"
+
+
+def _compile_c(cache: Path, variant: str = "native") -> Path:
+    """Build (once per machine, cached) the kernel's shared library for ``variant``; its path."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     source = _c_source()
     errors = []
-    for flags in (["-O3", "-march=native"], ["-O3"]):
+    tries = [list(_VARIANT_CFLAGS[variant])] + ([["-O3"]] if variant == "native" else [])
+    for flags in tries:
         what = "\0".join([source, cc, version, *flags, _cpu_signature()])
         key = hashlib.sha256(what.encode()).hexdigest()
-        final = cache / f"wino-{key[:20]}.so"
+        final = cache / f"wino-{variant}-{key[:20]}.so"
         if final.is_file():
             return final
         cache.mkdir(parents=True, exist_ok=True)
@@ -395,7 +463,16 @@ def _compile_c(cache: Path) -> Path:
                 os.replace(out, final)  # atomic; concurrent builders publish identical files
                 return final
             errors.append(f"{' '.join(flags)}: {(res.stderr or res.stdout).strip()[-300:]}")
-    raise RuntimeError("C compiler failed: " + " | ".join(errors))
+    raise RuntimeError(f"C compiler failed ({variant}): " + " | ".join(errors))
+
+
+def build_kernel(variant: str) -> Path:
+    """Compile ``variant`` without loading it (a variant this CPU cannot run can still be built: tests)."""
+    from ..cache import cache_dir
+
+    if variant not in KERNEL_VARIANTS:
+        raise ValueError(f"unknown kernel variant {variant!r}; expected one of {', '.join(KERNEL_VARIANTS)}")
+    return _compile_c(cache_dir("kernels"), variant)
 
 
 def _self_test(kern: Any) -> None:
@@ -417,27 +494,80 @@ def _self_test(kern: Any) -> None:
         err = (dst.double() - want).abs().max().item()
         if not err < 1e-4:
             raise RuntimeError(f"self-test of F({m},3) failed (max error {err:.3g})")
+    # the GEMM alone, on widths that use every column block (32, 16, 8) and a partial row block
+    v = torch.rand(3, 13, 40, generator=g)
+    u = torch.rand(3, 40, 56, generator=g)
+    mm = torch.zeros(3, 13, 56)
+    kern.gemm(v, u, mm)
+    err = (mm.double() - torch.bmm(v.double(), u.double())).abs().max().item()
+    if not err < 1e-4:
+        raise RuntimeError(f"self-test of the GEMM failed (max error {err:.3g})")
 
 
-def _load_c_kernels() -> _CKernels:
+def _load_c_kernels(variant: str = "native") -> _CKernels:
     from ..cache import cache_dir
 
-    path = _compile_c(cache_dir("kernels"))
-    kern = _CKernels(ctypes.CDLL(str(path)))
+    path = _compile_c(cache_dir("kernels"), variant)
+    lib = ctypes.CDLL(str(path))
+    isa = lib.sr_kernel_isa()
+    if variant in _VARIANT_ISA and isa != _VARIANT_ISA[variant]:
+        raise RuntimeError(f"the {variant} build reports instruction set {isa}, not {_VARIANT_ISA[variant]}")
+    kern = _CKernels(lib)
+    kern.variant = variant
     _self_test(kern)
     return kern
 
 
-def c_kernels() -> _CKernels | None:
-    """The compiled transforms, or None when no working C compiler is available (logged once)."""
+def _kernels_of(variant: str) -> _CKernels | None:
+    """Call with _KERNEL_LOCK held."""
+    if variant not in _KERNELS:
+        try:
+            _KERNELS[variant] = _load_c_kernels(variant)
+        except Exception as e:  # noqa: BLE001 - any failure means "use the fallback"
+            _FAILED[variant] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            _KERNELS[variant] = None
+    return _KERNELS[variant]
+
+
+def c_kernels(variant: str | None = None) -> _CKernels | None:
+    """The compiled transforms, or None when no working C compiler is available (logged once).
+
+    Without ``variant``: the process's choice, made once (:func:`choose_kernel_variant`; a variant that
+    fails to build or self-test gives way to the next one this CPU runs). With ``variant``: that one, which
+    this CPU must run (``ValueError`` otherwise)."""
     with _KERNEL_LOCK:
-        if "c" not in _KERNELS:
-            try:
-                _KERNELS["c"] = _load_c_kernels()
-            except Exception as e:  # noqa: BLE001 - any failure means "use the fallback"
-                log.warning("fast CPU kernels unavailable (%s); using a slower path", str(e).splitlines()[0])
-                _KERNELS["c"] = None
-        return _KERNELS["c"]
+        if variant is not None:
+            if variant not in supported_kernel_variants():
+                raise ValueError(f"this CPU cannot run the {variant!r} kernels "
+                                 f"(it runs {', '.join(supported_kernel_variants())})")
+            return _kernels_of(variant)
+        if "chosen" not in _KERNELS:
+            supported = supported_kernel_variants()
+            first, warning = choose_kernel_variant(os.environ.get(KERNEL_ENV), supported)
+            if warning:
+                log.warning("%s", warning)
+            order = [first, *[v for v in supported if v != first]]
+            chosen = next((v for v in order if _kernels_of(v) is not None), None)
+            tried = order if chosen is None else order[:order.index(chosen)]
+            failed = [f"{v}: {_FAILED.get(v, '?')}" for v in tried]
+            if chosen is None:
+                log.warning("fast CPU kernels unavailable (%s); using a slower path", failed[0])
+            elif failed:
+                log.warning("fast CPU kernels: using %s (%s)", chosen, "; ".join(failed))
+            _KERNELS["chosen"] = chosen
+        chosen = _KERNELS["chosen"]
+        return None if chosen is None else _KERNELS[chosen]
+
+
+def kernel_forward(net: nn.Module, variant: str, *, f4: bool = False) -> Forward:
+    """A forward through ``net``'s Winograd plan on the ``variant`` kernels (not cached; tests and
+    benchmarks compare variants in one process). ``TypeError`` when the network has no plan."""
+    kern = c_kernels(variant)
+    if kern is None:
+        raise RuntimeError(f"the {variant} kernels could not be built here")
+    run = _Runner(kern, 4 if f4 else 6, _pool(torch.get_num_threads()))
+    with torch.no_grad():
+        return run.call(lambda: _make_plan(net, run))
 
 
 # ---- a pool of single-threaded workers ---------------------------------------------------------------------

@@ -1,6 +1,9 @@
 /* superres Winograd F(4x4,3x3) and F(6x6,3x3) transforms. Images are (H, W, C) with element strides
    (sy, sx, sc); V and M are (P, tiles, C) with strides (vsp, vst, 1), P = (m+2)^2, C % 8 == 0.
-   GCC / Clang vector extensions (AVX2 with -march=native on x86-64). */
+   GCC / Clang vector extensions. Built once per machine in variants (fast.py picks one per process from
+   the CPU's flags): avx512 (-mavx512f ...: the GEMM's 32-column blocks in zmm registers), avx2 (-mavx2 -mfma:
+   everything else in ymm) and portable (no -m flags, no intrinsics: the same algorithm in plain vector
+   extensions, which the compiler lowers to whatever the target has). sr_kernel_isa() says which was built. */
 #include <stdint.h>
 typedef int64_t i64;
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
@@ -131,7 +134,9 @@ void sr_wino_in(int m, const float* x, i64 H, i64 W, i64 C, i64 cvalid, i64 sy, 
 
 /* The (m+2)^2 products M_p (n x N) = V_p (n x K, row stride vst) @ U_p (K x N, contiguous), N % 8 == 0.
    An AVX2/FMA register-blocked kernel: 6 rows x 16 columns of M in 12 accumulators, U_p's 16 columns stream
-   from L1. ~95% of one core's FMA peak for these thin shapes (MKL's sgemm: 65-75%). */
+   from L1. ~95% of one core's FMA peak for these thin shapes (MKL's sgemm: 65-75%). With AVX-512 the
+   column blocks are 32 wide (12 zmm accumulators); the 16- and 8-column tails stay in ymm. Every variant
+   sums over k in the same order. */
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define FMA2(i) a = _mm256_broadcast_ss(r##i + k); c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); \
@@ -168,6 +173,32 @@ static inline void mk8(const float* A, i64 as, const float* B, i64 N, i64 K, flo
     __m256 out[6] = {c00, c10, c20, c30, c40, c50};
     for (int r = 0; r < R; r++) _mm256_storeu_ps(C + r * cs, out[r]);
 }
+#if defined(__AVX512F__)
+#define FMA3(i) z = _mm512_set1_ps(r##i[k]); c##i##0 = _mm512_fmadd_ps(z, b0, c##i##0); \
+                c##i##1 = _mm512_fmadd_ps(z, b1, c##i##1);
+static inline void mk32(const float* A, i64 as, const float* B, i64 N, i64 K, float* C, i64 cs, int R,
+                        int pf) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, z;
+    const float *r0 = A, *r1 = R > 1 ? A + as : A, *r2 = R > 2 ? A + 2 * as : A, *r3 = R > 3 ? A + 3 * as : A,
+                *r4 = R > 4 ? A + 4 * as : A, *r5 = R > 5 ? A + 5 * as : A;
+    const float* nx = A + 6 * as;
+    for (i64 k = 0; k < K; k++) {
+        if (pf && (k & 15) == 0)
+            for (int r = 0; r < pf; r++) _mm_prefetch((const char*)(nx + r * as + k), _MM_HINT_T0);
+        __m512 b0 = _mm512_loadu_ps(B + k * N), b1 = _mm512_loadu_ps(B + k * N + 16);
+        FMA3(0) FMA3(1) FMA3(2) FMA3(3) FMA3(4) FMA3(5)
+    }
+    __m512 out[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    for (int r = 0; r < R; r++) {
+        _mm512_storeu_ps(C + r * cs, out[2 * r]);
+        _mm512_storeu_ps(C + r * cs + 16, out[2 * r + 1]);
+    }
+}
+int sr_kernel_isa(void) { return 512; }
+#else
+int sr_kernel_isa(void) { return 256; }
+#endif
 int sr_gemm_available(void) { return 1; }
 void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float* U, i64 N, float* M, i64 msp,
              i64 mst)
@@ -175,21 +206,56 @@ void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float*
     for (i64 p = 0; p < P; p++) {
         const float *A = V + p * vsp, *B = U + p * K * N;
         float* C = M + p * msp;
-        for (i64 j0 = 0; j0 < N; j0 += 16)
+        for (i64 j0 = 0; j0 < N;) {
+#if defined(__AVX512F__)
+            const i64 width = j0 + 32 <= N ? 32 : j0 + 16 <= N ? 16 : 8;
+#else
+            const i64 width = j0 + 16 <= N ? 16 : 8;
+#endif
             for (i64 r0 = 0; r0 < n; r0 += 6) {
                 int R = n - r0 < 6 ? (int)(n - r0) : 6;
                 i64 left = n - r0 - 6;
                 int pf = j0 == 0 && left > 0 ? (left < 6 ? (int)left : 6) : 0;
-                if (j0 + 16 <= N) mk16(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R, pf);
+#if defined(__AVX512F__)
+                if (width == 32) { mk32(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R, pf); continue; }
+#endif
+                if (width == 16) mk16(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R, pf);
                 else mk8(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R);
             }
+            j0 += width;
+        }
     }
 }
 #else
-int sr_gemm_available(void) { return 0; }
+/* Portable: the same 6-row blocking with 8-column vector-extension accumulators (SSE pairs on a plain
+   x86-64 build, NEON on ARM), no intrinsics. */
+static inline void pk8(const float* A, i64 as, const float* B, i64 N, i64 K, float* C, i64 cs, int R) {
+    const v8 zero = {0};
+    v8 c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero;
+    const float *r0 = A, *r1 = R > 1 ? A + as : A, *r2 = R > 2 ? A + 2 * as : A, *r3 = R > 3 ? A + 3 * as : A,
+                *r4 = R > 4 ? A + 4 * as : A, *r5 = R > 5 ? A + 5 * as : A;
+    for (i64 k = 0; k < K; k++) {
+        v8 b = LD(B + k * N);
+        c0 += r0[k] * b; c1 += r1[k] * b; c2 += r2[k] * b; c3 += r3[k] * b; c4 += r4[k] * b; c5 += r5[k] * b;
+    }
+    v8 out[6] = {c0, c1, c2, c3, c4, c5};
+    for (int r = 0; r < R; r++) ST(C + r * cs, out[r]);
+}
+int sr_kernel_isa(void) { return 0; }
+int sr_gemm_available(void) { return 1; }
 void sr_gemm(i64 P, const float* V, i64 vsp, i64 vst, i64 n, i64 K, const float* U, i64 N, float* M, i64 msp,
-             i64 mst) { (void)P; (void)V; (void)vsp; (void)vst; (void)n; (void)K; (void)U; (void)N; (void)M;
-             (void)msp; (void)mst; }
+             i64 mst)
+{
+    for (i64 p = 0; p < P; p++) {
+        const float *A = V + p * vsp, *B = U + p * K * N;
+        float* C = M + p * msp;
+        for (i64 j0 = 0; j0 < N; j0 += 8)
+            for (i64 r0 = 0; r0 < n; r0 += 6) {
+                int R = n - r0 < 6 ? (int)(n - r0) : 6;
+                pk8(A + r0 * vst, vst, B + j0, N, K, C + r0 * mst + j0, mst, R);
+            }
+    }
+}
 #endif
 
 /* e^x, 8 lanes: x = n ln2 + r (|r| <= ln2 / 2, ln2 split in two for an exact product), e^r by a degree-6

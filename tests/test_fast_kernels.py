@@ -1,0 +1,160 @@
+"""The fast engine's C kernel in variants (AVX-512, AVX2+FMA, portable) with runtime dispatch: every
+variant this machine runs gives the same images as the portable one (within 1e-5) and as eager (1e-4), on
+random and real inputs of odd sizes; an override names the variant the process uses, never one the CPU
+lacks; ``superres bench`` says which ran."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from superres.archs import build
+from superres.inference import fast
+
+SUPPORTED = fast.supported_kernel_variants()
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _need_compiler() -> None:
+    if fast.c_kernels("portable") is None:
+        pytest.skip("no working C compiler: the kernels cannot be built here")
+
+
+def _srvgg() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("srvgg", num_feat=24, num_conv=4, scale=4, act="prelu").eval()
+
+
+def _rrdb() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return build("rrdbnet", num_feat=16, num_block=1, num_grow=8, scale=4).eval()
+
+
+@pytest.mark.parametrize("variant", SUPPORTED)
+@pytest.mark.parametrize("make", [_srvgg, _rrdb], ids=["srvgg", "rrdbnet"])
+def test_every_variant_matches_portable_and_eager(variant: str, make) -> None:
+    _need_compiler()
+    net = make()
+    g = torch.Generator().manual_seed(2)
+    for shape in ((1, 3, 23, 37), (2, 3, 16, 9)):
+        x = torch.rand(*shape, generator=g)
+        with torch.inference_mode():
+            want = net(x)
+        for f4 in (False, True):
+            ours = fast.kernel_forward(net, variant, f4=f4)(x)
+            portable = fast.kernel_forward(net, "portable", f4=f4)(x)
+            assert (ours - portable).abs().max().item() <= 1e-5, (variant, shape, f4)
+            assert (ours - want).abs().max().item() <= 1e-4, (variant, shape, f4)
+
+
+@pytest.mark.parametrize("variant", SUPPORTED)
+def test_every_variant_on_a_real_image(variant: str, data_dir: Path) -> None:
+    """realesr-animevideov3 (the zoo's weights) on a 45x61 crop of a Set14 photo."""
+    _need_compiler()
+    from PIL import Image
+
+    from superres.zoo.loader import load_network
+
+    net, _ = load_network("realesr-animevideov3")
+    img = np.asarray(Image.open(data_dir / "Set14" / "HR" / "comic.png").convert("RGB"), dtype=np.float32)
+    x = torch.from_numpy(img[10:55, 20:81].transpose(2, 0, 1).copy() / 255.0)[None]
+    with torch.inference_mode():
+        want = net(x)
+    ours = fast.kernel_forward(net, variant)(x)
+    portable = fast.kernel_forward(net, "portable")(x)
+    assert (ours - portable).abs().max().item() <= 1e-5
+    assert (ours - want).abs().max().item() <= 1e-4
+    assert ours.max().item() > 0.5  # a picture came out
+
+
+@pytest.mark.parametrize("variant", SUPPORTED)
+def test_gemm_of_every_variant_on_every_column_block(variant: str) -> None:
+    """Widths that use the 32-, 16- and 8-column blocks and their tails; row counts not a multiple of 6."""
+    _need_compiler()
+    kern = fast.c_kernels(variant)
+    g = torch.Generator().manual_seed(3)
+    for n, k, width in ((1, 3, 8), (5, 64, 24), (13, 40, 56), (7, 72, 96), (6, 16, 40)):
+        v = torch.rand(4, n, k, generator=g)
+        u = torch.rand(4, k, width, generator=g)
+        mm = torch.zeros(4, n, width)
+        kern.gemm(v, u, mm)
+        want = torch.bmm(v.double(), u.double())
+        assert (mm.double() - want).abs().max().item() <= 1e-5 * k, (variant, n, k, width)
+
+
+def test_choice_follows_the_override_only_where_the_cpu_runs_it() -> None:
+    both = ("avx2", "portable")
+    assert fast.choose_kernel_variant(None, both) == ("avx2", None)
+    assert fast.choose_kernel_variant("auto", both) == ("avx2", None)
+    assert fast.choose_kernel_variant("PORTABLE", both) == ("portable", None)
+    variant, why = fast.choose_kernel_variant("avx512", both)
+    assert variant == "avx2" and "cannot run it" in why
+    variant, why = fast.choose_kernel_variant("sse9", both)
+    assert variant == "avx2" and "is not one of" in why
+
+
+@pytest.mark.skipif(not X86, reason="x86 flags")
+def test_supported_variants_from_cpu_flags() -> None:
+    avx2 = frozenset({"sse2", "avx", "avx2", "fma", "f16c"})
+    avx512 = avx2 | {"avx512f", "avx512vl", "avx512dq", "avx512bw"}
+    assert fast.supported_kernel_variants(avx512) == ("avx512", "avx2", "portable")
+    assert fast.supported_kernel_variants(avx2) == ("avx2", "portable")
+    assert fast.supported_kernel_variants(frozenset({"sse2"})) == ("portable",)
+    assert fast.supported_kernel_variants(avx2 | {"avx512f"}) == ("avx2", "portable")  # partial AVX-512
+
+
+def test_a_variant_this_cpu_lacks_is_refused_not_run() -> None:
+    missing = [v for v in ("avx512", "avx2") if v not in SUPPORTED]
+    if not missing:
+        pytest.skip("this CPU runs every x86 variant")
+    with pytest.raises(ValueError, match="cannot run"):
+        fast.c_kernels(missing[0])
+
+
+@pytest.mark.skipif(not X86, reason="x86 variant")
+def test_the_avx512_variant_builds_even_where_it_cannot_run() -> None:
+    _need_compiler()
+    try:
+        path = fast.build_kernel("avx512")
+    except RuntimeError as e:
+        pytest.skip(f"this compiler does not build AVX-512 code: {e}")
+    assert path.is_file() and "avx512" in path.name
+
+
+def test_the_override_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """$SUPERRES_FAST_KERNEL=portable is what the process runs; a variant this CPU lacks falls back to the
+    best it runs, with a warning, instead of an illegal instruction."""
+    import logging
+
+    _need_compiler()
+    monkeypatch.setattr(fast, "_KERNELS", {})
+    monkeypatch.setenv("SUPERRES_FAST_KERNEL", "portable")
+    assert fast.kernel_variant() == "portable"
+    monkeypatch.setenv("SUPERRES_FAST_KERNEL", SUPPORTED[0])
+    assert fast.kernel_variant() == "portable"  # chosen once: a later change of the variable is not read
+    lacking = [v for v in ("avx512", "avx2") if v not in SUPPORTED]
+    if lacking:
+        monkeypatch.setattr(fast, "_KERNELS", {})
+        monkeypatch.setenv("SUPERRES_FAST_KERNEL", lacking[0])
+        with caplog.at_level(logging.WARNING, logger="superres.inference.fast"):
+            assert fast.kernel_variant() == SUPPORTED[0]
+        assert any("cannot run it" in r.message for r in caplog.records)
+
+
+def test_forced_portable_kernel_through_the_cli() -> None:
+    """The user's view: `superres bench` says which kernel ran, here the forced portable one."""
+    _need_compiler()
+    env = {**os.environ, "SUPERRES_FAST_KERNEL": "portable"}
+    cmd = [sys.executable, "-m", "superres.cli", "bench", "-m", "realesr-animevideov3", "-b", "torch",
+           "-s", "24", "--repeats", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "fast engine kernel: portable" in res.stdout
