@@ -55,23 +55,26 @@ def test_every_variant_matches_portable_and_eager(variant: str, make) -> None:
 
 
 @pytest.mark.parametrize("variant", SUPPORTED)
-def test_every_variant_on_a_real_image(variant: str, data_dir: Path) -> None:
-    """realesr-animevideov3 (the zoo's weights) on a 45x61 crop of a Set14 photo."""
+@pytest.mark.parametrize("model", ["realesr-animevideov3", "span-x2", "espcn-r-x4", "edsr-baseline-x4"])
+def test_every_variant_on_a_real_image(variant: str, model: str, data_dir: Path) -> None:
+    """Zoo weights on a 45x61 crop of a Set14 photo: SRVGG's PReLU and shuffle, and the epilogues the later
+    plans added (SPAN's SiLU and gate, ESPCN's tanh, EDSR's scaled residuals) in every variant."""
     _need_compiler()
     from PIL import Image
 
     from superres.zoo.loader import load_network
 
-    net, _ = load_network("realesr-animevideov3")
+    net, _ = load_network(model)
     img = np.asarray(Image.open(data_dir / "Set14" / "HR" / "comic.png").convert("RGB"), dtype=np.float32)
     x = torch.from_numpy(img[10:55, 20:81].transpose(2, 0, 1).copy() / 255.0)[None]
+    x = x[:, : net.descriptor.in_channels]  # ESPCN reads Y: any one channel of a photo is a fair input
     with torch.inference_mode():
         want = net(x)
     ours = fast.kernel_forward(net, variant)(x)
     portable = fast.kernel_forward(net, "portable")(x)
     assert (ours - portable).abs().max().item() <= 1e-5
     assert (ours - want).abs().max().item() <= 1e-4
-    assert ours.max().item() > 0.5  # a picture came out
+    assert ours.max().item() > 0.3  # a picture came out
 
 
 @pytest.mark.parametrize("variant", SUPPORTED)
