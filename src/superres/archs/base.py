@@ -40,6 +40,7 @@ _ARCH_MODULES: dict[str, str] = {
     "upconv7": "superres.archs.upconv7",
     "cugan": "superres.archs.cugan",
     "cunet": "superres.archs.cunet",
+    "dat": "superres.archs.dat",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 
@@ -117,6 +118,8 @@ class ArchSpec:
     # (features at LR resolution): e.g. convolutions run at output resolution, attention windows.
     # Used by the memory-based tile size (superres.inference.devices.bytes_per_lr_pixel).
     extra_activations: Callable[[dict[str, Any], int], int] = lambda hp, feat: 0
+    licence: str = ""  # SPDX id of the upstream code and weights licence, e.g. "Apache-2.0"; "" for our own
+    noncommercial: bool = False  # True: loading needs the explicit opt-in (SUPERRES_ALLOW_NONCOMMERCIAL=1)
 
     def describe(self, net: SRNet) -> ModelDescriptor:
         hp = net.hyperparams
