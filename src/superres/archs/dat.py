@@ -121,12 +121,22 @@ class WindowBranch(nn.Module):
         table, index = _offset_table(*win)
         self.register_buffer("rpe_biases", table)
         self.register_buffer("relative_position_index", index)
+        self._cached: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
     def bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """(heads, N, N) additive attention bias, from the current weights."""
+        """(heads, N, N) additive attention bias, from the current weights. Without autograd it is kept
+        until a weight changes (versions in the key), so inference runs the position MLP once per model."""
+        key = (dtype, self.rpe_biases.device, *(p._version for p in self.pos.parameters()),
+               self.rpe_biases._version, self.relative_position_index._version)
+        cached = self._cached
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1]
         n = self.win[0] * self.win[1]
         per_offset = self.pos(self.rpe_biases.to(dtype))
-        return per_offset[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        out = per_offset[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+        if not torch.is_grad_enabled():
+            self._cached = (key, out)
+        return out
 
 
 def _nchw(x: torch.Tensor) -> torch.Tensor:
@@ -197,14 +207,17 @@ class SpatialAttention(Interaction):
             qkv = torch.roll(qkv, shifts=(-sh, -sw), dims=(1, 2))
         nh, nw = hp // wh, wp // ww
         win = qkv.view(b, nh, wh, nw, ww, 3, heads, c // heads).permute(5, 0, 1, 3, 6, 2, 4, 7)
-        q, k, v = win.reshape(3, b, nh * nw, heads, wh * ww, c // heads).unbind(0)
+        # 4-D (B*nW, heads, N, d): the layout torch's fused CPU attention kernel takes
+        q, k, v = win.reshape(3, b * nh * nw, heads, wh * ww, c // heads).unbind(0)
         bias = self.attns[branch].bias(q.dtype)
         if self.shifted:
             key = (hp, wp, branch, q.dtype, q.device)
             if key not in masks:
                 masks[key] = shift_mask(hp, wp, (wh, ww), (sh, sw), q.device).to(q.dtype).unsqueeze(1)
             bias = bias + masks[key]  # (nW, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, nW, heads, N, d)
+            if b > 1:
+                bias = bias.repeat(b, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, d)
         out = out.view(b, nh, nw, heads, wh, ww, c // heads).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
         if self.shifted:
             out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
