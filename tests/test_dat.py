@@ -191,9 +191,12 @@ def test_dat_light_x2_matches_upstream_on_a_set5_crop(tmp_path: Path, monkeypatc
     assert float(np.abs(got - io["sr"]).max()) <= TOL
 
 
-def test_dat_light_tiles_within_one_level_of_the_whole_image(
+def test_dat_light_tiles_stay_close_to_the_whole_image(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
-    """The default plan (context chosen in README "DAT-light") on a real Set14 LR crop cut into 4 tiles."""
+    """A real Set14 LR crop cut into 4 tiles with 16 LR pixels of context, so that no tile sees the whole crop.
+    DAT's channel attention and pooling see the whole map, so tiles cannot equal the whole image: measured
+    max 3.4/255, mean 0.16/255 (README "DAT-light"); this keeps it there. With the default context (48) the
+    tiles of this crop each cover all of it and the output is the whole image's exactly."""
     from PIL import Image
 
     from superres.inference.upscaler import UpscaleOptions, Upscaler
@@ -205,8 +208,8 @@ def test_dat_light_tiles_within_one_level_of_the_whole_image(
     rgb = np.asarray(lr, np.float32).transpose(2, 0, 1) / 255.0
     net = load_network("dat-light-x2")[0]
     whole = Upscaler(net, options=UpscaleOptions(tile=0)).upscale_planes(rgb)
-    tiled_up = Upscaler(net, options=UpscaleOptions(tile=56))
-    assert len(spans(80, 56, 16)) * len(spans(96, 56, 16)) == 4
-    tiled = tiled_up.upscale_planes(rgb)
+    assert len(spans(80, 56, 16)) * len(spans(96, 56, 16)) == 4 and 56 + 16 < 80  # no tile is the whole crop
+    tiled = Upscaler(net, options=UpscaleOptions(tile=56, context=16)).upscale_planes(rgb)
     assert whole.shape == tiled.shape == (160, 192, 3)
-    assert float(np.abs(tiled - whole).max()) * 255 <= 1.0
+    diff = np.abs(tiled - whole) * 255
+    assert float(diff.max()) <= 4.0 and float(diff.mean()) <= 0.25
