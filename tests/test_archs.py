@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from superres.archs import build, detect, get_arch, list_archs
 
-ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
+ALL_ARCHS = ["cugan", "cunet", "dat", "edsr", "espcn", "fsrcnn", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
              "upconv7"]
 
 # --------------------------------------------------------------------------------------------------
@@ -59,6 +59,11 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("cugan", "cugan", dict(), (2, 3, 4), frozenset()),
     ("cugan-nose", "cugan", dict(se=False), (2,), frozenset()),
     ("cunet", "cunet", dict(), (1, 2), frozenset()),
+    ("dat-light", "dat", dict(embed_dim=32, depths=[2, 2], num_heads=[2, 2], split_size=[4, 8], expansion_factor=2.0,
+                              upsampler="pixelshuffledirect", resi_connection="3conv", img_size=16),
+     (2, 3, 4), frozenset()),  # issue 25: DAT family (light layout, stored shift masks)
+    ("dat-classical", "dat", dict(embed_dim=32, depths=[2], num_heads=[4], split_size=[4, 4], expansion_factor=4.0,
+                                  img_size=None), (2, 3, 4), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
 ]
