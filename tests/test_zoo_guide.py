@@ -39,7 +39,7 @@ def test_models_table_has_purpose_and_default_marks_at_80_columns() -> None:
     assert all(r[2] in guide.PURPOSES for r in rows)  # every model says what it is for
     assert by_name["realesrgan-x4plus"][3] == "default,photo"
     assert by_name["realesr-animevideov3"][3] == "video"
-    assert by_name["span-ch48-x2"][2:4] == ["fidelity", "fidelity,fast"]
+    assert by_name["span-ch48-x2"][2:4] == ["fidelity", "fast"]
     assert by_name["espcn-s-x4"][2] == "fast" and by_name["srmd-x3"][2] == "fidelity"
     # the aliases the error messages and the README use are listed, each with its model
     assert "fidelity, fast" in out and "realcugan=realcugan-x2" in " ".join(out.split())
@@ -135,7 +135,7 @@ def test_fidelity_and_fast_picks_per_scale() -> None:
 
     assert [choose("fast", s).model for s in (2, 3, 4, None, 2.5)] == [
         "span-ch48-x2", "srmdnf-x3", "span-ch48-x4", "span-ch48-x4", "span-ch48-x4"]
-    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["span-ch48-x2", "srmdnf-x3", "dat-light-x4"]
+    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["dat-light-x2", "srmdnf-x3", "dat-light-x4"]
     assert choose("FAST", 4).model == "span-ch48-x4"
     typo = runner.invoke(app, ["upscale", "x.png", "-m", "fsat", "-s", "2"])
     lines = [ln for ln in typo.output.splitlines() if ln.strip()]

@@ -44,8 +44,8 @@ FAST_WINDOW_DB = 0.3  # ``-m fast``: the fastest model within this much mean Y-P
 #   (realesrgan-x4plus-anime 20.50).
 # video: realesr-animevideov3 (the only video model; x2/x3 run x4 then resize, as upstream).
 # fidelity: best mean Y-PSNR of Set5 + Set14 + BSD100 (README "PSNR-oriented models", the cards' metrics).
-#   x4: dat-light-x4 29.699 vs span-x4 29.463 (README "DAT-light"); x2/x3 DAT-light lead on Set5/Set14 but
-#   have no BSD100 yet, so the rule cannot rank them there.
+#   x2: dat-light-x2 34.837 vs span-ch48-x2 34.633; x4: dat-light-x4 29.699 vs span-x4 29.463 (README
+#   "DAT-light"); x3: DAT-light's BSD100 is not on its card yet (it would also be the only model in the window).
 # fast: `python benchmarks/pick_speed.py` (128x128, 1 thread, 2-core AMD EPYC at load average 15; README
 #   "Which model for what"), medians in ms: x2 span-ch48-x2 556 vs span-x2 808 (srmdnf-x2 is 0.33 dB under
 #   the pick, outside the window); x4 span-ch48-x4 1301, span-x4 1583, srmdnf-x4 4223; x3 srmd-x3 3020 vs
@@ -55,7 +55,7 @@ PICKS: dict[str, dict[int, str]] = {
     "photo": {2: "waifu2x-photo-x2", 4: "realesrgan-x4plus"},
     "anime": {2: "waifu2x-cunet-x2", 3: "realcugan-x3-cons", 4: "realcugan-x4-cons"},
     "video": {4: "realesr-animevideov3"},
-    "fidelity": {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "dat-light-x4"},
+    "fidelity": {2: "dat-light-x2", 3: "srmdnf-x3", 4: "dat-light-x4"},
     "fast": {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-ch48-x4"},
 }
 ALIASES = ("fidelity", "fast")  # -m words that pick per scale (-s); the other purposes are read, not run
