@@ -134,8 +134,8 @@ def test_fidelity_and_fast_picks_per_scale() -> None:
         return count_macs(build(c.arch, **c.hyperparams), 16, 16) / 256
 
     assert [choose("fast", s).model for s in (2, 3, 4, None, 2.5)] == [
-        "span-ch48-x2", "srmdnf-x3", "span-ch48-x4", "span-ch48-x4", "span-ch48-x4"]
-    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["dat-light-x2", "srmdnf-x3", "dat-light-x4"]
+        "span-ch48-x2", "dat-light-x3", "span-ch48-x4", "span-ch48-x4", "span-ch48-x4"]
+    assert [choose("fidelity", s).model for s in (2, 3, 4)] == ["dat-light-x2", "dat-light-x3", "dat-light-x4"]
     assert choose("FAST", 4).model == "span-ch48-x4"
     typo = runner.invoke(app, ["upscale", "x.png", "-m", "fsat", "-s", "2"])
     lines = [ln for ln in typo.output.splitlines() if ln.strip()]

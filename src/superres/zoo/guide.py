@@ -44,19 +44,21 @@ FAST_WINDOW_DB = 0.3  # ``-m fast``: the fastest model within this much mean Y-P
 #   (realesrgan-x4plus-anime 20.50).
 # video: realesr-animevideov3 (the only video model; x2/x3 run x4 then resize, as upstream).
 # fidelity: best mean Y-PSNR of Set5 + Set14 + BSD100 (README "PSNR-oriented models", the cards' metrics).
-#   x2: dat-light-x2 34.837 vs span-ch48-x2 34.633; x4: dat-light-x4 29.699 vs span-x4 29.463 (README
-#   "DAT-light"); x3: DAT-light's BSD100 is not on its card yet (it would also be the only model in the window).
+#   x2: dat-light-x2 34.837 vs span-ch48-x2 34.633; x3: dat-light-x3 31.533 vs srmdnf-x3 31.007; x4:
+#   dat-light-x4 29.699 vs span-x4 29.463 (README "DAT-light").
 # fast: `python benchmarks/pick_speed.py` (128x128, 1 thread, 2-core AMD EPYC at load average 15; README
 #   "Which model for what"), medians in ms: x2 span-ch48-x2 556 vs span-x2 808 (srmdnf-x2 is 0.33 dB under
 #   the pick, outside the window); x4 span-ch48-x4 1301, span-x4 1583, srmdnf-x4 4223; x3 srmd-x3 3020 vs
 #   srmdnf-x3 3441 is load noise (the same network: 1.527 vs 1.526 MMAC per LR pixel, overlapping ranges),
-#   so the tie goes to the more faithful srmdnf-x3. Where they differ, MACs per pixel rank the same way.
+#   so the tie went to the more faithful srmdnf-x3; since DAT-light x3 took the fidelity pick (+0.53 dB), no
+#   other x3 model is within the window, so the rule makes dat-light-x3 the x3 fast pick too (about 3x
+#   SPAN's time per pixel; there is no SPAN x3). Where they differ, MACs per pixel rank the same way.
 PICKS: dict[str, dict[int, str]] = {
     "photo": {2: "waifu2x-photo-x2", 4: "realesrgan-x4plus"},
     "anime": {2: "waifu2x-cunet-x2", 3: "realcugan-x3-cons", 4: "realcugan-x4-cons"},
     "video": {4: "realesr-animevideov3"},
-    "fidelity": {2: "dat-light-x2", 3: "srmdnf-x3", 4: "dat-light-x4"},
-    "fast": {2: "span-ch48-x2", 3: "srmdnf-x3", 4: "span-ch48-x4"},
+    "fidelity": {2: "dat-light-x2", 3: "dat-light-x3", 4: "dat-light-x4"},
+    "fast": {2: "span-ch48-x2", 3: "dat-light-x3", 4: "span-ch48-x4"},
 }
 ALIASES = ("fidelity", "fast")  # -m words that pick per scale (-s); the other purposes are read, not run
 
