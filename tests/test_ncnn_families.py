@@ -260,8 +260,9 @@ def test_choose_native_scale_and_denoise_level() -> None:
     assert levels_of(get_card("waifu2x-photo-x2")) == [0, 1, 2, 3]
     assert levels_of(get_card("realcugan-x2")) == [-1, 0, 1, 2, 3]
     assert choose("realcugan-x2", None, denoise=-1).model == "realcugan-x2-cons"
-    assert [choose("fidelity", s).model for s in (2, 3, 4, None)] == ["dat-light-x2", "dat-light-x3", "dat-light-x4", "dat-light-x4"]
-    assert "research use only" in choose("fidelity", 3).note and not choose("fidelity", 2).note  # SRMD's terms
+    assert [choose("fidelity", s).model for s in (2, 3, 4, None)] == [
+        "dat-light-x2", "dat-light-x3", "dat-light-x4", "dat-light-x4"]
+    assert "research use only" in choose("srmdnf-x4", 3).note and not choose("fidelity", 3).note  # SRMD's terms
     with pytest.raises(ModelLoadError, match="offers levels 0, 1, .*--denoise 11"):
         choose("srmd-x2", None, denoise=11)
     with pytest.raises(ModelLoadError, match="no denoise levels"):
