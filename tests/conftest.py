@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,20 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Keep converted-weight caches per test session, never in the user's home."""
     cache = tmp_path_factory.getbasetemp() / "superres-cache"
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_auto_backend_for_the_session() -> Iterator[None]:
+    """The same pin for module- and session-scoped fixtures, which pytest sets up before the per-test one
+    below: a reference run made there (tests/test_cli_safety.py's clean batch) must use the backend the
+    test's own run uses, and must not time backends into the user's cache."""
+    before = os.environ.get("SUPERRES_AUTO_BACKEND")
+    os.environ["SUPERRES_AUTO_BACKEND"] = "torch"
+    yield
+    if before is None:
+        os.environ.pop("SUPERRES_AUTO_BACKEND", None)
+    else:
+        os.environ["SUPERRES_AUTO_BACKEND"] = before
 
 
 @pytest.fixture(autouse=True)
