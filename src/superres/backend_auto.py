@@ -227,6 +227,21 @@ def _single(get_backend: Loaders, backend: str, reason: str, name_or_path: Any, 
     return _with_choice(get_backend(backend).load(name_or_path, **kw), Choice(backend, reason))
 
 
+def _load_ncnn_file(get_backend: Loaders, name_or_path: Any, **kw: Any) -> "Upscaler":
+    """An ncnn ``.param``: the engine when the zoo's converters read it (as the torch default always did, with
+    no ncnn runtime installed), else the ncnn runtime when it is installed (any other ncnn graph)."""
+    import importlib.util
+
+    from .errors import ModelLoadError
+
+    try:
+        return _single(get_backend, "torch", "an ncnn model the engine reads", name_or_path, **kw)
+    except ModelLoadError:
+        if importlib.util.find_spec("ncnn") is None:
+            raise
+    return _single(get_backend, "ncnn", "an ncnn model only the ncnn runtime reads", name_or_path, **kw)
+
+
 def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, precision: str,
               allow_download: bool, options: "UpscaleOptions | None",
               hyperparams: dict[str, Any] | None = None) -> "Upscaler":
@@ -239,7 +254,7 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     # an exported file runs on a runtime that reads it, whatever the pin says
     suffix = Path(str(name_or_path)).suffix.lower()
     if suffix == ".param":
-        return _single(get_backend, "ncnn", "an ncnn model", name_or_path, **kw)
+        return _load_ncnn_file(get_backend, name_or_path, **kw)
     if suffix == ".xml" or (suffix == ".onnx" and "onnxruntime" not in installed_runtimes()):
         return _single(get_backend, "openvino", "an exported model", name_or_path, **kw)
     if suffix == ".onnx":

@@ -138,7 +138,7 @@ def _auto(name_or_path: str | Path, *, device: str, precision: str, allow_downlo
 
 def _builtins() -> None:
     register_backend(Backend("auto", "the fastest of torch, onnxruntime, openvino here, measured once", _auto,
-                             runs_exported=(".onnx", ".xml", ".param")))
+                             runs_exported=(".onnx", ".xml")))  # .param: a weights file too (torch, ncnn)
     register_backend(Backend("torch", "PyTorch on CPU/CUDA/MPS", _torch))
     register_backend(Backend("onnxruntime", "ONNX Runtime, CPU", _runtime("onnxruntime"), extra="onnx",
                              runs_exported=(".onnx",)))
