@@ -44,7 +44,7 @@ from torch import nn
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 from .hat import gather_bias, window_index, window_merge, window_partition
-from .swinir import shifted_window_mask
+from .swinir import init_transformer_weights, shifted_window_mask
 
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 _LOG_MAX_LOGIT = math.log(100.0)  # category attention's logit scale is clamped at 100
@@ -335,17 +335,7 @@ class ATD(SRNet):
             self.conv_last = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
         else:
             self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
-        self.apply(self._init_linear)
-
-    @staticmethod
-    def _init_linear(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

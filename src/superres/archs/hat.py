@@ -36,7 +36,7 @@ from torch import nn
 
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
-from .swinir import shifted_window_mask
+from .swinir import init_transformer_weights, shifted_window_mask
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -320,17 +320,7 @@ class HAT(SRNet):
                                                   nn.LeakyReLU(inplace=True))  # slope 0.01, as official
         self.upsample = make_upsampler(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
-        self.apply(self._init_linear)
-
-    @staticmethod
-    def _init_linear(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

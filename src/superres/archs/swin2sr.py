@@ -34,7 +34,15 @@ from torch import nn
 from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
-from .swinir import Mlp, _conv_tail, _drop_path, _partition, _unpartition, shifted_window_mask
+from .swinir import (
+    Mlp,
+    _conv_tail,
+    _drop_path,
+    _partition,
+    _unpartition,
+    init_transformer_weights,
+    shifted_window_mask,
+)
 
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "pixelshuffle_aux", "")
 _RESI = ("1conv", "3conv")
@@ -279,17 +287,7 @@ class Swin2SR(SRNet):
             self.conv_last = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
         elif upsampler == "":
             self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
-        self.apply(self._init_linear)
-
-    @staticmethod
-    def _init_linear(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

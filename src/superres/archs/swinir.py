@@ -68,6 +68,18 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.devic
     return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill(differs, _MASK_VALUE)
 
 
+def init_transformer_weights(m: nn.Module) -> None:
+    """The Swin family's initialisation (``net.apply``): truncated-normal Linear weights, unit LayerNorms;
+    shared by SwinIR, Swin2SR, HAT and ATD (it only matters for training from scratch)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative-position bias per head."""
 
@@ -276,17 +288,7 @@ class SwinIR(SRNet):
             self.conv_last = nn.Conv2d(num_feat, in_channels, 3, 1, 1)
         else:
             self.conv_last = nn.Conv2d(embed_dim, in_channels, 3, 1, 1)
-        self.apply(self._init_linear)
-
-    @staticmethod
-    def _init_linear(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
