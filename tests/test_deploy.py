@@ -314,3 +314,36 @@ def test_eval_backend_gives_the_same_psnr(weights_dir: Path, data_dir: Path, tmp
         psnr[b] = json.loads(out.read_text())["summary"][0]["psnr_y"]
     assert abs(psnr["onnxruntime"] - psnr["torch"]) < 0.01
     assert abs(psnr["openvino"] - psnr["torch"]) < 0.01
+
+
+_SIGNAL_AFTER_SESSIONS = r"""
+import gc, os, signal, sys
+import torch
+from superres.archs import build
+from superres.deploy.export import export_onnx
+from superres.deploy.runtime import OpenVINOSession
+
+net = build("srvgg", num_feat=8, num_conv=2, scale=2).eval()
+path = export_onnx(net, sys.argv[1])
+x = torch.rand(1, 3, 8, 8)
+first, second = OpenVINOSession(path), OpenVINOSession(path)
+first(x), second(x)
+del first; gc.collect()   # destroyed in the order they were made: the order that broke the signal stack
+del second; gc.collect()
+signal.signal(signal.SIGUSR1, lambda *_: print("handler ran"))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("survived")
+"""
+
+
+def test_a_signal_after_openvino_sessions_are_gone_is_handled(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin swaps the thread's signal stack per core and restores it when the core goes;
+    two cores freed first-made-first left the main thread on an unmapped stack, and the next handled signal
+    (Ctrl-C, SIGTERM, a DataLoader's SIGCHLD) was a segmentation fault: it crashed the suite. One core per
+    process (``runtime.openvino_core``) keeps a handled signal a handled signal."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_SESSIONS, str(tmp_path / "m.onnx")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-800:])
+    assert res.stdout.split() == ["handler", "ran", "survived"]

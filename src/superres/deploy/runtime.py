@@ -94,6 +94,25 @@ class OnnxRuntimeSession(Session):
         return self._sess.run(None, {self._input: x})[0]
 
 
+_OV_CORE: Any = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def openvino_core(ov: Any) -> Any:
+    """The process's one ``ov.Core``, kept until exit.
+
+    Why one: OpenVINO's CPU plugin (2024-2026 releases) gives the creating thread a new signal stack
+    (``sigaltstack``) and, when the plugin is destroyed, puts back the stack it replaced and unmaps its
+    own. Two cores destroyed in the order they were made leave the thread on an unmapped stack, and the
+    next signal with a handler (Ctrl-C, SIGTERM, SIGCHLD after a DataLoader) kills the process with a
+    segmentation fault (``tests/test_deploy.py`` shows it in a child process). A single core never does."""
+    global _OV_CORE
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            _OV_CORE = ov.Core()
+        return _OV_CORE
+
+
 class OpenVINOSession(Session):
     """OpenVINO on the CPU, from an .onnx or .xml file, fp32 arithmetic unless the file is quantized."""
 
@@ -114,7 +133,7 @@ class OpenVINOSession(Session):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            core = ov.Core()
+            core = openvino_core(ov)
             self._compiled = core.compile_model(core.read_model(str(p)), device, config)
         except Exception as e:  # noqa: BLE001
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
