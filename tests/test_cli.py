@@ -187,3 +187,17 @@ def test_models_table_reads_at_80_columns_and_wide_shows_everything() -> None:
     wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "80"})
     assert wide.exit_code == 0
     assert all(c.source in wide.output and c.licence in wide.output for c in cards)
+
+
+def test_the_command_lets_idle_openmp_threads_sleep_unless_the_user_chose() -> None:
+    """``superres`` sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads (spinning idle threads starved the
+    video pipeline's codec threads), and keeps a policy the user set."""
+
+    code = ("import os; from superres import cli; cli.idle_threads_sleep(); import torch; "
+            "print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "PASSIVE"
+    got = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "ACTIVE"
