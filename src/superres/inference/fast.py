@@ -23,12 +23,13 @@ How:
   has (/proc/cpuinfo), or ``$SUPERRES_FAST_KERNEL`` (:func:`kernel_variant` says which). Without a
   compiler the same algorithm can run with PyTorch transforms (``winograd_torch``), but that is slower
   than channels-last eager, which ``auto`` then picks.
-* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
-  are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
+* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN, EDSR,
+  Real-CUGAN and waifu2x CUNet are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
   family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
   on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
-  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates) are not
-  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never
+  EDSR folds its mean shift into the last conv; Real-CUGAN and CUNet run their U-Nets' unpadded convs over
+  exact regions, their 2x2 stride-2 steps as banded GEMMs with the skips fused, and their SE gates in two
+  passes, the gate folded into the next layer's weights). In RRDB's dense blocks the concatenated inputs are never
   materialised: each new feature is transformed once and appended in the Winograd domain, and each conv
   multiplies a channel prefix of that store (transform work per block: 192 channels instead of 640; the
   GEMM prefetches the store's rows).
@@ -1703,7 +1704,7 @@ def _make_plan(net: nn.Module, run: _Runner) -> _Plan:
 
 def has_plan(net: nn.Module) -> bool:
     """Whether the ``winograd`` modes cover this network (SRVGGNetCompact, RRDBNet, SPAN, SRMD, UpConv7,
-    ESPCN, EDSR)."""
+    ESPCN, EDSR, Real-CUGAN, CUNet)."""
     return _plan_class(net) is not None
 
 
