@@ -26,8 +26,8 @@ from superres.inference import fast
 
 TOL = 1e-4
 SIZES = ((29, 35), (5, 3), (1, 1))
-ZOO = ["realcugan-x2", "realcugan-x3", "realcugan-x4", "realcugan-pro-x2", "realcugan-nose-x2", "waifu2x-cunet-x2",
-       "waifu2x-cunet-x1-n0"]
+ZOO = ["realcugan-x2", "realcugan-x3", "realcugan-x4", "realcugan-pro-x2", "realcugan-nose-x2",
+       "waifu2x-cunet-x2", "waifu2x-cunet-x1-n0"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _inputs(comic: np.ndarray | None, c: int, h: int, w: int) -> dict[str, torch
 
 
 def _worst(net: nn.Module, modes: dict[str, tuple], comic: np.ndarray | None, c: int) -> dict[str, float]:
-    """Max abs difference to eager per mode over its sizes (each asserted < TOL); eager runs once per input."""
+    """Max abs difference to eager per mode over its sizes (each asserted < TOL); eager once per input."""
     fwds = {mode: fast.accelerate(net, "cpu", mode=mode) for mode in modes}
     worst = dict.fromkeys(modes, 0.0)
     for h, w in sorted({size for sizes in modes.values() for size in sizes}):
@@ -197,7 +197,10 @@ def test_plan_refuses_unexpected_layout_and_falls_back(arch: str, target: str) -
     parent, _, leaf = target.rpartition(".")
     owner = net.get_submodule(parent)
     old = getattr(owner, leaf)
-    swap = nn.Hardtanh(-0.5, 0.5) if leaf.startswith("se") else nn.Conv2d(old.in_channels, old.out_channels, 3, 2, 1)
+    if leaf.startswith("se"):
+        swap: nn.Module = nn.Hardtanh(-0.5, 0.5)
+    else:
+        swap = nn.Conv2d(old.in_channels, old.out_channels, 3, 2, 1)
     setattr(owner, leaf, swap)
     _kaiming(net, seed=10)
     with pytest.raises(TypeError):

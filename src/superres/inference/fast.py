@@ -23,13 +23,12 @@ How:
   has (/proc/cpuinfo), or ``$SUPERRES_FAST_KERNEL`` (:func:`kernel_variant` says which). Without a
   compiler the same algorithm can run with PyTorch transforms (``winograd_torch``), but that is slower
   than channels-last eager, which ``auto`` then picks.
-* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN, EDSR,
-  Real-CUGAN and waifu2x CUNet are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
+* **Whole-network plans.** SRVGGNetCompact, RRDBNet, SPAN, SRMD / SRMDNF, waifu2x UpConv7, ESPCN and EDSR
+  are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
   family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
   on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
-  EDSR folds its mean shift into the last conv; Real-CUGAN and CUNet run their U-Nets' unpadded convs over
-  exact regions, their 2x2 stride-2 steps as banded GEMMs with the skips fused, and their SE gates in two
-  passes, the gate folded into the next layer's weights). In RRDB's dense blocks the concatenated inputs are never
+  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates): ``_UNetPlan``.
+  In RRDB's dense blocks the concatenated inputs are never
   materialised: each new feature is transformed once and appended in the Winograd domain, and each conv
   multiplies a channel prefix of that store (transform work per block: 192 channels instead of 640; the
   GEMM prefetches the store's rows).
@@ -1344,7 +1343,7 @@ class _EDSRPlan(_Plan):
         return y
 
 
-# ---- the U-Nets with SE gates: Real-CUGAN and waifu2x CUNet -------------------------------------------------
+# ---- the U-Nets with SE gates: Real-CUGAN and waifu2x CUNet ---------------------------------------------
 
 
 def _valid3x3(conv: nn.Module) -> bool:
@@ -1372,7 +1371,7 @@ def _transposed_phases(ct: nn.ConvTranspose2d) -> tuple[nn.Conv2d, int]:
             and ct.output_padding == (0, 0) and ct.groups == 1 and ct.dilation == (1, 1)):
         raise TypeError("unexpected transposed convolution")
     span = range(-(k + p + s), k + p + s + 1)
-    for off in range(0, s + 2 * p - k + 1):  # the output must fit in the s * in shuffled image
+    for off in range(s + 2 * p - k + 1):  # the output must fit in the s * in shuffled image
         if all(not 0 <= a - off + p - s * d < k for a in range(s) for d in span if d not in (-1, 0, 1)):
             break
     else:
@@ -1452,8 +1451,8 @@ class _UNetOps:
         def compiled(i: int) -> None:
             r0, r1 = bands[i]
             scratch = _scratch_buf("unet", w * 4 * n_out)
-            self._up(src.data_ptr(), src.stride(0), src.stride(1), c, w, wt.data_ptr(), n_out, bias.data_ptr(),
-                     slope, kp or None, ksy, ksx, _ptr(gate), dst.data_ptr(), dst.stride(0), dst.stride(1),
+            self._up(src.data_ptr(), src.stride(0), src.stride(1), c, w, wt.data_ptr(), n_out,
+                     bias.data_ptr(), slope, kp or None, ksy, ksx, _ptr(gate), dst.data_ptr(), dst.stride(0), dst.stride(1),
                      r0, r1, scratch.data_ptr())
 
         bias4 = bias.repeat(4)
@@ -1504,7 +1503,8 @@ class _SEGate:
         fc1, fc2 = getattr(se, "fc1", None), getattr(se, "fc2", None)
         if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and type(se).__name__ == "SE"):
             raise TypeError("unexpected SE block")
-        return _SEGate(*(t.detach().float().cpu().clone() for t in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)))
+        params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        return _SEGate(*(t.detach().float().cpu().clone() for t in params))
 
     def __call__(self, mean: torch.Tensor) -> torch.Tensor:
         z = F.relu(F.linear(mean[None], self.w1, self.b1))
@@ -1587,8 +1587,8 @@ class _UNetPlan(_Plan):
 
     def _conv(self, wc: _WConv, src: torch.Tensor, take: Callable[..., torch.Tensor], act: bool = True,
               dst: torch.Tensor | None = None, r1: torch.Tensor | None = None) -> torch.Tensor:
-        """An unpadded 3x3 conv of the (h, w) view src: the padded conv over it into dst (h, w, Cout), of which
-        the (h - 2, w - 2) interior returned is exact."""
+        """An unpadded 3x3 conv of the (h, w) view src: the padded conv over it into dst (h, w, Cout), of
+        which the (h - 2, w - 2) interior returned is exact."""
         if dst is None:
             dst = take(src.shape[0], src.shape[1], wc.cout)
         ep = _Epilogue(bias=wc.bias, act=1 if act else 0, slope=self.SLOPE, r1=r1, s1=1.0)

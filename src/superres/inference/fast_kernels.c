@@ -449,7 +449,8 @@ static inline v8 lrelu_bias(v8 v, v8 b, v8 sl) {
     return (v8)(((v8i)v & k) | ((v8i)(v * sl) & ~k));
 }
 
-/* Down: output rows [r0, r1) of y[r, j, n] = lrelu(bias[n] + sum_{a,b,c} x[2r+a, 2j+b, c] Wd[(a*2+b)*C+c, n]).
+/* Down: output rows [r0, r1) of
+   y[r, j, n] = lrelu(bias[n] + sum_{a,b,c} x[2r+a, 2j+b, c] Wd[(a*2+b)*C+c, n]).
    Each row's 2x2 blocks are gathered into scratch (wo x 4C) and multiplied by the GEMM above. */
 void sr_down2(const float* x, i64 sy, i64 sx, i64 C, i64 wo, const float* Wd, i64 N, const float* bias,
               float slope, float* y, i64 ysy, i64 ysx, i64 r0, i64 r1, float* scratch)
@@ -466,7 +467,8 @@ void sr_down2(const float* x, i64 sy, i64 sx, i64 C, i64 wo, const float* Wd, i6
         float* yr = y + r * ysy;
         sr_gemm(1, scratch, 0, 4 * C, wo, 4 * C, Wd, N, yr, 0, ysx);
         for (i64 j = 0; j < wo; j++)
-            for (i64 n = 0; n < N; n += 8) ST(yr + j * ysx + n, lrelu_bias(LD(yr + j * ysx + n), LD(bias + n), sl));
+            for (i64 n = 0; n < N; n += 8)
+                ST(yr + j * ysx + n, lrelu_bias(LD(yr + j * ysx + n), LD(bias + n), sl));
     }
 }
 
