@@ -1511,6 +1511,28 @@ class _SEGate:
         return torch.sigmoid(F.linear(z, self.w2, self.b2))[0].contiguous()
 
 
+class _Reuse:
+    """``take`` for one call that also hands out again, as views, the buffers a plan declares dead
+    (``free``): a later map of the same width that fits goes there. The second U-Net's half- and
+    quarter-resolution maps live in the first one's buffers, so a call peaks below eager's memory."""
+
+    def __init__(self, take: Callable[..., torch.Tensor]) -> None:
+        self.take = take
+        self.dead: list[torch.Tensor] = []
+
+    def __call__(self, h: int, w: int, c: int, zeroed: bool = False) -> torch.Tensor:
+        if not zeroed:
+            fits = [b for b in self.dead if b.shape[2] == c and b.shape[0] >= h and b.shape[1] >= w]
+            if fits:
+                best = min(fits, key=lambda b: b.shape[0] * b.shape[1])
+                self.dead = [b for b in self.dead if b is not best]
+                return best[:h, :w]
+        return self.take(h, w, c, zeroed=zeroed)
+
+    def free(self, *bufs: torch.Tensor) -> None:
+        self.dead.extend(bufs)
+
+
 class _UNetPlan(_Plan):
     """Real-CUGAN (x2, x3, x4; SE, no-SE and pro weights) and waifu2x CUNet (x2, x1): two cascaded U-Nets.
 
@@ -1614,50 +1636,63 @@ class _UNetPlan(_Plan):
     def _gate(self, se: _SEGate | None, src: torch.Tensor) -> torch.Tensor | None:
         return None if se is None else se(self.ops.mean(src))
 
-    def _unet1(self, u: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+    def _unet1(self, u: torch.Tensor, take: _Reuse) -> torch.Tensor:
         k = self.u1
         a = self._conv(k["c1a"], u, take)
         x1 = self._conv(k["c1b"], a, take)
-        b = self._conv(k["c2a"], self._down(k["down"], x1, take), take)
+        take.free(a)
+        d = self._down(k["down"], x1, take)
+        b = self._conv(k["c2a"], d, take)
         c = self._conv(k["c2b"], b, take)
         skip = x1[4:-4, 4:-4]
         self._up(k["up"], c, self._gate(k["se"], c), skip)
         e = self._conv(k["c3"], skip, take)
+        take.free(x1, d, b, c)
         wc, s, off, (kk, p) = self.out1
         # zeroed: channels past mid (RGB padded to 8) are never written and read as zero by the next conv
         if not s:  # CUNet 1x: an unpadded 3x3 conv to RGB
             buf = take(e.shape[0], e.shape[1], _up8(self.mid), zeroed=True)
             self._conv(wc, e, take, act=False, dst=buf[..., :self.mid])
+            take.free(e)
             return buf[1:-1, 1:-1]
         hh, ww = e.shape[0], e.shape[1]
         oh, ow = (hh - 1) * s - 2 * p + kk, (ww - 1) * s - 2 * p + kk
         buf = take(hh * s, ww * s, _up8(self.mid), zeroed=True)
         self.run.conv(wc, e, buf[..., :self.mid].permute(2, 0, 1), _Epilogue(bias=wc.bias, shuffle=s))
+        take.free(e)
         return buf[off:off + oh, off:off + ow]
 
-    def _unet2(self, y1: torch.Tensor, take: Callable[..., torch.Tensor], h: int, w: int) -> torch.Tensor:
+    def _unet2(self, y1: torch.Tensor, take: _Reuse, h: int, w: int) -> torch.Tensor:
         k = self.u2
         hh, ww = y1.shape[:2]
         big = take(hh, ww, k["c5"].cout)  # conv1a's output, then conv5's
         a = self._conv(k["c1a"], y1, take, dst=big[..., :k["c1a"].cout])
         x1 = self._conv(k["c1b"], a, take)
-        b = self._conv(k["c2a"], self._down(k["down1"], x1, take), take)
+        d1 = self._down(k["down1"], x1, take)
+        b = self._conv(k["c2a"], d1, take)
         x2 = self._conv(k["c2b"], b, take)
+        take.free(d1, b)
         g2 = self._gate(k["se2"], x2)
-        b3 = self._conv(k["c3a"], self._down(k["down2"], x2, take, g2), take)
+        d2 = self._down(k["down2"], x2, take, g2)
+        b3 = self._conv(k["c3a"], d2, take)
+        take.free(d2)
         x3 = self._conv(k["c3b"], b3, take)
         s3 = x2[4:-4, 4:-4]
         self._up(k["up3"], x3, self._gate(k["se3"], x3), s3, g2)  # x2 is gated where it is a skip, too
-        x4 = self._conv(k["c4b"], self._conv(k["c4a"], s3, take), take)
+        take.free(b3, x3)
+        b4 = self._conv(k["c4a"], s3, take)
+        x4 = self._conv(k["c4b"], b4, take)
         s4 = x1[16:-16, 16:-16]
         self._up(k["up4"], x4, self._gate(k["se4"], x4), s4)
         e = self._conv(k["c5"], s4, take, dst=big[:s4.shape[0], :s4.shape[1]])
+        take.free(x1)
         wc, res = k["out"], y1[19:-19, 19:-19]  # the cascade's residual crop(y1, 20), one pixel wider
         s = self.scale
-        if self.final is None:
-            y = torch.empty(1, self.out_ch, e.shape[0], e.shape[1])
-            self._conv(wc, e, take, act=False, dst=y[0].permute(1, 2, 0), r1=res[..., :self.out_ch])
-            return y[:, :, 1:1 + s * h, 1:1 + s * w]
+        if self.final is None:  # RGB (padded to 8 channels, all vector stores), then its NCHW crop
+            out = self._conv(wc, e, take, act=False, r1=res)
+            y = torch.empty(1, self.out_ch, s * h, s * w)  # not a view of a buffer the next call reuses
+            y[0].copy_(out[:s * h, :s * w, :self.out_ch].permute(2, 0, 1))
+            return y
         z = self._conv(wc, e, take, act=False, r1=res)
         y = torch.empty(1, self.out_ch, 2 * z.shape[0], 2 * z.shape[1])
         self.run.conv(self.final, z, y[0], _Epilogue(bias=self.final.bias, shuffle=2))
@@ -1670,7 +1705,8 @@ class _UNetPlan(_Plan):
         z = x * PRO_GAIN + PRO_OFFSET if self.pro else x
         ph, pw = -h % self.multiple, -w % self.multiple
         z = F.pad(z, (self.pad, self.pad + pw, self.pad, self.pad + ph), mode="replicate")
-        y = self._unet2(self._unet1(z[0].permute(1, 2, 0), take), take, h, w)
+        arena = _Reuse(take)
+        y = self._unet2(self._unet1(z[0].permute(1, 2, 0), arena), arena, h, w)
         if self.pro:
             y = (y - PRO_OFFSET) / PRO_GAIN
         if self.final is not None:
