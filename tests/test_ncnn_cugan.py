@@ -179,7 +179,8 @@ def test_runs_whole_images_through_the_engine(stem: str, data_dir: Path) -> None
     with torch.no_grad():
         whole = net(torch.from_numpy(x)[None])[0].clamp(0, 1).permute(1, 2, 0).numpy()
     got = up.upscale_planes(x)
-    assert got.shape == (36 * s, 44 * s, 3) and float(np.abs(got - whole).max()) < 1e-5
+    # 1e-4: the engine's Winograd plan rounds differently from eager (fast.py); 16-px tiles would differ far more
+    assert got.shape == (36 * s, 44 * s, 3) and float(np.abs(got - whole).max()) < 1e-4
     assert up.upscale_planes(x[:, :35, :43].copy()).shape == (35 * s, 43 * s, 3)
 
 

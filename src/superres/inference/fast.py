@@ -27,8 +27,8 @@ How:
   are re-expressed as sequences of such convolutions (``_plan_class``; each plan's docstring says how its
   family maps: SPAN's SiLU and attention gate are output-transform epilogues, UpConv7's unpadded convs run
   on the exact region of a padded canvas and its transposed conv is a 3x3 conv with four output phases,
-  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates) are not
-  planned yet and run channels-last. In RRDB's dense blocks the concatenated inputs are never
+  EDSR folds its mean shift into the last conv). Real-CUGAN and CUNet (U-Nets with SE gates): ``_UNetPlan``.
+  In RRDB's dense blocks the concatenated inputs are never
   materialised: each new feature is transformed once and appended in the Winograd domain, and each conv
   multiplies a channel prefix of that store (transform work per block: 192 channels instead of 640; the
   GEMM prefetches the store's rows).
@@ -217,6 +217,7 @@ class _CKernels:
         self._gemm.restype = None
         self._gemm.argtypes = [i64, ptr, i64, i64, i64, i64, ptr, i64, ptr, i64, i64]
         self.own_gemm = bool(lib.sr_gemm_available())
+        self.lib = lib  # the plans' own entry points (_UNetOps)
         self._chunk = lib.sr_wino_chunk
         self._chunk.restype = None
         self._chunk.argtypes = [ctypes.c_int, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,
@@ -1342,7 +1343,382 @@ class _EDSRPlan(_Plan):
         return y
 
 
+# ---- the U-Nets with SE gates: Real-CUGAN and waifu2x CUNet ---------------------------------------------
+
+
+def _valid3x3(conv: nn.Module) -> bool:
+    """An unpadded stride-1 3x3 convolution (the U-Nets' only 3x3 kind)."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def _two_by_two(conv: nn.Module, cls: type) -> bool:
+    """A 2x2 stride-2 (transposed) convolution with widths the banded kernels take (multiples of 8)."""
+    ok = (type(conv) is cls and conv.kernel_size == (2, 2) and conv.stride == (2, 2)
+          and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
+          and conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0)
+    return ok and (cls is nn.Conv2d or conv.output_padding == (0, 0))
+
+
+def _transposed_phases(ct: nn.ConvTranspose2d) -> tuple[nn.Conv2d, int]:
+    """A ConvTranspose2d (kernel k, stride s, padding p) as a padded 3x3 conv with s^2 x Cout outputs (phase
+    (a, b) of output channel n at n*s*s + a*s + b, so an x s pixel shuffle stores it) and the offset of the
+    transposed conv's output in that shuffled image: output o = s*q + a - off reads inputs q-1 .. q+1, and the
+    3x3 conv's zero padding is the transposed conv's own edge. UpConv7's (k 4, s 2, p 3) and Real-CUGAN 3x's
+    (k 5, s 3, p 2) both fit; ``TypeError`` when a kernel reaches beyond one input pixel either side."""
+    k, s, p = ct.kernel_size[0], ct.stride[0], ct.padding[0]
+    if not (ct.kernel_size == (k, k) and ct.stride == (s, s) and ct.padding == (p, p)
+            and ct.output_padding == (0, 0) and ct.groups == 1 and ct.dilation == (1, 1)):
+        raise TypeError("unexpected transposed convolution")
+    span = range(-(k + p + s), k + p + s + 1)
+    for off in range(s + 2 * p - k + 1):  # the output must fit in the s * in shuffled image
+        if all(not 0 <= a - off + p - s * d < k for a in range(s) for d in span if d not in (-1, 0, 1)):
+            break
+    else:
+        raise TypeError(f"a {k}x{k} stride-{s} transposed convolution reaches beyond a 3x3 window")
+    wt = ct.weight.detach().double().cpu()  # (Cin, Cout, k, k)
+    cin, cout = wt.shape[:2]
+    w3 = torch.zeros(cout, s, s, cin, 3, 3, dtype=torch.float64)
+    for a in range(s):
+        for b in range(s):
+            for kr in range(3):
+                for kc in range(3):
+                    tr, tc = a - off + p - s * (kr - 1), b - off + p - s * (kc - 1)
+                    if 0 <= tr < k and 0 <= tc < k:
+                        w3[:, a, b, :, kr, kc] = wt[:, :, tr, tc].t()
+    bias = torch.zeros(cout, dtype=torch.float64) if ct.bias is None else ct.bias.detach().double().cpu()
+    return _conv_like(w3.reshape(s * s * cout, cin, 3, 3), bias.repeat_interleave(s * s)), off
+
+
+class _UNetOps:
+    """The U-Nets' steps that are not 3x3 convolutions, in bands of rows on the pool: 2x2 stride-2 convs (a
+    GEMM per row of 2x2 blocks, bias and LeakyReLU fused), 2x2 stride-2 transposed convs with the skip
+    addition (and an SE gate on the skip) fused, and per-channel sums for the SE means. Compiled
+    (``fast_kernels.c``: sr_down2, sr_up2, sr_chsum, on the kernel's own GEMM) where the kernel library has
+    them, else PyTorch (the compiler-free ``winograd_torch`` mode)."""
+
+    def __init__(self, run: _Runner) -> None:
+        self.run = run
+        lib = getattr(run.kern, "lib", None)
+        self.compiled = lib is not None and hasattr(lib, "sr_down2")
+        if self.compiled:
+            i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+            self._down, self._up, self._sum = lib.sr_down2, lib.sr_up2, lib.sr_chsum
+            self._down.restype = self._up.restype = self._sum.restype = None
+            self._down.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, f32, ptr, i64, i64, i64, i64, ptr]
+            self._up.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, f32, ptr, i64, i64, ptr, ptr, i64,
+                                 i64, i64, i64, ptr]
+            self._sum.argtypes = [ptr, i64, i64, i64, i64, i64, i64, ptr]
+
+    def _bands(self, rows: int) -> list[tuple[int, int]]:
+        count = max(1, min(rows, 4 * self.run.pool.workers))
+        step = -(-rows // count)
+        return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+    def down(self, src: torch.Tensor, wd: torch.Tensor, bias: torch.Tensor, slope: float,
+             dst: torch.Tensor) -> None:
+        """dst (ho, wo, N) = lrelu(conv2x2/2(src) + bias); src (>= 2ho, >= 2wo, C) view, channels contiguous;
+        wd (4C, N) with row (a*2 + b)*C + c for tap (a, b) of input channel c."""
+        ho, wo, n_out = dst.shape
+        c = src.shape[2]
+        bands = self._bands(ho)
+
+        def compiled(i: int) -> None:
+            r0, r1 = bands[i]
+            scratch = _scratch_buf("unet", wo * 4 * c)
+            self._down(src.data_ptr(), src.stride(0), src.stride(1), c, wo, wd.data_ptr(), n_out,
+                       bias.data_ptr(), slope, dst.data_ptr(), dst.stride(0), dst.stride(1), r0, r1,
+                       scratch.data_ptr())
+
+        def torch_ops(i: int) -> None:
+            r0, r1 = bands[i]
+            n = r1 - r0
+            blocks = src[2 * r0:2 * r1, :2 * wo].reshape(n, 2, wo, 2, c).permute(0, 2, 1, 3, 4)
+            z = torch.addmm(bias, blocks.reshape(n * wo, 4 * c), wd)
+            dst[r0:r1].copy_(F.leaky_relu(z, slope).view(n, wo, n_out))
+
+        self.run.pool.map(compiled if self.compiled else torch_ops, len(bands))
+
+    def up(self, src: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, slope: float,
+           skip: torch.Tensor | None, gate: torch.Tensor | None, dst: torch.Tensor) -> None:
+        """dst (2h, 2w, N) = lrelu(convT2x2/2(src) + bias) + gate * skip; src (h, w, C); wt (C, 4N) with
+        column (a*2 + b)*N + n for output phase (a, b). dst may be skip itself (in place)."""
+        h, w, c = src.shape
+        n_out = dst.shape[2]
+        bands = self._bands(h)
+        kp, ksy, ksx = (0, 0, 0) if skip is None else (skip.data_ptr(), skip.stride(0), skip.stride(1))
+
+        def compiled(i: int) -> None:
+            r0, r1 = bands[i]
+            scratch = _scratch_buf("unet", w * 4 * n_out)
+            self._up(src.data_ptr(), src.stride(0), src.stride(1), c, w, wt.data_ptr(), n_out,
+                     bias.data_ptr(), slope, kp or None, ksy, ksx, _ptr(gate), dst.data_ptr(), dst.stride(0), dst.stride(1),
+                     r0, r1, scratch.data_ptr())
+
+        bias4 = bias.repeat(4)
+
+        def torch_ops(i: int) -> None:
+            r0, r1 = bands[i]
+            n = r1 - r0
+            z = F.leaky_relu(torch.addmm(bias4, src[r0:r1].reshape(n * w, c), wt), slope)
+            z = z.view(n, w, 2, 2, n_out).permute(0, 2, 1, 3, 4).reshape(2 * n, 2 * w, n_out)
+            if skip is not None:
+                k = skip[2 * r0:2 * r1]
+                z = z + (k if gate is None else k * gate)
+            dst[2 * r0:2 * r1].copy_(z)
+
+        self.run.pool.map(compiled if self.compiled else torch_ops, len(bands))
+
+    def mean(self, src: torch.Tensor) -> torch.Tensor:
+        """Per-channel mean of an (h, w, C) view (channels contiguous), summed in float64 per band."""
+        h, w, c = src.shape
+        bands = self._bands(h)
+        sums = torch.zeros(len(bands), c, dtype=torch.float64)
+
+        def compiled(i: int) -> None:
+            r0, r1 = bands[i]
+            self._sum(src.data_ptr(), src.stride(0), src.stride(1), c, w, r0, r1, sums[i].data_ptr())
+
+        def torch_ops(i: int) -> None:
+            r0, r1 = bands[i]
+            sums[i] = src[r0:r1].sum(dim=(0, 1), dtype=torch.float64)
+
+        self.run.pool.map(compiled if self.compiled else torch_ops, len(bands))
+        return (sums.sum(0) / (h * w)).float()
+
+
+@dataclass(frozen=True)
+class _SEGate:
+    """sigmoid(fc2(relu(fc1(mean)))): copies of an SE block's weights."""
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+    @staticmethod
+    def of(se: nn.Module) -> "_SEGate | None":
+        from ..archs.cugan import SE
+
+        if isinstance(se, nn.Identity):
+            return None
+        if type(se) is not SE:
+            raise TypeError("unexpected SE block")
+        fc1, fc2 = se.fc1, se.fc2
+        params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        return _SEGate(*(t.detach().float().cpu().clone() for t in params))
+
+    def __call__(self, mean: torch.Tensor) -> torch.Tensor:
+        z = F.relu(F.linear(mean[None], self.w1, self.b1))
+        return torch.sigmoid(F.linear(z, self.w2, self.b2))[0].contiguous()
+
+
+class _Reuse:
+    """``take`` for one call that also hands out again, as views, the buffers a plan declares dead
+    (``free``): a later map of the same width that fits goes there. The second U-Net's half- and
+    quarter-resolution maps live in the first one's buffers, so a call peaks below eager's memory."""
+
+    def __init__(self, take: Callable[..., torch.Tensor]) -> None:
+        self.take = take
+        self.dead: list[torch.Tensor] = []
+
+    def __call__(self, h: int, w: int, c: int, zeroed: bool = False) -> torch.Tensor:
+        if not zeroed:
+            fits = [b for b in self.dead if b.shape[2] == c and b.shape[0] >= h and b.shape[1] >= w]
+            if fits:
+                best = min(fits, key=lambda b: b.shape[0] * b.shape[1])
+                self.dead = [b for b in self.dead if b is not best]
+                return best[:h, :w]
+        return self.take(h, w, c, zeroed=zeroed)
+
+    def free(self, *bufs: torch.Tensor) -> None:
+        self.dead.extend(bufs)
+
+
+class _UNetPlan(_Plan):
+    """Real-CUGAN (x2, x3, x4; SE, no-SE and pro weights) and waifu2x CUNet (x2, x1): two cascaded U-Nets.
+
+    * Unpadded 3x3 convs run as padded ones over the exact region of their input (UpConv7's way): the output's
+      outer ring read the zero padding and is dropped (a view, no copy). LeakyReLU(0.1) and the last conv's
+      cascade residual are fused into the output transforms.
+    * 2x2 stride-2 convs and transposed convs are GEMMs in bands of rows (``_UNetOps``); each up-step adds
+      its skip (the cropped earlier map) in place, fused.
+    * SE gates in two passes: the map is produced, its channel means reduced, and the gate (a per-channel
+      scale) folded into the weights of the one layer that reads the map (the up or down step), or, where
+      the map is also a skip (UNet2's second level), applied to the skip inside the fused addition.
+    * The first U-Net's last layer (a 4x4 / 5x5 transposed conv) is a 3x3 conv with scale^2 phases stored
+      through a pixel shuffle (``_transposed_phases``); the x4 model's last conv stores its pixel shuffle
+      into the output, where the nearest-neighbour input is added.
+    * Edge padding and the output crop as the network's ``forward`` does them (``run_padded``)."""
+
+    SLOPE = 0.1
+
+    def __init__(self, net: nn.Module, run: _Runner) -> None:
+        from ..archs.cugan import RealCUGAN
+
+        super().__init__(run)
+        self.buffers = _Buffers(cap=512 << 20)  # whole images: a 256x256 call leases 290 (x2) - 350 MB (x4)
+        self.ops = _UNetOps(run)
+        m = run.m
+        cugan = isinstance(net, RealCUGAN)
+        u1, u2 = (net.unet1, net.unet2) if cugan else (net.stage1, net.stage2)
+        self.scale, self.pad, self.multiple = int(net.scale), int(net.pad), int(net.multiple)
+        self.pro = bool(getattr(net, "pro", False))
+
+        def v(conv: nn.Module) -> _WConv:
+            if not _valid3x3(conv):
+                raise TypeError("unexpected U-Net layer (expected an unpadded 3x3 conv)")
+            return _WConv.from_conv(conv, m)
+
+        def down(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            if not _two_by_two(conv, nn.Conv2d):
+                raise TypeError("unexpected U-Net down step")
+            w = conv.weight.detach().float().cpu()  # (N, C, 2, 2)
+            return w.permute(2, 3, 1, 0).reshape(4 * w.shape[1], w.shape[0]).contiguous(), self._bias(conv)
+
+        def up(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            if not _two_by_two(conv, nn.ConvTranspose2d):
+                raise TypeError("unexpected U-Net up step")
+            w = conv.weight.detach().float().cpu()  # (C, N, 2, 2)
+            return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]).contiguous(), self._bias(conv)
+
+        self.u1 = dict(c1a=v(u1.conv1a), c1b=v(u1.conv1b), down=down(u1.down), c2a=v(u1.conv2a),
+                       c2b=v(u1.conv2b), se=_SEGate.of(u1.se), up=up(u1.up), c3=v(u1.conv3))
+        out = u1.out
+        self.mid = out.out_channels
+        if isinstance(out, nn.ConvTranspose2d):
+            phases, off = _transposed_phases(out)
+            k, s, p = out.kernel_size[0], out.stride[0], out.padding[0]
+            self.out1 = (_WConv.from_conv(phases, m), s, off, (k, p))
+        else:
+            self.out1 = (v(out), 0, 1, (3, 0))
+        self.u2 = dict(c1a=v(u2.conv1a), c1b=v(u2.conv1b), down1=down(u2.down1), c2a=v(u2.conv2a),
+                       c2b=v(u2.conv2b), se2=_SEGate.of(u2.se2), down2=down(u2.down2), c3a=v(u2.conv3a),
+                       c3b=v(u2.conv3b), se3=_SEGate.of(u2.se3), up3=up(u2.up3), c4a=v(u2.conv4a),
+                       c4b=v(u2.conv4b), se4=_SEGate.of(u2.se4), up4=up(u2.up4), c5=v(u2.conv5),
+                       out=v(u2.out))
+        final = getattr(net, "final", None)
+        self.final = v(final) if final is not None else None
+        self.in_channels = u1.conv1a.in_channels
+        self.out_ch = final.out_channels // 4 if final is not None else u2.out.out_channels
+        if self.final is None and self.out_ch != self.mid:
+            raise TypeError("unexpected cascade (the second U-Net must keep the first one's channels)")
+
+    @staticmethod
+    def _bias(conv: nn.Module) -> torch.Tensor:
+        n = conv.out_channels
+        return conv.bias.detach().float().cpu().clone() if conv.bias is not None else torch.zeros(n)
+
+    def _conv(self, wc: _WConv, src: torch.Tensor, take: Callable[..., torch.Tensor], act: bool = True,
+              dst: torch.Tensor | None = None, r1: torch.Tensor | None = None) -> torch.Tensor:
+        """An unpadded 3x3 conv of the (h, w) view src: the padded conv over it into dst (h, w, Cout), of
+        which the (h - 2, w - 2) interior returned is exact."""
+        if dst is None:
+            dst = take(src.shape[0], src.shape[1], wc.cout)
+        ep = _Epilogue(bias=wc.bias, act=1 if act else 0, slope=self.SLOPE, r1=r1, s1=1.0)
+        self.run.conv(wc, src, dst, ep)
+        return dst[1:-1, 1:-1]
+
+    def _down(self, wts: tuple[torch.Tensor, torch.Tensor], src: torch.Tensor,
+              take: Callable[..., torch.Tensor], gate: torch.Tensor | None = None) -> torch.Tensor:
+        wd, bias = wts
+        if gate is not None:  # down(x * g) = x @ (g-scaled rows)
+            wd = (wd.view(4, -1, wd.shape[1]) * gate[None, :, None]).view(wd.shape)
+        dst = take(src.shape[0] // 2, src.shape[1] // 2, wd.shape[1])
+        self.ops.down(src, wd, bias, self.SLOPE, dst)
+        return dst
+
+    def _up(self, wts: tuple[torch.Tensor, torch.Tensor], src: torch.Tensor, gate: torch.Tensor | None,
+            skip: torch.Tensor, skip_gate: torch.Tensor | None = None) -> None:
+        wt, bias = wts
+        if gate is not None:  # up(x * g) = x @ (g-scaled rows)
+            wt = wt * gate[:, None]
+        self.ops.up(src, wt, bias, self.SLOPE, skip, skip_gate, skip)
+
+    def _gate(self, se: _SEGate | None, src: torch.Tensor) -> torch.Tensor | None:
+        return None if se is None else se(self.ops.mean(src))
+
+    def _unet1(self, u: torch.Tensor, take: _Reuse) -> torch.Tensor:
+        k = self.u1
+        a = self._conv(k["c1a"], u, take)
+        x1 = self._conv(k["c1b"], a, take)
+        take.free(a)
+        d = self._down(k["down"], x1, take)
+        b = self._conv(k["c2a"], d, take)
+        c = self._conv(k["c2b"], b, take)
+        skip = x1[4:-4, 4:-4]
+        self._up(k["up"], c, self._gate(k["se"], c), skip)
+        e = self._conv(k["c3"], skip, take)
+        take.free(x1, d, b, c)
+        wc, s, off, (kk, p) = self.out1
+        # zeroed: channels past mid (RGB padded to 8) are never written and read as zero by the next conv
+        if not s:  # CUNet 1x: an unpadded 3x3 conv to RGB
+            buf = take(e.shape[0], e.shape[1], _up8(self.mid), zeroed=True)
+            self._conv(wc, e, take, act=False, dst=buf[..., :self.mid])
+            take.free(e)
+            return buf[1:-1, 1:-1]
+        hh, ww = e.shape[0], e.shape[1]
+        oh, ow = (hh - 1) * s - 2 * p + kk, (ww - 1) * s - 2 * p + kk
+        buf = take(hh * s, ww * s, _up8(self.mid), zeroed=True)
+        self.run.conv(wc, e, buf[..., :self.mid].permute(2, 0, 1), _Epilogue(bias=wc.bias, shuffle=s))
+        take.free(e)
+        return buf[off:off + oh, off:off + ow]
+
+    def _unet2(self, y1: torch.Tensor, take: _Reuse, h: int, w: int) -> torch.Tensor:
+        k = self.u2
+        hh, ww = y1.shape[:2]
+        big = take(hh, ww, k["c5"].cout)  # conv1a's output, then conv5's
+        a = self._conv(k["c1a"], y1, take, dst=big[..., :k["c1a"].cout])
+        x1 = self._conv(k["c1b"], a, take)
+        d1 = self._down(k["down1"], x1, take)
+        b = self._conv(k["c2a"], d1, take)
+        x2 = self._conv(k["c2b"], b, take)
+        take.free(d1, b)
+        g2 = self._gate(k["se2"], x2)
+        d2 = self._down(k["down2"], x2, take, g2)
+        b3 = self._conv(k["c3a"], d2, take)
+        take.free(d2)
+        x3 = self._conv(k["c3b"], b3, take)
+        s3 = x2[4:-4, 4:-4]
+        self._up(k["up3"], x3, self._gate(k["se3"], x3), s3, g2)  # x2 is gated where it is a skip, too
+        take.free(b3, x3)
+        b4 = self._conv(k["c4a"], s3, take)
+        x4 = self._conv(k["c4b"], b4, take)
+        s4 = x1[16:-16, 16:-16]
+        self._up(k["up4"], x4, self._gate(k["se4"], x4), s4)
+        e = self._conv(k["c5"], s4, take, dst=big[:s4.shape[0], :s4.shape[1]])
+        take.free(x1)
+        wc, res = k["out"], y1[19:-19, 19:-19]  # the cascade's residual crop(y1, 20), one pixel wider
+        s = self.scale
+        if self.final is None:  # RGB (padded to 8 channels, all vector stores), then its NCHW crop
+            out = self._conv(wc, e, take, act=False, r1=res)
+            y = torch.empty(1, self.out_ch, s * h, s * w)  # not a view of a buffer the next call reuses
+            y[0].copy_(out[:s * h, :s * w, :self.out_ch].permute(2, 0, 1))
+            return y
+        z = self._conv(wc, e, take, act=False, r1=res)
+        y = torch.empty(1, self.out_ch, 2 * z.shape[0], 2 * z.shape[1])
+        self.run.conv(self.final, z, y[0], _Epilogue(bias=self.final.bias, shuffle=2))
+        return y[:, :, 4:4 + s * h, 4:4 + s * w]  # the x4 graph's 1-pixel crop before its x2 shuffle
+
+    def one(self, x: torch.Tensor, take: Callable[..., torch.Tensor]) -> torch.Tensor:
+        from ..archs.cugan import PRO_GAIN, PRO_OFFSET
+
+        h, w = x.shape[-2:]
+        z = x * PRO_GAIN + PRO_OFFSET if self.pro else x
+        ph, pw = -h % self.multiple, -w % self.multiple
+        z = F.pad(z, (self.pad, self.pad + pw, self.pad, self.pad + ph), mode="replicate")
+        arena = _Reuse(take)
+        y = self._unet2(self._unet1(z[0].permute(1, 2, 0), arena), arena, h, w)
+        if self.pro:
+            y = (y - PRO_OFFSET) / PRO_GAIN
+        if self.final is not None:
+            y = y + F.interpolate(x, scale_factor=4, mode="nearest")
+        return y.contiguous()
+
+
 def _plan_class(net: nn.Module) -> type[_Plan] | None:
+    from ..archs.cugan import RealCUGAN
+    from ..archs.cunet import CUNet
     from ..archs.edsr import EDSR
     from ..archs.espcn import ESPCN
     from ..archs.rrdbnet import RRDBNet
@@ -1353,7 +1729,7 @@ def _plan_class(net: nn.Module) -> type[_Plan] | None:
 
     plans: dict[type, type[_Plan]] = {SRVGGNetCompact: _SRVGGPlan, RRDBNet: _RRDBPlan, SPAN: _SPANPlan,
                                       SRMD: _SRMDPlan, UpConv7: _UpConv7Plan, ESPCN: _ESPCNPlan,
-                                      EDSR: _EDSRPlan}
+                                      EDSR: _EDSRPlan, RealCUGAN: _UNetPlan, CUNet: _UNetPlan}
     return plans.get(type(net))
 
 
@@ -1366,7 +1742,7 @@ def _make_plan(net: nn.Module, run: _Runner) -> _Plan:
 
 def has_plan(net: nn.Module) -> bool:
     """Whether the ``winograd`` modes cover this network (SRVGGNetCompact, RRDBNet, SPAN, SRMD, UpConv7,
-    ESPCN, EDSR)."""
+    ESPCN, EDSR, Real-CUGAN, CUNet)."""
     return _plan_class(net) is not None
 
 

@@ -437,3 +437,77 @@ void sr_wino_chunk(int m, const float* x, i64 H, i64 W, i64 cvalid, i64 sy, i64 
     sr_gemm((m + 2) * (m + 2), V, vsp, vst, t1 - t0, K, U, N, M, msp, mst);
     sr_wino_out(m, M, msp, mst, N, ntx, t0, t1, H, W, e);
 }
+
+/* ---- Real-CUGAN / CUNet (fast.py _UNetPlan): the U-Nets' 2x2 stride-2 convolutions and SE means ---------
+   Images are (H, W, C) with channels contiguous, C and N multiples of 8; rows [r0, r1) per call, so the
+   pool splits an image into bands. */
+
+static inline v8 lrelu_bias(v8 v, v8 b, v8 sl) {
+    const v8 zero = {0};
+    v = v + b;
+    v8i k = v > zero;
+    return (v8)(((v8i)v & k) | ((v8i)(v * sl) & ~k));
+}
+
+/* Down: output rows [r0, r1) of
+   y[r, j, n] = lrelu(bias[n] + sum_{a,b,c} x[2r+a, 2j+b, c] Wd[(a*2+b)*C+c, n]).
+   Each row's 2x2 blocks are gathered into scratch (wo x 4C) and multiplied by the GEMM above. */
+void sr_down2(const float* x, i64 sy, i64 sx, i64 C, i64 wo, const float* Wd, i64 N, const float* bias,
+              float slope, float* y, i64 ysy, i64 ysx, i64 r0, i64 r1, float* scratch)
+{
+    const v8 sl = (v8){0} + slope;
+    for (i64 r = r0; r < r1; r++) {
+        for (i64 j = 0; j < wo; j++)
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    const float* s = x + (2 * r + a) * sy + (2 * j + b) * sx;
+                    float* d = scratch + j * 4 * C + (a * 2 + b) * C;
+                    for (i64 c = 0; c < C; c += 8) ST(d + c, LD(s + c));
+                }
+        float* yr = y + r * ysy;
+        sr_gemm(1, scratch, 0, 4 * C, wo, 4 * C, Wd, N, yr, 0, ysx);
+        for (i64 j = 0; j < wo; j++)
+            for (i64 n = 0; n < N; n += 8)
+                ST(yr + j * ysx + n, lrelu_bias(LD(yr + j * ysx + n), LD(bias + n), sl));
+    }
+}
+
+/* Up: input rows [r0, r1) of y[2i+a, 2j+b, n] = lrelu(bias[n] + sum_c x[i, j, c] Wt[c, (a*2+b)*N+n])
+   + gate[n] * skip[2i+a, 2j+b, n] (no skip when NULL; gate 1 when NULL). y may alias skip (each value is
+   read before it is written). scratch: w x 4N. */
+void sr_up2(const float* x, i64 sy, i64 sx, i64 C, i64 w, const float* Wt, i64 N, const float* bias,
+            float slope, const float* skip, i64 ksy, i64 ksx, const float* gate, float* y, i64 ysy, i64 ysx,
+            i64 r0, i64 r1, float* scratch)
+{
+    const v8 sl = (v8){0} + slope, one = (v8){0} + 1.f;
+    for (i64 i = r0; i < r1; i++) {
+        sr_gemm(1, x + i * sy, 0, sx, w, C, Wt, 4 * N, scratch, 0, 4 * N);
+        for (int a = 0; a < 2; a++) {
+            float* yr = y + (2 * i + a) * ysy;
+            const float* kr = skip ? skip + (2 * i + a) * ksy : 0;
+            for (i64 j = 0; j < w; j++)
+                for (int b = 0; b < 2; b++) {
+                    const float* mv = scratch + j * 4 * N + (a * 2 + b) * N;
+                    float* o = yr + (2 * j + b) * ysx;
+                    const float* k = kr ? kr + (2 * j + b) * ksx : 0;
+                    for (i64 n = 0; n < N; n += 8) {
+                        v8 v = lrelu_bias(LD(mv + n), LD(bias + n), sl);
+                        if (k) v = v + (gate ? LD(gate + n) : one) * LD(k + n);
+                        ST(o + n, v);
+                    }
+                }
+        }
+    }
+}
+
+/* Per-channel sums of rows [r0, r1) (w pixels each), added to out[C] in double (SE's global mean). */
+void sr_chsum(const float* x, i64 sy, i64 sx, i64 C, i64 w, i64 r0, i64 r1, double* out)
+{
+    for (i64 r = r0; r < r1; r++)
+        for (i64 c0 = 0; c0 < C; c0 += 8) {
+            v8 acc = {0};
+            const float* s = x + r * sy + c0;
+            for (i64 j = 0; j < w; j++) acc = acc + LD(s + j * sx);
+            for (int k = 0; k < 8; k++) out[c0 + k] += acc[k];
+        }
+}
