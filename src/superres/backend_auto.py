@@ -78,10 +78,14 @@ def _version(dist: str) -> str:
 
 def machine_key(threads: int, weights_sha256: str) -> str:
     """The table's key: what the ranking depends on (CPU model and flags, threads, library versions, the
-    engine's kernel variant, the weights)."""
+    engine's kernel variant and its code, the weights). The engine's code is in the key because a
+    development checkout keeps one version number while plans are added: a table from before a model got
+    its plan would otherwise keep sending that model to another backend."""
+    from .inference import fast
     from .inference.fast import _cpu_signature, kernel_variant
 
-    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}",
+    engine = hashlib.sha256(Path(fast.__file__).read_bytes() + fast._c_source().encode()).hexdigest()[:16]
+    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}", f"engine={engine}",
              f"weights={weights_sha256}",
              *(f"{d}={_version(d)}" for d in ("superres", "torch", *RUNTIMES))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
