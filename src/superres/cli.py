@@ -878,7 +878,7 @@ def idle_threads_sleep() -> None:
 
     Why: after every parallel region PyTorch's OpenMP threads spin for a while before sleeping. In
     ``superres video`` the decode and encode threads then wait for cores the network's idle threads are
-    spinning on (on 2 cores: 122-208 ms of CPU per 720p frame instead of 72), and a busy laptop loses
+    spinning on (2 cores, load ~10: 122-208 ms of CPU per 720p frame instead of 72), and a busy laptop loses
     the same way. It must be set before torch is imported (OpenMP reads it once, at load)."""
     if "torch" not in sys.modules:
         import os
