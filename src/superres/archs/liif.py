@@ -41,7 +41,8 @@ from .edsr import MeanShift, ResBlock
 MAX_SCALE = 30.0  # the paper trains on x1-x4 and evaluates up to x30
 QUERY_CHUNK = 16384  # queries decoded at once on a GPU: bounds the MLP's activations (4 x chunk x 256 floats)
 MapBlocks = Callable[[Callable[[int], None], int], None]  # map(fn, n): fn(0..n-1), any order/threads
-CPU_QUERY_CHUNK = 256  # on a CPU: a block's activations (4 x 256 x 256 floats, 1 MiB) stay in cache between layers
+CPU_QUERY_CHUNK = 256  # on CPU workers: a block's activations (4 x 256 x 256 floats, 1 MiB) stay in cache
+CPU_SHARED_CHUNK = 2048  # on a CPU without workers: blocks big enough for torch's own threads to share a product
 
 
 class EDSRBaselineEncoder(nn.Module):
@@ -118,8 +119,9 @@ class LIIF(SRNet):
         """Decode the grid ``ys x xs`` (LR-pixel coordinates relative to ``proj``, from :meth:`encode`)
         with output pixels ``cell = (height, width)`` in LR pixels. Returns N x C x len(ys) x len(xs) in
         [0, 1] units (not clamped). Queries are decoded in blocks of about ``chunk`` output pixels (all
-        four ensemble members of a block in one matrix product per layer; default :data:`CPU_QUERY_CHUNK`
-        on a CPU, :data:`QUERY_CHUNK` elsewhere): memory stays bounded.
+        four ensemble members of a block in one matrix product per layer; by default
+        :data:`CPU_QUERY_CHUNK` on CPU workers, :data:`CPU_SHARED_CHUNK` on a CPU without them,
+        :data:`QUERY_CHUNK` elsewhere): memory stays bounded.
         ``map_blocks(fn, n)`` runs ``fn(0..n-1)`` (in any order, possibly on worker threads: each block
         writes only its own part of the output); None runs them here."""
         n, hid, h, w = proj.shape
@@ -137,14 +139,18 @@ class LIIF(SRNet):
         layers = [(m.weight.T.contiguous(), m.bias) for m in self.imnet.layers[2:] if isinstance(m, nn.Linear)]
         out = proj.new_empty(n, len(layers[-1][1]), len(ys), len(xs))
         if chunk is None:
-            chunk = CPU_QUERY_CHUNK if proj.device.type == "cpu" else QUERY_CHUNK
+            on_cpu = proj.device.type == "cpu"
+            chunk = (CPU_QUERY_CHUNK if map_blocks else CPU_SHARED_CHUNK) if on_cpu else QUERY_CHUNK
         bh, bw = _block_shape(len(ys), len(xs), max(1, chunk // n))
         blocks = [(r, q) for r in range(0, len(ys), bh) for q in range(0, len(xs), bw)]
 
-        def one(i: int) -> None:
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def one(i: int) -> None:  # on a worker thread too: the caller's grad / inference mode (thread-local)
             r, q = blocks[i]
-            out[:, :, r: r + bh, q: q + bw] = self._decode_block(
-                table, w_coord, layers, rows.part(r, r + bh), cols.part(q, q + bw), n, h * w, w)
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                out[:, :, r: r + bh, q: q + bw] = self._decode_block(
+                    table, w_coord, layers, rows.part(r, r + bh), cols.part(q, q + bw), n, h * w, w)
 
         (map_blocks or _run_here)(one, len(blocks))
         return out
