@@ -17,6 +17,14 @@ feature part (256 x 64 x 3 x 3) is applied once per LR pixel as a 3x3 convolutio
 instead of once per query and ensemble member (4 x s^2 times per LR pixel at scale s); the coordinate and
 cell terms are added per query. Same values within float rounding, about 1.7x less work at x4.
 
+What is left is three 256x256 products per query and ensemble member (0.79 MMAC an output pixel), so the
+decoder is arranged around them: a block of queries gathers its four members' rows of that table at once and
+runs each layer as one product over all of them (the coordinate terms are two broadcast adds, not a K=2
+product); on a CPU a block is 256 queries, so its activations (1 MiB) stay in cache from layer to layer, and
+the blocks go to single-threaded workers when the caller passes ``map_blocks`` (the pipeline does), which
+keeps both cores busy without a thread barrier per product, the part that stalls when other jobs share the
+cores.
+
 Coordinates: queries are given in LR pixels (x in [0, w), pixel i covers [i, i+1)), relative to the
 feature map they are decoded from, which is what makes tiles equal to the whole image: a tile's queries
 are offset by the tile's origin and decoded from a crop whose border lies beyond the encoder's receptive
@@ -42,7 +50,7 @@ MAX_SCALE = 30.0  # the paper trains on x1-x4 and evaluates up to x30
 QUERY_CHUNK = 16384  # queries decoded at once on a GPU: bounds the MLP's activations (4 x chunk x 256 floats)
 MapBlocks = Callable[[Callable[[int], None], int], None]  # map(fn, n): fn(0..n-1), any order/threads
 CPU_QUERY_CHUNK = 256  # on CPU workers: a block's activations (4 x 256 x 256 floats, 1 MiB) stay in cache
-CPU_SHARED_CHUNK = 2048  # on a CPU without workers: blocks big enough for torch's own threads to share a product
+CPU_SHARED_CHUNK = 2048  # on a CPU without workers: big enough for torch's threads to share each product
 
 
 class EDSRBaselineEncoder(nn.Module):
@@ -136,7 +144,8 @@ class LIIF(SRNet):
         w_coord = first.weight[:, c: c + 2].T.contiguous()  # (2, hidden): the row and column offset terms
         rows = _axis_lookups(ys, h, self.local_ensemble, proj.dtype)
         cols = _axis_lookups(xs, w, self.local_ensemble, proj.dtype)
-        layers = [(m.weight.T.contiguous(), m.bias) for m in self.imnet.layers[2:] if isinstance(m, nn.Linear)]
+        linears = [m for m in self.imnet.layers[2:] if isinstance(m, nn.Linear)]
+        layers = [(m.weight.T.contiguous(), m.bias) for m in linears]
         out = proj.new_empty(n, len(layers[-1][1]), len(ys), len(xs))
         if chunk is None:
             on_cpu = proj.device.type == "cpu"
@@ -156,8 +165,8 @@ class LIIF(SRNet):
         return out
 
     def _decode_block(self, table: torch.Tensor, w_coord: torch.Tensor,
-                      layers: list[tuple[torch.Tensor, torch.Tensor]], rows: "_AxisLookup", cols: "_AxisLookup",
-                      n: int, hw: int, w: int) -> torch.Tensor:
+                      layers: list[tuple[torch.Tensor, torch.Tensor]], rows: "_AxisLookup",
+                      cols: "_AxisLookup", n: int, hw: int, w: int) -> torch.Tensor:
         """One block of output pixels (rows x cols) for the N images: N x C x rows x cols."""
         mr, ny = rows.index.shape  # ensemble members along the axis (2, or 1 without the local ensemble)
         mc, nx = cols.index.shape
