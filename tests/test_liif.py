@@ -110,6 +110,20 @@ def test_blocks_in_any_order_on_threads_equal_one_pass() -> None:
             assert (blocks - one).abs().max() < 1e-5
 
 
+def test_engine_forward_renders_on_workers_like_eager() -> None:
+    """``accelerate`` (what ``--backend torch`` and cpu_speed.py time) renders LIIF's nominal scale with the
+    query blocks on the engine's workers: the same image as the plain forward."""
+    from superres.inference.fast import accelerate
+
+    net = _random_liif(4)
+    x = torch.rand(1, 3, 11, 14, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        eager = net(x)
+        fast = accelerate(net, "cpu", mode="channels_last")(x)
+    assert fast.shape == eager.shape == (1, 3, 44, 56)
+    assert (fast - eager).abs().max() < 1e-5
+
+
 def test_detection_reads_the_official_layout_and_rejects_others() -> None:
     net = build("liif")
     sd = net.state_dict()

@@ -1383,10 +1383,17 @@ def has_plan(net: nn.Module) -> bool:
 
 def _channels_last(net: nn.Module) -> Forward:
     cl = copy.deepcopy(net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    descriptor = getattr(cl, "descriptor", None)
+    continuous = bool(getattr(descriptor, "continuous", False)) and hasattr(cl, "upscale_to")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return cl(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            x = x.contiguous(memory_format=torch.channels_last)
+            if continuous:  # LIIF at its nominal scale, query blocks on the workers (as the pipeline runs it)
+                s = int(getattr(cl, "scale"))
+                render: Any = cl.upscale_to
+                return render(x, x.shape[-2] * s, x.shape[-1] * s, map_blocks=worker_map()).contiguous()
+            return cl(x).contiguous()
 
     return forward
 
