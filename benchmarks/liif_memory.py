@@ -3,7 +3,8 @@ out) in a child process; reports the child's peak resident memory (``ru_maxrss``
 
 Why bounded: the continuous tiler (``superres.inference.continuous``) holds one LR crop's features and one strip
 of output rows (automatic tiles are shrunk so a strip is at most 1024 output rows), and the decoder works through
-queries 16384 at a time; the uint8 output (113 MB at 6144 x 6144) is the only part that grows with the image.
+queries in blocks of 256 (16,384 on a GPU); the uint8 output (113 MB at 6144 x 6144) is the only part that grows
+with the image.
 Run smaller inputs (--size 64, 128) to see the peak stay flat apart from the output.
 
     python benchmarks/liif_memory.py [--size 512 --scale 12]

@@ -86,6 +86,44 @@ def test_matches_upstream_on_the_official_weights(fetched: Path, key: str, size:
     assert np.abs(ours - ref[key]).max() < 1e-4
 
 
+def test_blocks_in_any_order_on_threads_equal_one_pass() -> None:
+    """The decoder's query blocks (whole rows, or square tiles of a very wide output) run on worker threads
+    in any order and give the same image as one block: each block writes only its own pixels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from superres.archs.liif import pixel_centres
+
+    net = _random_liif(3)
+    x = torch.rand(2, 3, 9, 13, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode(), ThreadPoolExecutor(2) as pool:
+        proj = net.encode(x)
+        for out_h, out_w, chunk in [(33, 47, 100), (20, 300, 64), (9, 13, 7)]:
+            ys, xs = pixel_centres(9, out_h), pixel_centres(13, out_w)
+            cell = (9 / out_h, 13 / out_w)
+            one = net.render(proj, ys, xs, cell, chunk=10**9)
+
+            def backwards_on_threads(fn, n):  # type: ignore[no-untyped-def]
+                list(pool.map(fn, reversed(range(n))))
+
+            blocks = net.render(proj, ys, xs, cell, chunk=chunk, map_blocks=backwards_on_threads)
+            assert blocks.shape == (2, 3, out_h, out_w)
+            assert (blocks - one).abs().max() < 1e-5
+
+
+def test_engine_forward_renders_on_workers_like_eager() -> None:
+    """``accelerate`` (what ``--backend torch`` and cpu_speed.py time) renders LIIF's nominal scale with the
+    query blocks on the engine's workers: the same image as the plain forward."""
+    from superres.inference.fast import accelerate
+
+    net = _random_liif(4)
+    x = torch.rand(1, 3, 11, 14, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        eager = net(x)
+        fast = accelerate(net, "cpu", mode="channels_last")(x)
+    assert fast.shape == eager.shape == (1, 3, 44, 56)
+    assert (fast - eager).abs().max() < 1e-5
+
+
 def test_detection_reads_the_official_layout_and_rejects_others() -> None:
     net = build("liif")
     sd = net.state_dict()

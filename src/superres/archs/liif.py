@@ -17,6 +17,14 @@ feature part (256 x 64 x 3 x 3) is applied once per LR pixel as a 3x3 convolutio
 instead of once per query and ensemble member (4 x s^2 times per LR pixel at scale s); the coordinate and
 cell terms are added per query. Same values within float rounding, about 1.7x less work at x4.
 
+What is left is three 256x256 products per query and ensemble member (0.79 MMAC an output pixel), so the
+decoder is arranged around them: a block of queries gathers its four members' rows of that table at once and
+runs each layer as one product over all of them (the coordinate terms are two broadcast adds, not a K=2
+product); on a CPU a block is 256 queries, so its activations (1 MiB) stay in cache from layer to layer, and
+the blocks go to single-threaded workers when the caller passes ``map_blocks`` (the pipeline does), which
+keeps both cores busy without a thread barrier per product, the part that stalls when other jobs share the
+cores.
+
 Coordinates: queries are given in LR pixels (x in [0, w), pixel i covers [i, i+1)), relative to the
 feature map they are decoded from, which is what makes tiles equal to the whole image: a tile's queries
 are offset by the tile's origin and decoded from a crop whose border lies beyond the encoder's receptive
@@ -29,7 +37,7 @@ I/O: [0, 1] RGB in; upstream normalises to [-1, 1] and back, done here, so the c
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +47,10 @@ from .base import ArchSpec, SRNet, StateDict, count_indexed, has_all, register
 from .edsr import MeanShift, ResBlock
 
 MAX_SCALE = 30.0  # the paper trains on x1-x4 and evaluates up to x30
-QUERY_CHUNK = 16384  # queries decoded at once: bounds the MLP's activations (4 x chunk x 256 floats)
+QUERY_CHUNK = 16384  # queries decoded at once on a GPU: bounds the MLP's activations (4 x chunk x 256 floats)
+MapBlocks = Callable[[Callable[[int], None], int], None]  # map(fn, n): fn(0..n-1), any order/threads
+CPU_QUERY_CHUNK = 256  # on CPU workers: a block's activations (4 x 256 x 256 floats, 1 MiB) stay in cache
+CPU_SHARED_CHUNK = 2048  # on a CPU without workers: big enough for torch's threads to share each product
 
 
 class EDSRBaselineEncoder(nn.Module):
@@ -111,10 +122,16 @@ class LIIF(SRNet):
         return F.conv2d(feat, w, None, padding=k // 2)
 
     def render(self, proj: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-               cell: tuple[float, float], chunk: int = QUERY_CHUNK) -> torch.Tensor:
+               cell: tuple[float, float], chunk: int | None = None, map_blocks: MapBlocks | None = None,
+               ) -> torch.Tensor:
         """Decode the grid ``ys x xs`` (LR-pixel coordinates relative to ``proj``, from :meth:`encode`)
         with output pixels ``cell = (height, width)`` in LR pixels. Returns N x C x len(ys) x len(xs) in
-        [0, 1] units (not clamped). Queries are decoded ``chunk`` at a time: memory stays bounded."""
+        [0, 1] units (not clamped). Queries are decoded in blocks of about ``chunk`` output pixels (all
+        four ensemble members of a block in one matrix product per layer; by default
+        :data:`CPU_QUERY_CHUNK` on CPU workers, :data:`CPU_SHARED_CHUNK` on a CPU without them,
+        :data:`QUERY_CHUNK` elsewhere): memory stays bounded.
+        ``map_blocks(fn, n)`` runs ``fn(0..n-1)`` (in any order, possibly on worker threads: each block
+        writes only its own part of the output); None runs them here."""
         n, hid, h, w = proj.shape
         first: nn.Linear = self.imnet.layers[0]  # type: ignore[assignment]
         c = first.weight.shape[1] - 2 - (2 if self.cell_decode else 0)
@@ -123,51 +140,64 @@ class LIIF(SRNet):
             cell_in = proj.new_tensor([2.0 * cell[0], 2.0 * cell[1]])
             const = const + first.weight[:, c + 2: c + 4] @ cell_in
         # channels-last, bias folded in: one row per LR pixel, gathered by a flat index per query
-        table = (proj + const.view(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(n * h * w, hid)
-        w_coord_t = first.weight[:, c: c + 2].T.contiguous()  # (2, hidden): (row, col) offsets
-        rows = max(1, chunk // max(1, len(xs)))
-        out = [self._render_rows(table, w_coord_t, ys[r: r + rows], xs, n, h, w) for r in range(0, len(ys), rows)]
-        return torch.cat(out, dim=2)
+        table = (proj + const.view(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(n * h * w, hid).contiguous()
+        w_coord = first.weight[:, c: c + 2].T.contiguous()  # (2, hidden): the row and column offset terms
+        rows = _axis_lookups(ys, h, self.local_ensemble, proj.dtype)
+        cols = _axis_lookups(xs, w, self.local_ensemble, proj.dtype)
+        linears = [m for m in self.imnet.layers[2:] if isinstance(m, nn.Linear)]
+        layers = [(m.weight.T.contiguous(), m.bias) for m in linears]
+        out = proj.new_empty(n, len(layers[-1][1]), len(ys), len(xs))
+        if chunk is None:
+            on_cpu = proj.device.type == "cpu"
+            chunk = (CPU_QUERY_CHUNK if map_blocks else CPU_SHARED_CHUNK) if on_cpu else QUERY_CHUNK
+        bh, bw = _block_shape(len(ys), len(xs), max(1, chunk // n))
+        blocks = [(r, q) for r in range(0, len(ys), bh) for q in range(0, len(xs), bw)]
 
-    def _render_rows(self, table: torch.Tensor, w_coord_t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                     n: int, h: int, w: int) -> torch.Tensor:
-        shifts = (-1, 1) if self.local_ensemble else (0,)
-        eps = 1e-6 if self.local_ensemble else 0.0
-        ny, nx = len(ys), len(xs)
-        base = (torch.arange(n, device=table.device) * (h * w)).view(n, 1, 1)
-        preds, areas = [], []
-        for vy in shifts:
-            iy = torch.floor(ys + vy / 2 + eps).clamp_(0, h - 1).long()
-            ry = (2 * (ys - (iy + 0.5))).to(table.dtype)  # upstream's rel_coord: 2 x LR pixels
-            for vx in shifts:
-                ix = torch.floor(xs + vx / 2 + eps).clamp_(0, w - 1).long()
-                rx = (2 * (xs - (ix + 0.5))).to(table.dtype)
-                idx = (base + (iy * w).view(1, ny, 1) + ix.view(1, 1, nx)).reshape(-1)
-                x = table.index_select(0, idx)  # (n * ny * nx, hidden)
-                rel = torch.stack([ry.view(ny, 1).expand(ny, nx), rx.view(1, nx).expand(ny, nx)], -1)
-                rel = rel.reshape(1, ny * nx, 2).expand(n, -1, -1).reshape(-1, 2)
-                x.addmm_(rel, w_coord_t).relu_()
-                layers = list(self.imnet.layers[2:])
-                for layer in layers:
-                    if isinstance(layer, nn.ReLU):
-                        x.relu_()
-                    else:
-                        x = layer(x)
-                preds.append(x)
-                areas.append((rel[:, 0] * rel[:, 1]).abs_() + 1e-9)
-        total = torch.stack(areas).sum(0)
-        if self.local_ensemble:  # each member weighted by the area opposite to it
-            areas = areas[::-1]
-        ret = sum(p * (a / total)[:, None] for p, a in zip(preds, areas))
-        assert isinstance(ret, torch.Tensor)
-        return (ret * 0.5 + 0.5).reshape(n, ny, nx, -1).permute(0, 3, 1, 2)
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def one(i: int) -> None:  # on a worker thread too: the caller's grad / inference mode (thread-local)
+            r, q = blocks[i]
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                out[:, :, r: r + bh, q: q + bw] = self._decode_block(
+                    table, w_coord, layers, rows.part(r, r + bh), cols.part(q, q + bw), n, h * w, w)
+
+        (map_blocks or _run_here)(one, len(blocks))
+        return out
+
+    def _decode_block(self, table: torch.Tensor, w_coord: torch.Tensor,
+                      layers: list[tuple[torch.Tensor, torch.Tensor]], rows: "_AxisLookup",
+                      cols: "_AxisLookup", n: int, hw: int, w: int) -> torch.Tensor:
+        """One block of output pixels (rows x cols) for the N images: N x C x rows x cols."""
+        mr, ny = rows.index.shape  # ensemble members along the axis (2, or 1 without the local ensemble)
+        mc, nx = cols.index.shape
+        # member (a, b) reads LR pixel (rows.index[a], cols.index[b]); the member axis is outermost
+        idx = ((rows.index * w).view(mr, 1, 1, ny, 1) + cols.index.view(1, mc, 1, 1, nx)
+               + (torch.arange(n, device=table.device) * hw).view(1, 1, n, 1, 1))
+        x = table.index_select(0, idx.reshape(-1)).view(mr, mc, n, ny, nx, -1)
+        # first layer, coordinate terms: rel_y * W[:, y] + rel_x * W[:, x]
+        x.add_((rows.rel[..., None] * w_coord[0]).view(mr, 1, 1, ny, 1, -1))
+        x.add_((cols.rel[..., None] * w_coord[1]).view(1, mc, 1, 1, nx, -1))
+        x = x.view(mr * mc * n * ny * nx, -1).relu_()
+        for k, (wt, b) in enumerate(layers):
+            x = torch.addmm(b, x, wt)
+            if k < len(layers) - 1:
+                x.relu_()
+        pred = x.view(mr, mc, n, ny, nx, -1)
+        if mr * mc == 1:
+            ret = pred[0, 0]
+        else:  # each member weighted by the area of the rectangle opposite to it
+            area = (rows.rel.abs().view(mr, 1, ny, 1) * cols.rel.abs().view(1, mc, 1, nx)) + 1e-9
+            weight = area.flip(0, 1) / area.sum((0, 1))
+            ret = (pred * weight.view(mr, mc, 1, ny, nx, 1)).sum((0, 1))
+        return (ret * 0.5 + 0.5).permute(0, 3, 1, 2)
 
     # ---- whole images ----------------------------------------------------------------------------------
-    def upscale_to(self, x: torch.Tensor, out_h: int, out_w: int, chunk: int = QUERY_CHUNK) -> torch.Tensor:
+    def upscale_to(self, x: torch.Tensor, out_h: int, out_w: int, chunk: int | None = None,
+                   map_blocks: MapBlocks | None = None) -> torch.Tensor:
         """The whole image at any output size (upstream's ``batched_predict`` on a full grid)."""
         h, w = x.shape[-2:]
         ys, xs = pixel_centres(h, out_h, x.device), pixel_centres(w, out_w, x.device)
-        return self.render(self.encode(x), ys, xs, (h / out_h, w / out_w), chunk)
+        return self.render(self.encode(x), ys, xs, (h / out_h, w / out_w), chunk, map_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """At the nominal ``scale`` (so generic code -- eval, export -- sees a fixed-scale network)."""
@@ -182,6 +212,39 @@ def pixel_centres(lr: int, out: int, device: torch.device | str = "cpu", start: 
     stop = out if stop is None else stop
     j = torch.arange(start, stop, dtype=torch.float64, device=device)
     return (j + 0.5) * (lr / out)
+
+
+def _run_here(fn: Callable[[int], None], n: int) -> None:
+    for i in range(n):
+        fn(i)
+
+
+def _block_shape(ny: int, nx: int, chunk: int) -> tuple[int, int]:
+    """Rows x columns of a query block of about ``chunk`` pixels: whole rows when they fit, else a square-ish
+    tile (so a very wide output does not make one block of a single huge row)."""
+    if nx <= chunk:
+        return max(1, min(ny, chunk // nx)), nx
+    side = max(1, int(math.isqrt(chunk)))
+    return min(ny, side), max(1, chunk // side)
+
+
+class _AxisLookup:
+    """Along one axis: for each ensemble member (shift -1/2, +1/2 of an LR pixel; one member without the local
+    ensemble), the LR index each output coordinate reads and the offset to it (upstream's ``rel_coord``, in
+    units of half an LR pixel)."""
+
+    def __init__(self, index: torch.Tensor, rel: torch.Tensor) -> None:
+        self.index, self.rel = index, rel  # both (members, len)
+
+    def part(self, a: int, b: int) -> "_AxisLookup":
+        return _AxisLookup(self.index[:, a:b], self.rel[:, a:b])
+
+
+def _axis_lookups(coords: torch.Tensor, size: int, ensemble: bool, dtype: torch.dtype) -> _AxisLookup:
+    shifts, eps = ((-1, 1), 1e-6) if ensemble else ((0,), 0.0)
+    index = torch.stack([torch.floor(coords + v / 2 + eps).clamp_(0, size - 1).long() for v in shifts])
+    rel = (2 * (coords - (index + 0.5))).to(dtype)
+    return _AxisLookup(index, rel)
 
 
 # ---- registry -------------------------------------------------------------------------------------------

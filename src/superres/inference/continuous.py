@@ -9,7 +9,8 @@ plus its 3x3 unfolded neighbours (``margin`` = 2) and the encoder's receptive fi
 ``context`` at least the receptive field every tile equals the whole-image output within float rounding.
 
 Memory: one LR crop's features and one strip of output rows (the tile height times the output width) at a
-time; the decoder itself works through queries in bounded chunks (:data:`superres.archs.liif.QUERY_CHUNK`).
+time; the decoder itself works through queries in bounded blocks (:data:`superres.archs.liif.CPU_QUERY_CHUNK`
+on CPU workers, :data:`superres.archs.liif.QUERY_CHUNK` on a GPU).
 """
 
 from __future__ import annotations

@@ -711,6 +711,14 @@ def _pool(workers: int) -> _Pool | _Inline:
         return p
 
 
+
+def worker_map(workers: int | None = None) -> Callable[[Callable[[int], None], int], None]:
+    """``map(fn, n)``: fn(0..n-1) on the engine's worker threads, each running torch ops on one thread (no
+    OpenMP barriers between items, which stall when other processes share the cores); in the caller when
+    ``workers`` (default: torch's thread count) is 1 or threads cannot be limited per worker. For code
+    outside the engine whose work splits into independent items (LIIF's query blocks)."""
+    return _pool(torch.get_num_threads() if workers is None else workers).map
+
 _SCRATCH = threading.local()
 
 
@@ -1751,10 +1759,17 @@ def has_plan(net: nn.Module) -> bool:
 
 def _channels_last(net: nn.Module) -> Forward:
     cl = copy.deepcopy(net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    descriptor = getattr(cl, "descriptor", None)
+    continuous = bool(getattr(descriptor, "continuous", False)) and hasattr(cl, "upscale_to")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return cl(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            x = x.contiguous(memory_format=torch.channels_last)
+            if continuous:  # LIIF at its nominal scale, query blocks on the workers (as the pipeline runs it)
+                s = int(getattr(cl, "scale"))
+                render: Any = cl.upscale_to
+                return render(x, x.shape[-2] * s, x.shape[-1] * s, map_blocks=worker_map()).contiguous()
+            return cl(x).contiguous()
 
     return forward
 

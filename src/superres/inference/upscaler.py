@@ -24,7 +24,7 @@ from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
 from .continuous import bands, render_tiled
 from .devices import auto_tile, bytes_per_lr_pixel, pick_device, pick_dtype
-from .fast import accelerate
+from .fast import accelerate, worker_map
 from .tiling import TilePlan, run_tiled, spans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,7 +154,9 @@ class Upscaler:
             raise SuperresError(f"{self.name} renders any scale only on the PyTorch backend in fp32")
         with torch.inference_mode():
             proj = net.encode(piece.to(self.device, self.dtype))
-            y = net.render(proj, ys.to(self.device), xs.to(self.device), cell)
+            # on a CPU the query blocks go to single-threaded workers (robust when other jobs share the cores)
+            blocks = worker_map() if self.device.type == "cpu" else None
+            y = net.render(proj, ys.to(self.device), xs.to(self.device), cell, map_blocks=blocks)
             return y[0].float().cpu().numpy()
 
     def count_tiles(self, w: int, h: int, size: tuple[int, int], alpha: bool = False,
