@@ -160,3 +160,15 @@ def test_metadata_names_what_shapes_cannot_tell(tmp_path: Path) -> None:
     assert loaded.hyperparams["activation"] == "tanh" and loaded.hyperparams["final"] == "none"
     x = torch.rand(1, 1, 8, 8)
     assert torch.equal(loaded(x), net(x))
+
+
+def test_a_folder_named_like_a_model_does_not_hide_the_model(tmp_path: Path, monkeypatch) -> None:
+    """``-m liif`` run where a folder ``liif/`` (say, earlier outputs) exists is the zoo model, not a path;
+    an existing file, a weights suffix or a path separator still means a file."""
+    from superres.zoo.loader import looks_like_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "liif").mkdir()
+    (tmp_path / "mine").write_bytes(b"")
+    assert not looks_like_file("liif")
+    assert looks_like_file("mine") and looks_like_file("x.pth") and looks_like_file("liif/")

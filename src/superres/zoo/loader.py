@@ -25,11 +25,12 @@ __all__ = ["load_network", "looks_like_file"]
 
 
 def looks_like_file(text: str) -> bool:
-    """A weights file rather than a zoo name: a known weights suffix, an existing path, or a path separator."""
+    """A weights file rather than a zoo name: a known weights suffix, an existing file, or a path separator (a
+    folder that happens to share a zoo name, e.g. ``./liif/`` of outputs, does not hide the model)."""
     from .formats import WEIGHT_SUFFIXES
 
     p = Path(text).expanduser()
-    return p.suffix.lower() in WEIGHT_SUFFIXES or p.exists() or "/" in text or "\\" in text
+    return p.suffix.lower() in WEIGHT_SUFFIXES or p.is_file() or "/" in text or "\\" in text
 
 
 def load_network(name_or_path: str | Path, *, allow_download: bool = False,
