@@ -401,6 +401,10 @@ def test_noncommercial_architecture_needs_the_opt_in(tmp_path: Path) -> None:
     assert run.stderr.count("CC-BY-NC-SA-4.0") == 1  # the licence, said once
     with Image.open(out) as im:
         assert im.size == (16, 12)
+    # after the command too, where the refusal says to add it
+    after = _toy_cli(tmp_path, *base[:3], str(tmp_path / "after.png"), *base[4:], "--allow-noncommercial")
+    assert after.returncode == 0, after.stderr
+    assert (tmp_path / "after.png").exists()
 
 
 def test_check_licence_in_process(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -201,3 +201,14 @@ def test_the_command_lets_idle_openmp_threads_sleep_unless_the_user_chose() -> N
     got = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "ACTIVE"
+
+
+def test_every_command_options_may_follow_the_command() -> None:
+    from superres.cli import hoist_global_options
+
+    assert hoist_global_options(["upscale", "a.png", "--allow-noncommercial", "--max-weights-params", "9"]) == [
+        "--allow-noncommercial", "--max-weights-params", "9", "upscale", "a.png"]
+    assert hoist_global_options(["upscale", "--max-weights-params=9", "a.png"]) == [
+        "--max-weights-params=9", "upscale", "a.png"]
+    assert hoist_global_options(["upscale", "--", "--allow-noncommercial"]) == [
+        "upscale", "--", "--allow-noncommercial"]

@@ -31,13 +31,11 @@ def _global_options(
     max_weights_params: Optional[int] = typer.Option(
         None, "--max-weights-params", min=1, metavar="N",
         help="Largest network a weights file may describe, in parameters, for every command (default "
-             "200M, or $SUPERRES_MAX_WEIGHTS_PARAMS); goes before the command: superres --max-weights-params N "
-             "upscale ..."),
+             "200M, or $SUPERRES_MAX_WEIGHTS_PARAMS); before or after the command."),
     allow_noncommercial: bool = typer.Option(
         False, "--allow-noncommercial",
         help="Accept non-commercial licences: load architectures whose upstream licence forbids commercial use "
-             "(or set $SUPERRES_ALLOW_NONCOMMERCIAL=1); goes before the command: superres --allow-noncommercial "
-             "upscale ..."),
+             "(or set $SUPERRES_ALLOW_NONCOMMERCIAL=1); before or after the command."),
 ) -> None:
     if allow_noncommercial:  # through the environment, like the limit below: the server and workers see it
         import os
@@ -886,9 +884,36 @@ def idle_threads_sleep() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: Options of every command, taken by the top-level callback: name -> whether it takes a value.
+GLOBAL_OPTIONS = {"--allow-noncommercial": False, "--max-weights-params": True}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """``argv`` with the every-command options moved in front of the command, so ``superres upscale ...
+    --allow-noncommercial`` works as well as ``superres --allow-noncommercial upscale ...`` (click only
+    takes a group's options before the subcommand). Nothing after ``--`` moves."""
+    head: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_value = GLOBAL_OPTIONS[name] and "=" not in arg
+            head.extend(argv[i:i + 2] if takes_value else [arg])
+            i += 2 if takes_value else 1
+            continue
+        rest.append(arg)
+        i += 1
+    return head + rest
+
+
 def main() -> None:
     idle_threads_sleep()
-    app()
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="superres")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,7 +44,7 @@ def check_licence(spec: ArchSpec) -> None:
     if not noncommercial_allowed():
         raise ModelLoadError(
             f"{spec.name} ({spec.title}) is licensed {licence}: non-commercial use only; to accept, set "
-            f"{ENV}=1 or run superres {OPTION} <command> ..."
+            f"{ENV}=1 or add {OPTION} to the command"
         )
     _announce(spec.name, spec.title, licence)
 
