@@ -192,11 +192,9 @@ def child(kind: str, *args: str, cli_threads: bool = True) -> dict[str, float]:
     """``kind``'s measurement in a fresh process. Ours run with the thread settings the ``superres``
     command makes (``cli.idle_threads_sleep``) unless ``cli_threads`` is off; ncnn's with the environment
     this script was started with, as an ncnn user has it."""
-    env = dict(os.environ)
-    if cli_threads:
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what superres.cli.idle_threads_sleep does
-    r = subprocess.run([sys.executable, __file__, f"--{kind}", *args], capture_output=True, text=True,
-                       check=False, env=env)
+    flags = [] if cli_threads else ["--omp-default"]
+    r = subprocess.run([sys.executable, __file__, *flags, f"--{kind}", *args], capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         raise SystemExit(f"{kind} run failed: {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -233,6 +231,10 @@ def main() -> None:
     ap.add_argument("--network-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--ncnn-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if (args.child or args.network_child or args.ncnn_child) and not args.omp_default:
+        from superres.cli import idle_threads_sleep
+
+        idle_threads_sleep()  # as the superres command does, before torch loads
     if args.child:
         pipeline_child(*args.child)
         return
