@@ -152,6 +152,28 @@ def test_grey_set14_bridge_is_scored_as_grey(bicubic_result: EvalResult) -> None
     assert row is not None and row.psnr_y is not None and 25 < row.psnr_y < 30
 
 
+def test_grey_rgb_scores_bridge_as_basicsr_does(data_dir: Path, bicubic_result: EvalResult, tmp_path: Path) -> None:
+    """--grey rgb (BasicSR's cv2.IMREAD_COLOR, LIIF's convert('RGB')): bridge repeated to RGB before the method
+    and the metrics, so its Y is 16 + 219/255 g and the same error reads 20 log10(255/219) = 1.32 dB higher;
+    the colour images do not move, and a row file of the other convention is not resumed."""
+    rows = tmp_path / "rows.jsonl"
+    rgb = evaluate(["bicubic-rgb"], ["Set14"], [2], data_root=data_dir, images=["bridge", "comic"], grey="rgb",
+                   rows_path=rows)
+    step = 20 * math.log10(255 / 219)
+    grey_row = bicubic_result.image_row("bicubic-rgb", "Set14", 2, "bridge")
+    rgb_row = rgb.image_row("bicubic-rgb", "Set14", 2, "bridge")
+    assert rgb_row.psnr_y - grey_row.psnr_y == pytest.approx(step, abs=1e-9)
+    assert rgb.image_row("bicubic-rgb", "Set14", 2, "comic").psnr_y == \
+        bicubic_result.image_row("bicubic-rgb", "Set14", 2, "comic").psnr_y
+    assert "repeated to RGB" in rgb.meta["protocol"]["grey"]
+    assert any("'bridge' is grey" in n and "--grey y" in n for n in rgb.notes)
+    assert any("'bridge' is grey" in n and "--grey rgb" in n for n in bicubic_result.notes)
+    with pytest.raises(SuperresError, match="other settings"):
+        evaluate(["bicubic-rgb"], ["Set14"], [2], data_root=data_dir, images=["bridge"], rows_path=rows)
+    with pytest.raises(SuperresError, match="grey must be one of y, rgb"):
+        evaluate(["bicubic-rgb"], ["Set14"], [2], data_root=data_dir, grey="gray")
+
+
 # ---- a real model, skips, figures (one command run, several checks) ----------------------------------------
 
 

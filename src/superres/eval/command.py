@@ -77,6 +77,9 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images of each dataset."),
     images: Optional[str] = typer.Option(None, "--images", help="Only these images (comma-separated file stems, "
                                          "e.g. baboon,comic)."),
+    grey: str = typer.Option("y", "--grey", help="How a grey test image (Set14 bridge) is scored: y = its values "
+                             "are Y (MATLAB-era scripts, the published bicubic rows); rgb = repeated to RGB, then Y, "
+                             "as BasicSR and LIIF do (DAT, SPAN, SwinIR, LIIF tables; +0.09 dB on a Set14 mean)."),
     per_image: bool = typer.Option(False, "--per-image", help="Per-image rows instead of means (table/markdown/csv)."),
     layout: str = typer.Option("long", "--layout", help="Markdown layout: long, or paper (a table per scale)."),
     lpips_dir: Optional[Path] = typer.Option(None, "--lpips-dir", help="LPIPS weights folder (default: $SUPERRES_LPIPS_DIR)."),
@@ -134,6 +137,7 @@ def eval_command(
             lpips_dir=str(lpips_dir) if lpips_dir else None, niqe_params=str(niqe_params) if niqe_params else None,
             allow_download=download, progress=on_progress, backend=backend, rows_path=rows_path,
             images=parse_list(images, "--images") if images is not None else None,
+            grey=grey,
         )
 
     kwargs: dict[str, Any] = {"per_image": per_image, "layout": layout}

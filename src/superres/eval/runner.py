@@ -4,7 +4,11 @@ The protocol is the literature's (``shared/GUIDE.md``, "Protocol pins"), so numb
 published tables: LR = MATLAB bicubic of the top-left-modcropped HR; the SR output rounded to uint8; PSNR
 and SSIM on the unrounded Y of BT.601 (16-235) with ``scale`` pixels cropped at each border, in float64;
 the mean over images of the per-image values. Grey images (Set14 ``bridge``) go through the network as
-grey and are their own Y. Every result carries the implementation of each metric in ``meta``.
+grey and are their own Y by default (``grey="y"``: the MATLAB-era scripts behind the published bicubic rows);
+``grey="rgb"`` repeats them to three channels first, as BasicSR (``cv2.IMREAD_COLOR``) and LIIF (PIL
+``convert("RGB")``) do, so the network sees RGB and Y is ``16 + 219/255 g``: +1.32 dB on ``bridge``, about
++0.09 dB on a Set14 mean, which is how the tables of DAT, SPAN, SwinIR and LIIF were scored. Every result carries
+the implementation of each metric in ``meta``.
 
 Two baselines are models too (no parameters, any scale):
 
@@ -63,6 +67,13 @@ PROTOCOL = {
     "lr": "MATLAB imresize(HR, 1/s, 'bicubic') of the top-left modcrop (superres.resize.imresize on uint8, "
           "rounded half up after each pass); shipped LR files used after a size check",
     "sr": "rounded to uint8 (half up) before any metric",
+}
+
+#: How a grey test image (Set14 ``bridge``) is scored; see the module docstring.
+GREY = {
+    "y": "grey images are their own Y (MATLAB-era scripts, e.g. VDSR's, behind the published bicubic rows)",
+    "rgb": "grey images repeated to RGB before the network and the metrics, so Y = 16 + 219/255 g (BasicSR's "
+           "cv2.IMREAD_COLOR, LIIF's PIL convert('RGB'): the convention of DAT, SPAN, SwinIR, LIIF tables)",
 }
 
 
@@ -314,10 +325,26 @@ def _native(spec: str, scale: int | None) -> tuple[str, str]:
     return c.model, c.note.removeprefix("note: ")
 
 
-def _settings(self_ensemble: bool, precision: str, tile: int | None, backend: str, device: str) -> dict[str, Any]:
-    """What makes a row comparable with another run's (the resume check)."""
-    return {"self_ensemble": self_ensemble, "precision": precision, "tile": tile, "backend": backend,
-            "device": "cpu" if device == "cpu" else "accelerator"}
+def _settings(self_ensemble: bool, precision: str, tile: int | None, backend: str, device: str,
+              grey: str = "y") -> dict[str, Any]:
+    """What makes a row comparable with another run's (the resume check). ``grey`` appears only when it is
+    not the default, so row files written before the option existed still resume."""
+    out = {"self_ensemble": self_ensemble, "precision": precision, "tile": tile, "backend": backend,
+           "device": "cpu" if device == "cpu" else "accelerator"}
+    if grey != "y":
+        out["grey"] = grey
+    return out
+
+
+def _as_rgb(pair: Pair) -> Pair:
+    """A grey pair with both images repeated to three channels (``grey="rgb"``); colour pairs unchanged."""
+    if pair.hr.ndim == 3 and pair.lr.ndim == 3:
+        return pair
+
+    def rgb(a: np.ndarray) -> np.ndarray:
+        return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
+
+    return Pair(pair.name, rgb(pair.hr), rgb(pair.lr))
 
 
 def _tiny(pair: Pair, s: int) -> Pair:
@@ -408,6 +435,7 @@ def evaluate(
     backend: str = "torch",
     rows_path: str | os.PathLike[str] | None = None,
     images: Sequence[str] | None = None,
+    grey: str = "y",
 ) -> EvalResult:
     """Evaluate each model on each dataset at each scale.
 
@@ -421,6 +449,8 @@ def evaluate(
         precision / tile: passed to the upscaler; ``tile=0`` runs whole images (the exact protocol).
         limit: only the first N images of each dataset (quick checks; recorded in ``meta``).
         images: only these image names (file stems) of each dataset, e.g. ``["baboon", "comic"]``.
+        grey: how grey images (Set14 ``bridge``) are scored: ``"y"`` (their own Y, default) or ``"rgb"``
+            (repeated to RGB first, as BasicSR-era papers do); see :data:`GREY`.
         keep_samples: keep the HR, LR and outputs of the first N images of each dataset/scale for figures.
         lpips_dir / niqe_params: metric weights; default: ``$SUPERRES_LPIPS_DIR`` / ``$SUPERRES_NIQE_PARAMS``.
         allow_download: let zoo models fetch their official (hash-pinned) weights if not installed.
@@ -445,6 +475,8 @@ def evaluate(
         raise SuperresError("no datasets given (e.g. -d Set5,Set14)")
     if scales is not None and not scales:
         raise SuperresError("no scales given (e.g. -s 2,3,4)")
+    if grey not in GREY:
+        raise SuperresError(f"grey must be one of {', '.join(GREY)}, not {grey!r}")
     metrics = tuple(dict.fromkeys(get_metric(m).name for m in metrics))  # a typo fails before any work
     for s in scales or ():
         if int(s) != s or s < 1:
@@ -491,7 +523,8 @@ def evaluate(
     done = 0
     columns = [get_metric(n).column for n in metrics if not get_metric(n).set_level]
     set_level = any(get_metric(n).set_level for n in metrics)  # needs every output again: no reuse
-    log = RowLog.open(rows_path, _settings(self_ensemble, precision, tile, backend, device), columns) \
+    log = RowLog.open(rows_path, _settings(self_ensemble, precision, tile, backend, device, grey),
+                         columns) \
         if rows_path is not None else None
     for ds in resolved:
         active = []
@@ -505,6 +538,11 @@ def evaluate(
         if not active:
             continue
         for i, pair in enumerate(iter_pairs(ds)):
+            if pair.hr.ndim == 2:
+                if grey == "rgb":
+                    pair = _as_rgb(pair)
+                notes.add(f"{ds.name} '{pair.name}' is grey: {GREY[grey]}; --grey "
+                          f"{'y' if grey == 'rgb' else 'rgb'} scores it the other way")
             sample = Sample(ds.name, ds.scale, pair.name, pair.hr, pair.lr) if i < keep_samples else None
             warmed: set[str] = set()
             for m in active:
@@ -546,7 +584,7 @@ def evaluate(
             notes.add(f"{spec.header} is set-level: one value per model, set and scale (per-image rows have none)")
     if self_ensemble:
         notes.add("self-ensemble (x8 flips/rotations, averaged in float) applied to networks only")
-    meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit)
+    meta = _meta(methods, resolved, metrics, device, precision, tile, self_ensemble, limit, grey)
     return EvalResult(meta, rows, summary, skipped, sorted(notes), samples)
 
 
@@ -563,7 +601,8 @@ def _summarise(rows: list[ImageRow], params: dict[str, int], specs: Sequence[Met
 
 
 def _meta(methods: list[_Method], resolved: list[ResolvedDataset], metrics: tuple[str, ...], device: str,
-          precision: str, tile: int | None, self_ensemble: bool, limit: int | None) -> dict[str, Any]:
+          precision: str, tile: int | None, self_ensemble: bool, limit: int | None,
+          grey: str = "y") -> dict[str, Any]:
     import torch
 
     from .._version import __version__
@@ -577,7 +616,7 @@ def _meta(methods: list[_Method], resolved: list[ResolvedDataset], metrics: tupl
         "metrics": list(metrics),
         "metric_implementation": "; ".join(short),
         "implementation": impl,
-        "protocol": {"lr": PROTOCOL["lr"], "sr": PROTOCOL["sr"], "crop": "scale",
+        "protocol": {"lr": PROTOCOL["lr"], "sr": PROTOCOL["sr"], "crop": "scale", "grey": GREY[grey],
                      "self_ensemble": "x8 (networks only)" if self_ensemble else "off"},
         "models": [m.describe() for m in methods],
         "datasets": [{"name": d.name, "scale": d.scale, "folder": str(d.folder), "n_images": len(d),
