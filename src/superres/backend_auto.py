@@ -281,6 +281,7 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     up = get_backend("torch").load(name_or_path, **kw, hyperparams=hyperparams)
     runtimes = installed_runtimes()
     why = ("hyper-parameters only the engine takes" if hyperparams else
+           "a continuous-scale model: only the torch backend renders it" if up.descriptor.continuous else
            f"{up.device.type}: only the torch backend runs it" if up.device.type != "cpu" else
            f"{str(up.dtype).removeprefix('torch.')}: only the torch backend runs it"
            if up.dtype != torch.float32 else

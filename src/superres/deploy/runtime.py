@@ -296,6 +296,9 @@ def load_backend_model(
         return Upscaler(net, name=name, options=options, forward=session)
     net, card = load_network(name_or_path, allow_download=allow_download)
     name = card.name if card else p.stem
+    if net.descriptor.continuous:  # its tiles are rendered by net.render (torch), never by the session
+        raise DeployError(f"{name} renders any scale on the torch backend only (its ONNX graph would be one "
+                          f"fixed-scale forward); use --backend torch or auto, not {backend}")
     path = cached_export(net, name, precision=prec)
     session = open_session(path, backend, threads=threads)
     return Upscaler(net, name=name, card=card, options=options, forward=session)
