@@ -213,3 +213,25 @@ def test_dat_light_tiles_stay_close_to_the_whole_image(
     assert whole.shape == tiled.shape == (160, 192, 3)
     diff = np.abs(tiled - whole) * 255
     assert float(diff.max()) <= 4.0 and float(diff.mean()) <= 0.25
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_shifted_windows_redo_only_the_border_windows_exactly(batch: int) -> None:
+    """The rolled windows: one fused call with the shared bias, then the windows the shift mask touches redone
+    with bias + mask, equals one call with the whole (windows, heads, N, N) sum; also for a batch of two."""
+    import torch.nn.functional as F
+
+    from superres.archs.dat import SpatialAttention, shift_mask
+
+    torch.manual_seed(0)
+    hp, wp, win, shift, heads, d = 16, 64, (8, 32), (4, 16), 2, 5
+    mask = shift_mask(hp, wp, win, shift).unsqueeze(1)  # (nW, 1, N, N)
+    n_win, n = mask.shape[0], win[0] * win[1]
+    q, k, v = (torch.randn(batch * n_win, heads, n, d) for _ in range(3))
+    bias = torch.randn(1, heads, n, n)
+    full = F.scaled_dot_product_attention(q, k, v, attn_mask=(bias + mask).repeat(batch, 1, 1, 1))
+    masks: dict = {}
+    ours = SpatialAttention._shifted_attention(q, k, v, bias, mask, (hp, wp, 0), batch, masks)
+    border, _ = masks[("border", hp, wp, 0)]
+    assert 0 < border.numel() < n_win  # only some windows are redone
+    assert (ours - full).abs().max() < 1e-5

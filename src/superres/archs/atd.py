@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 from .hat import gather_bias, window_index, window_merge, window_partition
@@ -70,7 +71,7 @@ class WindowAttention(nn.Module):
         bias = gather_bias(self.relative_position_bias_table, index, q.dtype).unsqueeze(0)
         if mask is not None:
             bias = bias + mask.to(q.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = window_attention(q, k, v, bias)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 
@@ -119,7 +120,7 @@ class CategoryAttention(nn.Module):
         x = torch.cat([x, x[:, n - pad:].flip(1)], dim=1)  # the last group filled by mirroring, as upstream
         q, k, v = x.view(b, -1, gs, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
         logit = self.logit_scale.clamp(max=_LOG_MAX_LOGIT).exp().to(q.dtype)
-        out = F.scaled_dot_product_attention(q * logit, k, v, scale=1.0)  # (B, groups, heads, gs, d)
+        out = window_attention(q * logit, k, v, None, scale=1.0)  # (B, groups, heads, gs, d)
         out = out.permute(0, 1, 3, 2, 4).reshape(b, -1, c)[:, :n]
         return self.proj(torch.gather(out, 1, inverse.unsqueeze(-1).expand(b, n, c)))
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atd import mirror_extend
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN
 
@@ -101,7 +102,7 @@ class RectAttention(nn.Module):
 
         table = self.pos(offsets.to(q.dtype))  # (offsets, heads)
         bias = table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
+        out = window_attention(split(q), split(k), split(v), bias)
         return rect_merge(out.transpose(2, 3).reshape(b, -1, n, c), self.hs, self.ws, h, w)
 
 

@@ -198,7 +198,28 @@ class SpatialAttention(Interaction):
     def shifts(self) -> tuple[tuple[int, int], tuple[int, int]]:
         return tuple((h // 2, w // 2) for h, w in self.windows)  # type: ignore[return-value]
 
-    def attend(self, qkv: torch.Tensor, branch: int, masks: dict[Any, torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _shifted_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                           mask: torch.Tensor, key: Any, b: int, masks: dict[Any, Any]) -> torch.Tensor:
+        """Attention of the rolled windows. Only the last row and column of windows hold tokens from both
+        sides of the roll (the mask is zero elsewhere), so every window first takes the shared position bias,
+        broadcast, and those border windows are then redone with bias + mask. The same result as one call with
+        the (nW, heads, N, N) sum, without writing and reading that tensor (200 MB at 256x256) per block."""
+        border_key = ("border", *key)
+        if border_key not in masks:
+            idx = mask.flatten(1).ne(0).any(1).nonzero().flatten()
+            masks[border_key] = (idx, mask[idx])
+        idx, sub = masks[border_key]
+        n_win = mask.shape[0]
+        if b > 1:
+            idx = (torch.arange(b, device=idx.device)[:, None] * n_win + idx[None]).flatten()
+            sub = sub.repeat(b, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if idx.numel():
+            out[idx] = F.scaled_dot_product_attention(q[idx], k[idx], v[idx], attn_mask=bias + sub)
+        return out
+
+    def attend(self, qkv: torch.Tensor, branch: int, masks: dict[Any, Any]) -> torch.Tensor:
         """``qkv``: (B, Hp, Wp, 3, c) zero-padded half; windows, attention, back to (B, Hp, Wp, c)."""
         b, hp, wp, _, c = qkv.shape
         (wh, ww), (sh, sw) = self.windows[branch], self.shifts[branch]
@@ -209,21 +230,26 @@ class SpatialAttention(Interaction):
         win = qkv.view(b, nh, wh, nw, ww, 3, heads, c // heads).permute(5, 0, 1, 3, 6, 2, 4, 7)
         # 4-D (B*nW, heads, N, d): the layout torch's fused CPU attention kernel takes
         q, k, v = win.reshape(3, b * nh * nw, heads, wh * ww, c // heads).unbind(0)
-        bias = self.attns[branch].bias(q.dtype)
+        # 4-D (1, heads, N, N): with a 3-D mask torch falls back to its unfused "math" attention (3x slower)
+        bias = self.attns[branch].bias(q.dtype).unsqueeze(0)
         if self.shifted:
             key = (hp, wp, branch, q.dtype, q.device)
             if key not in masks:
                 masks[key] = shift_mask(hp, wp, (wh, ww), (sh, sw), q.device).to(q.dtype).unsqueeze(1)
-            bias = bias + masks[key]  # (nW, heads, N, N)
-            if b > 1:
-                bias = bias.repeat(b, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, d)
+            mask = masks[key]  # (nW, 1, N, N)
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one graph for every input size
+                full = (bias + mask).repeat(b, 1, 1, 1) if b > 1 else bias + mask
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
+            else:
+                out = self._shifted_attention(q, k, v, bias, mask, key, b, masks)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, d)
         out = out.view(b, nh, nw, heads, wh, ww, c // heads).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
         if self.shifted:
             out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
         return out
 
-    def forward(self, x: torch.Tensor, masks: dict[Any, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         b, h, w, c = x.shape
         qkv = self.qkv(x)  # (B, H, W, 3C)
         v = qkv[..., 2 * c:]
@@ -250,7 +276,7 @@ class ChannelAttention(Interaction):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, masks: dict[Any, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         b, h, w, c = x.shape
         heads = self.num_heads
         qkv = self.qkv(x)
@@ -300,7 +326,7 @@ class DATBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = SGFN(dim, hidden)
 
-    def forward(self, x: torch.Tensor, masks: dict[Any, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), masks)
         return x + self.ffn(self.norm2(x))
 
@@ -321,7 +347,7 @@ class ResidualGroup(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.conv = _conv_tail(dim, resi_connection)
 
-    def forward(self, x: torch.Tensor, masks: dict[Any, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         y = x
         for blk in self.blocks:
             y = blk(y, masks)
@@ -394,7 +420,7 @@ class DAT(SRNet):
 
     def forward_features(self, feat: torch.Tensor) -> torch.Tensor:
         x = self.before_RG(_nhwc(feat).contiguous())  # (B, H, W, C) tokens from here on
-        masks: dict[Any, torch.Tensor] = {}  # shift masks for this input size, shared by the blocks
+        masks: dict[Any, Any] = {}  # shift masks for this input size, shared by the blocks
         for layer in self.layers:
             x = layer(x, masks)
         return _nchw(self.norm(x))

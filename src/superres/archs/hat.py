@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 from .swinir import init_transformer_weights, shifted_window_mask
@@ -136,7 +137,7 @@ class WindowAttention(nn.Module):
         bias = gather_bias(self.relative_position_bias_table, index, q.dtype).unsqueeze(0)
         if mask is not None:
             bias = bias + mask.to(q.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = window_attention(q, k, v, bias)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 
@@ -206,7 +207,7 @@ class OCAB(nn.Module):
         kv = F.unfold(kv, kernel_size=ows, stride=ws, padding=(ows - ws) // 2)  # (B, 2C*ows^2, nW)
         kv = kv.view(b, 2, heads, d, ows * ows, nw).permute(1, 0, 5, 2, 4, 3)  # (2, B, nW, heads, ows^2, d)
         bias = gather_bias(self.relative_position_bias_table, index, q.dtype)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=bias)  # (B, nW, heads, ws^2, d)
+        out = window_attention(q, kv[0], kv[1], bias)  # (B, nW, heads, ws^2, d)
         out = window_merge(out.transpose(2, 3).reshape(b, nw, ws * ws, c), ws, h, w).reshape(b, h * w, c)
         x = x + self.proj(out)
         return x + self.mlp(self.norm2(x))

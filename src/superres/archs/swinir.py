@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import window_attention
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 
@@ -112,7 +113,7 @@ class WindowAttention(nn.Module):
         bias = self.position_bias(q.dtype).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = window_attention(q, k, v, bias)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 
