@@ -175,6 +175,23 @@ def test_cached_export_is_reused_and_rebuilt_when_stale(tmp_path: Path) -> None:
     assert read_metadata(again)["weights_sha256"] == weights_digest(net)
 
 
+def test_cached_export_from_other_architecture_code_is_traced_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade that changes a network's forward (session 11's attention fix) must not keep serving the graph
+    traced from the old code: the cache entry records a digest of superres/archs and is rebuilt on a mismatch."""
+    from superres.deploy import export as export_mod
+    from superres.deploy.runtime import cached_export
+
+    net = build("espcn", n1=8, n2=4, scale=2).eval()
+    first = cached_export(net, "e")
+    assert read_metadata(first)["graph_code"] == export_mod.graph_code_digest()
+    mtime = first.stat().st_mtime_ns
+    monkeypatch.setattr(export_mod, "graph_code_digest", lambda: "0" * 64)
+    again = cached_export(net, "e")
+    assert again == first and again.stat().st_mtime_ns != mtime
+    assert read_metadata(again)["graph_code"] == "0" * 64
+
+
 @pytest.mark.parametrize("module,extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
 def test_missing_runtime_names_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, extra: str

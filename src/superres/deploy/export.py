@@ -12,6 +12,7 @@ and handles every architecture here with dynamic sizes, SwinIR's shape-dependent
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,18 @@ def resolve(
     return Source(net.eval(), label, weights_digest(net), str(Path(path).name), sha256_file(path))
 
 
+@functools.lru_cache(maxsize=1)
+def graph_code_digest() -> str:
+    """sha256 of the architecture sources (``superres/archs/*.py``) that a traced graph comes from: a cached
+    export made by other code (an upgrade that changed a network's forward) is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((Path(__file__).resolve().parents[1] / "archs").glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def metadata(
     src: Source, *, opset: int, precision: str, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -92,6 +105,7 @@ def metadata(
         "opset": str(opset),
         "io": IO_CONVENTION,
         "version": __version__,
+        "graph_code": graph_code_digest(),
     }
     meta.update(extra or {})
     return {META + k: v for k, v in meta.items()}

@@ -203,7 +203,10 @@ def check_matches(meta: dict[str, str], name: str, digest: str, where: Path) -> 
 
 def cached_export(net: "SRNet", name: str, *, precision: str = "fp32", opset: int = DEFAULT_OPSET) -> Path:
     """The cached ONNX export of ``net``, made on first use. Keyed by weights sha256, opset and precision;
-    a cached file whose metadata does not match (interrupted or tampered) is exported again."""
+    a cached file whose metadata does not match (interrupted, tampered, or traced from other architecture
+    code: an upgrade that changed a forward) is exported again."""
+    from .export import graph_code_digest
+
     if precision not in ("fp32", "fp16"):
         raise DeployError(
             f"a cached export is fp32 or fp16; for {precision} export a file with superres export"
@@ -217,6 +220,7 @@ def cached_export(net: "SRNet", name: str, *, precision: str = "fp32", opset: in
                 meta.get("weights_sha256") == digest
                 and meta.get("precision") == precision
                 and meta.get("opset") == str(opset)
+                and meta.get("graph_code") == graph_code_digest()
             ):
                 return path
         except DeployError:
