@@ -254,7 +254,10 @@ class SpatialAttention(Interaction):
         qkv = self.qkv(x)  # (B, H, W, 3C)
         v = qkv[..., 2 * c:]
         m = max(self.split)
-        qkv = F.pad(qkv, (0, 0, 0, (-w) % m, 0, (-h) % m))  # zeros after the projection, as upstream
+        # zeros after the projection, as upstream; F.pad copies even when it adds nothing, so it is skipped
+        # then, except in a traced graph, which must pad whatever size it is given
+        if h % m or w % m or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            qkv = F.pad(qkv, (0, 0, 0, (-w) % m, 0, (-h) % m))
         qkv = qkv.view(b, qkv.shape[1], qkv.shape[2], 3, c)
         half = c // 2
         attended = torch.cat([self.attend(qkv[..., :half], 0, masks)[:, :h, :w],
