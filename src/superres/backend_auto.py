@@ -19,6 +19,7 @@ measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins the answer (the test suite pin
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -76,16 +77,22 @@ def _version(dist: str) -> str:
         return "-"
 
 
+@functools.lru_cache(maxsize=1)
+def _engine_code_digest() -> str:
+    """sha256 (16 hex) of the engine's Python and C source: read once per process, not per model load."""
+    from .inference import fast
+
+    return hashlib.sha256(Path(fast.__file__).read_bytes() + fast._c_source().encode()).hexdigest()[:16]
+
+
 def machine_key(threads: int, weights_sha256: str) -> str:
     """The table's key: what the ranking depends on (CPU model and flags, threads, library versions, the
     engine's kernel variant and its code, the weights). The engine's code is in the key because a
     development checkout keeps one version number while plans are added: a table from before a model got
     its plan would otherwise keep sending that model to another backend."""
-    from .inference import fast
     from .inference.fast import _cpu_signature, kernel_variant
 
-    engine = hashlib.sha256(Path(fast.__file__).read_bytes() + fast._c_source().encode()).hexdigest()[:16]
-    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}", f"engine={engine}",
+    parts = [_cpu_signature(), f"threads={threads}", f"kernel={kernel_variant()}", f"engine={_engine_code_digest()}",
              f"weights={weights_sha256}",
              *(f"{d}={_version(d)}" for d in ("superres", "torch", *RUNTIMES))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -64,6 +64,11 @@ def is_shifted(group: int, block: int) -> bool:
     return block % 4 == 0
 
 
+def _tracing() -> bool:
+    """Inside a trace or an ONNX export: shape-dependent shortcuts would be frozen at the traced size."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def shift_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
                device: torch.device | None = None) -> torch.Tensor:
     """(nW, N, N) additive mask for windows ``win`` on an ``h x w`` map rolled up-left by ``shift``: token
@@ -237,7 +242,7 @@ class SpatialAttention(Interaction):
             if key not in masks:
                 masks[key] = shift_mask(hp, wp, (wh, ww), (sh, sw), q.device).to(q.dtype).unsqueeze(1)
             mask = masks[key]  # (nW, 1, N, N)
-            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one graph for every input size
+            if _tracing():  # one graph for every input size
                 full = (bias + mask).repeat(b, 1, 1, 1) if b > 1 else bias + mask
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
             else:
@@ -256,7 +261,7 @@ class SpatialAttention(Interaction):
         m = max(self.split)
         # zeros after the projection, as upstream; F.pad copies even when it adds nothing, so it is skipped
         # then, except in a traced graph, which must pad whatever size it is given
-        if h % m or w % m or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if h % m or w % m or _tracing():
             qkv = F.pad(qkv, (0, 0, 0, (-w) % m, 0, (-h) % m))
         qkv = qkv.view(b, qkv.shape[1], qkv.shape[2], 3, c)
         half = c // 2

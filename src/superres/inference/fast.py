@@ -711,13 +711,13 @@ def _pool(workers: int) -> _Pool | _Inline:
         return p
 
 
-
 def worker_map(workers: int | None = None) -> Callable[[Callable[[int], None], int], None]:
     """``map(fn, n)``: fn(0..n-1) on the engine's worker threads, each running torch ops on one thread (no
     OpenMP barriers between items, which stall when other processes share the cores); in the caller when
     ``workers`` (default: torch's thread count) is 1 or threads cannot be limited per worker. For code
     outside the engine whose work splits into independent items (LIIF's query blocks)."""
     return _pool(torch.get_num_threads() if workers is None else workers).map
+
 
 _SCRATCH = threading.local()
 
