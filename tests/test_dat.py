@@ -221,17 +221,152 @@ def test_shifted_windows_redo_only_the_border_windows_exactly(batch: int) -> Non
     with bias + mask, equals one call with the whole (windows, heads, N, N) sum; also for a batch of two."""
     import torch.nn.functional as F
 
-    from superres.archs.dat import SpatialAttention, shift_mask
+    from superres.archs.dat import SpatialAttention, border_mask, shift_mask
 
     torch.manual_seed(0)
-    hp, wp, win, shift, heads, d = 16, 64, (8, 32), (4, 16), 2, 5
+    hp, wp, win, shift, heads, d = 24, 64, (8, 32), (4, 16), 2, 5
     mask = shift_mask(hp, wp, win, shift).unsqueeze(1)  # (nW, 1, N, N)
     n_win, n = mask.shape[0], win[0] * win[1]
     q, k, v = (torch.randn(batch * n_win, heads, n, d) for _ in range(3))
     bias = torch.randn(1, heads, n, n)
     full = F.scaled_dot_product_attention(q, k, v, attn_mask=(bias + mask).repeat(batch, 1, 1, 1))
-    masks: dict = {}
-    ours = SpatialAttention._shifted_attention(q, k, v, bias, mask, (hp, wp, 0), batch, masks)
-    border, _ = masks[("border", hp, wp, 0)]
-    assert 0 < border.numel() < n_win  # only some windows are redone
+    border = border_mask(hp, wp, win, shift)
+    assert torch.equal(border[0], mask.flatten(1).ne(0).any(1).nonzero().flatten())
+    assert torch.equal(border[1], mask[border[0]])
+    assert 0 < border[0].numel() < n_win  # only some windows are redone
+    ours = SpatialAttention._shifted_attention(q, k, v, bias, border, batch)
     assert (ours - full).abs().max() < 1e-5
+    rows = torch.tensor([0, 2])  # some rows of windows only, as the bands ask
+    idx, sub = border_mask(hp, wp, win, shift, rows)
+    picked = mask.view(hp // win[0], wp // win[1], 1, n, n)[rows].flatten(0, 1)
+    assert torch.equal(idx, picked.flatten(1).ne(0).any(1).nonzero().flatten()) and torch.equal(sub, picked[idx])
+
+
+# ---- bands: the whole-image result with a fraction of the memory ----------------------------------------
+
+
+def _perturbed_dat(**hp: object) -> torch.nn.Module:
+    """A random DAT whose gates and norms are not at their initial values (so every global sum matters)."""
+    from superres.archs.dat import DAT
+
+    torch.manual_seed(1)
+    net = DAT(**hp).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+@pytest.mark.parametrize("variant", ["official-tiny", "pixelshuffle-3conv-x4"])
+def test_bands_give_the_whole_image_result(variant: str) -> None:
+    """Row bands (two sweeps per block for the global sums, windows and kernels read across band edges, the
+    shifted windows wrapping round the padded map) equal the whole-image pass within float rounding: odd
+    sizes, maps shorter than a window, narrow bands, a batch of two, both tails, one and two groups."""
+    from superres.archs import dat, dat_bands
+    from superres.zoo.loader import load_network
+
+    if variant == "official-tiny":
+        net = load_network(TINY)[0].eval()
+    else:
+        net = _perturbed_dat(scale=4, embed_dim=32, depths=[2, 3], num_heads=[2, 4], split_size=[4, 8],
+                             expansion_factor=2.0, upsampler="pixelshuffle", resi_connection="3conv")
+    gen = torch.Generator().manual_seed(0)
+    for h, w, rows in [(37, 29, 8), (64, 40, 16), (7, 70, 8), (50, 51, 24)]:
+        x = torch.rand(2, 3, h, w, generator=gen)
+        with torch.no_grad():
+            net_bands = dat.BANDS
+            try:
+                dat.BANDS = False
+                whole = net(x)
+            finally:
+                dat.BANDS = net_bands
+            got = dat_bands.forward(net, x, rows)
+        assert got.shape == whole.shape
+        assert float((got - whole).abs().max()) <= 1e-5, (h, w, rows)
+
+
+def test_large_inputs_take_the_bands_and_training_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from superres.archs import dat_bands
+    from superres.zoo.loader import load_network
+
+    net = load_network(TINY)[0].eval()
+    calls: list[tuple[int, ...]] = []
+    real = dat_bands.forward
+    monkeypatch.setattr(dat_bands, "forward", lambda n, x, rows=None: calls.append(tuple(x.shape)) or real(n, x, rows))
+    monkeypatch.setattr(dat_bands, "BAND_PIXELS", 8 * 40)  # 8 rows of 40 pixels: a 40 x 40 map has 5 bands
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        net(x[..., :16, :])  # two bands or fewer: the whole-image pass
+        net(x)
+    assert calls == [(1, 3, 40, 40)]
+    net(x)  # with autograd (training): the whole-image pass, which backward needs
+    assert len(calls) == 1
+
+
+def test_default_plan_runs_dat_light_whole_in_bands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    """The official DAT-light x2 on a whole real Set14 image through the default plan: one tile (bands make a
+    large tile cheap, so the torch backend's memory tile is not capped at 384) run in bands, within 1/255 of
+    the whole-image pass (measured: 7.5e-4/255 on this image)."""
+    from PIL import Image
+
+    from superres.archs import dat, dat_bands
+    from superres.inference.upscaler import UpscaleOptions, Upscaler
+    from superres.zoo.loader import load_network
+
+    _use_fetched(monkeypatch, tmp_path)
+    lr = Image.open(data_dir / "Set14" / "LR_bicubic" / "X2" / "baboonx2.png").convert("RGB")  # 250 x 240
+    rgb = np.asarray(lr, np.float32).transpose(2, 0, 1) / 255.0
+    net = load_network("dat-light-x2")[0]
+    default = Upscaler(net)
+    assert default.plan().tile >= 250
+    monkeypatch.setattr(dat_bands, "BAND_PIXELS", 32 * 250)  # 32-row bands: 8 of them on this image
+    used: list[bool] = []
+    use_bands = dat.DAT.use_bands
+    monkeypatch.setattr(dat.DAT, "use_bands", lambda self, x: used.append(use_bands(self, x)) or used[-1])
+    banded = default.upscale_planes(rgb)
+    assert used == [True]
+    monkeypatch.setattr(dat, "BANDS", False)
+    whole = Upscaler(net, options=UpscaleOptions(tile=0)).upscale_planes(rgb)
+    assert banded.shape == whole.shape == (480, 500, 3)
+    assert float(np.abs(banded - whole).max()) * 255 <= 1.0
+
+
+def test_memory_tile_is_uncapped_only_where_bands_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the torch backend a large DAT tile costs only memory and buys the whole-image result, so only memory
+    bounds it; a runtime session (ONNX Runtime, OpenVINO) runs the whole-image graph and keeps the CPU cap."""
+    from superres.inference import devices
+    from superres.inference.upscaler import Upscaler
+    from superres.zoo.loader import load_network
+
+    monkeypatch.setattr(devices, "available_memory", lambda device: 8 << 30)  # budget 1.2 GB
+    net = load_network(TINY)[0]
+    desc = net.descriptor
+    cpu = torch.device("cpu")
+    assert devices.auto_tile(desc, cpu, torch.float32) == 384
+    side = devices.auto_tile(desc, cpu, torch.float32, exact_whole=True)
+    assert 384 < side < 4096 and side ** 2 * devices.bytes_per_lr_pixel(desc, torch.float32) <= 1.2 * (8 << 30) / 8
+    assert Upscaler(net).plan().tile == side
+    def runtime(x: torch.Tensor) -> torch.Tensor:  # stands in for a runtime session, which names its runtime
+        return x
+
+    runtime.backend = "onnxruntime"  # type: ignore[attr-defined]
+    assert Upscaler(net, forward=runtime).plan().tile == 384
+
+
+def test_auto_keeps_dat_on_torch_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtimes would run DAT's whole-image graph in tiles (not the whole-image result, and slower than
+    the bands on large images): auto keeps it on torch and says why, without a race."""
+    from superres import backend_auto
+    from superres.loading import load_model
+
+    monkeypatch.delenv(backend_auto.PIN_ENV, raising=False)
+    monkeypatch.setattr(backend_auto, "installed_runtimes", lambda: ("onnxruntime", "openvino"))
+    monkeypatch.setattr(backend_auto, "race", lambda *a, **k: pytest.fail("timed the runtimes for DAT"))
+    up = load_model(str(TINY), device="cpu", backend="auto")
+    choice = backend_auto.choice_of(up)
+    assert up.backend == choice.backend == "torch" and "bands" in choice.reason

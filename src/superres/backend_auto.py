@@ -12,8 +12,10 @@ Later loads read the table and measure nothing.
 
 Only fp32 on the CPU is measured: a GPU, ``--precision bf16``, hyper-parameters (``--denoise``) and a
 ``--device vulkan`` run where only one backend can (torch, torch, torch, ncnn); an exported file runs on a
-runtime that reads it. With only the core install (no ONNX Runtime, no OpenVINO) auto is the engine and
-measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins the answer (the test suite pins ``torch``).
+runtime that reads it. Architectures whose torch forward runs large images in bands (DAT) stay on torch: a
+runtime runs their whole-image graph in tiles, which differ from the whole image, and on a 768 px photograph
+OpenVINO's tiles took 2.5x the time and 3.5x the memory of the bands (README "DAT-light"). With only the core
+install (no ONNX Runtime, no OpenVINO) auto is the engine and measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins the answer (the test suite pins ``torch``).
 """
 
 from __future__ import annotations
@@ -285,10 +287,14 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     if device.lower().startswith("vulkan"):
         return _single(get_backend, "ncnn", "--device vulkan", name_or_path, **kw, hyperparams=hyperparams)
 
+    from .archs.base import get_arch
+
     up = get_backend("torch").load(name_or_path, **kw, hyperparams=hyperparams)
     runtimes = installed_runtimes()
     why = ("hyper-parameters only the engine takes" if hyperparams else
            "a continuous-scale model: only the torch backend renders it" if up.descriptor.continuous else
+           "runs whole images in bands on torch: the whole-image result, and faster on large images than a "
+           "runtime's tiles" if get_arch(up.descriptor.arch).bands else
            f"{up.device.type}: only the torch backend runs it" if up.device.type != "cpu" else
            f"{str(up.dtype).removeprefix('torch.')}: only the torch backend runs it"
            if up.dtype != torch.float32 else

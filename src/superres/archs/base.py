@@ -129,6 +129,10 @@ class ArchSpec:
     # (features at LR resolution): e.g. convolutions run at output resolution, attention windows.
     # Used by the memory-based tile size (superres.inference.devices.bytes_per_lr_pixel).
     extra_activations: Callable[[dict[str, Any], int], int] = lambda hp, feat: 0
+    # The PyTorch forward runs large inputs in bands of rows with the whole-image result (DAT: its global
+    # sums are added band by band), so on the torch backend a tile as large as memory allows is exact, and
+    # the CPU's speed-based tile cap does not apply (superres.inference.devices.auto_tile).
+    bands: bool = False
     licence: str = ""  # SPDX id of the upstream code and weights licence, e.g. "Apache-2.0"; "" for our own
     noncommercial: bool = False  # True: loading needs the explicit opt-in (SUPERRES_ALLOW_NONCOMMERCIAL=1)
     continuous: bool = False  # renders any output size (``render`` / ``upscale_to``), not only x``scale``

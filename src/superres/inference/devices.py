@@ -78,13 +78,15 @@ def available_memory(device: torch.device) -> int:
         return int(pages * os.sysconf("SC_PAGE_SIZE")) if pages else 4 << 30
 
 
-def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype) -> int:
+def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype, *, exact_whole: bool = False) -> int:
     """Largest tile (LR side, multiple of 16) whose activations fit a share of free memory.
 
-    CPU tiles are capped at 384: larger tiles buy no speed there and cost memory."""
+    CPU tiles are capped at 384: larger tiles buy no speed there and cost memory. ``exact_whole``: the
+    network is global and runs large inputs in bands (``ArchSpec.bands``, on the torch backend), so a larger
+    tile buys the whole-image result; only memory bounds it then (up to 4096)."""
     budget = available_memory(device) * (0.5 if device.type == "cuda" else 0.15)
     budget = min(budget, 1.5 * (1 << 30)) if device.type != "cuda" else budget
     side = int(math.sqrt(budget / bytes_per_lr_pixel(desc, dtype)))
-    cap = 1024 if device.type == "cuda" else 384
+    cap = 4096 if exact_whole else 1024 if device.type == "cuda" else 384
     side = max(64, min(cap, side))
     return side - side % 16

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 import numpy as np
 import torch
 
-from ..archs.base import ModelDescriptor, SRNet
+from ..archs.base import ModelDescriptor, SRNet, get_arch
 from ..errors import SuperresError
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
@@ -198,7 +198,8 @@ class Upscaler:
             side = from_session(bytes_per_lr_pixel(self.descriptor, self.dtype))
             if side:
                 return int(side)
-        return auto_tile(self.descriptor, self.device, self.dtype)
+        banded = self.backend == "torch" and get_arch(self.descriptor.arch).bands
+        return auto_tile(self.descriptor, self.device, self.dtype, exact_whole=banded)
 
     def _continuous_tile(self, options: UpscaleOptions, factor: float) -> int:
         """LR tile side for a continuous network: the plan's, shrunk when automatic so that one strip of
