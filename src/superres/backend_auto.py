@@ -293,12 +293,12 @@ def load_auto(name_or_path: str | Path, *, get_backend: Loaders, device: str, pr
     runtimes = installed_runtimes()
     why = ("hyper-parameters only the engine takes" if hyperparams else
            "a continuous-scale model: only the torch backend renders it" if up.descriptor.continuous else
-           "runs whole images in bands on torch: the whole-image result, and faster on large images than a "
-           "runtime's tiles" if get_arch(up.descriptor.arch).bands else
            f"{up.device.type}: only the torch backend runs it" if up.device.type != "cpu" else
            f"{str(up.dtype).removeprefix('torch.')}: only the torch backend runs it"
            if up.dtype != torch.float32 else
-           "ONNX Runtime and OpenVINO are not installed" if not runtimes else "")
+           "ONNX Runtime and OpenVINO are not installed" if not runtimes else
+           "runs large images in bands on torch: the whole-image result, faster than a runtime's tiles"
+           if get_arch(up.descriptor.arch).bands else "")
     if why:
         return _with_choice(up, Choice("torch", why))
     try:
