@@ -370,3 +370,32 @@ def test_auto_keeps_dat_on_torch_without_timing(monkeypatch: pytest.MonkeyPatch)
     up = load_model(str(TINY), device="cpu", backend="auto")
     choice = backend_auto.choice_of(up)
     assert up.backend == choice.backend == "torch" and "bands" in choice.reason
+
+
+def test_a_long_banded_call_reports_steps_and_can_be_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One large tile in bands is one network call that can run for minutes: it reports its share done after
+    each block (the CLI's bar moves) and runs the server's cancel check there, so a cancel stops it mid-call."""
+    from superres.archs import dat_bands
+    from superres.inference.upscaler import UpscaleOptions, Upscaler
+    from superres.zoo.loader import load_network
+
+    monkeypatch.setattr(dat_bands, "BAND_PIXELS", 8 * 40)
+    up = Upscaler(load_network(TINY)[0], options=UpscaleOptions(tile=0))
+    planes = np.random.default_rng(0).random((3, 40, 40), dtype=np.float32)
+    seen: list[float] = []
+    up.with_tile_hooks(within=seen.append).upscale_planes(planes)
+    assert seen == [0.2, 0.4, 0.6, 0.8, 1.0]  # after each of the 4 blocks, then the tail
+
+    class Cancelled(Exception):
+        pass
+
+    checks = [0]
+
+    def check() -> None:  # the server's WorkControl.check: raises once the client cancelled
+        checks[0] += 1
+        if checks[0] == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        up.with_tile_hooks(before=check).upscale_planes(planes)
+    assert checks[0] == 3  # the call (one tile) stopped at its second step

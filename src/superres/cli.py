@@ -353,12 +353,22 @@ def _with_tile_bar(up: Any, img: Any, size: tuple[int, int], outscale: Optional[
     """Upscale one image to ``size`` with a progress bar over its tiles (time left for a large photo)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from .archs.base import get_arch
+
     h, w = img.color.shape[:2]
     total = up.count_tiles(w, h, size, img.alpha is not None)
+    steps = get_arch(up.descriptor.arch).bands  # one long tile reports its own steps (DAT in bands)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), disable=not sys.stderr.isatty() or total < 2) as bar:
+                  TextColumn("eta"), TimeRemainingColumn(),
+                  disable=not sys.stderr.isatty() or (total < 2 and not steps)) as bar:
         task = bar.add_task(f"{up.name} x{up.scale} tiles", total=total)
-        tracked = up.with_tile_hooks(after=lambda: bar.advance(task))
+        done = [0]
+
+        def after() -> None:
+            done[0] += 1
+            bar.update(task, completed=done[0])
+
+        tracked = up.with_tile_hooks(after=after, within=lambda f: bar.update(task, completed=done[0] + f))
         return tracked.upscale_image(img, outscale=outscale, width=width, height=height)
 
 

@@ -12,9 +12,11 @@ output at ``scale`` times the size in the same range (not clamped).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import torch
 from torch import nn
@@ -104,6 +106,29 @@ class SRNet(nn.Module):
     @property
     def descriptor(self) -> ModelDescriptor:
         return get_arch(self.arch_name).describe(self)
+
+
+# Progress inside one network call, for networks whose single call runs long (DAT in bands, a whole photo):
+# the pipeline sets a hook around each call (Upscaler.with_tile_hooks) that moves a progress bar and lets a
+# server cancel between steps. The network reports the share of the call done; the hook may raise to abort.
+_STEP_HOOK: ContextVar[Callable[[float], None] | None] = ContextVar("superres_step_hook", default=None)
+
+
+def report_step(fraction: float) -> None:
+    """Tell the caller's hook (if any) that ``fraction`` of this network call is done."""
+    hook = _STEP_HOOK.get()
+    if hook is not None:
+        hook(fraction)
+
+
+@contextlib.contextmanager
+def step_hook(hook: Callable[[float], None] | None) -> Iterator[None]:
+    """Run the block with ``hook`` receiving :func:`report_step` calls made in this thread."""
+    token = _STEP_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _STEP_HOOK.reset(token)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .base import report_step
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
@@ -179,10 +181,12 @@ def _tail_radius(net: DAT) -> int:
 
 
 def group(layer: ResidualGroup, x: torch.Tensor, mid: torch.Tensor, y: torch.Tensor, bands: list[Span],
-          masks: dict[Any, Any], radius: int) -> None:
-    """One residual group, in place on ``x``; ``mid`` and ``y`` are scratch maps of its size."""
+          masks: dict[Any, Any], radius: int, step: Callable[[], None] = lambda: None) -> None:
+    """One residual group, in place on ``x``; ``mid`` and ``y`` are scratch maps of its size; ``step`` is
+    called after each block."""
     for i, blk in enumerate(layer.blocks):
         block(blk, x if i == 0 else y, mid, y, bands, masks)
+        step()
     source = y if layer.blocks else x
     for a, e in bands:
         x[:, a:e] += _local(lambda t: _nhwc(layer.conv(_nchw(t))), source, a, e, radius)
@@ -206,8 +210,14 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     mid, y = torch.empty_like(tokens), torch.empty_like(tokens)
     masks: dict[Any, Any] = {}
     radius = _tail_radius(net)
+    steps, done = sum(len(layer.blocks) for layer in net.layers) + 1, [0]
+
+    def step() -> None:  # progress: one step per block, the tail is the last
+        done[0] += 1
+        report_step(done[0] / steps)
+
     for layer in net.layers:
-        group(layer, tokens, mid, y, bands, masks, radius)
+        group(layer, tokens, mid, y, bands, masks, radius, step)
     feat = mid  # conv_after_body(norm(.)) + the shallow features, recomputed from the input
     for a, e in bands:
         feat[:, a:e] = (_local(lambda t: _nhwc(net.conv_after_body(_nchw(net.norm(t)))), tokens, a, e, radius)
@@ -220,4 +230,5 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         lo, hi = _halo(a, e, h, 1 if direct else UPSAMPLE_HALO)
         up = net.upsample_features(_nchw(feat[:, lo:hi]))
         out[:, :, a * s:e * s] = up[:, :, (a - lo) * s:(e - lo) * s]
+    report_step(1.0)
     return (out / net.img_range + mean).contiguous()

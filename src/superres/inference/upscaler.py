@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 import numpy as np
 import torch
 
-from ..archs.base import ModelDescriptor, SRNet, get_arch
+from ..archs.base import ModelDescriptor, SRNet, get_arch, step_hook
 from ..errors import SuperresError
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
@@ -113,19 +113,29 @@ class Upscaler:
             return y.float().cpu()
 
     def with_tile_hooks(self, before: Callable[[], None] | None = None,
-                        after: Callable[[], None] | None = None) -> "Upscaler":
+                        after: Callable[[], None] | None = None,
+                        within: Callable[[float], None] | None = None) -> "Upscaler":
         """A view of this upscaler whose every network call (one per tile) runs ``before`` and ``after``:
-        progress bars count tiles with it, a server cancels between tiles (``before`` raises).
+        progress bars count tiles with it, a server cancels between tiles (``before`` raises). A network that
+        reports steps inside one call (DAT in bands: ``archs.base.report_step``) also runs ``before`` at each
+        step, and ``within`` gets the share of the call done (a bar that moves during one long tile).
 
         A shallow copy shares the network and its weights; only ``forward`` is replaced on the copy,
         so other threads using the original are unaffected."""
         view = copy.copy(self)
         inner = self.forward
 
+        def step(fraction: float) -> None:
+            if before is not None:
+                before()
+            if within is not None:
+                within(fraction)
+
         def forward(x: torch.Tensor) -> torch.Tensor:
             if before is not None:
                 before()
-            y = inner(x)
+            with step_hook(step if before is not None or within is not None else None):
+                y = inner(x)
             if after is not None:
                 after()
             return y
