@@ -491,7 +491,7 @@ class DAT(SRNet):
         if torch.is_grad_enabled() or _tracing() or not BANDS:
             return False
         h, w = x.shape[-2:]
-        return h > 2 * dat_bands.band_rows(w, max(self.hyperparams["split_size"]))
+        return h > 2 * dat_bands.band_rows(w, max(self.hyperparams["split_size"]), x.device)
 
 
 def _init(m: nn.Module) -> None:

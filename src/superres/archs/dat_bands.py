@@ -25,15 +25,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .dat import DAT, ChannelAttention, DATBlock, ResidualGroup, SpatialAttention
 
-BAND_PIXELS = 32768  # LR pixels per band: the band's temporaries stay near 200 MB for DAT-light
+BAND_PIXELS = 32768  # LR pixels per band on a CPU: the band's temporaries stay near 200 MB for DAT-light
+GPU_BAND_FACTOR = 8  # larger bands off the CPU, where small kernels are launch-bound (not measured: no GPU here)
 UPSAMPLE_HALO = 4  # rows of context for the "pixelshuffle" tail (4 convs over growing resolutions; 1 for direct)
 
 Span = tuple[int, int]
 
 
-def band_rows(width: int, multiple: int) -> int:
+def band_rows(width: int, multiple: int, device: torch.device | None = None) -> int:
     """Rows per band for a map ``width`` wide: about BAND_PIXELS, a multiple of the window size."""
-    rows = max(1, BAND_PIXELS // max(width, 1)) // multiple * multiple
+    pixels = BAND_PIXELS * (GPU_BAND_FACTOR if device is not None and device.type != "cpu" else 1)
+    rows = max(1, pixels // max(width, 1)) // multiple * multiple
     return max(multiple, rows)
 
 
@@ -197,7 +199,7 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     mean = net.mean.to(x.dtype)
     x = (x - mean) * net.img_range
     b, _, h, w = x.shape
-    bands = spans(h, rows or band_rows(w, max(net.hyperparams["split_size"])))
+    bands = spans(h, rows or band_rows(w, max(net.hyperparams["split_size"]), x.device))
     c = net.conv_first.out_channels
 
     def first(t: torch.Tensor) -> torch.Tensor:  # conv_first on NHWC-indexed rows of the NCHW input
