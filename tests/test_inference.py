@@ -213,3 +213,31 @@ def test_tile_progress_callbacks_count_what_count_tiles_predicts(outscale: float
     h, w = out.color.shape[:2]
     assert len(calls) == up.count_tiles(70, 50, (w, h), alpha) and len(calls) > 1
     assert np.array_equal(out.color, up.upscale_image(img, outscale=outscale).color)  # same pixels
+
+
+def test_a_folder_run_reports_the_share_of_each_image(tmp_path: Path) -> None:
+    """`superres upscale photo.png -o out/` runs the batch path: its bar moves over the tiles of a large photo
+    instead of sitting at 0/1 until it is written (shares rise to 1 per image, outputs unchanged)."""
+    from superres.inference.batch import run_batch
+
+    net = build("srvgg", in_channels=3, out_channels=3, num_feat=4, num_conv=1, scale=2)
+    up = Upscaler(net, device="cpu", options=UpscaleOptions(tile=24, overlap=4))
+    rng = np.random.default_rng(3)
+    for name, shape in (("a.png", (50, 70, 3)), ("b.png", (20, 20, 4))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+    shares: list[tuple[int, float]] = []
+    current = [0]
+
+    def on_image(i: int, total: int, src: Path) -> None:
+        current[0] = i
+
+    report = run_batch(up, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", progress=on_image,
+                       image_progress=lambda share: shares.append((current[0], share)))
+    assert len(report.done) == 2 and not report.failed
+    first = [s for i, s in shares if i == 1]
+    second = [s for i, s in shares if i == 2]
+    assert first == sorted(first) and first[-1] == 1.0 and len(first) == up.count_tiles(70, 50, (140, 100))
+    assert second and second[-1] == 1.0  # one tile, twice (colour and alpha)
+    plain = run_batch(up, [tmp_path / "a.png"], tmp_path / "plain")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")),
+                          np.asarray(Image.open(tmp_path / "plain" / "a.png"))) and plain.done

@@ -234,12 +234,16 @@ def upscale(
     ) as bar:
         task = bar.add_task(f"{up.name} x{up.scale}", total=None, name="")
 
+        current = [0]
+
         def on_progress(i: int, total: int, src: Path) -> None:
+            current[0] = i - 1
             bar.update(task, completed=i - 1, total=total, name=src.name)
 
         report = run_batch(up, inputs, output, ext=ext, suffix=suffix, overwrite=overwrite, outscale=outscale,
                            width=width, height=height, quality=quality, max_pixels=max_pixels, progress=on_progress,
-                           max_output_pixels=max_output_pixels, process=process, settings=settings)
+                           max_output_pixels=max_output_pixels, process=process, settings=settings,
+                           image_progress=lambda share: bar.update(task, completed=current[0] + share))
         bar.update(task, completed=len(report.done) + len(report.skipped) + len(report.failed))
     if guard is not None:
         _print_flags(guarded.finish_report(guard, choices, report.failed, guarded.report_meta(up, guard)), choices)

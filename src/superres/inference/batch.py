@@ -258,6 +258,7 @@ def run_batch(
     max_output_pixels: int | None = None,
     process: "Callable[[Path, Path, ImageData], ImageData] | None" = None,
     settings: "Mapping[str, Any] | None" = None,
+    image_progress: Callable[[float], None] | None = None,
 ) -> BatchReport:
     """Upscale many images. Reading the next image and writing the previous one run in threads beside
     the network; every output is written atomically; failures are collected, never fatal.
@@ -270,7 +271,9 @@ def run_batch(
     (:func:`.provenance.settings_of`, computed from ``upscaler`` and the options when not given); each output
     is recorded with them, and an existing output that other settings made is kept and listed in ``kept``
     (redone with ``overwrite``). Ctrl-C/SIGTERM (KeyboardInterrupt) stops it cleanly: the report comes back
-    with ``interrupted`` set, finished outputs listed and no partial or temporary file left."""
+    with ``interrupted`` set, finished outputs listed and no partial or temporary file left.
+    ``image_progress(share)``: the share of the current image done, from its tiles and the steps a network
+    reports inside one (a bar that moves during one large photo; not with ``process``)."""
     from ..io.atomic import remove_stale_temps
     from ..io.image import read_image, write_image
     from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size, check_size_options, output_size
@@ -344,9 +347,13 @@ def run_batch(
                     report.warnings.append((src, changed))
                 h, w = img.color.shape[:2]
                 try:
-                    check_output_size(w, h, *output_size(w, h, upscaler.scale, outscale, width, height), limit,
-                                      dst.suffix)
-                    result = process(src, dst, img) if process is not None else upscaler.upscale_image(
+                    size = output_size(w, h, upscaler.scale, outscale, width, height)
+                    check_output_size(w, h, *size, limit, dst.suffix)
+                    run = upscaler
+                    if image_progress is not None and process is None:
+                        run = _tracked(upscaler, upscaler.count_tiles(w, h, size, img.alpha is not None, options),
+                                       image_progress)
+                    result = process(src, dst, img) if process is not None else run.upscale_image(
                         img, outscale=outscale, width=width, height=height, options=options)
                 except SuperresError as e:
                     report.failed.append((src, str(e)))
@@ -371,6 +378,17 @@ def run_batch(
             except KeyboardInterrupt:
                 report.interrupted = True
     return report
+
+
+def _tracked(upscaler: "Upscaler", tiles: int, share: Callable[[float], None]) -> "Upscaler":
+    """A view of ``upscaler`` that reports the share of one image done over its ``tiles`` network calls."""
+    done = [0]
+
+    def after() -> None:
+        done[0] += 1
+        share(min(1.0, done[0] / max(tiles, 1)))
+
+    return upscaler.with_tile_hooks(after=after, within=lambda f: share(min(1.0, (done[0] + f) / max(tiles, 1))))
 
 
 def _format_change(src: Path, dst: Path, ext: str) -> str:
