@@ -241,3 +241,36 @@ def test_a_folder_run_reports_the_share_of_each_image(tmp_path: Path) -> None:
     plain = run_batch(up, [tmp_path / "a.png"], tmp_path / "plain")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")),
                           np.asarray(Image.open(tmp_path / "plain" / "a.png"))) and plain.done
+
+
+def test_a_whole_image_pass_that_cannot_fit_is_refused_in_one_line(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-CUGAN runs whole images (its SE gates average the whole picture) and needs ~4.4 KB per LR pixel at
+    x2 (37 GB for a 4K frame): past free memory the kernel would kill the process, so the pipeline refuses
+    first, naming the need and what to do; a folder run reports that file and goes on. The same for an explicit
+    --tile 0 on a tiling model; automatic tiles are never refused."""
+    from superres.errors import SuperresError
+    from superres.inference import upscaler as upscaler_module
+    from superres.inference.batch import run_batch
+
+    free = {"bytes": 40 << 20}  # 40 MB "free"
+    monkeypatch.setattr(upscaler_module, "available_memory", lambda device: free["bytes"])
+    cugan = Upscaler(build("cugan", scale=2), name="realcugan-x2", device="cpu")
+    small = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    assert cugan.upscale_planes(small).shape == (64, 64, 3)  # 4.5 MB: fits
+    big = np.random.default_rng(0).random((3, 96, 128), dtype=np.float32)
+    with pytest.raises(SuperresError, match=r"realcugan-x2 on this 128x96 image needs about 53 MB and 40 MB is "
+                                            r"free: it runs whole images .*SE gates.*use a model that tiles"):
+        cugan.upscale_planes(big)
+    Image.fromarray((big.transpose(1, 2, 0) * 255).astype(np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray((small.transpose(1, 2, 0) * 255).astype(np.uint8)).save(tmp_path / "small.png")
+    report = run_batch(cugan, [tmp_path / "big.png", tmp_path / "small.png"], tmp_path / "out")
+    assert [j.src.name for j in report.done] == ["small.png"]
+    assert len(report.failed) == 1 and "needs about" in report.failed[0][1]
+    assert not (tmp_path / "out" / "big.png").exists()
+
+    net = build("srvgg", in_channels=3, out_channels=3, num_feat=4, num_conv=1, scale=2)
+    free["bytes"] = 1 << 20  # 1 MB
+    with pytest.raises(SuperresError, match="--tile 0 runs it whole; drop --tile 0 to tile it"):
+        Upscaler(net, device="cpu", options=UpscaleOptions(tile=0)).upscale_planes(big)
+    assert Upscaler(net, device="cpu", options=UpscaleOptions(tile=32)).upscale_planes(big).shape == (192, 256, 3)

@@ -23,7 +23,7 @@ from ..errors import SuperresError
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
 from .continuous import bands, render_tiled
-from .devices import auto_tile, bytes_per_lr_pixel, pick_device, pick_dtype
+from .devices import auto_tile, available_memory, bytes_per_lr_pixel, pick_device, pick_dtype
 from .fast import accelerate, worker_map
 from .tiling import TilePlan, run_tiled, spans
 
@@ -230,6 +230,7 @@ class Upscaler:
             context = max(plan.context, 0)
             render_tiled(self.render_tile, x, size, tile, context, sink)
             return
+        self._check_whole_image_fits(planes.shape[1], planes.shape[2], plan)
         while True:
             try:
                 run_tiled(self.forward, x, self.scale, plan, sink, size_multiple=self.descriptor.size_multiple)
@@ -245,6 +246,25 @@ class Upscaler:
                 with self._tile_lock:
                     self._oom_tile = plan.tile
                 log.warning("out of memory; retrying with %d-pixel tiles", plan.tile)
+
+    def _check_whole_image_fits(self, h: int, w: int, plan: TilePlan) -> None:
+        """A whole-image pass on the CPU that needs more memory than is free is refused in one line, before it
+        starts: the kernel would kill the process instead (Real-CUGAN x2 on a 3840x2160 frame: ~37 GB).
+        Models that run whole images (SE gates: their plan's tile is 0) and an explicit ``--tile 0`` are the
+        cases; tiles are not checked (automatic ones fit by construction), nor a Vulkan session's own."""
+        if plan.tile or self.device.type != "cpu" or getattr(self._forward, "auto_tile", None) is not None:
+            return
+        need = h * w * bytes_per_lr_pixel(self.descriptor, self.dtype)
+        free = available_memory(self.device)
+        if need <= free:
+            return
+        def size(n: float) -> str:
+            return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
+
+        why = ("it runs whole images (its SE gates average the whole picture); use a model that tiles, or a smaller "
+               "image" if self.descriptor.tiling == "internal" else "--tile 0 runs it whole; drop --tile 0 to tile it")
+        raise SuperresError(f"{self.name} on this {w}x{h} image needs about {size(need)} and {size(free)} is free: "
+                            f"{why}")
 
     def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None,
                        size: tuple[int, int] | None = None) -> np.ndarray:
