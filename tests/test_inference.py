@@ -274,3 +274,36 @@ def test_a_whole_image_pass_that_cannot_fit_is_refused_in_one_line(tmp_path: Pat
     with pytest.raises(SuperresError, match="--tile 0 runs it whole; drop --tile 0 to tile it"):
         Upscaler(net, device="cpu", options=UpscaleOptions(tile=0)).upscale_planes(big)
     assert Upscaler(net, device="cpu", options=UpscaleOptions(tile=32)).upscale_planes(big).shape == (192, 256, 3)
+
+
+def test_an_se_unet_too_large_for_one_pass_runs_in_bands_with_the_whole_image_result(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-CUGAN past free memory: full-width bands of rows, one sweep per SE gate to sum the gate's map over the
+    whole image, then the output; equal to the whole-image pass (random weights at x2, x3, x4 and CUNet, all in
+    tests/test_se_bands.py; here the pipeline's choice, progress and cancel)."""
+    from superres.errors import SuperresError
+    from superres.inference import upscaler as upscaler_module
+
+    torch.manual_seed(0)
+    net = build("cugan", scale=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    planes = np.random.default_rng(1).random((3, 300, 24), dtype=np.float32)
+    whole = Upscaler(net, device="cpu").upscale_planes(planes)  # 32 MB: fits the real free memory
+    monkeypatch.setattr(upscaler_module, "available_memory", lambda device: 25 << 20)  # one pass: no
+    up = Upscaler(net, device="cpu")
+    shares: list[float] = []
+    banded = up.with_tile_hooks(within=shares.append).upscale_planes(planes)
+    assert banded.shape == whole.shape == (600, 48, 3)
+    assert float(np.abs(banded - whole).max()) <= 1e-5
+    assert shares == sorted(shares) and shares[-1] == 1.0 and len(shares) > 5 * 4  # (4 gates + 1) sweeps, bands
+
+    def cancel() -> None:
+        if len(shares) > 3:
+            raise SuperresError("cancelled")
+
+    shares.clear()
+    with pytest.raises(SuperresError, match="cancelled"):
+        up.with_tile_hooks(before=cancel, within=shares.append).upscale_planes(planes)
+    assert len(shares) == 4  # stopped at the next band

@@ -29,6 +29,7 @@ engine pads odd sizes, so exported graphs need no size-dependent branch).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -43,6 +44,11 @@ SIZE_MULTIPLE = {2: 2, 3: 4, 4: 2}
 PRO_GAIN, PRO_OFFSET = 0.7, 0.15
 
 
+# Set by superres.inference.se_bands while it runs a U-Net in bands of rows: each SE gate then asks it for the
+# whole image's channel means (the band alone would average only itself).
+SE_CONTROL: ContextVar[Callable[["SE", torch.Tensor], torch.Tensor] | None] = ContextVar("se_control", default=None)
+
+
 class SE(nn.Module):
     """x * sigmoid(fc2(relu(fc1(mean over H, W of x))))."""
 
@@ -52,7 +58,14 @@ class SE(nn.Module):
         self.fc2 = nn.Linear(channels // reduction, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        control = SE_CONTROL.get()
+        if control is not None:
+            return control(self, x)
+        return self.gate(x, x.mean(dim=(2, 3)))
+
+    def gate(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """x times the gate of channel means ``mean`` (B, C)."""
+        g = torch.sigmoid(self.fc2(F.relu(self.fc1(mean))))
         return x * g[:, :, None, None]
 
 

@@ -1503,6 +1503,7 @@ class _SEGate:
     b1: torch.Tensor
     w2: torch.Tensor
     b2: torch.Tensor
+    key: int = 0  # id() of the SE module copied: superres.inference.se_bands tells gates apart by it
 
     @staticmethod
     def of(se: nn.Module) -> "_SEGate | None":
@@ -1514,7 +1515,7 @@ class _SEGate:
             raise TypeError("unexpected SE block")
         fc1, fc2 = se.fc1, se.fc2
         params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-        return _SEGate(*(t.detach().float().cpu().clone() for t in params))
+        return _SEGate(*(t.detach().float().cpu().clone() for t in params), key=id(se))
 
     def __call__(self, mean: torch.Tensor) -> torch.Tensor:
         z = F.relu(F.linear(mean[None], self.w1, self.b1))
@@ -1644,7 +1645,14 @@ class _UNetPlan(_Plan):
         self.ops.up(src, wt, bias, self.SLOPE, skip, skip_gate, skip)
 
     def _gate(self, se: _SEGate | None, src: torch.Tensor) -> torch.Tensor | None:
-        return None if se is None else se(self.ops.mean(src))
+        if se is None:
+            return None
+        from ..archs.cugan import SE_CONTROL
+
+        control = SE_CONTROL.get()  # in bands (superres.inference.se_bands): the whole image's mean
+        if control is not None:
+            return control.engine_gate(se.key, src, se, lambda: self.ops.mean(src))
+        return se(self.ops.mean(src))
 
     def _unet1(self, u: torch.Tensor, take: _Reuse) -> torch.Tensor:
         k = self.u1

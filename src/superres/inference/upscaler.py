@@ -20,6 +20,7 @@ import torch
 
 from ..archs.base import ModelDescriptor, SRNet, get_arch, step_hook
 from ..errors import SuperresError
+from . import se_bands
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
 from .continuous import bands, render_tiled
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..zoo.registry import ModelCard
 
 log = logging.getLogger(__name__)
+BANDS_SHARE = 0.5  # of free memory for one band of an SE U-Net's whole-image pass (superres.inference.se_bands)
 AlphaMode = Literal["model", "bicubic"]
 T = TypeVar("T")
 
@@ -85,6 +87,8 @@ class Upscaler:
         self.backend: str = getattr(forward, "backend", "torch")  # a session names its runtime
         self._tile_lock = threading.Lock()  # guards only the learned OOM tile size
         self._oom_tile: int | None = None
+        # (before, after, step) of with_tile_hooks, for a pass that is not one call of ``forward`` (SE bands)
+        self._hooks: tuple[Any, Any, Any] = (None, None, None)
 
     # ---- properties ------------------------------------------------------------------------------------
     @property
@@ -141,6 +145,7 @@ class Upscaler:
             return y
 
         view.forward = forward  # type: ignore[method-assign]
+        view._hooks = (before, after, step if before is not None or within is not None else None)
         render = self.render_tile
 
         def render_tile(piece: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
@@ -230,7 +235,9 @@ class Upscaler:
             context = max(plan.context, 0)
             render_tiled(self.render_tile, x, size, tile, context, sink)
             return
-        self._check_whole_image_fits(planes.shape[1], planes.shape[2], plan)
+        if self._whole_image_needs_bands(planes.shape[1], planes.shape[2], plan):
+            self._run_se_bands(x, sink)
+            return
         while True:
             try:
                 run_tiled(self.forward, x, self.scale, plan, sink, size_multiple=self.descriptor.size_multiple)
@@ -247,24 +254,50 @@ class Upscaler:
                     self._oom_tile = plan.tile
                 log.warning("out of memory; retrying with %d-pixel tiles", plan.tile)
 
-    def _check_whole_image_fits(self, h: int, w: int, plan: TilePlan) -> None:
-        """A whole-image pass on the CPU that needs more memory than is free is refused in one line, before it
-        starts: the kernel would kill the process instead (Real-CUGAN x2 on a 3840x2160 frame: ~37 GB).
-        Models that run whole images (SE gates: their plan's tile is 0) and an explicit ``--tile 0`` are the
-        cases; tiles are not checked (automatic ones fit by construction), nor a Vulkan session's own."""
+    def _whole_image_needs_bands(self, h: int, w: int, plan: TilePlan) -> bool:
+        """Whether a whole-image pass on the CPU would need more memory than is free. Real-CUGAN and CUNet (SE
+        gates: their plan's tile is 0) then run in bands with the whole image's SE means on the torch backend
+        (:mod:`.se_bands`, same result); anything else is refused in one line before it starts, where the kernel
+        would kill the process instead (realcugan-x2 on a 3840x2160 frame needs ~35 GB in one pass). Tiles are
+        not checked (automatic ones fit by construction), nor a Vulkan session's own."""
         if plan.tile or self.device.type != "cpu" or getattr(self._forward, "auto_tile", None) is not None:
-            return
-        need = h * w * bytes_per_lr_pixel(self.descriptor, self.dtype)
-        free = available_memory(self.device)
+            return False
+        per_pixel = bytes_per_lr_pixel(self.descriptor, self.dtype)
+        need, free = h * w * per_pixel, available_memory(self.device)
         if need <= free:
-            return
+            return False
+        internal = self.descriptor.tiling == "internal"
+        if internal and self.backend == "torch" and se_bands.supports(self._net):
+            smallest = (se_bands.STRIDE + 2 * se_bands.context_rows(self._net.pad)) * w * per_pixel
+            if smallest <= free * BANDS_SHARE:
+                return True
+
         def size(n: float) -> str:
             return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
 
         why = ("it runs whole images (its SE gates average the whole picture); use a model that tiles, or a smaller "
-               "image" if self.descriptor.tiling == "internal" else "--tile 0 runs it whole; drop --tile 0 to tile it")
+               "image" if internal else "--tile 0 runs it whole; drop --tile 0 to tile it")
+        if internal and self.backend != "torch":
+            why += ", or --backend torch (bands of rows with the whole image's SE means)"
         raise SuperresError(f"{self.name} on this {w}x{h} image needs about {size(need)} and {size(free)} is free: "
                             f"{why}")
+
+    def _run_se_bands(self, x: torch.Tensor, sink: Callable[[int, int, np.ndarray], None]) -> None:
+        """The whole-image result of an SE U-Net in bands of rows that fit half of free memory (one network
+        call for progress and cancel: a step per band and sweep)."""
+        net: Any = self._net
+        h, w = x.shape[-2:]
+        bands = se_bands.band_plan(h, w, bytes_per_lr_pixel(self.descriptor, self.dtype),
+                                   available_memory(self.device) * BANDS_SHARE, net.pad)
+        log.info("%s: %dx%d does not fit one pass; %d bands of rows with the whole image's SE means",
+                 self.name, w, h, len(bands))
+        if self._hooks[0] is not None:
+            self._hooks[0]()
+        with step_hook(self._hooks[2]):
+            se_bands.upscale_in_bands(net, x.to(self.device, self.dtype), bands, net.pad,
+                                      lambda r0, r1, rows: sink(r0, r1, rows.float().cpu().numpy()), run=self._forward)
+        if self._hooks[1] is not None:
+            self._hooks[1]()
 
     def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None,
                        size: tuple[int, int] | None = None) -> np.ndarray:
