@@ -361,7 +361,8 @@ def _with_tile_bar(up: Any, img: Any, size: tuple[int, int], outscale: Optional[
 
     h, w = img.color.shape[:2]
     total = up.count_tiles(w, h, size, img.alpha is not None)
-    steps = get_arch(up.descriptor.arch).bands  # one long tile reports its own steps (DAT in bands)
+    # one long call that reports its own steps: DAT in bands, Real-CUGAN / CUNet in bands past free memory
+    steps = get_arch(up.descriptor.arch).bands or up.descriptor.tiling == "internal"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(),
                   disable=not sys.stderr.isatty() or (total < 2 and not steps)) as bar:
