@@ -51,6 +51,8 @@ from torch import nn
 
 from . import dat_bands
 from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
+from .dat_bands import nchw as _nchw
+from .dat_bands import nhwc as _nhwc
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
 
 _UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
@@ -73,20 +75,35 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _window_labels(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], rows: torch.Tensor | None = None,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """(nW, N): the region of every token of every window of an ``h x w`` map rolled up-left by ``shift``
+    (per axis 0: untouched, 1: last window, 2: wrapped; combined as row * 3 + column). ``rows``: only these
+    rows of windows. ``h``/``w`` are multiples of ``win``."""
+    (wh, ww), (sh, sw) = win, shift
+
+    def regions(n: int, size: int, s: int) -> torch.Tensor:
+        idx = torch.arange(n, device=device)
+        return (idx >= n - size).long() + (idx >= n - s).long()
+
+    row = regions(h, wh, sh).view(h // wh, wh)
+    if rows is not None:
+        row = row[rows.to(row.device)]
+    label = row[:, None, :, None] * 3 + regions(w, ww, sw).view(1, w // ww, 1, ww)  # (nh, nw, wh, ww)
+    return label.flatten(2).flatten(0, 1)
+
+
+def _pair_mask(windows: torch.Tensor) -> torch.Tensor:
+    """(n, N, N) additive mask from (n, N) token regions: -100 between tokens of different regions."""
+    differs = windows[:, :, None] != windows[:, None, :]
+    return torch.zeros(differs.shape, device=windows.device).masked_fill(differs, _MASK_VALUE)
+
+
 def shift_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
                device: torch.device | None = None) -> torch.Tensor:
     """(nW, N, N) additive mask for windows ``win`` on an ``h x w`` map rolled up-left by ``shift``: token
     pairs that come from different regions of the rolled map get -100. ``h``/``w`` are multiples of ``win``."""
-    (wh, ww), (sh, sw) = win, shift
-
-    def bands(n: int, size: int, s: int) -> torch.Tensor:
-        idx = torch.arange(n, device=device)
-        return (idx >= n - size).long() + (idx >= n - s).long()  # 0: untouched, 1: last window, 2: wrapped
-
-    label = bands(h, wh, sh)[:, None] * 3 + bands(w, ww, sw)[None, :]
-    windows = label.view(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
-    differs = windows[:, :, None] != windows[:, None, :]
-    return torch.zeros(differs.shape, device=device).masked_fill(differs, _MASK_VALUE)
+    return _pair_mask(_window_labels(h, w, win, shift, device=device))
 
 
 def border_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], rows: torch.Tensor | None = None,
@@ -94,21 +111,9 @@ def border_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], ro
     """The windows of :func:`shift_mask` whose mask is not all zero (the last row and column of windows hold
     tokens from both sides of the roll), as (indices, (n, 1, N, N) masks), without building the whole
     (nW, N, N) tensor (1 KB per pixel). ``rows``: only these rows of windows (indices count within them)."""
-    (wh, ww), (sh, sw) = win, shift
-
-    def bands(n: int, size: int, s: int) -> torch.Tensor:
-        idx = torch.arange(n, device=device)
-        return (idx >= n - size).long() + (idx >= n - s).long()
-
-    row_label = bands(h, wh, sh).view(h // wh, wh)
-    if rows is not None:
-        row_label = row_label[rows.to(row_label.device)]
-    label = row_label[:, None, :, None] * 3 + bands(w, ww, sw).view(1, w // ww, 1, ww)  # (nh, nw, wh, ww)
-    windows = label.flatten(2).flatten(0, 1)  # (nW, N)
+    windows = _window_labels(h, w, win, shift, rows, device)
     idx = (windows != windows[:, :1]).any(1).nonzero().flatten()
-    sub = windows[idx]
-    differs = sub[:, :, None] != sub[:, None, :]
-    return idx, torch.zeros(differs.shape, device=device).masked_fill(differs, _MASK_VALUE).unsqueeze(1)
+    return idx, _pair_mask(windows[idx]).unsqueeze(1)
 
 
 def _offset_table(wh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,15 +173,6 @@ class WindowBranch(nn.Module):
         if not torch.is_grad_enabled():
             self._cached = (key, out)
         return out
-
-
-def _nchw(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) tokens seen as an NCHW image without a copy (channels-last strides)."""
-    return x.permute(0, 3, 1, 2)
-
-
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1)
 
 
 class Interaction(nn.Module):
@@ -465,10 +461,6 @@ class DAT(SRNet):
         for layer in self.layers:
             x = layer(x, masks)
         return _nchw(self.norm(x))
-
-    @property
-    def upsample_out_channels(self) -> int:
-        return int(self.hyperparams["in_channels"])
 
     def upsample_features(self, feat: torch.Tensor) -> torch.Tensor:
         """The tail: deep + shallow features (NCHW) -> the image at x scale (before the mean is added back)."""

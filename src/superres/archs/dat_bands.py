@@ -47,11 +47,12 @@ def _halo(a: int, b: int, height: int, r: int) -> Span:
     return max(a - r, 0), min(b + r, height)
 
 
-def _nchw(x: torch.Tensor) -> torch.Tensor:
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) tokens seen as an NCHW image without a copy (channels-last strides)."""
     return x.permute(0, 3, 1, 2)
 
 
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
+def nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
@@ -63,7 +64,7 @@ def _local(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, a: int, 
 
 def _channel_gate(attn: nn.Module, mean: torch.Tensor) -> torch.Tensor:
     """The AIM's channel map from an already pooled (B, C) mean: ``channel_interaction`` past its pooling."""
-    return torch.sigmoid(_nhwc(attn.channel_interaction[1:](mean[:, :, None, None])))
+    return torch.sigmoid(nhwc(attn.channel_interaction[1:](mean[:, :, None, None])))
 
 
 # ---- spatial blocks ---------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def group(layer: ResidualGroup, x: torch.Tensor, mid: torch.Tensor, y: torch.Ten
         step()
     source = y if layer.blocks else x
     for a, e in bands:
-        x[:, a:e] += _local(lambda t: _nhwc(layer.conv(_nchw(t))), source, a, e, radius)
+        x[:, a:e] += _local(lambda t: nhwc(layer.conv(nchw(t))), source, a, e, radius)
 
 
 def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
@@ -203,9 +204,9 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     c = net.conv_first.out_channels
 
     def first(t: torch.Tensor) -> torch.Tensor:  # conv_first on NHWC-indexed rows of the NCHW input
-        return _nhwc(net.conv_first(_nchw(t)))
+        return nhwc(net.conv_first(nchw(t)))
 
-    pixels = _nhwc(x)
+    pixels = nhwc(x)
     tokens = x.new_empty(b, h, w, c)
     for a, e in bands:
         tokens[:, a:e] = net.before_RG(_local(first, pixels, a, e, 1))
@@ -222,15 +223,15 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         group(layer, tokens, mid, y, bands, masks, radius, step)
     feat = mid  # conv_after_body(norm(.)) + the shallow features, recomputed from the input
     for a, e in bands:
-        feat[:, a:e] = (_local(lambda t: _nhwc(net.conv_after_body(_nchw(net.norm(t)))), tokens, a, e, radius)
+        feat[:, a:e] = (_local(lambda t: nhwc(net.conv_after_body(nchw(net.norm(t)))), tokens, a, e, radius)
                         + _local(first, pixels, a, e, 1))
     del tokens, y
     s = net.scale
-    out = x.new_empty(b, net.upsample_out_channels, h * s, w * s)
+    out = x.new_empty(b, int(net.hyperparams["in_channels"]), h * s, w * s)
     direct = net.hyperparams["upsampler"] != "pixelshuffle"
     for a, e in bands:
         lo, hi = _halo(a, e, h, 1 if direct else UPSAMPLE_HALO)
-        up = net.upsample_features(_nchw(feat[:, lo:hi]))
+        up = net.upsample_features(nchw(feat[:, lo:hi]))
         out[:, :, a * s:e * s] = up[:, :, (a - lo) * s:(e - lo) * s]
     report_step(1.0)
     return (out / net.img_range + mean).contiguous()
