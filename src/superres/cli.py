@@ -367,13 +367,7 @@ def _with_tile_bar(up: Any, img: Any, size: tuple[int, int], outscale: Optional[
                   TextColumn("eta"), TimeRemainingColumn(),
                   disable=not sys.stderr.isatty() or (total < 2 and not steps)) as bar:
         task = bar.add_task(f"{up.name} x{up.scale} tiles", total=total)
-        done = [0]
-
-        def after() -> None:
-            done[0] += 1
-            bar.update(task, completed=done[0])
-
-        tracked = up.with_tile_hooks(after=after, within=lambda f: bar.update(task, completed=done[0] + f))
+        tracked = up.with_share_hook(total, lambda share: bar.update(task, completed=share * total))
         return tracked.upscale_image(img, outscale=outscale, width=width, height=height)
 
 

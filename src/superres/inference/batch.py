@@ -351,8 +351,8 @@ def run_batch(
                     check_output_size(w, h, *size, limit, dst.suffix)
                     run = upscaler
                     if image_progress is not None and process is None:
-                        run = _tracked(upscaler, upscaler.count_tiles(w, h, size, img.alpha is not None, options),
-                                       image_progress)
+                        tiles = upscaler.count_tiles(w, h, size, img.alpha is not None, options)
+                        run = upscaler.with_share_hook(tiles, image_progress)
                     result = process(src, dst, img) if process is not None else run.upscale_image(
                         img, outscale=outscale, width=width, height=height, options=options)
                 except SuperresError as e:
@@ -378,17 +378,6 @@ def run_batch(
             except KeyboardInterrupt:
                 report.interrupted = True
     return report
-
-
-def _tracked(upscaler: "Upscaler", tiles: int, share: Callable[[float], None]) -> "Upscaler":
-    """A view of ``upscaler`` that reports the share of one image done over its ``tiles`` network calls."""
-    done = [0]
-
-    def after() -> None:
-        done[0] += 1
-        share(min(1.0, done[0] / max(tiles, 1)))
-
-    return upscaler.with_tile_hooks(after=after, within=lambda f: share(min(1.0, (done[0] + f) / max(tiles, 1))))
 
 
 def _format_change(src: Path, dst: Path, ext: str) -> str:

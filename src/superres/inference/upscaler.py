@@ -87,8 +87,6 @@ class Upscaler:
         self.backend: str = getattr(forward, "backend", "torch")  # a session names its runtime
         self._tile_lock = threading.Lock()  # guards only the learned OOM tile size
         self._oom_tile: int | None = None
-        # (before, after, step) of with_tile_hooks, for a pass that is not one call of ``forward`` (SE bands)
-        self._hooks: tuple[Any, Any, Any] = (None, None, None)
 
     # ---- properties ------------------------------------------------------------------------------------
     @property
@@ -127,7 +125,8 @@ class Upscaler:
         A shallow copy shares the network and its weights; only ``forward`` is replaced on the copy,
         so other threads using the original are unaffected."""
         view = copy.copy(self)
-        inner = self.forward
+        inner, inner_render, inner_call = self.forward, self.render_tile, self._hooked
+        hooked = before is not None or within is not None
 
         def step(fraction: float) -> None:
             if before is not None:
@@ -135,30 +134,36 @@ class Upscaler:
             if within is not None:
                 within(fraction)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def call(fn: Callable[[], T]) -> T:
             if before is not None:
                 before()
-            with step_hook(step if before is not None or within is not None else None):
-                y = inner(x)
+            with step_hook(step if hooked else None):
+                y = fn()
             if after is not None:
                 after()
             return y
 
-        view.forward = forward  # type: ignore[method-assign]
-        view._hooks = (before, after, step if before is not None or within is not None else None)
-        render = self.render_tile
-
-        def render_tile(piece: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                        cell: tuple[float, float]) -> np.ndarray:
-            if before is not None:
-                before()
-            y = render(piece, ys, xs, cell)
-            if after is not None:
-                after()
-            return y
-
-        view.render_tile = render_tile  # type: ignore[method-assign]
+        view.forward = lambda x: call(lambda: inner(x))  # type: ignore[method-assign]
+        view.render_tile = lambda piece, ys, xs, cell: call(  # type: ignore[method-assign]
+            lambda: inner_render(piece, ys, xs, cell))
+        view._hooked = lambda fn: call(lambda: inner_call(fn))  # type: ignore[method-assign]
         return view
+
+    def with_share_hook(self, tiles: int, share: Callable[[float], None]) -> "Upscaler":
+        """A view that reports the share of one image done, over its ``tiles`` network calls (:meth:`count_tiles`)
+        and the steps a long call reports inside (a progress bar that moves during one large photo)."""
+        done = [0]
+
+        def after() -> None:
+            done[0] += 1
+            share(min(1.0, done[0] / max(tiles, 1)))
+
+        return self.with_tile_hooks(after=after, within=lambda f: share(min(1.0, (done[0] + f) / max(tiles, 1))))
+
+    def _hooked(self, fn: Callable[[], T]) -> T:
+        """``fn()`` as one network call: with the hooks of :meth:`with_tile_hooks` on a view, none here (a
+        pass that is not one ``forward`` call, the SE bands, runs through it)."""
+        return fn()
 
     def render_tile(self, piece: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
                     cell: tuple[float, float]) -> np.ndarray:
@@ -235,8 +240,9 @@ class Upscaler:
             context = max(plan.context, 0)
             render_tiled(self.render_tile, x, size, tile, context, sink)
             return
-        if self._whole_image_needs_bands(planes.shape[1], planes.shape[2], plan):
-            self._run_se_bands(x, sink)
+        se_plan = self._se_band_plan(planes.shape[1], planes.shape[2], plan)
+        if se_plan:
+            self._run_se_bands(x, sink, se_plan)
             return
         while True:
             try:
@@ -254,23 +260,24 @@ class Upscaler:
                     self._oom_tile = plan.tile
                 log.warning("out of memory; retrying with %d-pixel tiles", plan.tile)
 
-    def _whole_image_needs_bands(self, h: int, w: int, plan: TilePlan) -> bool:
-        """Whether a whole-image pass on the CPU would need more memory than is free. Real-CUGAN and CUNet (SE
-        gates: their plan's tile is 0) then run in bands with the whole image's SE means on the torch backend
-        (:mod:`.se_bands`, same result); anything else is refused in one line before it starts, where the kernel
-        would kill the process instead (realcugan-x2 on a 3840x2160 frame needs ~35 GB in one pass). Tiles are
-        not checked (automatic ones fit by construction), nor a Vulkan session's own."""
+    def _se_band_plan(self, h: int, w: int, plan: TilePlan) -> list[tuple[int, int]]:
+        """The row bands to run an image in when a whole-image pass on the CPU would need more memory than is
+        free: Real-CUGAN and CUNet (SE gates: their plan's tile is 0) on the torch backend, with the whole
+        image's SE means (:mod:`.se_bands`, same result); [] when one pass fits. Anything else past free memory
+        is refused in one line before it starts, where the kernel would kill the process instead (realcugan-x2
+        on a 3840x2160 frame needs ~35 GB in one pass). Tiles are not checked (automatic ones fit by
+        construction), nor a Vulkan session's own."""
         if plan.tile or self.device.type != "cpu" or getattr(self._forward, "auto_tile", None) is not None:
-            return False
+            return []
         per_pixel = bytes_per_lr_pixel(self.descriptor, self.dtype)
         need, free = h * w * per_pixel, available_memory(self.device)
         if need <= free:
-            return False
+            return []
         internal = self.descriptor.tiling == "internal"
         if internal and self.backend == "torch" and se_bands.supports(self._net):
             smallest = (se_bands.STRIDE + 2 * se_bands.context_rows(self._net.pad)) * w * per_pixel
             if smallest <= free * BANDS_SHARE:
-                return True
+                return se_bands.band_plan(h, w, per_pixel, free * BANDS_SHARE, self._net.pad)
 
         def size(n: float) -> str:
             return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
@@ -282,22 +289,16 @@ class Upscaler:
         raise SuperresError(f"{self.name} on this {w}x{h} image needs about {size(need)} and {size(free)} is free: "
                             f"{why}")
 
-    def _run_se_bands(self, x: torch.Tensor, sink: Callable[[int, int, np.ndarray], None]) -> None:
-        """The whole-image result of an SE U-Net in bands of rows that fit half of free memory (one network
-        call for progress and cancel: a step per band and sweep)."""
+    def _run_se_bands(self, x: torch.Tensor, sink: Callable[[int, int, np.ndarray], None],
+                      bands: list[tuple[int, int]]) -> None:
+        """The whole-image result of an SE U-Net in ``bands`` of rows (:meth:`_se_band_plan`), as one network
+        call for progress and cancel (a step per band and sweep)."""
         net: Any = self._net
-        h, w = x.shape[-2:]
-        bands = se_bands.band_plan(h, w, bytes_per_lr_pixel(self.descriptor, self.dtype),
-                                   available_memory(self.device) * BANDS_SHARE, net.pad)
         log.info("%s: %dx%d does not fit one pass; %d bands of rows with the whole image's SE means",
-                 self.name, w, h, len(bands))
-        if self._hooks[0] is not None:
-            self._hooks[0]()
-        with step_hook(self._hooks[2]):
-            se_bands.upscale_in_bands(net, x.to(self.device, self.dtype), bands, net.pad,
-                                      lambda r0, r1, rows: sink(r0, r1, rows.float().cpu().numpy()), run=self._forward)
-        if self._hooks[1] is not None:
-            self._hooks[1]()
+                 self.name, x.shape[-1], x.shape[-2], len(bands))
+        self._hooked(lambda: se_bands.upscale_in_bands(
+            net, x.to(self.device, self.dtype), bands, net.pad,
+            lambda r0, r1, rows: sink(r0, r1, rows.float().cpu().numpy()), run=self._forward))
 
     def upscale_planes(self, planes: np.ndarray, out: np.ndarray | None = None, options: UpscaleOptions | None = None,
                        size: tuple[int, int] | None = None) -> np.ndarray:
