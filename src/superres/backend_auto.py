@@ -15,7 +15,8 @@ Only fp32 on the CPU is measured: a GPU, ``--precision bf16``, hyper-parameters 
 runtime that reads it. Architectures whose torch forward runs large images in bands (DAT) stay on torch: a
 runtime runs their whole-image graph in tiles, which differ from the whole image, and on a 768 px photograph
 OpenVINO's tiles took 2.5x the time and 3.5x the memory of the bands (README "DAT-light"). With only the core
-install (no ONNX Runtime, no OpenVINO) auto is the engine and measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins the answer (the test suite pins ``torch``).
+install (no ONNX Runtime, no OpenVINO) auto is the engine and measures nothing. ``$SUPERRES_AUTO_BACKEND`` pins
+the answer (the test suite pins ``torch``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,19 @@ SIZE_MULTIPLE = {2: 2, 3: 4, 4: 2}
 PRO_GAIN, PRO_OFFSET = 0.7, 0.15
 
 
-# Set by superres.inference.se_bands while it runs a U-Net in bands of rows: each SE gate then asks it for the
-# whole image's channel means (the band alone would average only itself).
-SE_CONTROL: ContextVar[Callable[["SE", torch.Tensor], torch.Tensor] | None] = ContextVar("se_control", default=None)
+class SEControl(Protocol):
+    """What answers the SE gates while superres.inference.se_bands runs a U-Net in bands of rows: the whole
+    image's channel means (the band alone would average only itself)."""
+
+    def __call__(self, se: "SE", x: torch.Tensor) -> torch.Tensor:
+        """An eager gate on its NCHW map."""
+
+    def engine_gate(self, key: int, src: torch.Tensor, gate: Callable[[torch.Tensor], torch.Tensor],
+                    mean: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The engine plan's gate (inference.fast._UNetPlan) on its (h, w, C) map."""
+
+
+SE_CONTROL: ContextVar[SEControl | None] = ContextVar("se_control", default=None)
 
 
 class SE(nn.Module):
