@@ -399,3 +399,49 @@ def test_a_long_banded_call_reports_steps_and_can_be_cancelled(monkeypatch: pyte
     with pytest.raises(Cancelled):
         up.with_tile_hooks(before=check).upscale_planes(planes)
     assert checks[0] == 3  # the call (one tile) stopped at its second step
+
+
+def test_compiled_window_attention_gives_the_eager_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CPU engine (``accelerate``) DAT's windows run in the compiled attention kernel, split over
+    the engine's workers: the same output as eager PyTorch within 1e-5, whole and in bands, shifted windows
+    and a batch of two included; under autograd the kernel is not used."""
+    from superres.archs import base, dat, dat_bands
+    from superres.inference import fast
+    from superres.zoo.loader import load_network
+
+    if fast.c_kernels() is None:
+        pytest.skip("no working C compiler: the kernels cannot be built here")
+    calls = []
+    real = fast.map_attention_kernel
+
+    def counting(kern, pool):  # type: ignore[no-untyped-def]
+        fn = real(kern, pool)
+        return lambda win: calls.append(win.window) or fn(win)
+
+    monkeypatch.setattr(fast, "map_attention_kernel", counting)
+    nets = [load_network(TINY)[0].eval(),
+            _perturbed_dat(scale=2, embed_dim=40, depths=[2], num_heads=[4], split_size=[8, 16],
+                           expansion_factor=2.0, upsampler="pixelshuffledirect", resi_connection="1conv")]
+    gen = torch.Generator().manual_seed(5)
+    for net in nets:
+        fwd = fast.accelerate(net, mode="channels_last")
+        for shape in ((1, 3, 37, 45), (2, 3, 24, 17)):
+            x = torch.rand(*shape, generator=gen)
+            with torch.no_grad():
+                want = net(x)
+            before = len(calls)
+            assert float((fwd(x) - want).abs().max()) <= 1e-5, shape
+            assert len(calls) > before  # the kernel ran
+        monkeypatch.setattr(dat_bands, "BAND_PIXELS", 8 * 48)
+        x = torch.rand(1, 3, 61, 48, generator=gen)
+        with torch.no_grad():
+            want = net(x)
+            assert net.use_bands(x)
+        assert float((fwd(x) - want).abs().max()) <= 1e-5
+        monkeypatch.undo()
+        monkeypatch.setattr(fast, "map_attention_kernel", counting)
+    before = len(calls)
+    with base.attention_kernel(lambda win: calls.append("grad") or False):
+        x = torch.rand(1, 3, 16, 16, requires_grad=True)
+        nets[0](x).sum().backward()
+    assert "grad" not in calls[before:] and dat.BANDS

@@ -163,3 +163,52 @@ def test_forced_portable_kernel_through_the_cli() -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "fast engine kernel: portable" in res.stdout
+
+
+@pytest.mark.parametrize("variant", sorted({*SUPPORTED, "portable"}))
+def test_map_attention_of_every_variant(variant: str) -> None:
+    """The compiled windowed attention (DAT's spatial windows, read from and written to channels-last maps)
+    against a float64 reference: the head sizes it specialises (8, 10, 16, 30, 32) and generic ones (3, 40),
+    8 to 256 tokens a window, rolled rows and columns, rows and columns left unwritten, Swin-style -100 masks
+    on some windows (scores far apart: the softmax must subtract its max), a batch of two."""
+    from dataclasses import replace
+
+    from superres.archs.base import MapWindows
+
+    _need_compiler()
+    kern = fast.c_kernels(variant)
+    g = torch.Generator().manual_seed(4)
+    for d, (wh, ww), masked in ((3, (2, 4), True), (8, (4, 8), False), (10, (8, 32), True), (16, (8, 8), False),
+                                (30, (8, 16), True), (32, (4, 4), False), (40, (2, 12), True)):
+        heads, nh, nw = 2, 3, 2
+        n, hp, wp = wh * ww, nh * wh, nw * ww
+        c = heads * d + 3
+        rowmap = (torch.arange(hp) + wh // 2) % hp
+        masks = mask_of = None
+        if masked:
+            masks = torch.zeros(2, n, n)
+            masks[0, : n // 2, n // 2:] = -100.0
+            masks[1] = torch.randn(n, n, generator=g) * 3
+            mask_of = torch.tensor([-1, 0, 1, -1, 0, 0])
+        win = MapWindows(qkv=torch.randn(2, hp, wp, 3 * c, generator=g) * 2, channel=3, heads=heads, head_dim=d,
+                         window=(wh, ww), col_shift=ww // 2, rowmap=rowmap, out=torch.zeros(2, hp - 1, wp - 1, c),
+                         out_channel=1, outrow=torch.where(rowmap < hp - 1, rowmap, -1),
+                         bias=torch.randn(heads, n, n, generator=g), masks=masks, mask_of=mask_of)
+        want = win.out.clone()
+        fast.map_attention_reference(replace(win, out=want))
+        assert fast.map_attention_kernel(kern, fast._Inline())(win)
+        assert (win.out.double() - want.double()).abs().max().item() <= 1e-5, (variant, d, wh, ww)
+        assert want[:, :, :, 1:1 + heads * d].abs().min() > 0 and not want[..., 0].any()  # all written, no more
+
+
+def test_map_attention_refuses_what_it_cannot_address() -> None:
+    """Inputs whose addresses would leave the tensors are refused (the torch path runs), not computed."""
+    from dataclasses import replace
+
+    _need_compiler()
+    win = fast._self_test_windows(torch.Generator().manual_seed(0), 4)
+    attend = fast.map_attention_kernel(fast.c_kernels(), fast._Inline())
+    for bad in (dict(rowmap=win.rowmap + 1), dict(outrow=win.outrow + 1), dict(channel=win.qkv.shape[-1]),
+                dict(out_channel=win.out.shape[-1] - 1), dict(window=(4, 5)), dict(head_dim=65),
+                dict(mask_of=win.mask_of + 1), dict(qkv=win.qkv.double())):
+        assert not attend(replace(win, **bad)), bad

@@ -131,6 +131,56 @@ def step_hook(hook: Callable[[float], None] | None) -> Iterator[None]:
         _STEP_HOOK.reset(token)
 
 
+# Windowed self-attention over a channels-last map in one compiled call, where the pipeline has one (the CPU
+# engine's kernel, superres.inference.fast): the roll of shifted windows, the window partition and its
+# inverse become address arithmetic instead of copies. Architectures describe the windows as a MapWindows and
+# call :func:`map_attention`; without a kernel (training, export, GPU) they take their torch path.
+@dataclass(frozen=True)
+class MapWindows:
+    """Attention in windows of ``window`` = (wh, ww) tokens over ``qkv`` (B, R, Wp, 3C; channels contiguous):
+    window row k, token row y reads qkv row ``rowmap[k * wh + y]``; window column j, token column x reads
+    column (j * ww + x + col_shift) mod Wp; this branch's q channels start at ``channel`` (heads of
+    ``head_dim`` in a row), k C and v 2C further. The result of that token goes to ``out`` (B, Ro, Wo, C'),
+    row ``outrow[k * wh + y]`` (not written where -1, nor at columns >= Wo), channels from ``out_channel``.
+    Scores get ``bias`` (heads, N, N) and, where ``mask_of`` (one per window of a map, -1: none) says, one
+    of the ``masks`` (P, N, N)."""
+
+    qkv: torch.Tensor
+    channel: int
+    heads: int
+    head_dim: int
+    window: tuple[int, int]
+    col_shift: int
+    rowmap: torch.Tensor
+    out: torch.Tensor
+    out_channel: int
+    outrow: torch.Tensor
+    bias: torch.Tensor
+    masks: torch.Tensor | None = None
+    mask_of: torch.Tensor | None = None
+
+
+_MAP_ATTENTION: ContextVar[Callable[[MapWindows], bool] | None] = ContextVar(
+    "superres_map_attention", default=None)
+
+
+def map_attention(windows: MapWindows) -> bool:
+    """Run ``windows`` through the caller's kernel (:func:`attention_kernel`); False (nothing written) when
+    there is none, autograd is on, or it does not take these inputs."""
+    fn = _MAP_ATTENTION.get()
+    return fn is not None and not torch.is_grad_enabled() and fn(windows)
+
+
+@contextlib.contextmanager
+def attention_kernel(fn: Callable[[MapWindows], bool] | None) -> Iterator[None]:
+    """Run the block with :func:`map_attention` calls made in this thread going to ``fn``."""
+    token = _MAP_ATTENTION.set(fn)
+    try:
+        yield
+    finally:
+        _MAP_ATTENTION.reset(token)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """One registered architecture.

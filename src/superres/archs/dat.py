@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dat_bands
-from .base import ArchSpec, SRNet, StateDict, count_indexed, register, shuffle_scale
+from .base import ArchSpec, MapWindows, SRNet, StateDict, count_indexed, map_attention, register, shuffle_scale
 from .dat_bands import nchw as _nchw
 from .dat_bands import nhwc as _nhwc
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
@@ -114,6 +114,18 @@ def border_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], ro
     windows = _window_labels(h, w, win, shift, rows, device)
     idx = (windows != windows[:, :1]).any(1).nonzero().flatten()
     return idx, _pair_mask(windows[idx]).unsqueeze(1)
+
+
+def mask_patterns(h: int, w: int, win: tuple[int, int], shift: tuple[int, int], rows: torch.Tensor | None = None,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`shift_mask` as its distinct non-zero masks (P, N, N; P <= 3) and, per window, which one it has
+    (-1: none), the form the compiled attention takes. ``rows``: only these rows of windows."""
+    labels = _window_labels(h, w, win, shift, rows, device)
+    mixed = (labels != labels[:, :1]).any(1)
+    distinct, which = torch.unique(labels[mixed], dim=0, return_inverse=True)
+    mask_of = torch.full((labels.shape[0],), -1, dtype=torch.long, device=labels.device)
+    mask_of[mixed] = which
+    return _pair_mask(distinct), mask_of
 
 
 def _offset_table(wh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,6 +295,36 @@ class SpatialAttention(Interaction):
             out = torch.roll(out, shifts=sw, dims=2)
         return out
 
+    def map_windows(self, qkv: torch.Tensor, branch: int, rowmap: torch.Tensor, out: torch.Tensor,
+                    outrow: torch.Tensor, masks: dict[Any, Any], hp: int, rows: torch.Tensor | None = None
+                    ) -> MapWindows:
+        """Branch ``branch``'s windows over ``qkv`` (B, R, Wp, 3C) for the compiled attention: window rows
+        ``rows`` of the map ``hp`` rows high (None: all), whose token rows are qkv rows ``rowmap`` (the shift's
+        roll included); token row i goes to ``out`` row ``outrow[i]``, the branch's channel half."""
+        win, shift = self.windows[branch], self.shifts[branch]
+        half = qkv.shape[-1] // 6
+        heads = self.attns[branch].num_heads
+        patterns = mask_of = None
+        if self.shifted:
+            key = ("patterns", hp, qkv.shape[2], branch, None if rows is None else tuple(rows.tolist()), qkv.device)
+            if key not in masks:
+                masks[key] = mask_patterns(hp, qkv.shape[2], win, shift, rows, qkv.device)
+            patterns, mask_of = masks[key]
+        return MapWindows(qkv, branch * half, heads, half // heads, win, shift[1] if self.shifted else 0, rowmap,
+                          out, branch * half, outrow, self.attns[branch].bias(qkv.dtype), patterns, mask_of)
+
+    def attend_map(self, qkv: torch.Tensor, h: int, w: int, masks: dict[Any, Any]) -> torch.Tensor | None:
+        """Both branches over the padded (B, Hp, Wp, 3C) map in the compiled attention, straight into a
+        (B, h, w, C) result; None where no kernel runs them (then :meth:`attend` does)."""
+        b, hp = qkv.shape[:2]
+        out = qkv.new_empty(b, h, w, qkv.shape[-1] // 3)
+        for branch in (0, 1):
+            rowmap = (torch.arange(hp) + (self.shifts[branch][0] if self.shifted else 0)) % hp
+            outrow = torch.where(rowmap < h, rowmap, -1)
+            if not map_attention(self.map_windows(qkv, branch, rowmap, out, outrow, masks, hp)):
+                return None
+        return out
+
     def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         b, h, w, c = x.shape
         qkv = self.qkv(x)  # (B, H, W, 3C)
@@ -292,10 +334,12 @@ class SpatialAttention(Interaction):
         # then, except in a traced graph, which must pad whatever size it is given
         if h % m or w % m or _tracing():
             qkv = F.pad(qkv, (0, 0, 0, (-w) % m, 0, (-h) % m))
-        qkv = qkv.view(b, qkv.shape[1], qkv.shape[2], 3, c)
-        half = c // 2
-        attended = torch.cat([self.attend(qkv[..., :half], 0, masks)[:, :h, :w],
-                              self.attend(qkv[..., half:], 1, masks)[:, :h, :w]], dim=-1)
+        attended = None if _tracing() else self.attend_map(qkv, h, w, masks)
+        if attended is None:
+            qkv = qkv.view(b, qkv.shape[1], qkv.shape[2], 3, c)
+            half = c // 2
+            attended = torch.cat([self.attend(qkv[..., :half], 0, masks)[:, :h, :w],
+                                  self.attend(qkv[..., half:], 1, masks)[:, :h, :w]], dim=-1)
         conv = self.conv_branch(v)
         mixed = attended * self.channel_gate(conv) + conv * self.spatial_gate(attended)
         return self.proj(mixed)
@@ -315,16 +359,40 @@ class ChannelAttention(Interaction):
 
     def forward(self, x: torch.Tensor, masks: dict[Any, Any]) -> torch.Tensor:
         b, h, w, c = x.shape
-        heads = self.num_heads
         qkv = self.qkv(x)
         v_img = qkv[..., 2 * c:]
-        q, k, v = qkv.view(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 4, 1).unbind(0)  # (B, heads, d, N)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.temperature, dim=-1)  # (B, heads, d, d)
-        attended = (attn @ v).permute(0, 3, 1, 2).reshape(b, h, w, c)
+        attended = (self._attend_traced if _tracing() else self._attend)(qkv.view(b, h * w, 3 * c)).view(b, h, w, c)
         conv = self.conv_branch(v_img)
         mixed = attended * self.spatial_gate(conv) + conv * self.channel_gate(attended)
         return self.proj(mixed)
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) -> (B, N, C) attended, in the pixels-by-channels layout the projection made: the Gram
+        matrix of q and k is one matrix product over the pixels (of which each head keeps its diagonal block),
+        the row norms are column norms, and the attention is applied as a block-diagonal (C, C) product. The
+        same values as :meth:`_attend_traced` (the upstream formulation) without its three transposed copies:
+        1.7x faster at 256x256."""
+        b, _, c3 = qkv.shape
+        c, heads = c3 // 3, self.num_heads
+        d = c // heads
+        q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
+        gram = torch.bmm(q.transpose(1, 2), k).view(b, heads, d, heads, d)
+        gram = torch.diagonal(gram, dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, heads, d, d)
+        nq = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12).view(b, heads, d, 1)  # F.normalize's eps
+        nk = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12).view(b, heads, 1, d)
+        attn = torch.softmax(gram / (nq * nk) * self.temperature, dim=-1)  # (B, heads, d, d)
+        eye = torch.eye(heads, dtype=attn.dtype, device=attn.device)
+        mix = (attn.transpose(-1, -2)[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(b, c, c)
+        return torch.bmm(v, mix)
+
+    def _attend_traced(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The upstream formulation (per-head (d, N) maps, rows L2-normalised), kept for exported graphs."""
+        b, n, c3 = qkv.shape
+        c, heads = c3 // 3, self.num_heads
+        q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 4, 1).unbind(0)  # (B, heads, d, N)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.temperature, dim=-1)  # (B, heads, d, d)
+        return (attn @ v).permute(0, 3, 1, 2).reshape(b, n, c)
 
 
 class SpatialGate(nn.Module):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .base import report_step
+from .base import map_attention, report_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -104,16 +104,23 @@ def _spatial_rows(attn: SpatialAttention, norm: nn.Module, x: torch.Tensor, a: i
     qkv[:, : real.numel(), :w] = attn.qkv(norm(x[:, real]))
     where = torch.full((hp,), -1, dtype=torch.long)
     where[need] = torch.arange(need.numel())
-    qkv5 = qkv.view(b, need.numel(), wp, 3, c)
-    half = c // 2
-    parts = []
-    for branch, (k, rows) in enumerate(plans):
-        piece = qkv5[:, where[rows], :, :, branch * half:(branch + 1) * half]
-        out = attn.attend_rows(piece, branch, masks, hp, k)
-        keep = ((rows >= a) & (rows < e)).nonzero().flatten()
-        keep = keep[torch.argsort(rows[keep])]
-        parts.append(out[:, keep, :w])
-    attended = torch.cat(parts, dim=-1)
+    attended: torch.Tensor | None = qkv.new_empty(b, e - a, w, c)
+    for branch, (k, rows) in enumerate(plans):  # the compiled attention, straight into the band's rows
+        outrow = torch.where((rows >= a) & (rows < e), rows - a, -1)
+        if not map_attention(attn.map_windows(qkv, branch, where[rows], attended, outrow, masks, hp, k)):
+            attended = None
+            break
+    if attended is None:
+        qkv5 = qkv.view(b, need.numel(), wp, 3, c)
+        half = c // 2
+        parts = []
+        for branch, (k, rows) in enumerate(plans):
+            piece = qkv5[:, where[rows], :, :, branch * half:(branch + 1) * half]
+            out = attn.attend_rows(piece, branch, masks, hp, k)
+            keep = ((rows >= a) & (rows < e)).nonzero().flatten()
+            keep = keep[torch.argsort(rows[keep])]
+            parts.append(out[:, keep, :w])
+        attended = torch.cat(parts, dim=-1)
     first = int(where[lo])  # rows lo..hi are consecutive in ``need``
     conv = attn.conv_branch(qkv[:, first:first + hi - lo, :w, 2 * c:])[:, a - lo : e - lo]
     return attn.proj(attended * gate + conv * attn.spatial_gate(attended))

@@ -222,6 +222,24 @@ class _CKernels:
         self._chunk.restype = None
         self._chunk.argtypes = [ctypes.c_int, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,
                                 ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, i64, ctypes.POINTER(_Epi)]
+        self._attn = lib.sr_map_attention
+        self._attn.restype = None
+        self._attn.argtypes = [*[i64] * 10, ctypes.c_float, ptr, *[i64] * 5, ptr, ptr, *[i64] * 4, ptr, i64,
+                               ptr, ptr, ptr, ptr]
+
+    def map_attention(self, w0: int, w1: int, win: Any, bias_blocks: torch.Tensor,
+                      mask_blocks: torch.Tensor | None, mask_of: torch.Tensor | None) -> None:
+        """Windows [w0, w1) of ``win`` (a checked :class:`superres.archs.base.MapWindows`; its rowmap, outrow
+        and mask_of int64 and contiguous) with the bias and masks in :func:`attention_bias_blocks` layout."""
+        qkv, out = win.qkv, win.out
+        wh, ww = win.window
+        n, d = wh * ww, win.head_dim
+        work = _scratch_buf("attention", (12 + 2 * d) * n)
+        self._attn(w0, w1, win.rowmap.numel() // wh, qkv.shape[2] // ww, wh, ww, qkv.shape[2], win.col_shift,
+                   win.heads, d, d ** -0.5, qkv.data_ptr(), qkv.stride(0), qkv.stride(1), qkv.stride(2),
+                   win.channel, qkv.shape[3] // 3, win.rowmap.data_ptr(), out.data_ptr(), out.stride(0),
+                   out.stride(1), out.stride(2), win.out_channel, win.outrow.data_ptr(), out.shape[2],
+                   bias_blocks.data_ptr(), _ptr(mask_blocks), _ptr(mask_of), work.data_ptr())
 
     def chunk(self, m: int, src: torch.Tensor, up: int, h: int, w: int, ntx: int, t0: int, t1: int,
               v_ptr: int, vsp: int, vst: int, voff: int, vc: int, u: torch.Tensor, m_ptr: int, msp: int,
@@ -503,6 +521,31 @@ def _self_test(kern: Any) -> None:
     err = (mm.double() - torch.bmm(v.double(), u.double())).abs().max().item()
     if not err < 1e-4:
         raise RuntimeError(f"self-test of the GEMM failed (max error {err:.3g})")
+    # the windowed attention: rolled rows and columns, a mask pattern, a generic and a specialised head size
+    for d in (3, 10):
+        win = _self_test_windows(g, d)
+        want = win.out.clone()
+        map_attention_reference(replace(win, out=want))
+        if not map_attention_kernel(kern, _Inline())(win):
+            raise RuntimeError("self-test of the windowed attention: the kernel refused its input")
+        err = (win.out - want).abs().max().item()
+        if not err < 1e-5:
+            raise RuntimeError(f"self-test of the windowed attention failed (max error {err:.3g})")
+
+
+def _self_test_windows(g: torch.Generator, d: int) -> Any:
+    """A small MapWindows exercising every part of the kernel (a batch of two, rolled rows and columns, rows
+    and columns not written, a mask on some windows, output channels at an offset)."""
+    from ..archs.base import MapWindows
+
+    heads, c = 2, 2 * d + 1
+    rowmap = (torch.arange(8) + 3) % 8
+    masks = torch.randn(2, 16, 16, generator=g) * 5
+    return MapWindows(qkv=torch.randn(2, 8, 16, 3 * c, generator=g), channel=1, heads=heads, head_dim=d,
+                      window=(4, 4), col_shift=6, rowmap=rowmap, out=torch.zeros(2, 7, 13, 2 * d + 2),
+                      out_channel=2, outrow=torch.where(rowmap < 7, rowmap, -1),
+                      bias=torch.randn(heads, 16, 16, generator=g), masks=masks,
+                      mask_of=torch.tensor([-1, 0, -1, 1, 1, -1, 0, -1]))
 
 
 def _load_c_kernels(variant: str = "native") -> _CKernels:
@@ -615,6 +658,9 @@ class _Job:
         self.error: BaseException | None = None
 
 
+_WORKER = threading.local()  # .inside: this thread is one of a _Pool's workers
+
+
 class _Pool:
     """``map(fn, n)`` runs fn(0..n-1) on the workers and returns when all are done (first error re-raised).
     Several callers may map at once; their items interleave. Items run under inference mode."""
@@ -631,6 +677,7 @@ class _Pool:
         self._ready.wait()
 
     def _loop(self) -> None:
+        _WORKER.inside = True
         try:
             ok = _make_this_thread_single_threaded()
         except Exception:  # noqa: BLE001 - an unexpected runtime: run chunks in the caller instead
@@ -1762,6 +1809,105 @@ def has_plan(net: nn.Module) -> bool:
     return _plan_class(net) is not None
 
 
+# ---- windowed attention (DAT) ------------------------------------------------------------------------------
+
+#: Largest head size the compiled attention takes (its accumulators live in registers or on the stack).
+ATTENTION_MAX_HEAD = 64
+
+
+def attention_bias_blocks(bias: torch.Tensor) -> torch.Tensor:
+    """(..., heads, N, N) additive bias -> (..., heads, N/8, N, 8): each block of eight query rows
+    transposed, the layout in which the kernel reads it (eight rows at once, one per vector lane)."""
+    *lead, heads, n, _ = bias.shape
+    return bias.reshape(*lead, heads, n // 8, 8, n).transpose(-1, -2).contiguous()
+
+
+def map_attention_reference(win: Any) -> None:
+    """What the kernel computes, in float64 torch (the self-test's and the tests' reference): gather the
+    rolled windows, attend, write the kept tokens into ``win.out``."""
+    qkv, out = win.qkv, win.out
+    (wh, ww), d, heads = win.window, win.head_dim, win.heads
+    b, _, wp, c3 = qkv.shape
+    nh, nw, n = win.rowmap.numel() // wh, wp // ww, wh * ww
+    cols = (torch.arange(wp) + win.col_shift) % wp
+    rolled = qkv[:, win.rowmap.long()][:, :, cols].view(b, nh * wh, wp, 3, c3 // 3)
+    t = rolled[..., win.channel:win.channel + heads * d].reshape(b, nh, wh, nw, ww, 3, heads, d)
+    q, k, v = t.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nh * nw, heads, n, d).double().unbind(0)
+    bias = win.bias.double()[None]
+    if win.masks is not None:
+        per = torch.zeros(nh * nw, n, n, dtype=torch.float64)
+        sel = win.mask_of >= 0
+        per[sel] = win.masks.double()[win.mask_of[sel].long()]
+        bias = bias + per.repeat(b, 1, 1)[:, None]
+    o = torch.softmax(q @ k.transpose(-1, -2) * d ** -0.5 + bias, -1) @ v
+    o = o.view(b, nh, nw, heads, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, nh * wh, wp, heads * d)
+    rows = (win.outrow >= 0).nonzero().flatten()
+    keep = (cols < out.shape[2]).nonzero().flatten()
+    span = slice(win.out_channel, win.out_channel + heads * d)
+    out[:, win.outrow.long()[rows][:, None], cols[keep][None, :], span] = o[:, rows][:, :, keep].to(out.dtype)
+
+
+def _map_windows_fit(win: Any) -> bool:
+    """Whether the kernel takes ``win`` and every address it will form lies inside its tensors."""
+    qkv, out = win.qkv, win.out
+    wh, ww = win.window
+    n, d = wh * ww, win.head_dim
+    tensors = [qkv, out, win.bias, *([] if win.masks is None else [win.masks])]
+    if (qkv.dim() != 4 or out.dim() != 4 or n % 8 or not 0 < d <= ATTENTION_MAX_HEAD
+            or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors)
+            or qkv.stride(3) != 1 or out.stride(3) != 1 or qkv.shape[0] != out.shape[0]):
+        return False
+    b, r, wp, c3 = qkv.shape
+    rows = win.rowmap.numel()
+    if (c3 % 3 or wp % ww or rows % wh or rows != win.outrow.numel() or out.shape[2] > wp
+            or win.channel < 0 or win.channel + win.heads * d > c3 // 3
+            or win.out_channel < 0 or win.out_channel + win.heads * d > out.shape[3]
+            or tuple(win.bias.shape) != (win.heads, n, n) or not 0 <= win.col_shift < wp):
+        return False
+    if rows and (int(win.rowmap.min()) < 0 or int(win.rowmap.max()) >= r or int(win.outrow.max()) >= out.shape[1]):
+        return False
+    if win.masks is not None:
+        windows = rows // wh * (wp // ww)
+        if (win.mask_of is None or win.masks.dim() != 3 or tuple(win.masks.shape[1:]) != (n, n)
+                or win.mask_of.numel() != windows or (windows and int(win.mask_of.max()) >= win.masks.shape[0])):
+            return False
+    return True
+
+
+def map_attention_kernel(kern: _CKernels, pool: _Pool | _Inline) -> Callable[[Any], bool]:
+    """The compiled windowed attention as a :func:`superres.archs.base.attention_kernel` function: the
+    windows split over the engine's workers; False (the architecture's torch path) for inputs it does not
+    take."""
+
+    def attend(win: Any) -> bool:
+        if not _map_windows_fit(win):
+            return False
+        longs = {f: getattr(win, f).to(torch.int64).contiguous() for f in ("rowmap", "outrow")}
+        mask_of = None if win.masks is None else win.mask_of.to(torch.int64).contiguous()
+        win = replace(win, **longs)
+        bias = attention_bias_blocks(win.bias)
+        masks = None if win.masks is None or not win.masks.numel() else attention_bias_blocks(win.masks[:, None])
+        total = win.qkv.shape[0] * (win.rowmap.numel() // win.window[0]) * (win.qkv.shape[2] // win.window[1])
+        runner = _Inline() if getattr(_WORKER, "inside", False) else pool  # a worker waiting on its pool stalls it
+        chunks = min(total, 4 * runner.workers)
+
+        def item(i: int) -> None:
+            kern.map_attention(total * i // chunks, total * (i + 1) // chunks, win, bias,
+                               masks, mask_of if masks is not None else None)
+
+        runner.map(item, chunks)
+        return True
+
+    return attend
+
+
+def engine_map_attention(win: Any) -> bool:
+    """The engine's windowed attention for the channels-last forward (kernels built on first use; False
+    without a C compiler), on the workers of ``torch.get_num_threads()``."""
+    kern = c_kernels()
+    return kern is not None and map_attention_kernel(kern, _pool(torch.get_num_threads()))(win)
+
+
 # ---- channels-last -----------------------------------------------------------------------------------------
 
 
@@ -1770,8 +1916,10 @@ def _channels_last(net: nn.Module) -> Forward:
     descriptor = getattr(cl, "descriptor", None)
     continuous = bool(getattr(descriptor, "continuous", False)) and hasattr(cl, "upscale_to")
 
+    from ..archs.base import attention_kernel
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_kernel(engine_map_attention):
             x = x.contiguous(memory_format=torch.channels_last)
             if continuous:  # LIIF at its nominal scale, query blocks on the workers (as the pipeline runs it)
                 s = int(getattr(cl, "scale"))

@@ -511,3 +511,107 @@ void sr_chsum(const float* x, i64 sy, i64 sx, i64 C, i64 w, i64 r0, i64 r1, doub
             for (int k = 0; k < 8; k++) out[c0 + k] += acc[k];
         }
 }
+
+/* ---- windowed self-attention (DAT's spatial windows; superres.archs.base.map_attention) -----------------
+   O = softmax(scale Q K^T + B + M) V per window and head (N tokens, a multiple of 8; head size d), read
+   straight from the (rows, columns, 3C) map the qkv projection wrote and written straight into the output
+   map: the roll of shifted windows, the window partition and its inverse are address arithmetic here, not
+   copies, and the shift mask is added as the scores are made. Eight query rows are taken at once, one per
+   lane, so the scores of a block are S^T (N x 8): the softmax runs down the lanes (no horizontal
+   reductions), and Q's eight rows and P V's d accumulators stay in registers (d is a compile-time constant
+   for the common head sizes). */
+
+static inline v8 vmax8(v8 a, v8 b) { v8i gt = a > b; return (v8)(((v8i)a & gt) | ((v8i)b & ~gt)); }
+
+/* One block of eight queries: q of lane l at q8[l]; k and v (N, D) contiguous (gathered per window and
+   head, so the N x 8 passes over them stay in L1); b8 / m8 the bias / mask blocks (m8 may be NULL); o[l]
+   the output of lane l (NULL: not kept). */
+static inline __attribute__((always_inline)) void attn_rows8(const int D, i64 N, const float* const* q8,
+        const float* k, const float* v, const float* b8, const float* m8, float* s, float* const* o,
+        float scale)
+{
+    v8 qt[D > 0 ? D : 1], acc[D > 0 ? D : 1];
+    for (int l = 0; l < 8; l++)
+        for (int c = 0; c < D; c++) qt[c][l] = q8[l][c] * scale;
+    v8 vmax = (v8){0} - 3.0e38f, vsum = {0};
+    for (i64 j = 0; j < N; j++) {
+        v8 a = LD(b8 + 8 * j);
+        if (m8) a += LD(m8 + 8 * j);
+        for (int c = 0; c < D; c++) a += qt[c] * k[j * D + c];
+        ST(s + 8 * j, a);
+        vmax = vmax8(a, vmax);
+    }
+    for (i64 j = 0; j < N; j++) {
+        v8 e = vexp(LD(s + 8 * j) - vmax);
+        ST(s + 8 * j, e);
+        vsum += e;
+    }
+    for (int c = 0; c < D; c++) acc[c] = (v8){0};
+    for (i64 j = 0; j < N; j++) {
+        v8 p = LD(s + 8 * j);
+        for (int c = 0; c < D; c++) acc[c] += p * v[j * D + c];
+    }
+    v8 inv = 1.f / vsum;
+    for (int c = 0; c < D; c++) {
+        v8 r = acc[c] * inv;
+        for (int l = 0; l < 8; l++)
+            if (o[l]) o[l][c] = r[l];
+    }
+}
+
+/* Windows [w0, w1) of a batch of maps; window w is map b = w / (nh nw), window row k = w / nw mod nh,
+   column j = w mod nw. Its token (y, x) is the pixel at map row rowmap[k wh + y] and column
+   (j ww + x + sw) mod wp: q of head h at qkv + b sb + row sr + col sx + c0 + h d, k C and v 2C further. The
+   output of that token goes to out + b ob + orow or + col ox + oc0 + h d with orow = outrow[k wh + y], and
+   is not written when orow < 0 or col >= wo. The bias: BT (heads, N/8, N, 8), the blocks of eight query
+   rows transposed, plus mask pattern maskof[w mod (nh nw)] of MT (patterns, N/8, N, 8) where that is >= 0.
+   work: (12 + 2 d) N floats. */
+void sr_map_attention(i64 w0, i64 w1, i64 nh, i64 nw, i64 wh, i64 ww, i64 wp, i64 sw, i64 heads, i64 d,
+                      float scale, const float* qkv, i64 sb, i64 sr, i64 sx, i64 c0, i64 C, const i64* rowmap,
+                      float* out, i64 ob, i64 orr, i64 ox, i64 oc0, const i64* outrow, i64 wo,
+                      const float* BT, const float* MT, const i64* maskof, float* work)
+{
+    const i64 N = wh * ww, per_map = nh * nw;
+    float* s = work;
+    i64* tok = (i64*)(work + 8 * N);
+    i64* otok = tok + N;
+    float* kl = work + 12 * N;
+    float* vl = kl + N * d;
+    for (i64 w = w0; w < w1; w++) {
+        const i64 b = w / per_map, k = (w / nw) % nh, j = w % nw;
+        for (i64 t = 0; t < N; t++) {
+            const i64 y = t / ww, col = (j * ww + t % ww + sw) % wp, orow = outrow[k * wh + y];
+            tok[t] = b * sb + rowmap[k * wh + y] * sr + col * sx + c0;
+            otok[t] = (orow >= 0 && col < wo) ? b * ob + orow * orr + col * ox + oc0 : -1;
+        }
+        const i64 pattern = maskof ? maskof[w % per_map] : -1;
+        for (i64 h = 0; h < heads; h++) {
+            const float* base = qkv + h * d;
+            for (i64 t = 0; t < N; t++)
+                for (i64 c = 0; c < d; c++) {
+                    kl[t * d + c] = base[tok[t] + C + c];
+                    vl[t * d + c] = base[tok[t] + 2 * C + c];
+                }
+            const float* bt = BT + h * N * N;
+            const float* mt = pattern >= 0 ? MT + pattern * N * N : 0;
+            for (i64 ib = 0; ib < N / 8; ib++) {
+                const float* q8[8];
+                float* o[8];
+                for (int l = 0; l < 8; l++) {
+                    q8[l] = base + tok[ib * 8 + l];
+                    o[l] = otok[ib * 8 + l] >= 0 ? out + otok[ib * 8 + l] + h * d : 0;
+                }
+                const float* b8 = bt + ib * N * 8;
+                const float* m8 = mt ? mt + ib * N * 8 : 0;
+                switch (d) {  /* DAT-light's 10, DAT / DAT-S's 30, and powers of two */
+                    case 8: attn_rows8(8, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                    case 10: attn_rows8(10, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                    case 16: attn_rows8(16, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                    case 30: attn_rows8(30, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                    case 32: attn_rows8(32, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                    default: attn_rows8((int)d, N, q8, kl, vl, b8, m8, s, o, scale); break;
+                }
+            }
+        }
+    }
+}
