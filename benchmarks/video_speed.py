@@ -25,6 +25,7 @@ ncnn with the environment this script was started with, as an ncnn user has it.
     python benchmarks/video_speed.py --frames 8 --rows espcn-r-x4:320x180:1280x720   # a quick check
     python benchmarks/video_speed.py --frames 6 --pipeline-only --rows span-x2:1280x720:2560x1440   # RSS
     python benchmarks/video_speed.py --frames 24 --codec-nice 0 5 --rows span-x2:320x180:640x360    # A/B
+    python benchmarks/video_speed.py --frames 24 --temporal flow --rows realesr-animevideov3:320x180:1280x720
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def ncnn_fps(model: str, frames: list[np.ndarray], out: tuple[int, int]) -> floa
     return len(frames) / (time.perf_counter() - t)
 
 
-def pipeline_child(model: str, src: str, out: str, size: str, nice: str = "") -> None:
+def pipeline_child(model: str, src: str, out: str, size: str, nice: str = "", temporal: str = "off") -> None:
     """Run in a fresh process: the pipeline's frames/s and this process's peak RSS, as JSON."""
     from superres.inference.frames import FrameUpscaler
     from superres.loading import load_model
@@ -168,7 +169,7 @@ def pipeline_child(model: str, src: str, out: str, size: str, nice: str = "") ->
     w, h = (int(v) for v in size.split("x"))
     up = load_model(model)
     job = prepare_video(src, out, size=lambda *_: (w, h), model_id=model, scale=up.scale, overwrite=True,
-                        preset="veryfast")
+                        preset="veryfast", temporal=temporal)
     t, c = time.perf_counter(), cpu_seconds()
     r = run_video(job, FrameUpscaler(up, (w, h)), codec_nice=int(nice) if nice else None)
     seconds = time.perf_counter() - t
@@ -201,10 +202,10 @@ def child(kind: str, *args: str, cli_threads: bool = True) -> dict[str, float]:
 
 
 def pipeline(model: str, src: Path, out: tuple[int, int], work: Path, nice: int | None = None,
-             cli_threads: bool = True) -> dict[str, float]:
+             cli_threads: bool = True, temporal: str = "off") -> dict[str, float]:
     dst = work / f"out-{model}-{out[0]}.mp4"
     return child("child", model, str(src), str(dst), f"{out[0]}x{out[1]}", "" if nice is None else str(nice),
-                 cli_threads=cli_threads)
+                 temporal, cli_threads=cli_threads)
 
 
 def machine() -> str:
@@ -227,7 +228,11 @@ def main() -> None:
                     "value (default: the pipeline's own, superres.video.pipeline.CODEC_NICE); e.g. 0 5")
     ap.add_argument("--omp-default", action="store_true", help="run ours with OpenMP's default wait policy "
                     "instead of the superres command's (idle threads sleep at once)")
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--temporal", nargs="*", default=[], choices=["flow", "model"],
+                    help="also run the pipeline with these temporal filters (one pipeline-only row each; the "
+                    "main rows are --temporal off, the network alone has no filter). `superres video` runs "
+                    "flow by default on the GAN models (--temporal auto)")
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--network-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--ncnn-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -265,6 +270,10 @@ def main() -> None:
                 q = pipeline(model, lr, out, work, nice, ours)  # type: ignore[arg-type]
                 print(f"| {model} (codec nice {nice}) | {a} -> {b} | {q['fps']:.2f} | | | | | "
                       f"{q['rss_mb']:.0f} MB |", flush=True)
+            for mode in args.temporal:  # what the filter costs: pipeline only
+                q = pipeline(model, lr, out, work, nices[-1], ours, mode)  # type: ignore[arg-type]
+                print(f"| {model} (--temporal {mode}) | {a} -> {b} | {q['fps']:.2f} | | | | | "
+                      f"{q['rss_mb']:.0f} MB | {q['cpu_ms']:.0f} | |", flush=True)
             p = pipeline(model, lr, out, work, nices[-1], ours)  # type: ignore[arg-type]
             if args.pipeline_only:
                 print(f"| {model} | {a} -> {b} | {p['fps']:.2f} | - | - | - | - | {p['rss_mb']:.0f} MB |",

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -403,8 +404,9 @@ def test_a_long_banded_call_reports_steps_and_can_be_cancelled(monkeypatch: pyte
 
 def test_compiled_window_attention_gives_the_eager_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the CPU engine (``accelerate``) DAT's windows run in the compiled attention kernel, split over
-    the engine's workers: the same output as eager PyTorch within 1e-5, whole and in bands, shifted windows
-    and a batch of two included; under autograd the kernel is not used."""
+    the engine's workers, and a banded pass runs its bands on those workers: the same output as eager
+    PyTorch within 1e-5, whole and in bands, shifted windows and a batch of two included; under autograd the
+    kernel is not used."""
     from superres.archs import base, dat, dat_bands
     from superres.inference import fast
     from superres.zoo.loader import load_network
@@ -416,7 +418,7 @@ def test_compiled_window_attention_gives_the_eager_result(monkeypatch: pytest.Mo
 
     def counting(kern, pool):  # type: ignore[no-untyped-def]
         fn = real(kern, pool)
-        return lambda win: calls.append(win.window) or fn(win)
+        return lambda win: calls.append(threading.current_thread().name) or fn(win)
 
     monkeypatch.setattr(fast, "map_attention_kernel", counting)
     nets = [load_network(TINY)[0].eval(),
@@ -437,7 +439,10 @@ def test_compiled_window_attention_gives_the_eager_result(monkeypatch: pytest.Mo
         with torch.no_grad():
             want = net(x)
             assert net.use_bands(x)
+        before = len(calls)
         assert float((fwd(x) - want).abs().max()) <= 1e-5
+        if torch.get_num_threads() > 1:  # the bands ran on the engine's workers, the kernel inside them
+            assert any(name.startswith("superres-fast-") for name in calls[before:])
         monkeypatch.undo()
         monkeypatch.setattr(fast, "map_attention_kernel", counting)
     before = len(calls)
@@ -445,3 +450,29 @@ def test_compiled_window_attention_gives_the_eager_result(monkeypatch: pytest.Mo
         x = torch.rand(1, 3, 16, 16, requires_grad=True)
         nets[0](x).sum().backward()
     assert "grad" not in calls[before:] and dat.BANDS
+
+
+def test_parallel_items_carry_the_context_and_run_nested_items_in_place() -> None:
+    """Items on the engine's workers see the caller's context (its attention kernel), an item's own
+    parallel_items runs in its thread (a worker waiting on its pool would stall it), an item's error reaches
+    the caller, and without workers the items run in order."""
+    from superres.archs import base
+    from superres.inference.fast import worker_map
+
+    seen: list[tuple[int, object, str]] = []
+    marker = lambda win: False  # noqa: E731 - a recognisable hook
+
+    def item(i: int) -> None:
+        outer = threading.current_thread().name
+        base.parallel_items(lambda j: seen.append((10 * i + j, base._MAP_ATTENTION.get(),
+                                                   threading.current_thread().name == outer)), 2)
+
+    with base.attention_kernel(marker), base.item_workers(worker_map(2)):
+        base.parallel_items(item, 4)
+    assert sorted(s[0] for s in seen) == [0, 1, 10, 11, 20, 21, 30, 31]
+    assert all(hook is marker and same_thread for _, hook, same_thread in seen)
+    with base.item_workers(worker_map(2)), pytest.raises(ZeroDivisionError):
+        base.parallel_items(lambda i: 1 // (i - 2), 4)
+    order: list[int] = []
+    base.parallel_items(order.append, 3)
+    assert order == [0, 1, 2]

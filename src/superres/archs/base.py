@@ -13,6 +13,7 @@ output at ``scale`` times the size in the same range (not clamped).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -179,6 +180,43 @@ def attention_kernel(fn: Callable[[MapWindows], bool] | None) -> Iterator[None]:
         yield
     finally:
         _MAP_ATTENTION.reset(token)
+
+
+# Independent items of one network call (DAT's bands) on the caller's worker threads, where the pipeline
+# lends them (the CPU engine's pool, whose workers run torch single-threaded: no OpenMP barrier per op).
+_PARALLEL_MAP: ContextVar[Callable[[Callable[[int], None], int], None] | None] = ContextVar(
+    "superres_parallel_map", default=None)
+
+
+def parallel_items(fn: Callable[[int], None], n: int) -> None:
+    """``fn(0) .. fn(n - 1)``, on the caller's workers (:func:`item_workers`) when it lends them, else in
+    order here. Each item sees this thread's context (kernels, hooks) except the workers themselves, so an
+    item's own parallel_items runs in its thread."""
+    mapper = _PARALLEL_MAP.get()
+    if mapper is None or n < 2:
+        for i in range(n):
+            fn(i)
+        return
+    ctx = contextvars.copy_context()
+
+    def item(i: int) -> None:
+        def inner() -> None:
+            _PARALLEL_MAP.set(None)
+            fn(i)
+
+        ctx.copy().run(inner)
+
+    mapper(item, n)
+
+
+@contextlib.contextmanager
+def item_workers(mapper: Callable[[Callable[[int], None], int], None] | None) -> Iterator[None]:
+    """Run the block with :func:`parallel_items` calls in this thread going to ``mapper(fn, n)``."""
+    token = _PARALLEL_MAP.set(mapper)
+    try:
+        yield
+    finally:
+        _PARALLEL_MAP.reset(token)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ band's output with the finished sums. Window attention, the depth-wise convoluti
 are local: a band reads the rows its windows and kernels cover (the shifted windows wrap around the padded
 map, as ``torch.roll`` does in the whole-image pass). Between blocks three maps of ``embed_dim`` channels are
 kept whole; the q/k/v projection, the attention windows and the SGFN's hidden channels exist for one band at
-a time. The result equals :meth:`DAT.forward` up to float rounding (the sums are added in another order).
+a time (one per worker: on the CPU engine the bands of a sweep run on its workers at once, each torch op
+single-threaded, :func:`superres.archs.base.parallel_items`). The result equals :meth:`DAT.forward` up to
+float rounding (the sums are added in another order, the same order however the bands were scheduled).
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .base import map_attention, report_step
+from .base import map_attention, parallel_items, report_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .dat import DAT, ChannelAttention, DATBlock, ResidualGroup, SpatialAttention
 
-BAND_PIXELS = 32768  # LR pixels per band on a CPU: the band's temporaries stay near 200 MB for DAT-light
-GPU_BAND_FACTOR = 8  # larger bands off the CPU, where small kernels are launch-bound (not measured: no GPU here)
+# LR pixels per band on a CPU: a band's temporaries stay near 100 MB for DAT-light, and the engine's two
+# workers take bands at once (64-row bands ran a 256x256 map 1.25x faster than the whole-image pass there)
+BAND_PIXELS = 16384
+GPU_BAND_FACTOR = 16  # larger bands off the CPU, where small kernels are launch-bound (not measured: no GPU here)
 UPSAMPLE_HALO = 4  # rows of context for the "pixelshuffle" tail (4 convs over growing resolutions; 1 for direct)
 
 Span = tuple[int, int]
@@ -62,6 +66,27 @@ def _local(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, a: int, 
     return fn(x[:, lo:hi])[:, a - lo : b - lo]
 
 
+def _each(bands: list[Span], fn: Callable[[int, int], None]) -> None:
+    """``fn(a, e)`` for every band (rows a..e), on the engine's workers when it lends them: bands write
+    disjoint rows, so they run at once."""
+    parallel_items(lambda i: fn(*bands[i]), len(bands))
+
+
+def _summed(bands: list[Span], fn: Callable[[int, int], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """The sums over bands of ``fn(a, e)``'s tensors, added in band order (the same float64 sums however the
+    bands were scheduled)."""
+    parts: list[Any] = [None] * len(bands)
+
+    def one(i: int) -> None:
+        parts[i] = fn(*bands[i])
+
+    parallel_items(one, len(bands))
+    total = parts[0]
+    for part in parts[1:]:
+        total = tuple(t + p for t, p in zip(total, part))
+    return total
+
+
 def _channel_gate(attn: nn.Module, mean: torch.Tensor) -> torch.Tensor:
     """The AIM's channel map from an already pooled (B, C) mean: ``channel_interaction`` past its pooling."""
     return torch.sigmoid(nhwc(attn.channel_interaction[1:](mean[:, :, None, None])))
@@ -80,10 +105,12 @@ def _spatial_gate(attn: SpatialAttention, norm: nn.Module, x: torch.Tensor, band
     """First sweep of a spatial block: the conv branch's global mean -> the channel gate of the attention."""
     b, h, w, c = x.shape
     weight, bias = attn.qkv.weight[2 * c:], None if attn.qkv.bias is None else attn.qkv.bias[2 * c:]
-    total = torch.zeros(b, c, dtype=torch.float64, device=x.device)
-    for a, e in bands:
+
+    def part(a: int, e: int) -> tuple[torch.Tensor]:
         conv = _local(lambda t: attn.conv_branch(F.linear(norm(t), weight, bias)), x, a, e, 1)
-        total += conv.sum((1, 2), dtype=torch.float64)
+        return (conv.sum((1, 2), dtype=torch.float64),)
+
+    (total,) = _summed(bands, part)
     return _channel_gate(attn, (total / (h * w)).to(x.dtype))
 
 
@@ -139,17 +166,14 @@ def _channel_sums(attn: ChannelAttention, norm: nn.Module, x: torch.Tensor,
     the channel gate from the mean of the attended map (= attention @ mean of v, since it is linear in v)."""
     b, h, w, c = x.shape
     heads = attn.num_heads
-    d = c // heads
-    f64 = dict(dtype=torch.float64, device=x.device)
-    gram, qq, kk = torch.zeros(b, heads, d, d, **f64), torch.zeros(b, heads, d, **f64), torch.zeros(b, heads, d, **f64)
-    vs = torch.zeros(b, heads, d, **f64)
-    for a, e in bands:
+
+    def part(a: int, e: int) -> tuple[torch.Tensor, ...]:
         q, k, v = attn.qkv(norm(x[:, a:e])).reshape(b, -1, 3 * c).split(c, dim=-1)
         q, k, v = _heads(q, heads), _heads(k, heads), _heads(v, heads)
-        gram += (q @ k.transpose(-2, -1)).double()
-        qq += q.square().sum(-1, dtype=torch.float64)
-        kk += k.square().sum(-1, dtype=torch.float64)
-        vs += v.sum(-1, dtype=torch.float64)
+        return ((q @ k.transpose(-2, -1)).double(), q.square().sum(-1, dtype=torch.float64),
+                k.square().sum(-1, dtype=torch.float64), v.sum(-1, dtype=torch.float64))
+
+    gram, qq, kk, vs = _summed(bands, part)
     eps = 1e-12  # F.normalize's
     cos = gram / (qq.sqrt().clamp_min(eps)[..., :, None] * kk.sqrt().clamp_min(eps)[..., None, :])
     amap = torch.softmax(cos.to(x.dtype) * attn.temperature, dim=-1)  # (B, heads, d, d)
@@ -176,14 +200,20 @@ def block(blk: DATBlock, x: torch.Tensor, mid: torch.Tensor, out: torch.Tensor, 
     attn = blk.attn
     if hasattr(attn, "split"):  # spatial
         gate = _spatial_gate(attn, blk.norm1, x, bands)
-        for a, e in bands:
+
+        def attend(a: int, e: int) -> None:
             mid[:, a:e] = x[:, a:e] + _spatial_rows(attn, blk.norm1, x, a, e, gate, masks)
     else:
         amap, gate = _channel_sums(attn, blk.norm1, x, bands)
-        for a, e in bands:
+
+        def attend(a: int, e: int) -> None:
             mid[:, a:e] = x[:, a:e] + _channel_rows(attn, blk.norm1, x, a, e, amap, gate)
-    for a, e in bands:  # the SGFN's depth-wise conv reads one row either side
+
+    def ffn(a: int, e: int) -> None:  # the SGFN's depth-wise conv reads one row either side
         out[:, a:e] = mid[:, a:e] + _local(lambda t: blk.ffn(blk.norm2(t)), mid, a, e, 1)
+
+    _each(bands, attend)
+    _each(bands, ffn)
 
 
 def _tail_radius(net: DAT) -> int:
@@ -198,25 +228,24 @@ def group(layer: ResidualGroup, x: torch.Tensor, mid: torch.Tensor, y: torch.Ten
         block(blk, x if i == 0 else y, mid, y, bands, masks)
         step()
     source = y if layer.blocks else x
-    for a, e in bands:
+
+    def tail(a: int, e: int) -> None:
         x[:, a:e] += _local(lambda t: nhwc(layer.conv(nchw(t))), source, a, e, radius)
 
+    _each(bands, tail)
 
-def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """:meth:`DAT.forward` in bands of ``rows`` rows (default: :func:`band_rows`), for inference."""
-    mean = net.mean.to(x.dtype)
-    x = (x - mean) * net.img_range
-    b, _, h, w = x.shape
-    bands = spans(h, rows or band_rows(w, max(net.hyperparams["split_size"]), x.device))
-    c = net.conv_first.out_channels
 
-    def first(t: torch.Tensor) -> torch.Tensor:  # conv_first on NHWC-indexed rows of the NCHW input
-        return nhwc(net.conv_first(nchw(t)))
+def _features(net: DAT, pixels: torch.Tensor, bands: list[Span],
+              first: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The body's output plus the shallow features (what the tail upsamples) of the NHWC input ``pixels``,
+    band by band; the body's whole maps live only here."""
+    b, h, w, _ = pixels.shape
+    tokens = pixels.new_empty(b, h, w, net.conv_first.out_channels)
 
-    pixels = nhwc(x)
-    tokens = x.new_empty(b, h, w, c)
-    for a, e in bands:
+    def embed(a: int, e: int) -> None:
         tokens[:, a:e] = net.before_RG(_local(first, pixels, a, e, 1))
+
+    _each(bands, embed)
     mid, y = torch.empty_like(tokens), torch.empty_like(tokens)
     masks: dict[Any, Any] = {}
     radius = _tail_radius(net)
@@ -229,16 +258,35 @@ def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     for layer in net.layers:
         group(layer, tokens, mid, y, bands, masks, radius, step)
     feat = mid  # conv_after_body(norm(.)) + the shallow features, recomputed from the input
-    for a, e in bands:
+
+    def body_out(a: int, e: int) -> None:
         feat[:, a:e] = (_local(lambda t: nhwc(net.conv_after_body(nchw(net.norm(t)))), tokens, a, e, radius)
                         + _local(first, pixels, a, e, 1))
-    del tokens, y
+
+    _each(bands, body_out)
+    return feat
+
+
+def forward(net: DAT, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """:meth:`DAT.forward` in bands of ``rows`` rows (default: :func:`band_rows`), for inference."""
+    mean = net.mean.to(x.dtype)
+    x = (x - mean) * net.img_range
+    b, _, h, w = x.shape
+    bands = spans(h, rows or band_rows(w, max(net.hyperparams["split_size"]), x.device))
+
+    def first(t: torch.Tensor) -> torch.Tensor:  # conv_first on NHWC-indexed rows of the NCHW input
+        return nhwc(net.conv_first(nchw(t)))
+
+    feat = _features(net, nhwc(x), bands, first)
     s = net.scale
     out = x.new_empty(b, int(net.hyperparams["in_channels"]), h * s, w * s)
     direct = net.hyperparams["upsampler"] != "pixelshuffle"
-    for a, e in bands:
+
+    def upsample(a: int, e: int) -> None:
         lo, hi = _halo(a, e, h, 1 if direct else UPSAMPLE_HALO)
         up = net.upsample_features(nchw(feat[:, lo:hi]))
         out[:, :, a * s:e * s] = up[:, :, (a - lo) * s:(e - lo) * s]
+
+    _each(bands, upsample)
     report_step(1.0)
     return (out / net.img_range + mean).contiguous()

@@ -1916,10 +1916,10 @@ def _channels_last(net: nn.Module) -> Forward:
     descriptor = getattr(cl, "descriptor", None)
     continuous = bool(getattr(descriptor, "continuous", False)) and hasattr(cl, "upscale_to")
 
-    from ..archs.base import attention_kernel
+    from ..archs.base import attention_kernel, item_workers
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), attention_kernel(engine_map_attention):
+        with torch.inference_mode(), attention_kernel(engine_map_attention), item_workers(worker_map()):
             x = x.contiguous(memory_format=torch.channels_last)
             if continuous:  # LIIF at its nominal scale, query blocks on the workers (as the pipeline runs it)
                 s = int(getattr(cl, "scale"))
