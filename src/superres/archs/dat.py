@@ -639,10 +639,12 @@ SPEC = register(
         size_multiple=lambda hp: 1,  # the network pads inside its window attention, as upstream
         tiling="discouraged",
         receptive_field=lambda hp: None,  # channel attention and the AIM's pooling see the whole map
-        # large inputs run in row bands (dat_bands): three whole maps of embed_dim channels + one band's
-        # temporaries (~200 MB for DAT-light), so the common per-pixel estimate holds (1.6 KB at x2: the
-        # measured 512 x 512 pass peaked at 458 MiB, README "DAT-light")
+        # large inputs run in row bands (dat_bands): three whole maps of embed_dim channels + the bands'
+        # temporaries. The whole `upscale` pipeline (input and output copies included) peaked at 1960 MiB for a
+        # 1024 x 1024 LR image and 4505 MiB for 1536 x 1536 at x2 (1.9-2.0 KB per LR pixel), so the estimate
+        # gets 2 * embed_dim + 10 more elements a pixel than the common one: 2.2 KB at x2
         bands=True,
+        extra_activations=lambda hp, feat: 2 * feat + 10,
         out_channels_key="in_channels",
         licence="Apache-2.0",
     )
