@@ -165,6 +165,11 @@ _MAP_ATTENTION: ContextVar[Callable[[MapWindows], bool] | None] = ContextVar(
     "superres_map_attention", default=None)
 
 
+def map_attention_available() -> bool:
+    """Whether a kernel is set for this thread and autograd is off (what :func:`map_attention` needs to run)."""
+    return _MAP_ATTENTION.get() is not None and not torch.is_grad_enabled()
+
+
 def map_attention(windows: MapWindows) -> bool:
     """Run ``windows`` through the caller's kernel (:func:`attention_kernel`); False (nothing written) when
     there is none, autograd is on, or it does not take these inputs."""

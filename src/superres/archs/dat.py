@@ -50,7 +50,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dat_bands
-from .base import ArchSpec, MapWindows, SRNet, StateDict, count_indexed, map_attention, register, shuffle_scale
+from .base import (
+    ArchSpec,
+    MapWindows,
+    SRNet,
+    StateDict,
+    count_indexed,
+    map_attention,
+    map_attention_available,
+    register,
+    shuffle_scale,
+)
 from .dat_bands import nchw as _nchw
 from .dat_bands import nhwc as _nhwc
 from .edsr import DIV2K_RGB_MEAN, make_upsampler, upsampler_scale
@@ -316,6 +326,8 @@ class SpatialAttention(Interaction):
     def attend_map(self, qkv: torch.Tensor, h: int, w: int, masks: dict[Any, Any]) -> torch.Tensor | None:
         """Both branches over the padded (B, Hp, Wp, 3C) map in the compiled attention, straight into a
         (B, h, w, C) result; None where no kernel runs them (then :meth:`attend` does)."""
+        if not map_attention_available():
+            return None
         b, hp = qkv.shape[:2]
         out = qkv.new_empty(b, h, w, qkv.shape[-1] // 3)
         for branch in (0, 1):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .base import map_attention, parallel_items, report_step
+from .base import map_attention, map_attention_available, parallel_items, report_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -131,8 +131,9 @@ def _spatial_rows(attn: SpatialAttention, norm: nn.Module, x: torch.Tensor, a: i
     qkv[:, : real.numel(), :w] = attn.qkv(norm(x[:, real]))
     where = torch.full((hp,), -1, dtype=torch.long)
     where[need] = torch.arange(need.numel())
-    attended: torch.Tensor | None = qkv.new_empty(b, e - a, w, c)
-    for branch, (k, rows) in enumerate(plans):  # the compiled attention, straight into the band's rows
+    # the compiled attention where the engine lends it, straight into the band's rows
+    attended: torch.Tensor | None = qkv.new_empty(b, e - a, w, c) if map_attention_available() else None
+    for branch, (k, rows) in enumerate(plans if attended is not None else []):
         outrow = torch.where((rows >= a) & (rows < e), rows - a, -1)
         if not map_attention(attn.map_windows(qkv, branch, where[rows], attended, outrow, masks, hp, k)):
             attended = None
