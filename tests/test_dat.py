@@ -351,7 +351,8 @@ def test_memory_tile_is_uncapped_only_where_bands_run(monkeypatch: pytest.Monkey
     assert devices.auto_tile(desc, cpu, torch.float32) == 384
     side = devices.auto_tile(desc, cpu, torch.float32, exact_whole=True)
     per_pixel = devices.bytes_per_lr_pixel(desc, torch.float32)
-    assert 384 < side < 4096 and side ** 2 * per_pixel <= (2 << 30) * devices.EXACT_WHOLE_SHARE < (side + 16) ** 2 * per_pixel
+    budget = (2 << 30) * devices.EXACT_WHOLE_SHARE
+    assert 384 < side < 4096 and side ** 2 * per_pixel <= budget < (side + 16) ** 2 * per_pixel
     assert Upscaler(net).plan().tile == side
     def runtime(x: torch.Tensor) -> torch.Tensor:  # stands in for a runtime session, which names its runtime
         return x
@@ -477,3 +478,21 @@ def test_parallel_items_carry_the_context_and_run_nested_items_in_place() -> Non
     order: list[int] = []
     base.parallel_items(order.append, 3)
     assert order == [0, 1, 2]
+
+
+def test_concurrent_passes_split_the_memory_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with N inference threads may run N banded whole-image passes at once, each planned on the same
+    free memory: each then takes 1/N of the share (DAT's exact tile, the SE U-Nets' bands; the server's
+    start-up says N: tests/test_serve_settings.py)."""
+    from superres.inference import devices
+    from superres.zoo.loader import load_network
+
+    monkeypatch.setattr(devices, "_CONCURRENT_PASSES", 1)
+    monkeypatch.setattr(devices, "available_memory", lambda device: 2 << 30)
+    desc = load_network(TINY)[0].descriptor
+    cpu = torch.device("cpu")
+    alone = devices.auto_tile(desc, cpu, torch.float32, exact_whole=True)
+    devices.share_memory_among(4)
+    assert devices.memory_share(0.5) == 0.125
+    quarter = devices.auto_tile(desc, cpu, torch.float32, exact_whole=True)
+    assert abs(quarter - alone / 2) <= 16

@@ -43,3 +43,17 @@ def test_bad_values_name_the_setting(env: dict[str, str], flag: str) -> None:
     with pytest.raises(SuperresError, match="invalid server settings") as e:
         load_settings(environ=env)
     assert flag in str(e.value) and "\n" not in str(e.value)
+
+
+def test_server_start_splits_the_memory_share_among_its_inference_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """N inference threads may each run a banded whole-image pass (DAT, the SE U-Nets) planned on the same free
+    memory, so starting the server makes each take 1/N of the share."""
+    pytest.importorskip("fastapi", reason="the server needs the serve extra")
+    from fastapi.testclient import TestClient
+
+    from superres.inference import devices
+    from superres.serve.app import create_app
+
+    monkeypatch.setattr(devices, "_CONCURRENT_PASSES", 1)
+    with TestClient(create_app(load_settings({"concurrent_jobs": 3, "models": "span-x2"}, environ={}))):
+        assert devices._CONCURRENT_PASSES == 3 and devices.memory_share(0.5) == pytest.approx(0.5 / 3)

@@ -78,6 +78,22 @@ def available_memory(device: torch.device) -> int:
         return int(pages * os.sysconf("SC_PAGE_SIZE")) if pages else 4 << 30
 
 
+_CONCURRENT_PASSES = 1  # whole-image passes that may run at once in this process (share_memory_among)
+
+
+def share_memory_among(passes: int) -> None:
+    """Say that up to ``passes`` whole-image passes run at once in this process (a server's inference
+    threads), so each takes that fraction of the memory shares below: two banded passes planned on the same
+    free memory must not each take half of it."""
+    global _CONCURRENT_PASSES
+    _CONCURRENT_PASSES = max(1, int(passes))
+
+
+def memory_share(share: float) -> float:
+    """``share`` of free memory for one pass, divided among the passes that may run at once."""
+    return share / _CONCURRENT_PASSES
+
+
 #: Share of free memory a banded architecture's whole-image pass may take (as ``upscaler.BANDS_SHARE`` for the
 #: SE U-Nets): on a CPU with 22 GB free, DAT-light x2 runs LR images up to about 2500x2500 whole and exact.
 EXACT_WHOLE_SHARE = 0.5
@@ -91,7 +107,7 @@ def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype, *
     the torch backend), so a larger tile buys the whole-image result; only memory bounds it then, with the
     share the SE U-Nets' bands take (:data:`EXACT_WHOLE_SHARE` of free memory), up to 4096."""
     if exact_whole or device.type == "cuda":
-        budget = available_memory(device) * (EXACT_WHOLE_SHARE if exact_whole else 0.5)
+        budget = available_memory(device) * memory_share(EXACT_WHOLE_SHARE if exact_whole else 0.5)
     else:
         budget = min(available_memory(device) * 0.15, 1.5 * (1 << 30))
     side = int(math.sqrt(budget / bytes_per_lr_pixel(desc, dtype)))

@@ -24,7 +24,7 @@ from . import se_bands
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
 from .continuous import bands, render_tiled
-from .devices import auto_tile, available_memory, bytes_per_lr_pixel, pick_device, pick_dtype
+from .devices import auto_tile, available_memory, bytes_per_lr_pixel, memory_share, pick_device, pick_dtype
 from .fast import accelerate, worker_map
 from .tiling import TilePlan, run_tiled, spans
 
@@ -276,8 +276,9 @@ class Upscaler:
         internal = self.descriptor.tiling == "internal"
         if internal and self.backend == "torch" and se_bands.supports(self._net):
             smallest = (se_bands.STRIDE + 2 * se_bands.context_rows(self._net.pad)) * w * per_pixel
-            if smallest <= free * BANDS_SHARE:
-                return se_bands.band_plan(h, w, per_pixel, free * BANDS_SHARE, self._net.pad)
+            share = free * memory_share(BANDS_SHARE)  # divided among a server's concurrent passes
+            if smallest <= share:
+                return se_bands.band_plan(h, w, per_pixel, share, self._net.pad)
 
         def size(n: float) -> str:
             return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"

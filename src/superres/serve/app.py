@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from .._version import __version__
+from ..inference.devices import share_memory_among
 from . import ab
 from .context import ServerContext
 from .errors import ApiError
@@ -74,6 +75,7 @@ def create_app(settings: ServeSettings, pool: Optional[ModelPool] = None) -> Fas
         tmp = ctx.tmp = work.path
         ctx.jobs = JobStore(tmp, settings.job_ttl, settings.max_jobs)
         ctx.sched = Scheduler(settings.concurrent_jobs, settings.queue_length)
+        share_memory_among(settings.concurrent_jobs)  # banded whole-image passes split free memory between them
         pool.start()
         cleaner = asyncio.create_task(_cleanup_loop(ctx.jobs, settings.job_ttl))
         try:
