@@ -123,13 +123,18 @@ def report_step(fraction: float) -> None:
 
 
 @contextlib.contextmanager
-def step_hook(hook: Callable[[float], None] | None) -> Iterator[None]:
-    """Run the block with ``hook`` receiving :func:`report_step` calls made in this thread."""
-    token = _STEP_HOOK.set(hook)
+def _setting(var: ContextVar[Any], value: Any) -> Iterator[None]:
+    """Run the block with ``var`` set to ``value`` in this thread (the hooks below are all set this way)."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _STEP_HOOK.reset(token)
+        var.reset(token)
+
+
+def step_hook(hook: Callable[[float], None] | None) -> contextlib.AbstractContextManager[None]:
+    """Run the block with ``hook`` receiving :func:`report_step` calls made in this thread."""
+    return _setting(_STEP_HOOK, hook)
 
 
 # Windowed self-attention over a channels-last map in one compiled call, where the pipeline has one (the CPU
@@ -177,14 +182,9 @@ def map_attention(windows: MapWindows) -> bool:
     return fn is not None and not torch.is_grad_enabled() and fn(windows)
 
 
-@contextlib.contextmanager
-def attention_kernel(fn: Callable[[MapWindows], bool] | None) -> Iterator[None]:
+def attention_kernel(fn: Callable[[MapWindows], bool] | None) -> contextlib.AbstractContextManager[None]:
     """Run the block with :func:`map_attention` calls made in this thread going to ``fn``."""
-    token = _MAP_ATTENTION.set(fn)
-    try:
-        yield
-    finally:
-        _MAP_ATTENTION.reset(token)
+    return _setting(_MAP_ATTENTION, fn)
 
 
 # Independent items of one network call (DAT's bands) on the caller's worker threads, where the pipeline
@@ -214,14 +214,10 @@ def parallel_items(fn: Callable[[int], None], n: int) -> None:
     mapper(item, n)
 
 
-@contextlib.contextmanager
-def item_workers(mapper: Callable[[Callable[[int], None], int], None] | None) -> Iterator[None]:
+def item_workers(mapper: Callable[[Callable[[int], None], int], None] | None
+                 ) -> contextlib.AbstractContextManager[None]:
     """Run the block with :func:`parallel_items` calls in this thread going to ``mapper(fn, n)``."""
-    token = _PARALLEL_MAP.set(mapper)
-    try:
-        yield
-    finally:
-        _PARALLEL_MAP.reset(token)
+    return _setting(_PARALLEL_MAP, mapper)
 
 
 @dataclass(frozen=True)
