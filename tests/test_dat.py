@@ -351,7 +351,7 @@ def test_memory_tile_is_uncapped_only_where_bands_run(monkeypatch: pytest.Monkey
     assert devices.auto_tile(desc, cpu, torch.float32) == 384
     side = devices.auto_tile(desc, cpu, torch.float32, exact_whole=True)
     per_pixel = devices.bytes_per_lr_pixel(desc, torch.float32)
-    budget = (2 << 30) * devices.EXACT_WHOLE_SHARE
+    budget = (2 << 30) * devices.WHOLE_PASS_SHARE
     assert 384 < side < 4096 and side ** 2 * per_pixel <= budget < (side + 16) ** 2 * per_pixel
     assert Upscaler(net).plan().tile == side
     def runtime(x: torch.Tensor) -> torch.Tensor:  # stands in for a runtime session, which names its runtime

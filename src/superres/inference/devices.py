@@ -94,9 +94,10 @@ def memory_share(share: float) -> float:
     return share / _CONCURRENT_PASSES
 
 
-#: Share of free memory a banded architecture's whole-image pass may take (as ``upscaler.BANDS_SHARE`` for the
-#: SE U-Nets): on a CPU with 22 GB free, DAT-light x2 runs LR images up to about 2500x2500 whole and exact.
-EXACT_WHOLE_SHARE = 0.5
+#: Share of free memory one whole-image pass in bands may take on the CPU: DAT's exact tile (on a CPU with
+#: 22 GB free, DAT-light x2 runs LR images up to about 2300x2300 whole and exact) and the SE U-Nets' band plan
+#: (``Upscaler._se_band_plan``).
+WHOLE_PASS_SHARE = 0.5
 
 
 def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype, *, exact_whole: bool = False) -> int:
@@ -105,9 +106,9 @@ def auto_tile(desc: ModelDescriptor, device: torch.device, dtype: torch.dtype, *
     CPU tiles are capped at 384: larger tiles buy no speed there and cost memory (15 % of free memory, at most
     1.5 GiB). ``exact_whole``: the network is global and runs large inputs in bands (``ArchSpec.bands``, on
     the torch backend), so a larger tile buys the whole-image result; only memory bounds it then, with the
-    share the SE U-Nets' bands take (:data:`EXACT_WHOLE_SHARE` of free memory), up to 4096."""
+    share the SE U-Nets' bands take (:data:`WHOLE_PASS_SHARE` of free memory), up to 4096."""
     if exact_whole or device.type == "cuda":
-        budget = available_memory(device) * memory_share(EXACT_WHOLE_SHARE if exact_whole else 0.5)
+        budget = available_memory(device) * memory_share(WHOLE_PASS_SHARE if exact_whole else 0.5)
     else:
         budget = min(available_memory(device) * 0.15, 1.5 * (1 << 30))
     side = int(math.sqrt(budget / bytes_per_lr_pixel(desc, dtype)))

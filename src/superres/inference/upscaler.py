@@ -24,7 +24,15 @@ from . import se_bands
 from .alpha import straight_colour_for_network
 from .continuous import auto_tile as continuous_auto_tile
 from .continuous import bands, render_tiled
-from .devices import auto_tile, available_memory, bytes_per_lr_pixel, memory_share, pick_device, pick_dtype
+from .devices import (
+    WHOLE_PASS_SHARE,
+    auto_tile,
+    available_memory,
+    bytes_per_lr_pixel,
+    memory_share,
+    pick_device,
+    pick_dtype,
+)
 from .fast import accelerate, worker_map
 from .tiling import TilePlan, run_tiled, spans
 
@@ -35,7 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..zoo.registry import ModelCard
 
 log = logging.getLogger(__name__)
-BANDS_SHARE = 0.5  # of free memory for one band of an SE U-Net's whole-image pass (superres.inference.se_bands)
 AlphaMode = Literal["model", "bicubic"]
 T = TypeVar("T")
 
@@ -276,7 +283,7 @@ class Upscaler:
         internal = self.descriptor.tiling == "internal"
         if internal and self.backend == "torch" and se_bands.supports(self._net):
             smallest = (se_bands.STRIDE + 2 * se_bands.context_rows(self._net.pad)) * w * per_pixel
-            share = free * memory_share(BANDS_SHARE)  # divided among a server's concurrent passes
+            share = free * memory_share(WHOLE_PASS_SHARE)  # divided among a server's concurrent passes
             if smallest <= share:
                 return se_bands.band_plan(h, w, per_pixel, share, self._net.pad)
 
