@@ -309,3 +309,25 @@ def test_failing_plan_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     fwd = fast.accelerate(net, "cpu", mode="winograd_f4")
     err, _ = _max_err(fwd, net, torch.rand(1, 3, 9, 10))
     assert err < TOL
+
+
+def test_a_map_from_a_worker_runs_in_that_worker() -> None:
+    """An item that maps again (DAT's band calling the attention kernel) runs its items in its own thread:
+    waiting on the pool from inside it would stall the pool once every worker waited."""
+    from superres.inference import fast
+
+    pool = fast._pool(2)
+    if not isinstance(pool, fast._Pool):
+        pytest.skip("the engine runs items in the caller here (one thread, or no per-thread thread control)")
+    seen: list[tuple[int, int, bool]] = []
+
+    def item(i: int) -> None:
+        outer = threading.current_thread().name
+        pool.map(lambda j: seen.append((i, j, threading.current_thread().name == outer)), 3)
+
+    done = threading.Thread(target=pool.map, args=(item, 4), daemon=True)
+    done.start()
+    done.join(timeout=30)
+    assert not done.is_alive(), "a nested map stalled the pool"
+    assert sorted(s[:2] for s in seen) == [(i, j) for i in range(4) for j in range(3)]
+    assert all(same for _, _, same in seen)

@@ -663,7 +663,8 @@ _WORKER = threading.local()  # .inside: this thread is one of a _Pool's workers
 
 class _Pool:
     """``map(fn, n)`` runs fn(0..n-1) on the workers and returns when all are done (first error re-raised).
-    Several callers may map at once; their items interleave. Items run under inference mode."""
+    Several callers may map at once; their items interleave. Items run under inference mode. A map called from
+    one of the workers (an item that maps again: DAT's band calling the attention kernel) runs in that worker."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -714,6 +715,9 @@ class _Pool:
 
     def map(self, fn: Callable[[int], None], n: int) -> None:
         if n <= 0:
+            return
+        if getattr(_WORKER, "inside", False):  # from one of the workers: waiting on them would stall the pool
+            _Inline.map(fn, n)
             return
         job = _Job(fn, n)
         with self._cv:
@@ -1888,14 +1892,13 @@ def map_attention_kernel(kern: _CKernels, pool: _Pool | _Inline) -> Callable[[An
         bias = attention_bias_blocks(win.bias)
         masks = None if win.masks is None or not win.masks.numel() else attention_bias_blocks(win.masks[:, None])
         total = win.qkv.shape[0] * (win.rowmap.numel() // win.window[0]) * (win.qkv.shape[2] // win.window[1])
-        runner = _Inline() if getattr(_WORKER, "inside", False) else pool  # a worker waiting on its pool stalls it
-        chunks = min(total, 4 * runner.workers)
+        chunks = min(total, 4 * pool.workers)
 
         def item(i: int) -> None:
             kern.map_attention(total * i // chunks, total * (i + 1) // chunks, win, bias,
                                masks, mask_of if masks is not None else None)
 
-        runner.map(item, chunks)
+        pool.map(item, chunks)
         return True
 
     return attend
